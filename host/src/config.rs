@@ -1,0 +1,267 @@
+//! `plugins.toml`: which platform is active, where plugin files are, and each
+//! plugin's settings.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// The environment variable that overrides `platform`.
+pub const PLATFORM_ENV: &str = "CREDHOST_PLATFORM";
+
+/// A parsed configuration file.
+#[derive(Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The directory relative paths are resolved against.
+    pub base_dir: PathBuf,
+    /// The active platform (after the environment override).
+    pub platform: String,
+    /// Where the platform came from, for messages.
+    pub platform_source: String,
+    /// The directory to find plugin files in.
+    pub plugin_dir: PathBuf,
+    /// Plugins by name, in file order.
+    pub plugins: BTreeMap<String, PluginEntry>,
+    text: String,
+}
+
+/// One `[plugins.NAME]` table.
+#[derive(Clone)]
+pub struct PluginEntry {
+    /// The name: the platform the plugin serves.
+    pub name: String,
+    /// `file`: a path, or a bare library name resolved in the plugin directory.
+    pub file: Option<String>,
+    /// `sha256`: the expected digest of the file, checked before loading.
+    pub sha256: Option<String>,
+    /// `settings`: handed to the plugin as JSON.
+    pub settings: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    platform: Option<String>,
+    plugin_dir: Option<String>,
+    #[serde(default)]
+    plugins: BTreeMap<String, RawPlugin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    file: Option<String>,
+    sha256: Option<String>,
+    #[serde(default)]
+    settings: toml::Table,
+}
+
+impl Config {
+    /// Reads and validates `path`; `platform_override` (e.g. `--platform`)
+    /// wins over `CREDHOST_PLATFORM`, which wins over the file.
+    pub fn load(path: &Path, platform_override: Option<&str>) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            location: path.display().to_string(),
+            message: format!("cannot read the configuration: {e}"),
+        })?;
+        let env = std::env::var(PLATFORM_ENV).ok().filter(|v| !v.is_empty());
+        Self::parse(path, &text, platform_override, env.as_deref())
+    }
+
+    /// Parses configuration text as if read from `path`.
+    pub fn parse(path: &Path, text: &str, platform_override: Option<&str>, platform_env: Option<&str>) -> Result<Self> {
+        let file = path.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let location = match e.span() {
+                Some(span) => format!("{file}:{}", line_of(text, span.start)),
+                None => file.clone(),
+            };
+            Error::Config { location, message: e.message().trim().replace('\n', " ") }
+        })?;
+        let base_dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let at = |keys: &[&str]| locate(&file, text, keys);
+
+        let plugins: BTreeMap<String, PluginEntry> = raw
+            .plugins
+            .into_iter()
+            .map(|(name, p)| {
+                (name.clone(), PluginEntry { name, file: p.file, sha256: p.sha256, settings: p.settings })
+            })
+            .collect();
+        for entry in plugins.values() {
+            if !valid_plugin_name(&entry.name) {
+                return Err(Error::Config {
+                    location: at(&["plugins", &entry.name]),
+                    message: format!("invalid plugin name `{}`: use lower-case letters, digits, `-` and `_`", entry.name),
+                });
+            }
+            if let Some(pin) = &entry.sha256 {
+                if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(Error::Config {
+                        location: at(&["plugins", &entry.name, "sha256"]),
+                        message: format!("plugins.{}.sha256 must be 64 hexadecimal digits", entry.name),
+                    });
+                }
+            }
+            if entry.file.as_deref() == Some("") {
+                return Err(Error::Config {
+                    location: at(&["plugins", &entry.name, "file"]),
+                    message: format!("plugins.{}.file is empty", entry.name),
+                });
+            }
+        }
+
+        let (platform, platform_source) = match (platform_override, platform_env, raw.platform) {
+            (Some(p), _, _) => (p.to_owned(), "--platform".to_owned()),
+            (None, Some(p), _) => (p.to_owned(), PLATFORM_ENV.to_owned()),
+            (None, None, Some(p)) => (p, at(&["platform"])),
+            (None, None, None) if plugins.len() == 1 => {
+                (plugins.keys().next().cloned().unwrap_or_default(), file.clone())
+            }
+            (None, None, None) => {
+                return Err(Error::Config {
+                    location: file,
+                    message: format!("no `platform` set (and {PLATFORM_ENV} is not set)"),
+                })
+            }
+        };
+        if !plugins.contains_key(&platform) {
+            let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
+            return Err(Error::Config {
+                location: platform_source.clone(),
+                message: format!(
+                    "unknown platform `{platform}`; known platforms: {}",
+                    if known.is_empty() { "none (no [plugins.NAME] tables)".to_owned() } else { known.join(", ") }
+                ),
+            });
+        }
+        let plugin_dir = base_dir.join(raw.plugin_dir.as_deref().unwrap_or("."));
+        Ok(Self { path: path.to_path_buf(), base_dir, platform, platform_source, plugin_dir, plugins, text: text.to_owned() })
+    }
+
+    /// `file:line` of a key path inside the file (`["plugins", "local", "settings", "storage", "kind"]`),
+    /// falling back to the nearest enclosing key that exists.
+    pub fn locate(&self, keys: &[&str]) -> String {
+        locate(&self.path.display().to_string(), &self.text, keys)
+    }
+
+    /// The settings of `plugin` as JSON, for the plugin's constructor.
+    pub fn settings_json(&self, plugin: &str) -> String {
+        let table = self.plugins.get(plugin).map(|p| p.settings.clone()).unwrap_or_default();
+        serde_json::to_string(&table).unwrap_or_else(|_| "{}".to_owned())
+    }
+}
+
+fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+fn locate(file: &str, text: &str, keys: &[&str]) -> String {
+    match span_of(text, keys) {
+        Some(offset) => format!("{file}:{}", line_of(text, offset)),
+        None => file.to_owned(),
+    }
+}
+
+/// Finds the byte offset where the deepest existing key of `keys` is defined.
+fn span_of(text: &str, keys: &[&str]) -> Option<usize> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut found = None;
+    for key in keys {
+        let Some((k, v)) = table.get_key_value(*key) else { break };
+        found = Some(k.span().start);
+        match v.get_ref() {
+            toml::de::DeValue::Table(t) => table = t,
+            _ => break,
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"platform = "local"
+plugin_dir = "target/release"
+
+[plugins.local]
+[plugins.local.settings]
+registry = { url = "http://127.0.0.1:5000", auth = "none" }
+storage = { kind = "fs", root = ".credhost/storage", bucket = "projects" }
+
+[plugins.aws.settings]
+region = "us-east-2"
+"#;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(Path::new("dir/plugins.toml"), text, None, None)
+    }
+
+    #[test]
+    fn parses_the_default_shape() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.platform, "local");
+        assert_eq!(c.plugin_dir, Path::new("dir/target/release"));
+        assert_eq!(c.plugins.len(), 2);
+        let json: serde_json::Value = serde_json::from_str(&c.settings_json("local")).unwrap();
+        assert_eq!(json["storage"]["kind"], "fs");
+    }
+
+    #[test]
+    fn overrides_win_in_order() {
+        let c = Config::parse(Path::new("p.toml"), GOOD, None, Some("aws")).unwrap();
+        assert_eq!((c.platform.as_str(), c.platform_source.as_str()), ("aws", PLATFORM_ENV));
+        let c = Config::parse(Path::new("p.toml"), GOOD, Some("local"), Some("aws")).unwrap();
+        assert_eq!(c.platform, "local");
+    }
+
+    #[test]
+    fn unknown_platform_lists_known_ones() {
+        let e = Config::parse(Path::new("p.toml"), GOOD, None, Some("gpc")).err().unwrap().to_string();
+        assert_eq!(e, "CREDHOST_PLATFORM: unknown platform `gpc`; known platforms: aws, local");
+        let e = parse(&GOOD.replace("platform = \"local\"", "platform = \"nope\"")).err().unwrap().to_string();
+        assert!(e.starts_with("dir/plugins.toml:1: unknown platform `nope`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_name_file_and_line() {
+        let e = parse(&GOOD.replace("plugin_dir", "plugins_dir")).err().unwrap().to_string();
+        assert!(e.starts_with("dir/plugins.toml:2: unknown field `plugins_dir`"), "{e}");
+        let e = parse("[plugins.local]\nfiel = \"x\"\n").err().unwrap().to_string();
+        assert!(e.starts_with("dir/plugins.toml:2: unknown field `fiel`"), "{e}");
+        let e = parse("platform = \n").err().unwrap().to_string();
+        assert!(e.starts_with("dir/plugins.toml:1:"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn locates_plugin_keys() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.locate(&["plugins", "local", "settings", "storage", "kind"]), "dir/plugins.toml:7");
+        assert_eq!(c.locate(&["plugins", "aws", "settings", "region"]), "dir/plugins.toml:10");
+        assert_eq!(c.locate(&["plugins", "aws", "settings", "nope"]), "dir/plugins.toml:9");
+    }
+
+    #[test]
+    fn bad_pins_are_config_errors() {
+        let e = parse(&GOOD.replace("[plugins.local]\n", "[plugins.local]\nsha256 = \"abc\"\n")).err().unwrap().to_string();
+        assert_eq!(e, "dir/plugins.toml:5: plugins.local.sha256 must be 64 hexadecimal digits");
+    }
+}

@@ -1,0 +1,174 @@
+//! Registry credentials cached until shortly before they expire, with one
+//! fetch in flight per key.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use credhost_plugin_api::RegistryAuth;
+
+/// How long credentials without an expiry (and "no credentials needed"
+/// answers) are reused.
+pub const NO_EXPIRY_TTL: Duration = Duration::from_secs(600);
+/// Refresh at the latest this long before expiry...
+pub const MAX_MARGIN: Duration = Duration::from_secs(300);
+
+#[derive(Clone)]
+struct Entry {
+    auth: Option<RegistryAuth>,
+    /// Unix seconds after which the entry must not be used.
+    use_until: i64,
+}
+
+/// The cache. Cheap to share; each key has its own lock so that concurrent
+/// callers of the same key wait for one fetch, while other keys proceed.
+#[derive(Default)]
+pub struct TokenCache {
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Entry>>>>>,
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// When to stop using credentials fetched at `now` that expire at `expires_at`:
+/// 5 minutes before expiry, or a quarter of the lifetime for short-lived ones.
+/// `None` when they must not be cached at all (already expired, or too close).
+pub fn use_until(now: i64, expires_at: Option<i64>) -> Option<i64> {
+    match expires_at {
+        None => Some(now + NO_EXPIRY_TTL.as_secs() as i64),
+        Some(exp) => {
+            let lifetime = exp - now;
+            if lifetime <= 0 {
+                return None;
+            }
+            let margin = (MAX_MARGIN.as_secs() as i64).min(lifetime / 4).max(1);
+            let until = exp - margin;
+            (until > now).then_some(until)
+        }
+    }
+}
+
+impl TokenCache {
+    /// Returns the cached answer for `key`, or runs `fetch` (once, however many
+    /// callers wait) and caches its answer when it may be cached.
+    pub async fn get_or_fetch<F, Fut, E>(&self, key: &str, fetch: F) -> Result<Option<RegistryAuth>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<RegistryAuth>, E>>,
+    {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.entry(key.to_owned()).or_default().clone()
+        };
+        let mut guard = slot.lock().await;
+        if let Some(entry) = guard.as_ref() {
+            if unix_now() < entry.use_until {
+                return Ok(entry.auth.clone());
+            }
+        }
+        *guard = None;
+        let auth = fetch().await?;
+        let now = unix_now();
+        let expires = auth.as_ref().and_then(|a| a.expires_at.into_option());
+        if let Some(until) = use_until(now, expires) {
+            *guard = Some(Entry { auth: auth.clone(), use_until: until });
+        } else {
+            tracing::debug!(target: "credhost::token", key, "not caching registry credentials: expired or about to");
+        }
+        Ok(auth)
+    }
+
+    /// Forgets everything (e.g. after credentials were rejected).
+    pub fn clear(&self) {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use credhost_plugin_api::Secret;
+
+    use super::*;
+
+    fn auth(expires_at: Option<i64>) -> Option<RegistryAuth> {
+        Some(RegistryAuth::new("r:5000", "u", Secret::new("s"), expires_at))
+    }
+
+    #[test]
+    fn margins() {
+        assert_eq!(use_until(1000, Some(1000 + 3600)), Some(1000 + 3600 - 300));
+        assert_eq!(use_until(1000, Some(1000 + 60)), Some(1000 + 45));
+        assert_eq!(use_until(1000, Some(999)), None);
+        assert_eq!(use_until(1000, Some(1000)), None);
+        assert_eq!(use_until(1000, Some(1001)), None);
+        assert_eq!(use_until(1000, None), Some(1600));
+    }
+
+    #[tokio::test]
+    async fn caches_live_tokens_and_never_expired_ones() {
+        let cache = TokenCache::default();
+        let calls = AtomicUsize::new(0);
+        for _ in 0..3 {
+            let a = cache
+                .get_or_fetch("k", || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, ()>(auth(Some(unix_now() + 3600)))
+                })
+                .await
+                .unwrap();
+            assert!(a.is_some());
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let expired = AtomicUsize::new(0);
+        for _ in 0..3 {
+            cache
+                .get_or_fetch("old", || async {
+                    expired.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, ()>(auth(Some(1_420_070_400))) // 2015, as moto answers
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(expired.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn one_fetch_in_flight_per_key() {
+        let cache = Arc::new(TokenCache::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_fetch("k", || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok::<_, ()>(auth(None))
+                    })
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn errors_are_not_cached() {
+        let cache = TokenCache::default();
+        let r = cache.get_or_fetch("k", || async { Err::<Option<RegistryAuth>, _>("boom") }).await;
+        assert!(r.is_err());
+        let r = cache.get_or_fetch("k", || async { Ok::<_, &str>(auth(None)) }).await;
+        assert!(r.unwrap().is_some());
+    }
+}

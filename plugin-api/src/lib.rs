@@ -1,0 +1,37 @@
+//! The stable plugin interface of credhost.
+//!
+//! A plugin is a `cdylib` exporting a [`PluginRoot`] through abi_stable. The
+//! host loads it, checks the interface version and type layout, asks it for a
+//! [`Provider`] built from the plugin's settings, and calls the provider's
+//! async methods through [`async_ffi::FfiFuture`]s.
+//!
+//! Rules of evolution (this crate is versioned from 1.0.0): types and trait
+//! methods are only ever appended; released structs never change, new options
+//! travel in their `extra` maps; a bump of abi_stable or async-ffi is a new
+//! major version.
+//!
+//! With the `sdk` feature, [`sdk`] lets a plugin author write an ordinary
+//! async Rust trait and export it with [`export_plugin!`].
+#![warn(missing_docs)]
+#![allow(non_camel_case_types, non_local_definitions)]
+
+mod error;
+mod provider;
+mod root;
+mod secret;
+mod types;
+
+#[cfg(feature = "sdk")]
+pub mod sdk;
+
+pub use abi_stable;
+pub use async_ffi;
+pub use async_ffi::FfiFuture;
+
+pub use error::{ErrorKind, PResult, PluginError};
+pub use provider::{
+    HostServices, HostServicesBox, HostServices_TO, LogLevel, Provider, ProviderBox, Provider_TO,
+};
+pub use root::{Capabilities, PluginInfo, PluginRoot, PluginRoot_Ref, API_VERSION};
+pub use secret::{Secret, REDACTED};
+pub use types::*;

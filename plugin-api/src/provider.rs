@@ -1,0 +1,86 @@
+//! The provider trait: what every platform plugin implements.
+
+use abi_stable::{
+    sabi_trait,
+    std_types::{RBox, ROption, RStr, RString},
+    StableAbi,
+};
+use async_ffi::FfiFuture;
+
+use crate::{
+    CheckReport, CheckRequest, CredentialEntry, CredentialsRequest, DownloadRequest, PResult,
+    RegistryAuth, RegistryRequest, TransferResult, UploadRequest,
+};
+use abi_stable::std_types::RVec;
+
+/// A platform's credentials and storage, as seen by the host.
+///
+/// Interface evolution: **add methods only at the end**, after the current last
+/// one, each with a default body answering [`crate::ErrorKind::UNSUPPORTED`];
+/// never reorder, remove or change a method. Every I/O method returns an
+/// [`FfiFuture`] that the host may poll from any executor and may drop to
+/// cancel the work.
+#[sabi_trait]
+pub trait Provider: Send + Sync {
+    /// Credentials for a registry, or `None` when the registry needs none.
+    fn registry_auth(&self, req: RegistryRequest) -> FfiFuture<PResult<ROption<RegistryAuth>>>;
+
+    /// Stores a project archive in the projects bucket. Either the whole
+    /// object becomes visible under its name, or nothing does.
+    fn upload(&self, req: UploadRequest) -> FfiFuture<PResult<TransferResult>>;
+
+    /// Fetches a project archive. On success the destination holds exactly the
+    /// object's bytes (size and checksum verified where the store allows).
+    fn download(&self, req: DownloadRequest) -> FfiFuture<PResult<TransferResult>>;
+
+    /// The environment-style entries a build job needs.
+    fn credentials(&self, req: CredentialsRequest) -> FfiFuture<PResult<RVec<CredentialEntry>>>;
+
+    /// A cheap live probe: storage reachable and bucket present, registry
+    /// reachable and credentials accepted.
+    #[sabi(last_prefix_field)]
+    fn check(&self, req: CheckRequest) -> FfiFuture<PResult<CheckReport>>;
+}
+
+/// An owned provider trait object, as returned by a plugin's constructor.
+pub type ProviderBox = Provider_TO<'static, RBox<()>>;
+
+/// Severity of a log record sent from a plugin to the host.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct LogLevel(pub u8);
+
+impl LogLevel {
+    /// Errors.
+    pub const ERROR: Self = Self(1);
+    /// Warnings.
+    pub const WARN: Self = Self(2);
+    /// Information.
+    pub const INFO: Self = Self(3);
+    /// Debugging detail.
+    pub const DEBUG: Self = Self(4);
+    /// Very verbose detail.
+    pub const TRACE: Self = Self(5);
+}
+
+/// Services the host offers every provider it constructs.
+///
+/// Add methods only at the end, with a default body.
+#[sabi_trait]
+pub trait HostServices: Send + Sync {
+    /// The most verbose level the host will record; plugins skip formatting
+    /// records above it.
+    fn max_log_level(&self) -> LogLevel;
+
+    /// The directory relative paths in the plugin's settings are resolved
+    /// against (the directory of the host's configuration file).
+    fn base_dir(&self) -> RString;
+
+    /// Records one log line from the plugin in the host's log, attributed to
+    /// the plugin. `target` is the plugin-side module path. Never contains secrets.
+    #[sabi(last_prefix_field)]
+    fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>);
+}
+
+/// An owned [`HostServices`] trait object.
+pub type HostServicesBox = HostServices_TO<'static, RBox<()>>;

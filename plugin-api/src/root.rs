@@ -1,0 +1,110 @@
+//! The root module every plugin library exports.
+
+use abi_stable::{
+    declare_root_module_statics,
+    library::RootModule,
+    package_version_strings,
+    sabi_types::VersionStrings,
+    std_types::{RStr, RString},
+    StableAbi,
+};
+
+use crate::{Extra, HostServicesBox, PResult, ProviderBox};
+
+/// What a plugin can do, as bit flags (a newtype so later versions can add bits).
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities(pub u64);
+
+impl Capabilities {
+    /// Registry credentials.
+    pub const REGISTRY: Self = Self(1);
+    /// Project upload.
+    pub const UPLOAD: Self = Self(1 << 1);
+    /// Project download.
+    pub const DOWNLOAD: Self = Self(1 << 2);
+    /// Build-job credentials.
+    pub const CREDENTIALS: Self = Self(1 << 3);
+    /// Live probe.
+    pub const CHECK: Self = Self(1 << 4);
+
+    /// All of the above.
+    pub const ALL: Self = Self(0b1_1111);
+
+    /// Whether every bit of `other` is set.
+    pub fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Names of the set bits, for display.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (Self::REGISTRY, "registry"),
+            (Self::UPLOAD, "upload"),
+            (Self::DOWNLOAD, "download"),
+            (Self::CREDENTIALS, "credentials"),
+            (Self::CHECK, "check"),
+        ]
+        .into_iter()
+        .filter(|(c, _)| self.contains(*c))
+        .map(|(_, n)| n)
+        .collect()
+    }
+}
+
+impl std::ops::BitOr for Capabilities {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
+impl std::fmt::Debug for Capabilities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Capabilities({})", self.names().join("|"))
+    }
+}
+
+/// Describes a plugin library.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug)]
+pub struct PluginInfo {
+    /// The platform name the plugin serves, e.g. `local`; unique per host.
+    pub name: RString,
+    /// The plugin's own version.
+    pub version: RString,
+    /// The plugin-api version it was built against.
+    pub api_version: RString,
+    /// What it offers.
+    pub capabilities: Capabilities,
+    /// Known keys: `description`.
+    pub extra: Extra,
+}
+
+/// The root module: the one symbol the host looks up in a plugin library.
+///
+/// A prefix type: fields are only ever appended after the last one, and a host
+/// reads a field added later as absent in older plugins.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginRoot_Ref)))]
+#[sabi(missing_field(panic))]
+pub struct PluginRoot {
+    /// Describes the plugin. Never fails.
+    pub info: extern "C" fn() -> PluginInfo,
+
+    /// Creates a provider from the plugin's settings (a JSON object, converted
+    /// by the host from the plugin's `settings` table) and the host's services.
+    #[sabi(last_prefix_field)]
+    pub new_provider: extern "C" fn(settings_json: RStr<'_>, host: HostServicesBox) -> PResult<ProviderBox>,
+}
+
+impl RootModule for PluginRoot_Ref {
+    declare_root_module_statics! {PluginRoot_Ref}
+    const BASE_NAME: &'static str = "credhost_plugin";
+    const NAME: &'static str = "credhost_plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+/// The version of this interface crate, as plugins report it in [`PluginInfo::api_version`].
+pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");

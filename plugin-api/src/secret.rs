@@ -1,0 +1,86 @@
+//! A secret string that does not print and is wiped from memory on drop.
+
+use std::fmt;
+
+use abi_stable::{std_types::RVec, StableAbi};
+use zeroize::Zeroize;
+
+/// The text printed in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// A secret (password, token, key). `Debug` prints `Secret(<redacted>)`; the
+/// bytes are overwritten with zeros when the value is dropped. Read it with
+/// [`Secret::expose`], only where it is really needed.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct Secret {
+    bytes: RVec<u8>,
+}
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self { bytes: RVec::from(value.into().into_bytes()) }
+    }
+
+    /// The secret text.
+    pub fn expose(&self) -> &str {
+        // Built only from `String`s, so always UTF-8; stay panic-free regardless.
+        std::str::from_utf8(self.bytes.as_slice()).unwrap_or("")
+    }
+
+    /// Whether the secret is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+impl Clone for Secret {
+    fn clone(&self) -> Self {
+        Self::new(self.expose())
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes.as_slice() == other.bytes.as_slice()
+    }
+}
+
+impl Eq for Secret {}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.bytes.as_mut_slice().zeroize();
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({REDACTED})")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self::new(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self::new(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_redacted() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        assert_eq!(s.expose(), "hunter2");
+    }
+}

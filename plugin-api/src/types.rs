@@ -1,0 +1,301 @@
+//! Requests and responses of the provider methods.
+//!
+//! Released structs never change layout: each carries an `extra` string map
+//! through which later versions pass new options and results.
+
+use std::fmt;
+
+use abi_stable::{
+    sabi_trait,
+    std_types::{RBox, RHashMap, ROption, RSlice, RSliceMut, RString, RVec},
+    StableAbi,
+};
+use base64::Engine as _;
+
+use crate::{PResult, Secret};
+
+/// Extra options or results, keyed by name; unknown keys are ignored.
+pub type Extra = RHashMap<RString, RString>;
+
+/// Which registry to authenticate to.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default)]
+pub struct RegistryRequest {
+    /// Registry host (`host[:port]`); `None` means the plugin's default registry.
+    pub registry: ROption<RString>,
+    /// Known keys: `scope` (a registry token scope such as
+    /// `repository:demo:pull,push`), `repository` (shorthand for that scope).
+    pub extra: Extra,
+}
+
+/// Credentials for a container registry.
+#[repr(C)]
+#[derive(StableAbi, Clone)]
+pub struct RegistryAuth {
+    /// The registry host these credentials are for (`host[:port]`, no scheme).
+    pub server: RString,
+    /// User name to present (for bearer tokens: the user the token was issued to).
+    pub username: RString,
+    /// The password or token.
+    pub secret: Secret,
+    /// Unix time (seconds) after which the secret stops working, when known.
+    pub expires_at: ROption<i64>,
+    /// Known keys: `kind` = `basic` (username + password) or `bearer` (the secret
+    /// is a registry bearer token).
+    pub extra: Extra,
+}
+
+impl RegistryAuth {
+    /// The `REGISTRY_TOKEN` form that build jobs expect: base64 of
+    /// `username:secret`, as ECR's authorization token.
+    pub fn registry_token(&self) -> Secret {
+        let mut joined = String::with_capacity(self.username.len() + 1 + self.secret.expose().len());
+        joined.push_str(&self.username);
+        joined.push(':');
+        joined.push_str(self.secret.expose());
+        let token = base64::engine::general_purpose::STANDARD.encode(joined.as_bytes());
+        zeroize::Zeroize::zeroize(&mut joined);
+        Secret::new(token)
+    }
+}
+
+impl fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("secret", &self.secret)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// A blocking source of bytes implemented by the host (a pipe, a request body).
+///
+/// Plugins call it from a thread where blocking is allowed, never from async code.
+#[sabi_trait]
+pub trait ByteSource: Send {
+    /// Fills the start of `buf` and returns how many bytes were written; 0 means
+    /// the end of the data. An error aborts the upload.
+    #[sabi(last_prefix_field)]
+    fn read(&mut self, buf: RSliceMut<'_, u8>) -> PResult<usize>;
+}
+
+/// An owned [`ByteSource`] trait object.
+pub type ByteSourceBox = ByteSource_TO<'static, RBox<()>>;
+
+/// A blocking sink of bytes implemented by the host.
+#[sabi_trait]
+pub trait ByteSink: Send {
+    /// Writes all of `buf` or fails.
+    fn write(&mut self, buf: RSlice<'_, u8>) -> PResult<()>;
+    /// Called once after the last write, when the whole object was delivered
+    /// and verified. A sink that never sees `finish` holds incomplete data.
+    #[sabi(last_prefix_field)]
+    fn finish(&mut self) -> PResult<()>;
+}
+
+/// An owned [`ByteSink`] trait object.
+pub type ByteSinkBox = ByteSink_TO<'static, RBox<()>>;
+
+/// Progress of one transfer, reported by the plugin.
+#[sabi_trait]
+pub trait Progress: Send + Sync {
+    /// The total number of bytes, once known.
+    fn set_total(&self, total: u64);
+    /// `bytes` more bytes were transferred.
+    #[sabi(last_prefix_field)]
+    fn advance(&self, bytes: u64);
+}
+
+/// An owned [`Progress`] trait object.
+pub type ProgressBox = Progress_TO<'static, RBox<()>>;
+
+/// Where the bytes of an upload come from.
+#[repr(u8)]
+#[derive(StableAbi)]
+pub enum UploadSource {
+    /// A local file: the fast path, the plugin may read parts in parallel.
+    Path(RString),
+    /// A stream of unknown length.
+    Stream(ByteSourceBox),
+}
+
+/// Upload a project archive into the plugin's projects bucket.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct UploadRequest {
+    /// The object name (validated by the host).
+    pub name: RString,
+    /// The bytes.
+    pub source: UploadSource,
+    /// Size in bytes when known in advance (always for paths).
+    pub size_hint: ROption<u64>,
+    /// Progress reporting, when the host wants it.
+    pub progress: ROption<ProgressBox>,
+    /// Known keys: `content_type`.
+    pub extra: Extra,
+}
+
+/// Where a download goes.
+#[repr(u8)]
+#[derive(StableAbi)]
+pub enum DownloadDest {
+    /// Write the whole object to this file (created or truncated). The host
+    /// passes a temporary path and renames it once the call succeeded.
+    Path(RString),
+    /// Stream into a host sink.
+    Sink(ByteSinkBox),
+}
+
+/// Download a project archive.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct DownloadRequest {
+    /// Bucket to read from.
+    pub bucket: RString,
+    /// Object name.
+    pub name: RString,
+    /// Where the bytes go.
+    pub dest: DownloadDest,
+    /// Progress reporting, when the host wants it.
+    pub progress: ROption<ProgressBox>,
+    /// Reserved for later options.
+    pub extra: Extra,
+}
+
+/// The outcome of an upload or download.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct TransferResult {
+    /// Bucket the object is in.
+    pub bucket: RString,
+    /// Object name.
+    pub name: RString,
+    /// Size in bytes.
+    pub size: u64,
+    /// `algorithm:hex`, e.g. `crc32c:1a2b3c4d`, of the whole content.
+    pub checksum: RString,
+    /// Known keys: `location` (a URL or path describing where the object is).
+    pub extra: Extra,
+}
+
+/// Ask for the entries a build job needs.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default)]
+pub struct CredentialsRequest {
+    /// Reserved for later options.
+    pub extra: Extra,
+}
+
+/// One environment-style entry for a build job.
+#[repr(C)]
+#[derive(StableAbi, Clone)]
+pub struct CredentialEntry {
+    /// Variable name, e.g. `AWS_ACCESS_KEY_ID`.
+    pub key: RString,
+    /// Its value; held as a secret whatever `secret` says, so it is wiped on drop.
+    pub value: Secret,
+    /// Whether the value must be redacted unless the user asks to see it.
+    pub secret: bool,
+}
+
+impl fmt::Debug for CredentialEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("CredentialEntry");
+        d.field("key", &self.key);
+        if self.secret {
+            d.field("value", &self.value);
+        } else {
+            d.field("value", &self.value.expose());
+        }
+        d.field("secret", &self.secret).finish()
+    }
+}
+
+/// Ask for a live probe.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default)]
+pub struct CheckRequest {
+    /// Reserved for later options.
+    pub extra: Extra,
+}
+
+/// One probe of `check`.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug)]
+pub struct CheckItem {
+    /// What was probed, e.g. `storage` or `registry`.
+    pub component: RString,
+    /// Whether it answered as expected.
+    pub ok: bool,
+    /// What was found, one line.
+    pub detail: RString,
+}
+
+/// The outcome of `check`.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default)]
+pub struct CheckReport {
+    /// Every probe that ran.
+    pub items: RVec<CheckItem>,
+    /// Reserved.
+    pub extra: Extra,
+}
+
+impl CheckReport {
+    /// Whether every probe passed.
+    pub fn ok(&self) -> bool {
+        self.items.iter().all(|i| i.ok)
+    }
+}
+
+impl RegistryAuth {
+    /// Credentials for `server`: `username` with `secret`, valid until `expires_at` (Unix seconds) when known.
+    pub fn new(server: impl Into<String>, username: impl Into<String>, secret: Secret, expires_at: Option<i64>) -> Self {
+        Self {
+            server: RString::from(server.into()),
+            username: RString::from(username.into()),
+            secret,
+            expires_at: expires_at.into(),
+            extra: Extra::new(),
+        }
+    }
+}
+
+impl TransferResult {
+    /// The outcome for `bucket`/`name`: `size` bytes with `checksum` (`algorithm:hex`).
+    pub fn new(bucket: impl Into<String>, name: impl Into<String>, size: u64, checksum: impl Into<String>) -> Self {
+        Self {
+            bucket: RString::from(bucket.into()),
+            name: RString::from(name.into()),
+            size,
+            checksum: RString::from(checksum.into()),
+            extra: Extra::new(),
+        }
+    }
+}
+
+impl CredentialEntry {
+    /// An entry shown as is.
+    pub fn plain(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Self { key: RString::from(key.into()), value: Secret::new(value), secret: false }
+    }
+
+    /// An entry redacted unless the user asks to see secrets.
+    pub fn secret(key: impl Into<String>, value: Secret) -> Self {
+        Self { key: RString::from(key.into()), value, secret: true }
+    }
+}
+
+impl CheckItem {
+    /// A passed probe.
+    pub fn ok(component: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self { component: RString::from(component.into()), ok: true, detail: RString::from(detail.into()) }
+    }
+
+    /// A failed probe.
+    pub fn failed(component: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self { component: RString::from(component.into()), ok: false, detail: RString::from(detail.into()) }
+    }
+}
