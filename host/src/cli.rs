@@ -127,9 +127,10 @@ pub fn main() -> i32 {
             return exit::OTHER;
         }
     };
+    let active = ActiveProvider::default();
     let code = runtime.block_on(async {
         tokio::select! {
-            r = run(&cli) => match r {
+            r = run(&cli, &active) => match r {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("credhost: {e}");
@@ -137,7 +138,14 @@ pub fn main() -> i32 {
                 }
             },
             _ = tokio::signal::ctrl_c() => {
+                // The operation's future is dropped here, which cancels it in
+                // the plugin; give the plugin a moment to clean up (abort a
+                // multipart upload) before the process exits.
                 eprintln!("credhost: interrupted");
+                let provider = active.lock().ok().and_then(|p| p.clone());
+                if let Some(p) = provider {
+                    p.wait_idle(std::time::Duration::from_secs(10)).await;
+                }
                 exit::INTERRUPTED
             }
         }
@@ -158,10 +166,26 @@ fn init_logging(verbose: u8, quiet: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("CREDHOST_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(verbose > 1).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(verbose > 1)
+        .try_init();
 }
 
-async fn run(cli: &Cli) -> Result<i32> {
+/// The provider in use, for clean-up after an interruption.
+type ActiveProvider = std::sync::Mutex<Option<crate::ProviderHandle>>;
+
+async fn active_provider(host: &Host, slot: &ActiveProvider) -> Result<crate::ProviderHandle> {
+    let p = host.active().await?;
+    if let Ok(mut s) = slot.lock() {
+        *s = Some(p.clone());
+    }
+    Ok(p)
+}
+
+async fn run(cli: &Cli, slot: &ActiveProvider) -> Result<i32> {
     let host = Host::from_file(&cli.config, cli.platform.as_deref())?;
     let show_progress = !cli.quiet;
     match &cli.command {
@@ -183,11 +207,13 @@ async fn run(cli: &Cli) -> Result<i32> {
                     println!("    sha256: {}", r.sha256.as_deref().unwrap_or("-"));
                 }
             }
-            let refused_active = rows.iter().any(|r| r.name == host.platform() && r.status.starts_with("refused"));
+            // The first row of a name is its configured entry.
+            let refused_active =
+                rows.iter().find(|r| r.name == host.platform()).is_some_and(|r| r.status.starts_with("refused"));
             Ok(if refused_active { exit::PLUGIN } else { exit::OK })
         }
         Command::Check => {
-            let provider = host.active().await?;
+            let provider = active_provider(&host, slot).await?;
             let report = provider.check().await?;
             for item in report.items.iter() {
                 println!("{} {}: {}", if item.ok { "ok  " } else { "FAIL" }, item.component, item.detail);
@@ -205,7 +231,7 @@ async fn run(cli: &Cli) -> Result<i32> {
                 (None, Some(r)) => Some(format!("repository:{r}:pull,push")),
                 _ => None,
             };
-            let provider = host.active().await?;
+            let provider = active_provider(&host, slot).await?;
             let auth = provider.registry_auth(registry.as_deref(), scope.as_deref()).await?;
             match (format, auth) {
                 (TokenFormat::Docker, Some(a)) => println!("{}", a.registry_token().expose()),
@@ -222,7 +248,7 @@ async fn run(cli: &Cli) -> Result<i32> {
         }
         Command::Upload { file, name, no_verify, json } => {
             let total = std::fs::metadata(file).ok().map(|m| m.len());
-            let provider = host.active().await?;
+            let provider = active_provider(&host, slot).await?;
             let bar = progress::terminal_bar("upload", total, show_progress);
             let (bar, object) = split(bar);
             let result = provider.upload_file_with(file, name.as_deref(), *no_verify, object).await;
@@ -240,7 +266,7 @@ async fn run(cli: &Cli) -> Result<i32> {
                 Some(p) => p.clone(),
                 None => default_destination(name)?,
             };
-            let provider = host.active().await?;
+            let provider = active_provider(&host, slot).await?;
             let bar = progress::terminal_bar("download", None, show_progress);
             let (bar, object) = split(bar);
             let result = provider.download_to_path(bucket, name, &dest, *force, object).await;
@@ -256,7 +282,7 @@ async fn run(cli: &Cli) -> Result<i32> {
             Ok(exit::OK)
         }
         Command::Credentials { format, show_secrets } => {
-            let provider = host.active().await?;
+            let provider = active_provider(&host, slot).await?;
             let entries = provider.credentials().await?;
             let value = |e: &credhost_plugin_api::CredentialEntry| {
                 if e.secret && !show_secrets { REDACTED.to_owned() } else { e.value.expose().to_owned() }

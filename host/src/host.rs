@@ -473,6 +473,13 @@ impl ProviderHandle {
     pub async fn check(&self) -> Result<CheckReport> {
         self.inner.provider.check(CheckRequest::default()).await.into_result().map_err(self.err("check"))
     }
+
+    /// Waits (at most `timeout`) for the clean-up work of cancelled operations
+    /// to finish. Call it after dropping an operation's future when the
+    /// process is about to exit, so that nothing partial is left behind.
+    pub async fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        matches!(tokio::time::timeout(timeout, self.inner.provider.wait_idle()).await, Ok(abi_stable::std_types::RResult::ROk(())))
+    }
 }
 
 /// A `std::io::Read` as a plugin byte source.

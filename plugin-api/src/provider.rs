@@ -38,8 +38,14 @@ pub trait Provider: Send + Sync {
 
     /// A cheap live probe: storage reachable and bucket present, registry
     /// reachable and credentials accepted.
-    #[sabi(last_prefix_field)]
     fn check(&self, req: CheckRequest) -> FfiFuture<PResult<CheckReport>>;
+
+    /// Completes once the clean-up work of cancelled operations (aborting
+    /// multipart uploads, removing temporary objects) has finished, so a host
+    /// that is about to exit after a cancellation leaves nothing behind. Hosts
+    /// bound the wait with a timeout.
+    #[sabi(last_prefix_field)]
+    fn wait_idle(&self) -> FfiFuture<PResult<()>>;
 }
 
 /// An owned provider trait object, as returned by a plugin's constructor.

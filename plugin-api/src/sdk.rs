@@ -327,6 +327,19 @@ impl<P: CredentialProvider> Provider for Adapter<P> {
         let p = self.0.clone();
         spawn_guarded("check", move || async move { p.check(req).await })
     }
+
+    fn wait_idle(&self) -> FfiFuture<PResult<()>> {
+        spawn_guarded("wait_idle", || async {
+            // Clean-up runs as tasks on this plugin's runtime (e.g. the abort
+            // of a multipart upload spawned when an upload is dropped): wait
+            // until this task is the only one left.
+            let handle = tokio::runtime::Handle::current();
+            while handle.metrics().num_alive_tasks() > 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Ok(())
+        })
+    }
 }
 
 fn extra_to_map(extra: Extra) -> HashMap<String, String> {
@@ -360,11 +373,16 @@ pub fn new_provider_for<P: Plugin>(settings_json: &str, host: HostServicesBox) -
         // host calls `new_provider` outside async code.
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         rt.spawn(async move {
-            let _ = tx.send(P::new(settings, ctx).await);
+            let built = match tokio::spawn(P::new(settings, ctx)).await {
+                Ok(r) => r,
+                Err(j) if j.is_panic() => Err(panicked("new_provider", &*j.into_panic())),
+                Err(_) => Err(PluginError::new(ErrorKind::CANCELLED, "plugin constructor was cancelled")),
+            };
+            let _ = tx.send(built);
         });
         let provider = rx
             .recv()
-            .map_err(|_| PluginError::new(ErrorKind::PANICKED, "plugin constructor panicked"))??;
+            .map_err(|_| PluginError::new(ErrorKind::OTHER, "the plugin runtime stopped during construction"))??;
         Ok(crate::Provider_TO::from_value(Adapter(Arc::new(provider)), abi_stable::sabi_trait::TD_Opaque))
     }));
     match result {

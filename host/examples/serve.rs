@@ -1,0 +1,122 @@
+//! A deployment service embedding credhost: it receives project ZIPs over HTTP
+//! and streams each one to storage through the active provider, in bounded
+//! memory whatever the size, and hands out registry tokens.
+//!
+//! ```text
+//! cargo run --release --example serve -- [PLUGINS_TOML] [ADDR]     (default plugins.toml 127.0.0.1:8080)
+//! curl --data-binary @1234.zip http://127.0.0.1:8080/projects/1234.zip
+//! curl http://127.0.0.1:8080/token
+//! ```
+
+use std::{io::Read, net::SocketAddr, path::PathBuf, sync::Arc};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Path, State},
+    http::{header::CONTENT_TYPE, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Router,
+};
+use futures::StreamExt;
+
+struct App {
+    provider: credhost::ProviderHandle,
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let config = PathBuf::from(args.next().unwrap_or_else(|| "plugins.toml".into()));
+    let addr: SocketAddr = match args.next().unwrap_or_else(|| "127.0.0.1:8080".into()).parse() {
+        Ok(a) => a,
+        Err(e) => fail(format!("invalid address: {e}"), 2),
+    };
+    let host = credhost::Host::from_file(&config, None).unwrap_or_else(|e| fail(e.to_string(), e.exit_code()));
+    let provider = host.active().await.unwrap_or_else(|e| fail(e.to_string(), e.exit_code()));
+    let app = Arc::new(App { provider });
+    let router = Router::new()
+        .route("/projects/{name}", post(upload))
+        .route("/token", get(token))
+        .with_state(app);
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| fail(format!("cannot listen on {addr}: {e}"), 1));
+    eprintln!("serving on http://{addr}");
+    if let Err(e) = axum::serve(listener, router).await {
+        fail(format!("server failed: {e}"), 1);
+    }
+}
+
+fn fail(msg: String, code: i32) -> ! {
+    eprintln!("serve: {msg}");
+    std::process::exit(code)
+}
+
+/// `POST /projects/NAME`: the request body is the archive.
+async fn upload(State(app): State<Arc<App>>, Path(name): Path<String>, body: Body) -> Response {
+    // Frames go through a small channel to a blocking reader that the plugin
+    // pulls from: at most a few frames are in memory at once.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        while let Some(frame) = stream.next().await {
+            let frame = frame.map_err(std::io::Error::other);
+            let failed = frame.is_err();
+            if tx.send(frame).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    let reader = BodyReader { rx, current: Bytes::new() };
+    match app.provider.upload_reader(&name, reader, None, None).await {
+        Ok(r) => json(
+            StatusCode::CREATED,
+            serde_json::json!({"bucket": r.bucket.as_str(), "name": r.name.as_str(), "size": r.size, "checksum": r.checksum.as_str()}),
+        ),
+        Err(e) => error(e),
+    }
+}
+
+/// `GET /token`: the registry token for build jobs, or `null`.
+async fn token(State(app): State<Arc<App>>) -> Response {
+    match app.provider.registry_auth(None, None).await {
+        Ok(Some(a)) => json(StatusCode::OK, serde_json::json!({"REGISTRY_TOKEN": a.registry_token().expose()})),
+        Ok(None) => json(StatusCode::OK, serde_json::Value::Null),
+        Err(e) => error(e),
+    }
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response {
+    (status, [(CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+fn error(e: credhost::Error) -> Response {
+    let status = match e.exit_code() {
+        credhost::exit::USAGE => StatusCode::BAD_REQUEST,
+        credhost::exit::NOT_FOUND => StatusCode::NOT_FOUND,
+        credhost::exit::AUTH => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    json(status, serde_json::json!({"error": e.to_string()}))
+}
+
+/// The request body as a blocking `Read`, for the plugin's reading thread.
+struct BodyReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}

@@ -1,0 +1,650 @@
+//! Uploads: one `PutObject` for small objects, a guarded multipart upload for
+//! the rest.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use futures::future::{BoxFuture, FutureExt};
+use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt};
+use bytes::Bytes;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::operation::put_object::PutObjectError;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::crc;
+use crate::error::{Op, TransferError, TransferErrorKind};
+use crate::options::{Progress, TransferOptions, Transferred, MAX_PARTS};
+use crate::pool::{BufferPool, PooledBuf};
+use crate::{META_CRC32C, META_SIZE};
+
+/// Read size for the checksum pass over a file and for `PutObject` bodies.
+const READ_BUFFER: usize = 1 << 20;
+
+/// Uploads the file at `path` to `bucket`/`key`, replacing any object there.
+///
+/// Reads the file once to compute its CRC32C (recorded as metadata so
+/// downloads can verify it), then sends it: in one `PutObject` streamed with a
+/// 1 MiB buffer when smaller than `opts.single_put_threshold`, otherwise as a
+/// multipart upload reading `opts.concurrency` parts in parallel at their
+/// offsets. The first `len` bytes as of the start are sent; if the file
+/// changes meanwhile the upload fails with
+/// [`Integrity`](TransferErrorKind::Integrity) and nothing is stored. A
+/// 0-byte file makes a 0-byte object.
+///
+/// Either the whole object is stored or nothing is: a failed or dropped
+/// multipart upload is aborted.
+pub async fn upload_path(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    path: &Path,
+    opts: &TransferOptions,
+    progress: Option<Progress>,
+) -> Result<Transferred, TransferError> {
+    let op = Op::upload(bucket, key);
+    opts.validate().map_err(|e| op.wrap(e))?;
+    let (file, size) = open_for_read(&op, path).await?;
+    let file = Arc::new(file);
+    let whole_crc = file_crc(&op, path, file.clone(), size).await?;
+    let target = Target { client, bucket, key, op };
+
+    if size == 0 || size < opts.single_put_threshold {
+        target.put(Body::File(path), size, whole_crc).await?;
+        report(&progress, size);
+        return Ok(Transferred { size, crc32c: whole_crc });
+    }
+
+    let part_size = opts.part_size_for(size);
+    let part_count = size.div_ceil(part_size);
+    let pool = BufferPool::new(to_usize(part_size), opts.concurrency + 1);
+    let path_buf = path.to_path_buf();
+    let parts = stream::iter(0..part_count).map(move |i| {
+        let (pool, file, path) = (pool.clone(), file.clone(), path_buf.clone());
+        let offset = i * part_size;
+        let len = part_size.min(size - offset);
+        async move {
+            let buf = pool.acquire().await;
+            let (buf, part_crc) = read_part_at(file, path, buf, offset, len, op).await?;
+            Ok::<_, TransferError>(PartData { number: part_number(&op, i)?, buf, len: to_usize(len), crc: part_crc })
+        }
+        .boxed()
+    })
+    .boxed();
+    target.multipart(Some((whole_crc, size, path)), parts, opts.concurrency, &progress).await
+}
+
+/// Uploads everything `reader` yields until end of file to `bucket`/`key`,
+/// replacing any object there.
+///
+/// Reads up to `part_size` bytes first. If the reader ends before
+/// `min(single_put_threshold, part_size)` bytes, the data goes up in one
+/// `PutObject` with its CRC32C and size recorded as metadata. Otherwise it is
+/// a multipart upload of parts read sequentially while up to
+/// `opts.concurrency` parts are in flight; its size and CRC32C are not known
+/// when it starts, so instead of metadata the server is asked for a
+/// full-object CRC32C, which downloads verify when the server keeps one
+/// (SeaweedFS and AWS do). An empty reader makes a 0-byte object.
+///
+/// Either the whole object is stored or nothing is: a reader error, a failed
+/// request or dropping the future aborts the multipart upload.
+pub async fn upload_reader<R: AsyncRead + Unpin + Send>(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    mut reader: R,
+    opts: &TransferOptions,
+    progress: Option<Progress>,
+) -> Result<Transferred, TransferError> {
+    let op = Op::upload(bucket, key);
+    opts.validate().map_err(|e| op.wrap(e))?;
+    let target = Target { client, bucket, key, op };
+    let part_size = to_usize(opts.part_size);
+    let pool = BufferPool::new(part_size, opts.concurrency + 1);
+
+    let mut first = pool.acquire().await;
+    let (len, first_crc, eof) = fill(&mut reader, &mut first, &op).await?;
+    let threshold = opts.single_put_threshold.min(opts.part_size);
+    if eof && (len as u64) < threshold.max(1) {
+        let bytes = first.freeze(len);
+        let size = len as u64;
+        target.put(Body::Memory(bytes), size, first_crc).await?;
+        report(&progress, size);
+        return Ok(Transferred { size, crc32c: first_crc });
+    }
+
+    struct ReadState<'r, R> {
+        reader: &'r mut R,
+        pool: BufferPool,
+        pending: Option<PartData>,
+        next: u64,
+        eof: bool,
+    }
+    let state = ReadState {
+        reader: &mut reader,
+        pool,
+        pending: Some(PartData { number: 1, buf: first, len, crc: first_crc }),
+        next: 1,
+        eof,
+    };
+    let parts = stream::unfold(state, move |mut st| async move {
+        if let Some(part) = st.pending.take() {
+            return Some((Ok(part), st));
+        }
+        if st.eof {
+            return None;
+        }
+        let mut buf = st.pool.acquire().await;
+        let item = match fill(st.reader, &mut buf, &op).await {
+            Ok((0, _, _)) => return None,
+            Ok((len, part_crc, eof)) => {
+                st.eof = eof;
+                match part_number(&op, st.next) {
+                    Ok(number) => {
+                        st.next += 1;
+                        Ok(PartData { number, buf, len, crc: part_crc })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if item.is_err() {
+            st.eof = true;
+        }
+        Some((item, st))
+    })
+    .map(|item| futures::future::ready(item).boxed())
+    .boxed();
+    target.multipart(None, parts, opts.concurrency, &progress).await
+}
+
+/// Parts to upload, in order: each future yields one part's data.
+type PartStream<'a> = BoxStream<'a, BoxFuture<'a, Result<PartData, TransferError>>>;
+
+/// One part read into a pooled buffer.
+struct PartData {
+    number: i32,
+    buf: PooledBuf,
+    len: usize,
+    crc: u32,
+}
+
+/// One uploaded part.
+struct PartDone {
+    number: i32,
+    etag: String,
+    crc: u32,
+    len: u64,
+}
+
+/// Where an upload goes.
+struct Target<'a> {
+    client: &'a Client,
+    bucket: &'a str,
+    key: &'a str,
+    op: Op<'a>,
+}
+
+impl Target<'_> {
+    /// One `PutObject` with the CRC32C header and metadata. If the server
+    /// rejects the request as unsupported while the checksum header is set,
+    /// retries once without it.
+    async fn put(&self, body: Body<'_>, size: u64, whole_crc: u32) -> Result<(), TransferError> {
+        match self.put_once(body.stream(&self.op, size).await?, size, whole_crc, true).await {
+            Ok(()) => Ok(()),
+            Err(e) if rejects_checksum(&e) => {
+                tracing::warn!(
+                    bucket = self.bucket,
+                    key = self.key,
+                    error = %DisplayErrorContext(&e),
+                    "server rejected PutObject with a CRC32C header; retrying without it"
+                );
+                let stream = body.stream(&self.op, size).await?;
+                self.put_once(stream, size, whole_crc, false).await.map_err(|e| self.op.sdk(e))
+            }
+            Err(e) => Err(self.op.sdk(e)),
+        }
+    }
+
+    async fn put_once(
+        &self,
+        body: ByteStream,
+        size: u64,
+        whole_crc: u32,
+        with_checksum: bool,
+    ) -> Result<(), SdkError<PutObjectError, HttpResponse>> {
+        self.client
+            .put_object()
+            .bucket(self.bucket)
+            .key(self.key)
+            .content_length(to_i64(size))
+            .metadata(META_CRC32C, crc::to_hex(whole_crc))
+            .metadata(META_SIZE, size.to_string())
+            .set_checksum_crc32_c(with_checksum.then(|| crc::to_base64(whole_crc)))
+            .body(body)
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map(drop)
+    }
+
+    /// Runs a multipart upload of `parts` (a stream of futures each yielding
+    /// one part's data) with `concurrency` parts in flight, then completes
+    /// it. `file` is the whole object's `(crc, size)` when known up front
+    /// (recorded as metadata), with the file it was read from: the parts must
+    /// add up to the same or the file changed meanwhile. Any failure, or
+    /// dropping the returned future, aborts the upload.
+    async fn multipart(
+        &self,
+        file: Option<(u32, u64, &Path)>,
+        parts: PartStream<'_>,
+        concurrency: usize,
+        progress: &Option<Progress>,
+    ) -> Result<Transferred, TransferError> {
+        let (upload_id, mode) = self.create(file.map(|(c, s, _)| (c, s))).await?;
+        let guard = AbortGuard {
+            client: self.client.clone(),
+            bucket: self.bucket.to_owned(),
+            key: self.key.to_owned(),
+            upload_id: upload_id.clone(),
+            armed: true,
+        };
+        match self.send_parts(&upload_id, mode, file, parts, concurrency, progress).await {
+            Ok(done) => {
+                guard.disarm();
+                Ok(done)
+            }
+            Err(e) => {
+                guard.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn send_parts(
+        &self,
+        upload_id: &str,
+        mode: PartChecksums,
+        file: Option<(u32, u64, &Path)>,
+        mut parts: PartStream<'_>,
+        concurrency: usize,
+        progress: &Option<Progress>,
+    ) -> Result<Transferred, TransferError> {
+        // Written out rather than with `buffer_unordered`: closures returning
+        // futures there make the public futures fail to prove `Send`.
+        // `parts.next()` is cancel-safe (a read in progress stays inside the
+        // stream), so racing it against the uploads loses nothing.
+        let mut in_flight = FuturesUnordered::new();
+        let mut exhausted = false;
+        let mut done = Vec::new();
+        loop {
+            let can_start = !exhausted && in_flight.len() < concurrency;
+            tokio::select! {
+                next = parts.next(), if can_start => match next {
+                    Some(data) => in_flight.push(self.load_and_upload(upload_id, mode, data)),
+                    None => exhausted = true,
+                },
+                Some(part) = in_flight.next(), if !in_flight.is_empty() => {
+                    let part = part?;
+                    report(progress, part.len);
+                    done.push(part);
+                }
+                else => break,
+            }
+        }
+        done.sort_by_key(|p| p.number);
+        let size = done.iter().map(|p| p.len).sum();
+        let whole_crc = crc::combine(done.iter().map(|p| (p.crc, p.len)));
+        if let Some((want_crc, want_size, path)) = file {
+            if (whole_crc, size) != (want_crc, want_size) {
+                return Err(self
+                    .op
+                    .err(
+                        TransferErrorKind::Integrity,
+                        format_args!("{} changed while it was being uploaded", path.display()),
+                    )
+                    .retryable(true));
+            }
+        }
+
+        let completed: Vec<CompletedPart> = done
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number)
+                    .e_tag(&p.etag)
+                    .set_checksum_crc32_c(mode.parts.then(|| crc::to_base64(p.crc)))
+                    .build()
+            })
+            .collect();
+        self.client
+            .complete_multipart_upload()
+            .bucket(self.bucket)
+            .key(self.key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+            .set_checksum_crc32_c(mode.full_object.then(|| crc::to_base64(whole_crc)))
+            .set_checksum_type(mode.full_object.then_some(ChecksumType::FullObject))
+            .mpu_object_size(to_i64(size))
+            .send()
+            .await
+            .map_err(|e| self.op.sdk(e))?;
+        Ok(Transferred { size, crc32c: whole_crc })
+    }
+
+    /// Starts the multipart upload, asking for per-part and full-object
+    /// CRC32C. A server that rejects that request as unsupported gets a
+    /// plain multipart upload instead (then parts carry no checksum header,
+    /// which AWS would refuse for an upload created without an algorithm).
+    async fn create(&self, meta: Option<(u32, u64)>) -> Result<(String, PartChecksums), TransferError> {
+        let request = |with_checksums: bool| {
+            let mut r = self.client.create_multipart_upload().bucket(self.bucket).key(self.key);
+            if let Some((whole_crc, size)) = meta {
+                r = r.metadata(META_CRC32C, crc::to_hex(whole_crc)).metadata(META_SIZE, size.to_string());
+            }
+            if with_checksums {
+                r = r.checksum_algorithm(ChecksumAlgorithm::Crc32C).checksum_type(ChecksumType::FullObject);
+            }
+            r.send()
+        };
+        let (out, asked) = match request(true).await {
+            Ok(out) => (out, true),
+            Err(e) if rejects_checksum(&e) => {
+                tracing::warn!(
+                    bucket = self.bucket,
+                    key = self.key,
+                    error = %DisplayErrorContext(&e),
+                    "server rejected CreateMultipartUpload with CRC32C; uploading parts without checksums"
+                );
+                (request(false).await.map_err(|e| self.op.sdk(e))?, false)
+            }
+            Err(e) => return Err(self.op.sdk(e)),
+        };
+        let upload_id = out
+            .upload_id()
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| self.op.err(TransferErrorKind::Other, "server returned no upload id"))?
+            .to_owned();
+        // Only promise a full-object checksum at completion if the server
+        // acknowledged that type; one that ignored the header would compare
+        // it with a composite checksum and refuse to complete.
+        let mode = PartChecksums {
+            parts: asked,
+            full_object: asked && out.checksum_type() == Some(&ChecksumType::FullObject),
+        };
+        tracing::debug!(bucket = self.bucket, key = self.key, upload_id, ?mode, "multipart upload created");
+        Ok((upload_id, mode))
+    }
+
+    fn load_and_upload<'s>(
+        &'s self,
+        upload_id: &'s str,
+        mode: PartChecksums,
+        data: BoxFuture<'s, Result<PartData, TransferError>>,
+    ) -> BoxFuture<'s, Result<PartDone, TransferError>> {
+        async move { self.upload_part(upload_id, mode, data.await?).await }.boxed()
+    }
+
+    async fn upload_part(&self, upload_id: &str, mode: PartChecksums, mut part: PartData) -> Result<PartDone, TransferError> {
+        let bytes = part.buf.freeze(part.len);
+        let result = self
+            .client
+            .upload_part()
+            .bucket(self.bucket)
+            .key(self.key)
+            .upload_id(upload_id)
+            .part_number(part.number)
+            .content_length(to_i64(part.len as u64))
+            .set_checksum_crc32_c(mode.parts.then(|| crc::to_base64(part.crc)))
+            .body(ByteStream::from(bytes.clone()))
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await;
+        part.buf.restore(bytes);
+        let out = result.map_err(|e| self.op.sdk(e))?;
+        // A server that checks the header has already refused a mismatch; one
+        // that ignores it may still tell us what it computed.
+        if let Some(theirs) = out.checksum_crc32_c().and_then(crc::from_base64) {
+            if theirs != part.crc {
+                return Err(self.op.err(
+                    TransferErrorKind::Integrity,
+                    format_args!(
+                        "server computed crc32c {theirs:08x} for part {} instead of {:08x}",
+                        part.number, part.crc
+                    ),
+                ));
+            }
+        }
+        let etag = out
+            .e_tag()
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| self.op.err(TransferErrorKind::Other, format_args!("server returned no etag for part {}", part.number)))?
+            .to_owned();
+        Ok(PartDone { number: part.number, etag, crc: part.crc, len: part.len as u64 })
+    }
+}
+
+/// A `PutObject` body that can be produced again for a retry.
+enum Body<'a> {
+    /// The first `size` bytes of a file, streamed with a 1 MiB buffer.
+    File(&'a Path),
+    /// Bytes in memory.
+    Memory(Bytes),
+}
+
+impl Body<'_> {
+    async fn stream(&self, op: &Op<'_>, size: u64) -> Result<ByteStream, TransferError> {
+        match self {
+            Body::File(path) => ByteStream::read_from()
+                .path(path)
+                .buffer_size(READ_BUFFER)
+                .length(Length::Exact(size))
+                .build()
+                .await
+                .map_err(|e| op.io("cannot read", path, e.into())),
+            Body::Memory(bytes) => Ok(ByteStream::from(bytes.clone())),
+        }
+    }
+}
+
+/// Which checksums a multipart upload carries.
+#[derive(Debug, Clone, Copy)]
+struct PartChecksums {
+    /// Each part sends `x-amz-checksum-crc32c` and Complete lists them.
+    parts: bool,
+    /// Complete sends the whole object's CRC32C with type `FULL_OBJECT`.
+    full_object: bool,
+}
+
+/// Aborts the multipart upload unless disarmed: awaited on error paths, and
+/// spawned on the current runtime when the upload future is dropped.
+struct AbortGuard {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    armed: bool,
+}
+
+impl AbortGuard {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+
+    async fn abort(mut self) {
+        self.armed = false;
+        abort_upload(self.client.clone(), std::mem::take(&mut self.bucket), std::mem::take(&mut self.key), std::mem::take(&mut self.upload_id)).await;
+    }
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let fut = abort_upload(
+            self.client.clone(),
+            std::mem::take(&mut self.bucket),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.upload_id),
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(fut);
+            }
+            Err(_) => tracing::warn!("upload dropped outside a tokio runtime; its multipart upload is left behind"),
+        }
+    }
+}
+
+async fn abort_upload(client: Client, bucket: String, key: String, upload_id: String) {
+    let result = client
+        .abort_multipart_upload()
+        .bucket(&bucket)
+        .key(&key)
+        .upload_id(&upload_id)
+        .send()
+        .await;
+    match result {
+        Ok(_) => tracing::debug!(bucket, key, upload_id, "multipart upload aborted"),
+        Err(SdkError::ServiceError(e)) if e.err().code() == Some("NoSuchUpload") => {}
+        Err(e) => tracing::warn!(
+            bucket,
+            key,
+            upload_id,
+            error = %DisplayErrorContext(&e),
+            "could not abort multipart upload; a bucket lifecycle rule must clean it up"
+        ),
+    }
+}
+
+/// Whether the server refused a request as unsupported rather than for a
+/// reason a checksum-free retry would not fix.
+fn rejects_checksum<E: aws_sdk_s3::error::ProvideErrorMetadata>(
+    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    match err {
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            matches!(ctx.err().code(), Some("InvalidArgument" | "InvalidRequest" | "NotImplemented"))
+                || status == 501
+        }
+        _ => false,
+    }
+}
+
+/// Fills `buf` from `reader` until it is full or the reader ends.
+/// Returns `(bytes read, their crc32c, reached end of file)`.
+async fn fill<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut PooledBuf, op: &Op<'_>) -> Result<(usize, u32, bool), TransferError> {
+    let slice = buf.as_mut_slice();
+    let (mut len, mut part_crc) = (0, 0);
+    while len < slice.len() {
+        // Read at most 1 MiB at a time so the CRC is computed in small steps
+        // between awaits rather than in one long burst.
+        let end = slice.len().min(len + READ_BUFFER);
+        let n = reader
+            .read(&mut slice[len..end])
+            .await
+            .map_err(|e| op.err(TransferErrorKind::Io, "cannot read the source").with_source(e))?;
+        if n == 0 {
+            return Ok((len, part_crc, true));
+        }
+        part_crc = crc32c::crc32c_append(part_crc, &slice[len..len + n]);
+        len += n;
+    }
+    Ok((len, part_crc, false))
+}
+
+async fn open_for_read(op: &Op<'_>, path: &Path) -> Result<(File, u64), TransferError> {
+    let owned = path.to_path_buf();
+    let opened = tokio::task::spawn_blocking(move || {
+        let file = File::open(&owned)?;
+        let meta = file.metadata()?;
+        Ok::<_, std::io::Error>((file, meta))
+    })
+    .await
+    .map_err(|e| op.err(TransferErrorKind::Other, "file task failed").with_source(e))?;
+    let (file, meta) = opened.map_err(|e| op.io("cannot open", path, e))?;
+    if !meta.is_file() {
+        return Err(op.err(TransferErrorKind::InvalidInput, format_args!("{} is not a regular file", path.display())));
+    }
+    Ok((file, meta.len()))
+}
+
+/// CRC32C of the first `len` bytes of `file`, read in 1 MiB steps off the
+/// async threads.
+async fn file_crc(op: &Op<'_>, path: &Path, file: Arc<File>, len: u64) -> Result<u32, TransferError> {
+    let result = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; READ_BUFFER];
+        let (mut offset, mut crc) = (0u64, 0u32);
+        while offset < len {
+            let n = to_usize((len - offset).min(READ_BUFFER as u64));
+            file.read_exact_at(&mut buf[..n], offset)?;
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            offset += n as u64;
+        }
+        Ok::<_, std::io::Error>(crc)
+    })
+    .await
+    .map_err(|e| op.err(TransferErrorKind::Other, "file task failed").with_source(e))?;
+    result.map_err(|e| op.io("cannot read", path, e))
+}
+
+/// Reads `len` bytes at `offset` into `buf` and computes their CRC32C, off
+/// the async threads.
+async fn read_part_at(
+    file: Arc<File>,
+    path: PathBuf,
+    mut buf: PooledBuf,
+    offset: u64,
+    len: u64,
+    op: Op<'_>,
+) -> Result<(PooledBuf, u32), TransferError> {
+    let n = to_usize(len);
+    let result = tokio::task::spawn_blocking(move || {
+        let slice = &mut buf.as_mut_slice()[..n];
+        file.read_exact_at(slice, offset)?;
+        let part_crc = crc32c::crc32c(slice);
+        Ok::<_, std::io::Error>((buf, part_crc))
+    })
+    .await
+    .map_err(|e| op.err(TransferErrorKind::Other, "file task failed").with_source(e))?;
+    result.map_err(|e| op.io("cannot read", &path, e))
+}
+
+fn part_number(op: &Op<'_>, index: u64) -> Result<i32, TransferError> {
+    if index >= MAX_PARTS {
+        return Err(op.err(
+            TransferErrorKind::InvalidInput,
+            format_args!("more than {MAX_PARTS} parts; use a larger part_size"),
+        ));
+    }
+    // index < 10_000 fits.
+    Ok(i32::try_from(index + 1).unwrap_or(i32::MAX))
+}
+
+fn report(progress: &Option<Progress>, n: u64) {
+    if let Some(p) = progress {
+        if n > 0 {
+            p(n);
+        }
+    }
+}
+
+/// Sizes here are bounded by 5 GiB parts or file sizes, and usize is 64-bit
+/// on every target this builds for.
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

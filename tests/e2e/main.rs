@@ -1,0 +1,9 @@
+//! End-to-end tests: the built `credhost` binary and plugin libraries against
+//! the real services started by `tests/services/up.sh`.
+
+mod bad_input;
+mod fs_store;
+mod loading;
+mod registry;
+mod s3_store;
+mod service;

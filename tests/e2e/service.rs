@@ -1,0 +1,63 @@
+//! The embedding example service: a ZIP posted over HTTP lands in storage.
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use credhost_e2e::*;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl").args(["-sS", "-w", "\n%{http_code}"]).args(args).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    (body.to_owned(), code.to_owned())
+}
+
+#[test]
+fn example_service_streams_posted_zips_to_storage() {
+    let ws = Workspace::local_fs("127.0.0.1:1");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _server = Server(
+        Command::new(release_dir().join("examples/serve"))
+            .args([ws.path("plugins.toml").to_str().unwrap(), &addr])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("examples/serve is missing: cargo build --release --examples"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "example service did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let src = ws.path("p.zip");
+    write_zip(&src, 40 << 20, 77);
+    let (body, code) = curl(&["--data-binary", &format!("@{}", src.display()), &format!("http://{addr}/projects/4242.zip")]);
+    assert_eq!(code, "201", "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["size"], std::fs::metadata(&src).unwrap().len());
+    assert_eq!(sha256(&ws.path("store/projects/4242.zip")), sha256(&src));
+
+    let (body, code) = curl(&["--data-binary", "x", &format!("http://{addr}/projects/..%2Fescape.zip")]);
+    assert_eq!(code, "400", "{body}");
+    assert!(body.contains("invalid project name"), "{body}");
+
+    let (body, code) = curl(&[&format!("http://{addr}/token")]);
+    assert_eq!((body.as_str(), code.as_str()), ("null", "200"));
+}

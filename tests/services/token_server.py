@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""Minimal Docker registry token server for the token-auth test registry.
+
+Implements the token endpoint of the Docker/Distribution token auth spec:
+
+    GET /token?service=SVC&scope=repository:NAME:pull,push[&scope=...]
+        with HTTP Basic auth  ->  200 {"token", "access_token", "expires_in", "issued_at"}
+    POST /token (OAuth2 form, grant_type=password, username, password, service, scope)
+        ->  same JSON (some clients use this form)
+    GET /healthz  ->  200 "ok" (readiness probe)
+
+Wrong or missing credentials get 401.  Tokens are RS256 JWTs whose header carries
+an `x5c` chain holding a self-signed certificate; Distribution verifies the chain
+against `auth.token.rootcertbundle`, which is the cert.pem this server writes into
+--dir at start (a fresh key pair every start).
+
+Every request that reaches /token is logged to stderr (which up.sh sends to the
+log file) as one line:  `token-issued {json}` or `token-denied {json}`.
+"""
+
+import argparse
+import base64
+import datetime
+import json
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+log = logging.getLogger("token_server")
+
+# Actions the server is willing to grant; anything else in a scope is dropped.
+KNOWN_ACTIONS = {"pull", "push", "delete", "*"}
+
+
+def write_atomic(path, data, mode=0o644):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def make_key_and_cert(directory, common_name):
+    """Generate an RSA key and a self-signed cert; write key.pem and cert.pem."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        # Backdated so a slightly skewed clock never makes the cert "not yet valid".
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        # No ExtendedKeyUsage on purpose: Go's x509.Verify (used by Distribution
+        # for the x5c chain) asks for ServerAuth by default, and a cert that
+        # lists other usages only would be rejected.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    os.makedirs(directory, exist_ok=True)
+    write_atomic(
+        os.path.join(directory, "key.pem"),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        0o600,
+    )
+    write_atomic(os.path.join(directory, "cert.pem"), cert.public_bytes(serialization.Encoding.PEM))
+    x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii")
+    return key, x5c
+
+
+def parse_scopes(values):
+    """Turn scope parameters into Distribution `access` entries.
+
+    A parameter may itself hold several space-separated scopes (OAuth2 style).
+    Grammar: TYPE[(CLASS)]:NAME:ACTIONS where NAME may contain ':' (host:port/repo),
+    so the type is cut at the first ':' and the actions at the last one.
+    """
+    access = []
+    for value in values:
+        for scope in value.split():
+            first, last = scope.find(":"), scope.rfind(":")
+            if first < 0 or last == first:
+                continue
+            rtype = scope[:first].split("(", 1)[0]
+            name = scope[first + 1 : last]
+            actions = [a for a in scope[last + 1 :].split(",") if a in KNOWN_ACTIONS]
+            if not name:
+                continue
+            # Merge repeated scopes for the same resource.
+            for entry in access:
+                if entry["type"] == rtype and entry["name"] == name:
+                    entry["actions"] = sorted(set(entry["actions"]) | set(actions))
+                    break
+            else:
+                access.append({"type": rtype, "name": name, "actions": sorted(set(actions))})
+    return access
+
+
+class TokenHandler(BaseHTTPRequestHandler):
+    # HTTP/1.1 so clients can keep connections alive; every reply has a Content-Length.
+    protocol_version = "HTTP/1.1"
+    server_version = "credhost-test-token/1"
+
+    def log_message(self, fmt, *args):
+        log.info("http %s %s", self.address_string(), fmt % args)
+
+    def reply(self, code, body, content_type="application/json", extra_headers=()):
+        data = body if isinstance(body, bytes) else body.encode("utf-8")
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        for k, v in extra_headers:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def unauthorized(self, user, reason, service, scopes):
+        log.info(
+            "token-denied %s",
+            json.dumps({"user": user, "reason": reason, "service": service, "scopes": scopes}),
+        )
+        self.reply(
+            401,
+            json.dumps({"errors": [{"code": "UNAUTHORIZED", "message": reason}]}),
+            extra_headers=[("WWW-Authenticate", 'Basic realm="credhost-test-token"')],
+        )
+
+    def basic_credentials(self):
+        header = self.headers.get("Authorization", "")
+        if not header.lower().startswith("basic "):
+            return None, None
+        try:
+            raw = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+        except Exception:
+            return None, None
+        user, sep, password = raw.partition(":")
+        return (user, password) if sep else (None, None)
+
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+        if url.path == "/healthz":
+            self.reply(200, b"ok\n", "text/plain")
+        elif url.path == "/token":
+            user, password = self.basic_credentials()
+            self.issue(user, password, query.get("service", [""])[0], query.get("scope", []))
+        else:
+            self.reply(404, json.dumps({"error": "not found"}))
+
+    def do_POST(self):
+        url = urllib.parse.urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        if url.path != "/token":
+            self.reply(404, json.dumps({"error": "not found"}))
+            return
+        form = urllib.parse.parse_qs(body, keep_blank_values=True)
+        user, password = self.basic_credentials()
+        if user is None and form.get("grant_type", [""])[0] == "password":
+            user = form.get("username", [None])[0]
+            password = form.get("password", [None])[0]
+        self.issue(user, password, form.get("service", [""])[0], form.get("scope", []))
+
+    def issue(self, user, password, service, scope_params):
+        cfg = self.server.cfg
+        if user is None:
+            self.unauthorized(None, "missing credentials", service, scope_params)
+            return
+        # Constant-time comparison of both fields.
+        ok_user = secrets.compare_digest(user.encode(), cfg.user.encode())
+        ok_pw = secrets.compare_digest((password or "").encode(), cfg.password.encode())
+        if not (ok_user and ok_pw):
+            self.unauthorized(user, "bad credentials", service, scope_params)
+            return
+        if service and service != cfg.service:
+            # Distribution would reject a token whose aud differs anyway; say so early.
+            self.reply(400, json.dumps({"error": f"unknown service {service!r}"}))
+            log.info("token-denied %s", json.dumps({"user": user, "reason": "unknown service", "service": service}))
+            return
+
+        access = parse_scopes(scope_params)
+        now = int(time.time())
+        claims = {
+            "iss": cfg.issuer,
+            "sub": user,
+            "aud": cfg.service,  # a plain string: Distribution 2.8 compares it as one
+            "exp": now + cfg.expires_in,
+            "nbf": now - 1,
+            "iat": now,
+            "jti": secrets.token_hex(16),
+            "access": access,
+        }
+        token = jwt.encode(
+            claims, self.server.key, algorithm="RS256", headers={"x5c": [self.server.x5c]}
+        )
+        issued_at = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+        body = {
+            "token": token,
+            "access_token": token,
+            "expires_in": cfg.expires_in,
+            "issued_at": issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        with self.server.counter_lock:
+            self.server.issued += 1
+            count = self.server.issued
+        log.info(
+            "token-issued %s",
+            json.dumps(
+                {
+                    "n": count,
+                    "user": user,
+                    "service": service,
+                    "scopes": scope_params,
+                    "access": access,
+                    "jti": claims["jti"],
+                    "expires_in": cfg.expires_in,
+                }
+            ),
+        )
+        self.reply(200, json.dumps(body))
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # several test binaries may ask at once (default 5)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--dir", required=True, help="where key.pem and cert.pem are written")
+    p.add_argument("--service", required=True)
+    p.add_argument("--issuer", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument(
+        "--password",
+        default=os.environ.get("CREDHOST_TEST_TOKEN_PASSWORD"),
+        help="default: $CREDHOST_TEST_TOKEN_PASSWORD (keeps it out of ps)",
+    )
+    p.add_argument(
+        "--expires-in",
+        type=int,
+        default=int(os.environ.get("CREDHOST_TEST_TOKEN_EXPIRES_IN", "300")),
+        help="token lifetime in seconds (default $CREDHOST_TEST_TOKEN_EXPIRES_IN or 300)",
+    )
+    cfg = p.parse_args()
+    if not cfg.password:
+        p.error("--password or $CREDHOST_TEST_TOKEN_PASSWORD is required")
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(message)s",
+    )
+    key, x5c = make_key_and_cert(cfg.dir, cfg.issuer)
+    server = Server((cfg.host, cfg.port), TokenHandler)
+    server.cfg = cfg
+    server.key = key
+    server.x5c = x5c
+    server.issued = 0
+    server.counter_lock = threading.Lock()
+    log.info(
+        "listening on http://%s:%d/token service=%s issuer=%s expires_in=%d",
+        cfg.host, cfg.port, cfg.service, cfg.issuer, cfg.expires_in,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

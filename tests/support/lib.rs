@@ -1,0 +1,270 @@
+//! Support for the end-to-end tests: the built binary and plugins, the real
+//! services started by `tests/services/up.sh`, temporary directories with
+//! configuration files, and generated ZIP archives.
+//!
+//! A missing binary or service is a test failure with a message saying what
+//! to run, never a skip.
+
+use std::{
+    collections::HashMap,
+    io::{Read, Write},
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// Where `cargo build --release` put the binary and plugins.
+pub fn release_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+    let target = if target.is_absolute() { target } else { repo_root().join(target) };
+    target.join("release")
+}
+
+/// A built artifact in the release directory; fails the test when missing.
+pub fn artifact(file: &str) -> PathBuf {
+    let p = release_dir().join(file);
+    assert!(p.exists(), "{} is missing: run `cargo build --release --workspace` first (tests/run does)", p.display());
+    p
+}
+
+/// `libNAME.so` (or the platform's equivalent).
+pub fn lib_file(name: &str) -> String {
+    format!("{}{name}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
+}
+
+/// The real services, from the env file written by `tests/services/up.sh`.
+pub struct Services(HashMap<String, String>);
+
+impl Services {
+    /// Reads the services' env file; fails the test when services are not running.
+    pub fn get() -> Self {
+        let dir = std::env::var_os("CREDHOST_TEST_SERVICES_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("tests/services/.run"));
+        let file = dir.join("env");
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+            panic!("services are not running ({}: {e}): start them with tests/services/up.sh, or run tests/run", file.display())
+        });
+        let vars = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches(['"', '\'']).to_owned()))
+            .collect();
+        Self(vars)
+    }
+
+    /// One variable, e.g. `CREDHOST_TEST_S3_ENDPOINT`.
+    pub fn var(&self, name: &str) -> String {
+        self.0.get(name).cloned().unwrap_or_else(|| panic!("{name} missing from the services env file"))
+    }
+
+    /// All variables, to pass to child processes.
+    pub fn vars(&self) -> &HashMap<String, String> {
+        &self.0
+    }
+}
+
+/// A temporary working directory holding a `plugins.toml`.
+pub struct Workspace {
+    /// The directory (deleted on drop).
+    pub dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Workspace {
+    /// An empty directory under the target directory (same filesystem as the build).
+    pub fn new() -> Self {
+        let base = release_dir().join("e2e-tmp");
+        std::fs::create_dir_all(&base).expect("create e2e-tmp");
+        let dir = tempfile::Builder::new().prefix("ws-").tempdir_in(&base).expect("tempdir");
+        Self { dir, env: Vec::new() }
+    }
+
+    /// A directory with a `plugins.toml` whose plugin directory is the release
+    /// directory and whose `[plugins.local.settings]` is `settings` (TOML text).
+    pub fn local(settings: &str) -> Self {
+        let ws = Self::new();
+        ws.write_config(&format!(
+            "platform = \"local\"\nplugin_dir = {:?}\n\n[plugins.local.settings]\n{settings}\n",
+            release_dir().display().to_string()
+        ));
+        ws
+    }
+
+    /// Local plugin with fs storage and an open registry on `registry`.
+    pub fn local_fs(registry: &str) -> Self {
+        Self::local(&format!(
+            "registry = {{ url = \"http://{registry}\", auth = \"none\" }}\nstorage = {{ kind = \"fs\", root = \"store\", bucket = \"projects\" }}"
+        ))
+    }
+
+    /// Local plugin with SeaweedFS storage (keys from the env vars the settings name).
+    pub fn local_s3(svc: &Services, registry_settings: &str) -> Self {
+        let mut ws = Self::local(&format!(
+            "registry = {registry_settings}\nstorage = {{ kind = \"s3\", endpoint = \"{}\", region = \"{}\", bucket = \"{}\", access_key_id_env = \"TEST_S3_KEY\", secret_access_key_env = \"TEST_S3_SECRET\", part_size_mib = 8 }}",
+            svc.var("CREDHOST_TEST_S3_ENDPOINT"),
+            svc.var("CREDHOST_TEST_S3_REGION"),
+            svc.var("CREDHOST_TEST_S3_BUCKET"),
+        ));
+        ws.set_env("TEST_S3_KEY", &svc.var("CREDHOST_TEST_S3_ACCESS_KEY"));
+        ws.set_env("TEST_S3_SECRET", &svc.var("CREDHOST_TEST_S3_SECRET_KEY"));
+        ws
+    }
+
+    /// Writes `plugins.toml`.
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.path("plugins.toml"), text).expect("write plugins.toml");
+    }
+
+    /// A path inside the directory.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Sets an environment variable for commands run from here.
+    pub fn set_env(&mut self, k: &str, v: &str) {
+        self.env.push((k.to_owned(), v.to_owned()));
+    }
+
+    /// A `credhost` command running in this directory with a clean environment.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(artifact("credhost"));
+        c.current_dir(self.dir.path()).args(args).stdin(Stdio::null());
+        for k in ["CREDHOST_PLATFORM", "CREDHOST_CONFIG", "CREDHOST_LOG"] {
+            c.env_remove(k);
+        }
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs `credhost ARGS` to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run(self.cmd(args).output().expect("spawn credhost"))
+    }
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A finished command.
+pub struct Run(pub Output);
+
+impl Run {
+    /// Exit code (-1 when killed by a signal).
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+    /// Standard output as text.
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    /// Standard error as text.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> String {
+        assert_eq!(self.code(), 0, "credhost failed\nstdout: {}\nstderr: {}", self.stdout(), self.stderr());
+        self.stdout()
+    }
+    /// Asserts exit code `code` and returns stderr.
+    #[track_caller]
+    pub fn fails_with(&self, code: i32) -> String {
+        assert_eq!(self.code(), code, "unexpected exit code\nstdout: {}\nstderr: {}", self.stdout(), self.stderr());
+        self.stderr()
+    }
+}
+
+/// Writes a valid ZIP archive of about `size` bytes holding one stored
+/// (uncompressed) file of pseudo-random bytes derived from `seed`.
+pub fn write_zip(path: &Path, size: u64, seed: u64) {
+    let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("create zip"));
+    let mut zip = zip::ZipWriter::new(file);
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(size >= u32::MAX as u64);
+    zip.start_file("payload.bin", opts).expect("start zip entry");
+    // Headers, descriptor and central directory take about 120 bytes.
+    let mut left = size.saturating_sub(120).max(1);
+    let mut rng = seed | 1;
+    let mut chunk = vec![0u8; 1 << 20];
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        for word in chunk[..n].chunks_mut(8) {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            word.copy_from_slice(&rng.to_le_bytes()[..word.len()]);
+        }
+        zip.write_all(&chunk[..n]).expect("write zip");
+        left -= n as u64;
+    }
+    zip.finish().expect("finish zip").flush().expect("flush zip");
+}
+
+/// sha256 of a file, hex.
+pub fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Runs a Python snippet with the services' environment; returns stdout.
+#[track_caller]
+pub fn python(svc: &Services, script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .envs(svc.vars())
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn python3");
+    assert!(
+        out.status.success(),
+        "python failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Python prelude: a boto3 S3 client for SeaweedFS from the services env.
+pub const BOTO3_CLIENT: &str = r#"
+import os, sys, boto3
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url=os.environ["CREDHOST_TEST_S3_ENDPOINT"],
+    aws_access_key_id=os.environ["CREDHOST_TEST_S3_ACCESS_KEY"],
+    aws_secret_access_key=os.environ["CREDHOST_TEST_S3_SECRET_KEY"],
+    region_name=os.environ["CREDHOST_TEST_S3_REGION"],
+    config=Config(s3={"addressing_style": "path"}))
+bucket = os.environ["CREDHOST_TEST_S3_BUCKET"]
+"#;
+
+/// A unique object name for a test, so concurrent tests never collide.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{prefix}-{}-{nanos}-{}.zip", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
