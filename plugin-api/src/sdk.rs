@@ -4,7 +4,7 @@
 //! `Result<_, PluginError>`) and [`Plugin`] for one type, then call
 //! [`export_plugin!`](crate::export_plugin) once:
 //!
-//! ```ignore
+//! ```text
 //! struct MyProvider { /* settings */ }
 //! impl credhost_plugin_api::sdk::Plugin for MyProvider { /* NAME, VERSION, new() */ }
 //! impl credhost_plugin_api::sdk::CredentialProvider for MyProvider { /* async fns */ }

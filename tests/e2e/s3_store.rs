@@ -152,41 +152,62 @@ fn failed_stream_upload_leaves_no_object_and_no_multipart_upload() {
     assert_eq!(multipart_uploads(&svc, &name), "0", "a multipart upload was left behind");
 }
 
+/// Bytes the process has read so far (all threads), from /proc.
+fn bytes_read(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| io.lines().find_map(|l| l.strip_prefix("rchar: ").and_then(|v| v.trim().parse().ok())))
+        .unwrap_or(0)
+}
+
+fn part_files(ws: &Workspace) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(ws.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".part"))
+        .collect()
+}
+
 #[test]
 fn cancelled_upload_and_download_leave_nothing_behind() {
     let svc = Services::get();
     let ws = Workspace::local_s3(&svc, open_registry());
     let src = ws.path("big.zip");
-    write_zip(&src, 256 * MIB, 31);
+    write_zip(&src, 512 * MIB, 31);
     let name = unique("cancel");
 
-    // Interrupt an upload: no object, no multipart upload.
+    // Interrupt an upload once it is well under way: no object, no multipart upload.
     let mut child = ws.cmd(&["upload", "big.zip", "--name", &name]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    unsafe_sigint(child.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while bytes_read(child.id()) < 96 * MIB {
+        assert!(std::time::Instant::now() < deadline, "upload never got going");
+        assert!(child.try_wait().unwrap().is_none(), "upload ended before it could be interrupted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sigint(child.id());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "interrupted upload exit code");
-    std::thread::sleep(Duration::from_millis(500));
     assert!(!object_exists(&svc, &name), "interrupted upload left an object");
     assert_eq!(multipart_uploads(&svc, &name), "0", "interrupted upload left a multipart upload");
 
-    // Interrupt a download: nothing at the destination, no temporary file.
+    // Interrupt a download as soon as it writes: nothing at the destination, no temporary file.
     ws.run(&["upload", "big.zip", "--name", &name]).ok();
     let mut child = ws.cmd(&["download", "projects", &name, "-o", "dl.zip"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(700));
-    unsafe_sigint(child.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while part_files(&ws).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "download never started");
+        assert!(child.try_wait().unwrap().is_none(), "download ended before it could be interrupted");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    sigint(child.id());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "interrupted download exit code");
     assert!(!ws.path("dl.zip").exists(), "interrupted download left a file at the destination");
-    let parts: Vec<_> = std::fs::read_dir(ws.dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
-        .collect();
-    assert!(parts.is_empty(), "temporary files left: {parts:?}");
+    assert!(part_files(&ws).is_empty(), "temporary files left: {:?}", part_files(&ws));
 }
 
-fn unsafe_sigint(pid: u32) {
+fn sigint(pid: u32) {
     let st = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
     assert!(st.success());
 }

@@ -354,8 +354,8 @@ impl Target<'_> {
             }
             r.send()
         };
-        let (out, asked) = match request(true).await {
-            Ok(out) => (out, true),
+        let mut asked = true;
+        let created = match request(true).await {
             Err(e) if rejects_checksum(&e) => {
                 tracing::warn!(
                     bucket = self.bucket,
@@ -363,22 +363,31 @@ impl Target<'_> {
                     error = %DisplayErrorContext(&e),
                     "server rejected CreateMultipartUpload with CRC32C; uploading parts without checksums"
                 );
-                (request(false).await.map_err(|e| self.op.sdk(e))?, false)
+                asked = false;
+                request(false).await
             }
-            Err(e) => return Err(self.op.sdk(e)),
+            other => other,
         };
-        let upload_id = out
-            .upload_id()
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| self.op.err(TransferErrorKind::Other, "server returned no upload id"))?
-            .to_owned();
+        let (upload_id, full_object_echoed) = match created {
+            Ok(out) => (
+                out.upload_id().unwrap_or_default().to_owned(),
+                out.checksum_type() == Some(&ChecksumType::FullObject),
+            ),
+            Err(e) => match misnamed_initiate_result(&e) {
+                Some(id) => {
+                    tracing::debug!(bucket = self.bucket, key = self.key, "accepted a non-standard CreateMultipartUpload answer");
+                    (id, false)
+                }
+                None => return Err(self.op.sdk(e)),
+            },
+        };
+        if upload_id.is_empty() {
+            return Err(self.op.err(TransferErrorKind::Other, "server returned no upload id"));
+        }
         // Only promise a full-object checksum at completion if the server
         // acknowledged that type; one that ignored the header would compare
         // it with a composite checksum and refuse to complete.
-        let mode = PartChecksums {
-            parts: asked,
-            full_object: asked && out.checksum_type() == Some(&ChecksumType::FullObject),
-        };
+        let mode = PartChecksums { parts: asked, full_object: asked && full_object_echoed };
         tracing::debug!(bucket = self.bucket, key = self.key, upload_id, ?mode, "multipart upload created");
         Ok((upload_id, mode))
     }
@@ -524,6 +533,26 @@ async fn abort_upload(client: Client, bucket: String, key: String, upload_id: St
             "could not abort multipart upload; a bucket lifecycle rule must clean it up"
         ),
     }
+}
+
+/// The upload id from a successful CreateMultipartUpload answer that the SDK
+/// could not parse because its XML root is `InitiateMultipartUpload` instead
+/// of `InitiateMultipartUploadResult` (rclone's `serve s3` answers so).
+/// Without this, such servers would be left with an upload nobody aborts.
+fn misnamed_initiate_result<E>(err: &SdkError<E, HttpResponse>) -> Option<String> {
+    let SdkError::ServiceError(ctx) = err else { return None };
+    if ctx.raw().status().as_u16() != 200 {
+        return None;
+    }
+    let body = std::str::from_utf8(ctx.raw().body().bytes()?).ok()?;
+    if !body.contains("<InitiateMultipartUpload>") {
+        return None;
+    }
+    let start = body.find("<UploadId>")? + "<UploadId>".len();
+    let end = start + body[start..].find("</UploadId>")?;
+    let id = body[start..end].trim();
+    // Escaped characters would need XML decoding; no server uses them in ids.
+    (!id.is_empty() && !id.contains(['&', '<'])).then(|| id.to_owned())
 }
 
 /// Whether the server refused a request as unsupported rather than for a
