@@ -133,7 +133,7 @@ pub fn main() -> i32 {
             r = run(&cli, &active) => match r {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("credhost: {e}");
+                    eprintln!("credhost: {}", one_line(&e.to_string()));
                     e.exit_code()
                 }
             },
@@ -154,6 +154,12 @@ pub fn main() -> i32 {
     // process exits regardless.
     runtime.shutdown_background();
     code
+}
+
+/// Errors print as one line: causes that span lines (an SDK's list of the
+/// credential sources it tried) are joined with `; `.
+fn one_line(text: &str) -> String {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

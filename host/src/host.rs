@@ -217,7 +217,8 @@ impl Host {
                 let mut path = vec!["plugins", name, "settings"];
                 path.extend(key.split('.').filter(|k| !k.is_empty()));
                 let location = self.config.locate(&path);
-                return Error::Config { location, message: format!("plugins.{name}.settings: {}", source.message) };
+                let dotted = if key.is_empty() { String::new() } else { format!(".{key}") };
+                return Error::Config { location, message: format!("plugins.{name}.settings{dotted}: {}", source.message) };
             }
             if source.kind == ErrorKind::CONFIG {
                 source.message = format!("settings: {}", source.message).into();

@@ -183,10 +183,40 @@ pub fn parse_settings<T: serde::de::DeserializeOwned>(settings: serde_json::Valu
     serde_path_to_error::deserialize(settings).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
+        // The host prefixes the key (and its file and line); the message is the cause.
         let key = if path == "." { String::new() } else { path };
-        let message = if key.is_empty() { format!("invalid settings: {inner}") } else { format!("invalid setting `{key}`: {inner}") };
-        PluginError::config(&key, message)
+        PluginError::config(&key, inner)
     })
+}
+
+/// `error: cause: cause`, each layer once. Errors cross the boundary as
+/// text, so a plugin folds the `source()` chain into the message.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    msg
+}
+
+/// An I/O error about a local file as a plugin error. An error that carries
+/// the host's own error (a failing byte source or sink) passes it through.
+pub fn io_error(what: &str, path: &std::path::Path, e: &io::Error) -> PluginError {
+    if let Some(host) = host_error(e) {
+        return host.clone();
+    }
+    let kind = match e.kind() {
+        io::ErrorKind::NotFound => ErrorKind::NOT_FOUND,
+        io::ErrorKind::PermissionDenied => ErrorKind::PERMISSION_DENIED,
+        _ => ErrorKind::IO,
+    };
+    PluginError::new(kind, format!("{what} {}: {e}", path.display()))
 }
 
 /// Reads a secret from the environment variable named by setting `key`.
@@ -396,25 +426,31 @@ pub fn new_provider_for<P: Plugin>(settings_json: &str, host: HostServicesBox) -
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
-        #[::abi_stable::sabi_extern_fn]
-        fn __credhost_plugin_info() -> $crate::PluginInfo {
-            // `info_for` only copies constants; it cannot panic.
-            $crate::sdk::info_for::<$plugin>()
-        }
+        #[doc(hidden)]
+        #[allow(missing_docs)]
+        pub mod __credhost_export {
+            #[allow(unused_imports)]
+            use super::*;
 
-        #[::abi_stable::sabi_extern_fn]
-        fn __credhost_new_provider(
-            settings_json: ::abi_stable::std_types::RStr<'_>,
-            host: $crate::HostServicesBox,
-        ) -> $crate::PResult<$crate::ProviderBox> {
-            $crate::sdk::new_provider_for::<$plugin>(settings_json.as_str(), host)
-        }
+            #[::abi_stable::sabi_extern_fn]
+            fn plugin_info() -> $crate::PluginInfo {
+                // `info_for` only copies constants; it cannot panic.
+                $crate::sdk::info_for::<$plugin>()
+            }
 
-        #[::abi_stable::export_root_module]
-        pub fn __credhost_root_module() -> $crate::PluginRoot_Ref {
-            use ::abi_stable::prefix_type::PrefixTypeTrait as _;
-            $crate::PluginRoot { info: __credhost_plugin_info, new_provider: __credhost_new_provider }
-                .leak_into_prefix()
+            #[::abi_stable::sabi_extern_fn]
+            fn new_provider(
+                settings_json: ::abi_stable::std_types::RStr<'_>,
+                host: $crate::HostServicesBox,
+            ) -> $crate::PResult<$crate::ProviderBox> {
+                $crate::sdk::new_provider_for::<$plugin>(settings_json.as_str(), host)
+            }
+
+            #[::abi_stable::export_root_module]
+            pub fn root_module() -> $crate::PluginRoot_Ref {
+                use ::abi_stable::prefix_type::PrefixTypeTrait as _;
+                $crate::PluginRoot { info: plugin_info, new_provider }.leak_into_prefix()
+            }
         }
     };
 }
@@ -430,17 +466,21 @@ struct HostLog {
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for HostLog {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
         let meta = event.metadata();
-        let level = match *meta.level() {
-            tracing::Level::ERROR => LogLevel::ERROR,
-            tracing::Level::WARN => LogLevel::WARN,
-            tracing::Level::INFO => LogLevel::INFO,
-            tracing::Level::DEBUG => LogLevel::DEBUG,
-            _ => LogLevel::TRACE,
-        };
+        let level = to_level(*meta.level());
         let mut text = MessageText(String::new());
         event.record(&mut text);
         let _ = self.plugin;
         self.host.log(level, meta.target().into(), text.0.as_str().into());
+    }
+}
+
+fn to_level(level: tracing::Level) -> LogLevel {
+    match level {
+        tracing::Level::ERROR => LogLevel::ERROR,
+        tracing::Level::WARN => LogLevel::WARN,
+        tracing::Level::INFO => LogLevel::INFO,
+        tracing::Level::DEBUG => LogLevel::DEBUG,
+        _ => LogLevel::TRACE,
     }
 }
 
@@ -459,17 +499,9 @@ impl tracing::field::Visit for MessageText {
 }
 
 fn install_host_logging(plugin: &'static str, host: HostServicesBox) {
-    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::{layer::SubscriberExt as _, Layer as _};
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
-        let max = match host.max_log_level() {
-            LogLevel::ERROR => tracing::level_filters::LevelFilter::ERROR,
-            LogLevel::WARN => tracing::level_filters::LevelFilter::WARN,
-            LogLevel::INFO => tracing::level_filters::LevelFilter::INFO,
-            LogLevel::DEBUG => tracing::level_filters::LevelFilter::DEBUG,
-            LogLevel(0) => tracing::level_filters::LevelFilter::OFF,
-            _ => tracing::level_filters::LevelFilter::TRACE,
-        };
         let host = Arc::new(host);
         let panic_host = host.clone();
         // This library has its own copy of std, so this hook sees only the
@@ -478,8 +510,15 @@ fn install_host_logging(plugin: &'static str, host: HostServicesBox) {
             let msg = format!("panic: {info}");
             panic_host.log(LogLevel::ERROR, "panic".into(), msg.as_str().into());
         }));
+        let filter_host = host.clone();
+        // Asked per event, so a host that changes its log level (or sets up
+        // logging after loading the plugin) is obeyed.
+        let filter = tracing_subscriber::filter::DynFilterFn::new(move |meta, _cx| {
+            let max = filter_host.max_log_level();
+            max != LogLevel(0) && to_level(*meta.level()) <= max
+        });
         let layer = HostLog { plugin, host: ArcHost(host).into_box() };
-        let subscriber = tracing_subscriber::registry().with(max).with(layer);
+        let subscriber = tracing_subscriber::registry().with(layer.with_filter(filter));
         let _ = tracing::subscriber::set_global_default(subscriber);
     });
 }

@@ -3,7 +3,9 @@
 
 mod bad_input;
 mod fs_store;
+mod gcp;
 mod loading;
 mod registry;
-mod s3_store;
+mod s3_conformance;
 mod service;
+mod aws;

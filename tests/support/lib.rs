@@ -17,6 +17,9 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
+/// The ECR registry host moto answers for (account 123456789012, us-east-1).
+pub const AWS_REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+
 /// Where `cargo build --release` put the binary and plugins.
 pub fn release_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
@@ -73,7 +76,7 @@ impl Services {
 pub struct Workspace {
     /// The directory (deleted on drop).
     pub dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
+    env: Vec<(String, Option<String>)>,
 }
 
 impl Workspace {
@@ -116,6 +119,28 @@ impl Workspace {
         ws
     }
 
+    /// The aws plugin active, ECR on moto, S3 at `s3_endpoint` with the
+    /// SeaweedFS keys in the standard AWS environment variables, and the
+    /// machine's own AWS configuration (files, profiles, instance metadata)
+    /// shut out. `extra` is appended to the settings table.
+    pub fn aws(svc: &Services, s3_endpoint: &str, extra: &str) -> Self {
+        let mut ws = Self::new();
+        ws.write_config(&format!(
+            "platform = \"aws\"\nplugin_dir = {:?}\n\n[plugins.aws.settings]\nregion = \"us-east-1\"\nregistry = \"{AWS_REGISTRY}\"\nbucket = \"projects\"\necr_endpoint_url = \"{}\"\ns3_endpoint_url = \"{s3_endpoint}\"\nforce_path_style = true\npart_size_mib = 8\n{extra}\n",
+            release_dir().display().to_string(),
+            svc.var("CREDHOST_TEST_MOTO_ENDPOINT"),
+        ));
+        let empty = ws.path("empty-aws-file");
+        std::fs::write(&empty, "").expect("write empty AWS config");
+        let empty = empty.display().to_string();
+        ws.set_env("AWS_CONFIG_FILE", &empty);
+        ws.set_env("AWS_SHARED_CREDENTIALS_FILE", &empty);
+        ws.set_env("AWS_EC2_METADATA_DISABLED", "true");
+        ws.set_env("AWS_ACCESS_KEY_ID", &svc.var("CREDHOST_TEST_S3_ACCESS_KEY"));
+        ws.set_env("AWS_SECRET_ACCESS_KEY", &svc.var("CREDHOST_TEST_S3_SECRET_KEY"));
+        ws
+    }
+
     /// Writes `plugins.toml`.
     pub fn write_config(&self, text: &str) {
         std::fs::write(self.path("plugins.toml"), text).expect("write plugins.toml");
@@ -128,18 +153,38 @@ impl Workspace {
 
     /// Sets an environment variable for commands run from here.
     pub fn set_env(&mut self, k: &str, v: &str) {
-        self.env.push((k.to_owned(), v.to_owned()));
+        self.env.push((k.to_owned(), Some(v.to_owned())));
+    }
+
+    /// Removes an environment variable for commands run from here.
+    pub fn unset_env(&mut self, k: &str) {
+        self.env.push((k.to_owned(), None));
+    }
+
+    /// Sets this workspace's environment variables in the current process, for
+    /// in-process tests of the library (the values tests use are the same
+    /// across tests, so concurrent tests do not disturb each other).
+    pub fn apply_env(&self) {
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => std::env::set_var(k, v),
+                None => std::env::remove_var(k),
+            }
+        }
     }
 
     /// A `credhost` command running in this directory with a clean environment.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(artifact("credhost"));
         c.current_dir(self.dir.path()).args(args).stdin(Stdio::null());
-        for k in ["CREDHOST_PLATFORM", "CREDHOST_CONFIG", "CREDHOST_LOG"] {
+        for k in ["CREDHOST_PLATFORM", "CREDHOST_CONFIG", "CREDHOST_LOG", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"] {
             c.env_remove(k);
         }
         for (k, v) in &self.env {
-            c.env(k, v);
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
         }
         c
     }
@@ -229,14 +274,15 @@ pub fn sha256(path: &Path) -> String {
     hex::encode(h.finalize())
 }
 
-/// Runs a Python snippet with the services' environment; returns stdout.
+/// Runs a Python snippet with the services' environment plus `overrides`; returns stdout.
 #[track_caller]
-pub fn python(svc: &Services, script: &str, args: &[&str]) -> String {
+pub fn python_with(svc: &Services, overrides: &[(String, String)], script: &str, args: &[&str]) -> String {
     let out = Command::new("python3")
         .arg("-c")
         .arg(script)
         .args(args)
         .envs(svc.vars())
+        .envs(overrides.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .output()
         .expect("spawn python3");
@@ -247,6 +293,12 @@ pub fn python(svc: &Services, script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a Python snippet with the services' environment; returns stdout.
+#[track_caller]
+pub fn python(svc: &Services, script: &str, args: &[&str]) -> String {
+    python_with(svc, &[], script, args)
 }
 
 /// Python prelude: a boto3 S3 client for SeaweedFS from the services env.
@@ -267,4 +319,33 @@ pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{prefix}-{}-{nanos}-{}.zip", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// Captures the messages of every `tracing` event in this process (host and
+/// plugin logs alike) at debug level and above; returns the shared buffer.
+pub fn capture_logs() -> &'static std::sync::Mutex<Vec<String>> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    static LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+
+    struct Capture;
+    struct Text(String);
+    impl tracing::field::Visit for Text {
+        fn record_debug(&mut self, _field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            use std::fmt::Write as _;
+            let _ = write!(self.0, "{value:?} ");
+        }
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+        fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            let mut text = Text(String::new());
+            event.record(&mut text);
+            LINES.lock().unwrap_or_else(|p| p.into_inner()).push(text.0);
+        }
+    }
+    INSTALLED.call_once(|| {
+        let subscriber = tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::DEBUG).with(Capture);
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in the test binary");
+    });
+    &LINES
 }

@@ -16,7 +16,7 @@ use credhost_plugin_api::{
 
 use crate::{
     fs_store::FsStore,
-    registry::Registry,
+    registry::{AuthForm, Registry},
     s3_store::{S3Config, S3Store},
     settings::{Settings, StorageSettings},
 };
@@ -56,20 +56,7 @@ impl Plugin for LocalProvider {
                 if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
                     return Err(PluginError::config("storage.endpoint", format!("{endpoint:?} is not an http(s) URL")));
                 }
-                let mut opts = credhost_s3_transfer::TransferOptions::default();
-                if let Some(mib) = part_size_mib {
-                    if !(5..=5 * 1024).contains(&mib) {
-                        return Err(PluginError::config("storage.part_size_mib", "part_size_mib must be between 5 and 5120"));
-                    }
-                    opts.part_size = mib << 20;
-                    opts.single_put_threshold = opts.part_size;
-                }
-                if let Some(c) = concurrency {
-                    if !(1..=64).contains(&c) {
-                        return Err(PluginError::config("storage.concurrency", "concurrency must be between 1 and 64"));
-                    }
-                    opts.concurrency = c;
-                }
+                let opts = credhost_s3_transfer::store::transfer_options("storage.", part_size_mib, concurrency)?;
                 let access_key_id = sdk::secret_from_env("storage.access_key_id_env", &access_key_id_env)?.expose().to_owned();
                 let secret_access_key = sdk::secret_from_env("storage.secret_access_key_env", &secret_access_key_env)?;
                 Store::S3(S3Store::new(S3Config { endpoint, region, bucket, access_key_id, secret_access_key, opts }))
@@ -91,14 +78,15 @@ impl CredentialProvider for LocalProvider {
         }
         let scope = req.extra.get("scope").map(|s| s.as_str().to_owned());
         let scope = scope.or_else(|| req.extra.get("repository").map(|r| format!("repository:{r}:pull,push")));
-        self.registry.auth(scope.as_deref()).await
+        let form = AuthForm::from_request(req.extra.get("auth_form").map(|f| f.as_str()));
+        self.registry.auth(scope.as_deref(), form).await
     }
 
     async fn upload(&self, req: Upload) -> Result<TransferResult, PluginError> {
         let started = std::time::Instant::now();
         let r = match &self.store {
             Store::Fs(s) => s.upload(req).await,
-            Store::S3(s) => s.upload(req).await,
+            Store::S3(s) => s.bucket.upload(req).await,
         }?;
         tracing::info!("stored {}/{} ({} bytes, {}) in {:.2?}", r.bucket, r.name, r.size, r.checksum, started.elapsed());
         Ok(r)
@@ -108,7 +96,7 @@ impl CredentialProvider for LocalProvider {
         let started = std::time::Instant::now();
         let r = match &self.store {
             Store::Fs(s) => s.download(req).await,
-            Store::S3(s) => s.download(req).await,
+            Store::S3(s) => s.bucket.download(req).await,
         }?;
         tracing::info!("fetched {}/{} ({} bytes, {}) in {:.2?}", r.bucket, r.name, r.size, r.checksum, started.elapsed());
         Ok(r)
@@ -129,11 +117,11 @@ impl CredentialProvider for LocalProvider {
                 out.push(CredentialEntry::plain("AWS_ACCESS_KEY_ID", key_id));
                 out.push(CredentialEntry::secret("AWS_SECRET_ACCESS_KEY", secret.clone()));
                 out.push(CredentialEntry::plain("AWS_DEFAULT_REGION", region));
-                out.push(CredentialEntry::plain("PROJECTS_BUCKET", s.bucket()));
+                out.push(CredentialEntry::plain("PROJECTS_BUCKET", s.bucket.bucket()));
             }
         }
         out.push(CredentialEntry::plain("REGISTRY", self.registry.host()));
-        if let Some(auth) = self.registry.auth(None).await? {
+        if let Some(auth) = self.registry.auth(None, AuthForm::Bearer).await? {
             out.push(CredentialEntry::secret("REGISTRY_TOKEN", auth.registry_token()));
         }
         Ok(out)
@@ -142,7 +130,7 @@ impl CredentialProvider for LocalProvider {
     async fn check(&self, _req: CheckRequest) -> Result<CheckReport, PluginError> {
         let storage = match &self.store {
             Store::Fs(s) => s.check().await,
-            Store::S3(s) => s.check().await,
+            Store::S3(s) => s.bucket.check().await,
         };
         let registry = self.registry.check().await;
         let mut report = CheckReport::default();

@@ -87,8 +87,11 @@ impl Registry {
         r.eq_ignore_ascii_case(&self.host)
     }
 
-    /// Credentials for the registry, `None` for an open one.
-    pub async fn auth(&self, scope: Option<&str>) -> Result<Option<RegistryAuth>, PluginError> {
+    /// Credentials for the registry, `None` for an open one. With token auth
+    /// the answer is a bearer token for `scope`, unless `form` is
+    /// [`AuthForm::Basic`]: then it is the user name and password the token
+    /// server accepts, checked there first (see [`AuthForm`]).
+    pub async fn auth(&self, scope: Option<&str>, form: AuthForm) -> Result<Option<RegistryAuth>, PluginError> {
         let (Some(user), Some(pass)) = (&self.username, &self.password) else {
             return Ok(None);
         };
@@ -122,8 +125,12 @@ impl Registry {
                     )
                 })?;
                 let (token, expires_at) = self.fetch_token(&challenge, scope, user, pass).await?;
-                let mut auth = RegistryAuth::new(&self.host, user, token, Some(expires_at));
-                auth.extra.insert("kind".into(), "bearer".into());
+                let mut auth = match form {
+                    AuthForm::Bearer => RegistryAuth::new(&self.host, user, token, Some(expires_at)),
+                    // The token proved the password; the client fetches its own tokens with it.
+                    AuthForm::Basic => RegistryAuth::new(&self.host, user, pass.clone(), None),
+                };
+                auth.extra.insert("kind".into(), form.kind().into());
                 Ok(Some(auth))
             }
         }
@@ -202,7 +209,7 @@ impl Registry {
     /// Probes the registry: reachable, and credentials accepted where needed.
     pub async fn check(&self) -> CheckItem {
         let label = format!("registry {} (auth {:?})", self.host, self.mode).to_lowercase();
-        let request = match self.auth(None).await {
+        let request = match self.auth(None, AuthForm::Bearer).await {
             Ok(None) => self.get_v2(),
             Ok(Some(a)) if self.mode == AuthMode::Token => self.get_v2().bearer_auth(a.secret.expose()),
             Ok(Some(a)) => self.get_v2().basic_auth(a.username.as_str(), Some(a.secret.expose())),
@@ -219,6 +226,36 @@ impl Registry {
             }
             Ok(r) => CheckItem::failed("registry", format!("{label}: unexpected answer {}", r.status())),
             Err(e) => CheckItem::failed("registry", format!("{label}: {}", http_error("unreachable", &e).message)),
+        }
+    }
+}
+
+/// What a caller can hand its registry client (`RegistryRequest::extra["auth_form"]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthForm {
+    /// Anything, bearer tokens included (the default).
+    Bearer,
+    /// Only a user name and password (`auth_form = basic`): docker credential
+    /// helpers. Their protocol's only other form, user `<token>`, carries an
+    /// OAuth2 refresh token, which a Distribution token server does not issue,
+    /// so with token auth the registry client gets the password and runs the
+    /// token exchange itself.
+    Basic,
+}
+
+impl AuthForm {
+    /// The form a request asks for.
+    pub fn from_request(value: Option<&str>) -> Self {
+        match value {
+            Some(v) if v.eq_ignore_ascii_case("basic") => Self::Basic,
+            _ => Self::Bearer,
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Self::Bearer => "bearer",
+            Self::Basic => "basic",
         }
     }
 }

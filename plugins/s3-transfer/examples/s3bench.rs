@@ -1,6 +1,7 @@
 //! Upload and download throughput of this crate against a real endpoint.
 //!
-//! Usage: `s3bench [MIB] [CONCURRENCY] [PART_MIB]` (defaults 512, 4, 16), with
+//! Usage: `s3bench [MIB] [CONCURRENCY] [PART_MIB] [SINGLE_PUT_MIB]` (defaults
+//! 512, 4, 16, PART_MIB), with
 //! the endpoint from CREDHOST_TEST_S3_ENDPOINT, CREDHOST_TEST_S3_ACCESS_KEY,
 //! CREDHOST_TEST_S3_SECRET_KEY, CREDHOST_TEST_S3_REGION and
 //! CREDHOST_TEST_S3_BUCKET. Generates a file of MIB MiB in a temporary
@@ -21,7 +22,10 @@ use credhost_s3_transfer::{
 const MIB: u64 = 1024 * 1024;
 
 fn main() -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("s3bench: cannot start the runtime: {e}");
@@ -48,7 +52,9 @@ async fn run() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: u64| -> Result<u64, BoxError> {
         match args.get(i) {
-            Some(a) => Ok(a.parse().map_err(|_| format!("argument {a:?} is not a number"))?),
+            Some(a) => Ok(a
+                .parse()
+                .map_err(|_| format!("argument {a:?} is not a number"))?),
             None => Ok(default),
         }
     };
@@ -56,7 +62,7 @@ async fn run() -> Result<(), BoxError> {
     let opts = TransferOptions {
         concurrency: usize::try_from(arg(1, 4)?)?,
         part_size: arg(2, 16)? * MIB,
-        single_put_threshold: arg(2, 16)? * MIB,
+        single_put_threshold: arg(3, arg(2, 16)?)? * MIB,
     };
     let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
     let settings = ClientSettings {
@@ -76,25 +82,46 @@ async fn run() -> Result<(), BoxError> {
     let src_crc = generate(&src, size)?;
     let key = format!("s3bench/{}-{mib}MiB", std::process::id());
     println!(
-        "s3bench: {mib} MiB, part {} MiB, concurrency {}",
+        "s3bench: {mib} MiB, part {} MiB, concurrency {}, single put below {} MiB",
         opts.part_size / MIB,
-        opts.concurrency
+        opts.concurrency,
+        opts.single_put_threshold / MIB
     );
 
-    let up = step("upload_path", size, upload_path(&client, &bucket, &key, &src, &opts, None)).await?;
+    let up = step(
+        "upload_path",
+        size,
+        upload_path(&client, &bucket, &key, &src, &opts, None),
+    )
+    .await?;
     check(up, size, src_crc)?;
 
     let reader = tokio::fs::File::open(&src).await?;
     let key2 = format!("{key}-reader");
-    let up = step("upload_reader", size, upload_reader(&client, &bucket, &key2, reader, &opts, None)).await?;
+    let up = step(
+        "upload_reader",
+        size,
+        upload_reader(&client, &bucket, &key2, reader, &opts, None),
+    )
+    .await?;
     check(up, size, src_crc)?;
 
     let dest = dir.path().join("download.bin");
-    let down = step("download_to_path", size, download_to_path(&client, &bucket, &key, &dest, &opts, None)).await?;
+    let down = step(
+        "download_to_path",
+        size,
+        download_to_path(&client, &bucket, &key, &dest, &opts, None),
+    )
+    .await?;
     check(down, size, src_crc)?;
 
     let writer = tokio::fs::File::create(dir.path().join("written.bin")).await?;
-    let down = step("download_to_writer", size, download_to_writer(&client, &bucket, &key, writer, &opts, None)).await?;
+    let down = step(
+        "download_to_writer",
+        size,
+        download_to_writer(&client, &bucket, &key, writer, &opts, None),
+    )
+    .await?;
     check(down, size, src_crc)?;
 
     for k in [&key, &key2] {

@@ -59,7 +59,10 @@ impl fmt::Debug for ClientSettings {
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &REDACTED)
-            .field("session_token", &self.session_token.as_ref().map(|_| REDACTED))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| REDACTED),
+            )
             .field("force_path_style", &self.force_path_style)
             .finish()
     }
@@ -75,6 +78,7 @@ impl fmt::Debug for ClientSettings {
 ///
 /// Building does no I/O; a wrong endpoint or bad keys show up on the first
 /// request (see [`head_bucket`](crate::head_bucket) to check early).
+#[must_use]
 pub fn build_client(s: &ClientSettings) -> aws_sdk_s3::Client {
     let credentials = Credentials::new(
         s.access_key_id.clone(),
@@ -114,11 +118,12 @@ pub fn build_client(s: &ClientSettings) -> aws_sdk_s3::Client {
 /// throughput against a CPU-bound server; this crate sends its own CRC32C
 /// headers instead. Use it when the client comes from `aws-config`:
 ///
-/// ```ignore
+/// ```text
 /// let sdk_config = aws_config::defaults(BehaviorVersion::latest()).load().await;
 /// let conf = credhost_s3_transfer::tune_config(aws_sdk_s3::config::Builder::from(&sdk_config));
 /// let client = aws_sdk_s3::Client::from_conf(conf.build());
 /// ```
+#[must_use]
 pub fn tune_config(builder: Builder) -> Builder {
     builder
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
@@ -145,7 +150,10 @@ mod tests {
              access_key_id: \"AKID\", secret_access_key: \"** redacted **\", \
              session_token: Some(\"** redacted **\"), force_path_style: true }"
         );
-        let none = ClientSettings { session_token: None, ..s };
+        let none = ClientSettings {
+            session_token: None,
+            ..s
+        };
         assert!(format!("{none:?}").contains("session_token: None"));
         assert!(!format!("{none:#?}").contains("very-secret"));
     }

@@ -39,13 +39,14 @@ const MAX_RESUMES: u32 = 3;
 /// Objects smaller than `opts.single_put_threshold` (or any object with
 /// `opts.concurrency == 1`) come in one streamed GET; larger ones in ranges of
 /// `part_size` bytes, `concurrency` at a time, each written at its offset
-/// into the preallocated file. All GETs are conditional on the ETag seen by
+/// into the preallocated file. All GETs are conditional on the `ETag` seen by
 /// the initial HEAD, so an object replaced mid-way fails the download
 /// (retryable) instead of mixing two versions. The result is verified against
 /// the object size and, when recorded, its CRC32C (see the crate docs).
 ///
 /// On error the content of `dest` is unspecified: write to a temporary file
-/// and rename it on success. The file is not fsynced.
+/// (a fresh name per attempt: writes of a cancelled attempt may still land
+/// for a moment) and rename it on success. The file is not fsynced.
 pub async fn download_to_path(
     client: &Client,
     bucket: &str,
@@ -59,7 +60,13 @@ pub async fn download_to_path(
     let object = head_object(client, bucket, key, &op).await?;
     let size = object.size;
     let file = Arc::new(create_dest(&op, dest, size).await?);
-    let source = Source { client, bucket, key, op, object: &object };
+    let source = Source {
+        client,
+        bucket,
+        key,
+        op,
+        object: &object,
+    };
 
     let range_len = opts.part_size_for(size);
     let ranges: Vec<(u64, u64)> = if size == 0 {
@@ -72,7 +79,7 @@ pub async fn download_to_path(
             .collect()
     };
     let whole = ranges.len() == 1;
-    let progress = &progress;
+    let progress = progress.as_ref();
     let mut results: Vec<(u64, u32, u64)> = stream::iter(ranges)
         .map(|(start, len)| {
             let sink = FileSink::new(file.clone(), start, dest.to_path_buf());
@@ -111,9 +118,17 @@ pub async fn download_to_writer<W: AsyncWrite + Unpin + Send>(
     opts.validate().map_err(|e| op.wrap(e))?;
     let object = head_object(client, bucket, key, &op).await?;
     let size = object.size;
-    let source = Source { client, bucket, key, op, object: &object };
-    let sink = WriterSink { writer: BufWriter::with_capacity(WRITE_CHUNK, writer) };
-    let crc32c = source.fetch(0, size, true, sink, &progress).await?;
+    let source = Source {
+        client,
+        bucket,
+        key,
+        op,
+        object: &object,
+    };
+    let sink = WriterSink {
+        writer: BufWriter::with_capacity(WRITE_CHUNK, writer),
+    };
+    let crc32c = source.fetch(0, size, true, sink, progress.as_ref()).await?;
     object.verify(&op, crc32c)?;
     Ok(Transferred { size, crc32c })
 }
@@ -131,7 +146,13 @@ pub async fn head_bucket(client: &Client, bucket: &str) -> Result<(), TransferEr
         Err(e) if lacks_code(&e) => {
             // HEAD answers have no body, hence no error code: a 403 could be
             // a wrong secret or a missing permission. Ask again with a GET.
-            match client.list_objects_v2().bucket(bucket).max_keys(1).send().await {
+            match client
+                .list_objects_v2()
+                .bucket(bucket)
+                .max_keys(1)
+                .send()
+                .await
+            {
                 Err(probe) if !lacks_code(&probe) && probe.as_service_error().is_some() => {
                     Err(op.sdk(probe))
                 }
@@ -164,7 +185,12 @@ impl ObjectInfo {
     }
 }
 
-async fn head_object(client: &Client, bucket: &str, key: &str, op: &Op<'_>) -> Result<ObjectInfo, TransferError> {
+async fn head_object(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    op: &Op<'_>,
+) -> Result<ObjectInfo, TransferError> {
     let head = match client
         .head_object()
         .bucket(bucket)
@@ -177,10 +203,21 @@ async fn head_object(client: &Client, bucket: &str, key: &str, op: &Op<'_>) -> R
         Err(e) if lacks_code(&e) => {
             // HEAD errors carry no code; a one-byte GET tells NoSuchKey from
             // NoSuchBucket and InvalidAccessKeyId from AccessDenied.
-            return Err(match client.get_object().bucket(bucket).key(key).range("bytes=0-0").send().await {
-                Err(probe) if !lacks_code(&probe) && probe.as_service_error().is_some() => op.sdk(probe),
-                _ => op.sdk(e),
-            });
+            return Err(
+                match client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .range("bytes=0-0")
+                    .send()
+                    .await
+                {
+                    Err(probe) if !lacks_code(&probe) && probe.as_service_error().is_some() => {
+                        op.sdk(probe)
+                    }
+                    _ => op.sdk(e),
+                },
+            );
         }
         Err(e) => return Err(op.sdk(e)),
     };
@@ -200,22 +237,38 @@ async fn head_object(client: &Client, bucket: &str, key: &str, op: &Op<'_>) -> R
                     ))
                 }
                 Ok(_) => {}
-                Err(_) => tracing::warn!(key, value = %recorded, "ignoring malformed {META_SIZE} metadata"),
+                Err(_) => {
+                    tracing::warn!(key, value = %recorded, "ignoring malformed {META_SIZE} metadata")
+                }
             }
         }
         if let Some(recorded) = meta.get(META_CRC32C) {
-            match crc::from_hex(recorded) {
-                Some(c) => expected.push((c, "its metadata")),
-                None => tracing::warn!(key, value = %recorded, "ignoring malformed {META_CRC32C} metadata"),
+            if let Some(c) = crc::from_hex(recorded) {
+                expected.push((c, "its metadata"));
+            } else {
+                tracing::warn!(key, value = %recorded, "ignoring malformed {META_CRC32C} metadata");
             }
         }
     }
+    // Our own record, written at upload from the bytes we read, is the
+    // authority; the server's full-object checksum only stands in where that
+    // record is missing (objects from other clients, streamed multipart
+    // uploads). Some S3-compatible servers report a wrong full-object value
+    // for multipart objects (moto does), so the two are not both required.
     let composite = head.checksum_type() == Some(&ChecksumType::Composite);
-    if let Some(c) = head.checksum_crc32_c().filter(|_| !composite).and_then(crc::from_base64) {
+    if let Some(c) = head
+        .checksum_crc32_c()
+        .filter(|_| !composite && expected.is_empty())
+        .and_then(crc::from_base64)
+    {
         expected.push((c, "the server's full-object checksum"));
     }
     tracing::debug!(bucket, key, size, ?expected, "object found");
-    Ok(ObjectInfo { size, etag: head.e_tag().map(str::to_owned), expected })
+    Ok(ObjectInfo {
+        size,
+        etag: head.e_tag().map(str::to_owned),
+        expected,
+    })
 }
 
 /// Preallocates the destination with `set_len` so ranges can be written at
@@ -223,12 +276,19 @@ async fn head_object(client: &Client, bucket: &str, key: &str, op: &Op<'_>) -> R
 async fn create_dest(op: &Op<'_>, dest: &Path, size: u64) -> Result<File, TransferError> {
     let owned = dest.to_path_buf();
     let result = tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&owned)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&owned)?;
         file.set_len(size)?;
         Ok::<_, io::Error>(file)
     })
     .await
-    .map_err(|e| op.err(TransferErrorKind::Other, "file task failed").with_source(e))?;
+    .map_err(|e| {
+        op.err(TransferErrorKind::Other, "file task failed")
+            .with_source(e)
+    })?;
     result.map_err(|e| op.io("cannot create", dest, e))
 }
 
@@ -248,7 +308,9 @@ impl SinkError {
     fn into_transfer(self, op: &Op<'_>) -> TransferError {
         match self.path {
             Some(p) => op.io("cannot write", &p, self.err),
-            None => op.err(TransferErrorKind::Io, "cannot write the destination").with_source(self.err),
+            None => op
+                .err(TransferErrorKind::Io, "cannot write the destination")
+                .with_source(self.err),
         }
     }
 }
@@ -266,11 +328,20 @@ struct FileSink {
 
 impl FileSink {
     fn new(file: Arc<File>, pos: u64, path: PathBuf) -> Self {
-        Self { file, path, pos, buf: BytesMut::new(), writing: None }
+        Self {
+            file,
+            path,
+            pos,
+            buf: BytesMut::new(),
+            writing: None,
+        }
     }
 
     fn error(&self, err: io::Error) -> SinkError {
-        SinkError { path: Some(self.path.clone()), err }
+        SinkError {
+            path: Some(self.path.clone()),
+            err,
+        }
     }
 
     /// Waits for the write in flight; returns its buffer for reuse.
@@ -333,11 +404,17 @@ struct WriterSink<W> {
 
 impl<W: AsyncWrite + Unpin + Send> Sink for WriterSink<W> {
     async fn write(&mut self, data: &[u8]) -> Result<(), SinkError> {
-        self.writer.write_all(data).await.map_err(|err| SinkError { path: None, err })
+        self.writer
+            .write_all(data)
+            .await
+            .map_err(|err| SinkError { path: None, err })
     }
 
     async fn finish(&mut self) -> Result<(), SinkError> {
-        self.writer.flush().await.map_err(|err| SinkError { path: None, err })
+        self.writer
+            .flush()
+            .await
+            .map_err(|err| SinkError { path: None, err })
     }
 }
 
@@ -360,7 +437,7 @@ impl Source<'_> {
         len: u64,
         whole: bool,
         mut sink: S,
-        progress: &Option<Progress>,
+        progress: Option<&Progress>,
     ) -> Result<u32, TransferError> {
         let op = &self.op;
         let (mut done, mut crc, mut resumes, mut unreported) = (0u64, 0u32, 0u32, 0u64);
@@ -377,13 +454,24 @@ impl Source<'_> {
             let response = request.send().await.map_err(|e| {
                 let e = op.sdk(e);
                 if e.service_code() == Some("PreconditionFailed") {
-                    op.err(TransferErrorKind::Other, "object changed during the download").retryable(true)
+                    op.err(
+                        TransferErrorKind::Other,
+                        "object changed during the download",
+                    )
+                    .retryable(true)
                 } else {
                     e
                 }
             })?;
-            let mut skip = body_offset(ranged, from, to, self.object.size, response.content_range(), response.content_length())
-                .map_err(|why| op.err(TransferErrorKind::Other, why).retryable(true))?;
+            let mut skip = body_offset(
+                ranged,
+                from,
+                to,
+                self.object.size,
+                response.content_range(),
+                response.content_length(),
+            )
+            .map_err(|why| op.err(TransferErrorKind::Other, why).retryable(true))?;
 
             let mut body = response.body;
             let broke = loop {
@@ -392,11 +480,13 @@ impl Source<'_> {
                     Some(Err(e)) => break Some(e),
                     Some(Ok(mut chunk)) => {
                         if skip > 0 {
-                            let n = skip.min(chunk.len() as u64);
-                            let _ = chunk.split_to(n as usize);
-                            skip -= n;
+                            let n =
+                                usize::try_from(skip).map_or(chunk.len(), |s| s.min(chunk.len()));
+                            let _ = chunk.split_to(n);
+                            skip -= n as u64;
                         }
-                        let take = (chunk.len() as u64).min(len - done) as usize;
+                        let take =
+                            usize::try_from(len - done).map_or(chunk.len(), |r| r.min(chunk.len()));
                         let piece = &chunk[..take];
                         crc = crc32c::crc32c_append(crc, piece);
                         sink.write(piece).await.map_err(|e| e.into_transfer(op))?;
@@ -458,7 +548,9 @@ fn body_offset(
     let length = content_length.and_then(|n| u64::try_from(n).ok());
     if !ranged {
         return match length {
-            Some(n) if n != total => Err(format!("object size changed from {total} to {n} bytes during the download")),
+            Some(n) if n != total => Err(format!(
+                "object size changed from {total} to {n} bytes during the download"
+            )),
             _ => Ok(0),
         };
     }
@@ -468,11 +560,16 @@ fn body_offset(
                 return Err("object size changed during the download".to_owned());
             }
             if first > from || last < first {
-                return Err(format!("server sent bytes {first}-{last} for a request of {from}-{to}"));
+                return Err(format!(
+                    "server sent bytes {first}-{last} for a request of {from}-{to}"
+                ));
             }
             Ok(from - first)
         }
-        Some(None) => Err(format!("unreadable Content-Range {:?}", content_range.unwrap_or_default())),
+        Some(None) => Err(format!(
+            "unreadable Content-Range {:?}",
+            content_range.unwrap_or_default()
+        )),
         None if length == Some(total) => Ok(from),
         None => Err("server answered a range request without Content-Range".to_owned()),
     }
@@ -490,7 +587,7 @@ fn parse_content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
     Some((first.trim().parse().ok()?, last.trim().parse().ok()?, size))
 }
 
-fn report(progress: &Option<Progress>, n: u64) {
+fn report(progress: Option<&Progress>, n: u64) {
     if let Some(p) = progress {
         if n > 0 {
             p(n);
@@ -504,7 +601,10 @@ mod tests {
 
     #[test]
     fn content_range_parsing() {
-        assert_eq!(parse_content_range("bytes 0-99/1000"), Some((0, 99, Some(1000))));
+        assert_eq!(
+            parse_content_range("bytes 0-99/1000"),
+            Some((0, 99, Some(1000)))
+        );
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, 9, None)));
         assert_eq!(parse_content_range("bytes */1000"), None);
         assert_eq!(parse_content_range("items 0-1/2"), None);
@@ -513,11 +613,17 @@ mod tests {
     #[test]
     fn body_offsets() {
         // 206 or rclone's 200 with Content-Range: exact range.
-        assert_eq!(body_offset(true, 100, 199, 1000, Some("bytes 100-199/1000"), Some(100)), Ok(0));
+        assert_eq!(
+            body_offset(true, 100, 199, 1000, Some("bytes 100-199/1000"), Some(100)),
+            Ok(0)
+        );
         // Server ignored Range and sent everything: skip to the range.
         assert_eq!(body_offset(true, 100, 199, 1000, None, Some(1000)), Ok(100));
         // Server started earlier than asked: skip the difference.
-        assert_eq!(body_offset(true, 100, 199, 1000, Some("bytes 0-999/1000"), Some(1000)), Ok(100));
+        assert_eq!(
+            body_offset(true, 100, 199, 1000, Some("bytes 0-999/1000"), Some(1000)),
+            Ok(100)
+        );
         assert!(body_offset(true, 100, 199, 1000, Some("bytes 150-199/1000"), Some(50)).is_err());
         assert!(body_offset(true, 100, 199, 1000, Some("bytes 100-199/2000"), Some(100)).is_err());
         assert!(body_offset(true, 100, 199, 1000, None, Some(100)).is_err());

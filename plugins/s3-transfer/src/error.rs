@@ -93,6 +93,7 @@ impl TransferError {
     }
 
     /// What kind of failure this is.
+    #[must_use]
     pub fn kind(&self) -> TransferErrorKind {
         self.kind
     }
@@ -100,17 +101,20 @@ impl TransferError {
     /// Whether the same call may succeed if tried again later (transient
     /// network or server trouble, or the object changed while reading it).
     /// Requests were already retried inside the SDK before this error.
+    #[must_use]
     pub fn is_retryable(&self) -> bool {
         self.retryable
     }
 
     /// The S3 error code the server answered with, such as `NoSuchKey` or
     /// `SignatureDoesNotMatch`, when there was one.
+    #[must_use]
     pub fn service_code(&self) -> Option<&str> {
         self.code.as_deref()
     }
 
     /// The message, the same text as `Display`.
+    #[must_use]
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -127,15 +131,27 @@ pub(crate) struct Op<'a> {
 
 impl<'a> Op<'a> {
     pub(crate) fn upload(bucket: &'a str, key: &'a str) -> Self {
-        Self { verb: "upload", bucket, key: Some(key) }
+        Self {
+            verb: "upload",
+            bucket,
+            key: Some(key),
+        }
     }
 
     pub(crate) fn download(bucket: &'a str, key: &'a str) -> Self {
-        Self { verb: "download", bucket, key: Some(key) }
+        Self {
+            verb: "download",
+            bucket,
+            key: Some(key),
+        }
     }
 
     pub(crate) fn check_bucket(bucket: &'a str) -> Self {
-        Self { verb: "check", bucket, key: None }
+        Self {
+            verb: "check",
+            bucket,
+            key: None,
+        }
     }
 
     /// An error of `kind` in this operation: "`<op>` failed: `<detail>`".
@@ -145,13 +161,19 @@ impl<'a> Op<'a> {
 
     /// A local I/O error while doing `what` (e.g. "cannot read") to `path`.
     pub(crate) fn io(&self, what: &str, path: &Path, err: std::io::Error) -> TransferError {
-        self.err(TransferErrorKind::Io, format_args!("{what} {}", path.display()))
-            .with_source(err)
+        self.err(
+            TransferErrorKind::Io,
+            format_args!("{what} {}", path.display()),
+        )
+        .with_source(err)
     }
 
     /// Re-labels an error from `TransferOptions::validate` with this operation.
     pub(crate) fn wrap(&self, err: TransferError) -> TransferError {
-        TransferError { message: format!("{self} failed: {}", err.message), ..err }
+        TransferError {
+            message: format!("{self} failed: {}", err.message),
+            ..err
+        }
     }
 
     /// Classifies an SDK error.
@@ -170,16 +192,28 @@ impl<'a> Op<'a> {
                 };
                 (kind, retryable, detail, code)
             }
-            SdkError::TimeoutError(_) => {
-                (TransferErrorKind::Unavailable, true, "timed out".to_owned(), None)
-            }
-            SdkError::DispatchFailure(d) if d.is_timeout() => {
-                (TransferErrorKind::Unavailable, true, "timed out".to_owned(), None)
-            }
+            SdkError::TimeoutError(_) => (
+                TransferErrorKind::Unavailable,
+                true,
+                "timed out".to_owned(),
+                None,
+            ),
+            SdkError::DispatchFailure(d) if d.is_timeout() => (
+                TransferErrorKind::Unavailable,
+                true,
+                "timed out".to_owned(),
+                None,
+            ),
             SdkError::DispatchFailure(d) if d.is_user() => (
                 TransferErrorKind::Other,
                 false,
                 "could not send the request body".to_owned(),
+                None,
+            ),
+            SdkError::DispatchFailure(_) if credentials_failed(&err) => (
+                TransferErrorKind::Unauthenticated,
+                false,
+                "no usable credentials".to_owned(),
                 None,
             ),
             SdkError::DispatchFailure(_) => (
@@ -200,7 +234,12 @@ impl<'a> Op<'a> {
                 "could not build the request".to_owned(),
                 None,
             ),
-            _ => (TransferErrorKind::Other, false, "request failed".to_owned(), None),
+            _ => (
+                TransferErrorKind::Other,
+                false,
+                "request failed".to_owned(),
+                None,
+            ),
         };
         let mut e = self.err(kind, detail).retryable(retryable).with_source(err);
         e.code = code;
@@ -217,12 +256,28 @@ impl fmt::Display for Op<'_> {
     }
 }
 
+/// Whether a request failed before it was sent because no credentials could
+/// be resolved (an empty chain, an unknown profile, a failed role assumption).
+fn credentials_failed(err: &dyn std::error::Error) -> bool {
+    let mut source = err.source();
+    while let Some(s) = source {
+        if s.is::<aws_credential_types::provider::error::CredentialsError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// Whether an SDK error is a service answer that names no error code (as
 /// every HEAD error does, having no body), so a follow-up request with a body
 /// could tell more.
 pub(crate) fn lacks_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
     match err {
-        SdkError::ServiceError(ctx) => ctx.err().code().is_none_or(|c| c == "NotFound" || c == "Forbidden"),
+        SdkError::ServiceError(ctx) => ctx
+            .err()
+            .code()
+            .is_none_or(|c| c == "NotFound" || c == "Forbidden"),
         _ => false,
     }
 }
@@ -230,13 +285,22 @@ pub(crate) fn lacks_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse
 /// Maps an S3 error code, or the HTTP status when the code is unknown, to a
 /// kind and whether retrying may help.
 pub(crate) fn classify_service(status: u16, code: Option<&str>) -> (TransferErrorKind, bool) {
-    use TransferErrorKind::*;
+    use TransferErrorKind::{
+        Integrity, InvalidInput, NotFound, Other, PermissionDenied, Unauthenticated, Unavailable,
+    };
     let by_code = match code {
         Some("NoSuchKey" | "NoSuchBucket" | "NoSuchVersion") => Some((NotFound, false)),
         Some(
-            "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken"
-            | "TokenRefreshRequired" | "InvalidSecurity" | "MissingSecurityHeader"
-            | "RequestTimeTooSkewed" | "InvalidClientTokenId" | "UnrecognizedClientException",
+            "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "ExpiredToken"
+            | "InvalidToken"
+            | "TokenRefreshRequired"
+            | "InvalidSecurity"
+            | "MissingSecurityHeader"
+            | "RequestTimeTooSkewed"
+            | "InvalidClientTokenId"
+            | "UnrecognizedClientException",
         ) => Some((Unauthenticated, false)),
         Some("AccessDenied" | "AllAccessDisabled" | "AccountProblem") => {
             Some((PermissionDenied, false))
@@ -245,18 +309,35 @@ pub(crate) fn classify_service(status: u16, code: Option<&str>) -> (TransferErro
             Some((Integrity, false))
         }
         Some(
-            "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout" | "Throttling"
-            | "ThrottlingException" | "RequestLimitExceeded" | "OperationAborted"
+            "SlowDown"
+            | "ServiceUnavailable"
+            | "InternalError"
+            | "RequestTimeout"
+            | "Throttling"
+            | "ThrottlingException"
+            | "RequestLimitExceeded"
+            | "OperationAborted"
             | "RequestThrottled",
         ) => Some((Unavailable, true)),
         // The upload was aborted under us (lifecycle rule, another client) or
         // the object changed between requests: a fresh attempt can succeed.
         Some("NoSuchUpload" | "PreconditionFailed") => Some((Other, true)),
         Some(
-            "InvalidArgument" | "InvalidRequest" | "InvalidBucketName" | "KeyTooLongError"
-            | "EntityTooLarge" | "EntityTooSmall" | "InvalidPart" | "InvalidPartOrder"
-            | "MalformedXML" | "MetadataTooLarge" | "NotImplemented" | "InvalidRange"
-            | "AuthorizationHeaderMalformed" | "PermanentRedirect" | "InvalidBucketState",
+            "InvalidArgument"
+            | "InvalidRequest"
+            | "InvalidBucketName"
+            | "KeyTooLongError"
+            | "EntityTooLarge"
+            | "EntityTooSmall"
+            | "InvalidPart"
+            | "InvalidPartOrder"
+            | "MalformedXML"
+            | "MetadataTooLarge"
+            | "NotImplemented"
+            | "InvalidRange"
+            | "AuthorizationHeaderMalformed"
+            | "PermanentRedirect"
+            | "InvalidBucketState",
         ) => Some((InvalidInput, false)),
         _ => None,
     };
@@ -278,17 +359,32 @@ mod tests {
 
     #[test]
     fn classifies_codes_before_status() {
-        assert_eq!(classify_service(403, Some("InvalidAccessKeyId")), (Unauthenticated, false));
-        assert_eq!(classify_service(403, Some("SignatureDoesNotMatch")), (Unauthenticated, false));
-        assert_eq!(classify_service(403, Some("AccessDenied")), (PermissionDenied, false));
-        assert_eq!(classify_service(404, Some("NoSuchBucket")), (NotFound, false));
+        assert_eq!(
+            classify_service(403, Some("InvalidAccessKeyId")),
+            (Unauthenticated, false)
+        );
+        assert_eq!(
+            classify_service(403, Some("SignatureDoesNotMatch")),
+            (Unauthenticated, false)
+        );
+        assert_eq!(
+            classify_service(403, Some("AccessDenied")),
+            (PermissionDenied, false)
+        );
+        assert_eq!(
+            classify_service(404, Some("NoSuchBucket")),
+            (NotFound, false)
+        );
         assert_eq!(classify_service(503, Some("SlowDown")), (Unavailable, true));
         assert_eq!(classify_service(400, Some("BadDigest")), (Integrity, false));
         assert_eq!(classify_service(404, Some("NoSuchUpload")), (Other, true));
         assert_eq!(classify_service(403, None), (PermissionDenied, false));
         assert_eq!(classify_service(404, None), (NotFound, false));
         assert_eq!(classify_service(502, None), (Unavailable, true));
-        assert_eq!(classify_service(400, Some("SomethingNew")), (InvalidInput, false));
+        assert_eq!(
+            classify_service(400, Some("SomethingNew")),
+            (InvalidInput, false)
+        );
     }
 
     #[test]
@@ -301,6 +397,9 @@ mod tests {
         );
         assert!(!e.is_retryable());
         assert!(op.err(Unavailable, "timed out").is_retryable());
-        assert_eq!(Op::check_bucket("b").err(NotFound, "not found").to_string(), "check of bucket b failed: not found");
+        assert_eq!(
+            Op::check_bucket("b").err(NotFound, "not found").to_string(),
+            "check of bucket b failed: not found"
+        );
     }
 }

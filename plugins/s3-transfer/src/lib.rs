@@ -4,7 +4,9 @@
 //! and any S3-compatible store. It knows nothing about the plugin ABI: a
 //! plugin builds an [`aws_sdk_s3::Client`] (with [`build_client`] for static
 //! keys, or from `aws-config` passed through [`tune_config`]) and calls the
-//! transfer functions from its own tokio runtime.
+//! transfer functions from its own tokio runtime. With the `sdk` feature,
+//! [`store`] adapts these transfers to the plugin SDK's upload and download
+//! requests, so every S3-backed provider shares that glue too.
 //!
 //! # Guarantees
 //!
@@ -30,9 +32,11 @@
 //!
 //! The client is configured so the SDK computes no checksums of its own
 //! (`WhenRequired`) and payload signing is disabled on `PutObject` and
-//! `UploadPart`: integrity comes from the CRC32C headers computed here at a
-//! few GB/s instead of SHA-256 over every byte (see the crate README for the
-//! measurements).
+//! `UploadPart`: integrity comes from the CRC32C headers computed here at
+//! several GB/s instead of SHA-256 over every byte. Against a server that
+//! shares the CPU (measured with `SeaweedFS` on 2 cores) the SDK defaults cost
+//! about 30% of upload throughput: every 64 KiB chunk of a streamed body is
+//! signed and trailed by a CRC32.
 //!
 //! # Errors
 //!
@@ -50,6 +54,8 @@ mod download;
 mod error;
 mod options;
 mod pool;
+#[cfg(feature = "sdk")]
+pub mod store;
 mod upload;
 
 pub use client::{build_client, tune_config, ClientSettings};

@@ -120,13 +120,22 @@ mod tests {
 
     #[test]
     fn rejects_out_of_range() {
-        let small = TransferOptions { part_size: MIN_PART_SIZE - 1, ..Default::default() };
+        let small = TransferOptions {
+            part_size: MIN_PART_SIZE - 1,
+            ..Default::default()
+        };
         let err = small.validate().unwrap_err();
         assert_eq!(err.kind(), TransferErrorKind::InvalidInput);
         assert!(!err.is_retryable());
-        let zero = TransferOptions { concurrency: 0, ..Default::default() };
+        let zero = TransferOptions {
+            concurrency: 0,
+            ..Default::default()
+        };
         assert!(zero.validate().is_err());
-        let big = TransferOptions { single_put_threshold: MAX_PART_SIZE + 1, ..Default::default() };
+        let big = TransferOptions {
+            single_put_threshold: MAX_PART_SIZE + 1,
+            ..Default::default()
+        };
         assert!(big.validate().is_err());
     }
 

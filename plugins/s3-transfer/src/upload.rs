@@ -6,15 +6,15 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::put_object::PutObjectError;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
+use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt};
-use bytes::Bytes;
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::operation::put_object::PutObjectError;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::crc;
@@ -52,31 +52,52 @@ pub async fn upload_path(
     let (file, size) = open_for_read(&op, path).await?;
     let file = Arc::new(file);
     let whole_crc = file_crc(&op, path, file.clone(), size).await?;
-    let target = Target { client, bucket, key, op };
+    let target = Target {
+        client,
+        bucket,
+        key,
+        op,
+    };
 
     if size == 0 || size < opts.single_put_threshold {
         target.put(Body::File(path), size, whole_crc).await?;
-        report(&progress, size);
-        return Ok(Transferred { size, crc32c: whole_crc });
+        report(progress.as_ref(), size);
+        return Ok(Transferred {
+            size,
+            crc32c: whole_crc,
+        });
     }
 
     let part_size = opts.part_size_for(size);
     let part_count = size.div_ceil(part_size);
     let pool = BufferPool::new(to_usize(part_size), opts.concurrency + 1);
     let path_buf = path.to_path_buf();
-    let parts = stream::iter(0..part_count).map(move |i| {
-        let (pool, file, path) = (pool.clone(), file.clone(), path_buf.clone());
-        let offset = i * part_size;
-        let len = part_size.min(size - offset);
-        async move {
-            let buf = pool.acquire().await;
-            let (buf, part_crc) = read_part_at(file, path, buf, offset, len, op).await?;
-            Ok::<_, TransferError>(PartData { number: part_number(&op, i)?, buf, len: to_usize(len), crc: part_crc })
-        }
-        .boxed()
-    })
-    .boxed();
-    target.multipart(Some((whole_crc, size, path)), parts, opts.concurrency, &progress).await
+    let parts = stream::iter(0..part_count)
+        .map(move |i| {
+            let (pool, file, path) = (pool.clone(), file.clone(), path_buf.clone());
+            let offset = i * part_size;
+            let len = part_size.min(size - offset);
+            async move {
+                let buf = pool.acquire().await;
+                let (buf, part_crc) = read_part_at(file, path, buf, offset, len, op).await?;
+                Ok::<_, TransferError>(PartData {
+                    number: part_number(&op, i)?,
+                    buf,
+                    len: to_usize(len),
+                    crc: part_crc,
+                })
+            }
+            .boxed()
+        })
+        .boxed();
+    target
+        .multipart(
+            Some((whole_crc, size, path)),
+            parts,
+            opts.concurrency,
+            progress.as_ref(),
+        )
+        .await
 }
 
 /// Uploads everything `reader` yields until end of file to `bucket`/`key`,
@@ -89,7 +110,7 @@ pub async fn upload_path(
 /// `opts.concurrency` parts are in flight; its size and CRC32C are not known
 /// when it starts, so instead of metadata the server is asked for a
 /// full-object CRC32C, which downloads verify when the server keeps one
-/// (SeaweedFS and AWS do). An empty reader makes a 0-byte object.
+/// (`SeaweedFS` and AWS do). An empty reader makes a 0-byte object.
 ///
 /// Either the whole object is stored or nothing is: a reader error, a failed
 /// request or dropping the future aborts the multipart upload.
@@ -103,7 +124,12 @@ pub async fn upload_reader<R: AsyncRead + Unpin + Send>(
 ) -> Result<Transferred, TransferError> {
     let op = Op::upload(bucket, key);
     opts.validate().map_err(|e| op.wrap(e))?;
-    let target = Target { client, bucket, key, op };
+    let target = Target {
+        client,
+        bucket,
+        key,
+        op,
+    };
     let part_size = to_usize(opts.part_size);
     let pool = BufferPool::new(part_size, opts.concurrency + 1);
 
@@ -114,21 +140,22 @@ pub async fn upload_reader<R: AsyncRead + Unpin + Send>(
         let bytes = first.freeze(len);
         let size = len as u64;
         target.put(Body::Memory(bytes), size, first_crc).await?;
-        report(&progress, size);
-        return Ok(Transferred { size, crc32c: first_crc });
+        report(progress.as_ref(), size);
+        return Ok(Transferred {
+            size,
+            crc32c: first_crc,
+        });
     }
 
-    struct ReadState<'r, R> {
-        reader: &'r mut R,
-        pool: BufferPool,
-        pending: Option<PartData>,
-        next: u64,
-        eof: bool,
-    }
     let state = ReadState {
         reader: &mut reader,
         pool,
-        pending: Some(PartData { number: 1, buf: first, len, crc: first_crc }),
+        pending: Some(PartData {
+            number: 1,
+            buf: first,
+            len,
+            crc: first_crc,
+        }),
         next: 1,
         eof,
     };
@@ -147,7 +174,12 @@ pub async fn upload_reader<R: AsyncRead + Unpin + Send>(
                 match part_number(&op, st.next) {
                     Ok(number) => {
                         st.next += 1;
-                        Ok(PartData { number, buf, len, crc: part_crc })
+                        Ok(PartData {
+                            number,
+                            buf,
+                            len,
+                            crc: part_crc,
+                        })
                     }
                     Err(e) => Err(e),
                 }
@@ -161,7 +193,20 @@ pub async fn upload_reader<R: AsyncRead + Unpin + Send>(
     })
     .map(|item| futures::future::ready(item).boxed())
     .boxed();
-    target.multipart(None, parts, opts.concurrency, &progress).await
+    target
+        .multipart(None, parts, opts.concurrency, progress.as_ref())
+        .await
+}
+
+/// Sequential part reading for [`upload_reader`].
+struct ReadState<'r, R> {
+    reader: &'r mut R,
+    pool: BufferPool,
+    /// The first part, read before deciding between one PUT and multipart.
+    pending: Option<PartData>,
+    /// Index of the next part to read (0-based).
+    next: u64,
+    eof: bool,
 }
 
 /// Parts to upload, in order: each future yields one part's data.
@@ -196,7 +241,10 @@ impl Target<'_> {
     /// rejects the request as unsupported while the checksum header is set,
     /// retries once without it.
     async fn put(&self, body: Body<'_>, size: u64, whole_crc: u32) -> Result<(), TransferError> {
-        match self.put_once(body.stream(&self.op, size).await?, size, whole_crc, true).await {
+        match self
+            .put_once(body.stream(&self.op, size).await?, size, whole_crc, true)
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) if rejects_checksum(&e) => {
                 tracing::warn!(
@@ -206,7 +254,9 @@ impl Target<'_> {
                     "server rejected PutObject with a CRC32C header; retrying without it"
                 );
                 let stream = body.stream(&self.op, size).await?;
-                self.put_once(stream, size, whole_crc, false).await.map_err(|e| self.op.sdk(e))
+                self.put_once(stream, size, whole_crc, false)
+                    .await
+                    .map_err(|e| self.op.sdk(e))
             }
             Err(e) => Err(self.op.sdk(e)),
         }
@@ -246,7 +296,7 @@ impl Target<'_> {
         file: Option<(u32, u64, &Path)>,
         parts: PartStream<'_>,
         concurrency: usize,
-        progress: &Option<Progress>,
+        progress: Option<&Progress>,
     ) -> Result<Transferred, TransferError> {
         let (upload_id, mode) = self.create(file.map(|(c, s, _)| (c, s))).await?;
         let guard = AbortGuard {
@@ -256,7 +306,10 @@ impl Target<'_> {
             upload_id: upload_id.clone(),
             armed: true,
         };
-        match self.send_parts(&upload_id, mode, file, parts, concurrency, progress).await {
+        match self
+            .send_parts(&upload_id, mode, file, parts, concurrency, progress)
+            .await
+        {
             Ok(done) => {
                 guard.disarm();
                 Ok(done)
@@ -275,7 +328,7 @@ impl Target<'_> {
         file: Option<(u32, u64, &Path)>,
         mut parts: PartStream<'_>,
         concurrency: usize,
-        progress: &Option<Progress>,
+        progress: Option<&Progress>,
     ) -> Result<Transferred, TransferError> {
         // Written out rather than with `buffer_unordered`: closures returning
         // futures there make the public futures fail to prove `Send`.
@@ -324,33 +377,58 @@ impl Target<'_> {
                     .build()
             })
             .collect();
-        self.client
+        let completed = self
+            .client
             .complete_multipart_upload()
             .bucket(self.bucket)
             .key(self.key)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
             .set_checksum_crc32_c(mode.full_object.then(|| crc::to_base64(whole_crc)))
             .set_checksum_type(mode.full_object.then_some(ChecksumType::FullObject))
             .mpu_object_size(to_i64(size))
             .send()
-            .await
-            .map_err(|e| self.op.sdk(e))?;
-        Ok(Transferred { size, crc32c: whole_crc })
+            .await;
+        match completed {
+            Ok(_) => {}
+            Err(e) if misnamed_complete_result(&e) => {
+                tracing::debug!(bucket = self.bucket, key = self.key, "multipart upload completed (non-standard answer)");
+            }
+            Err(e) => return Err(self.op.sdk(e)),
+        }
+        Ok(Transferred {
+            size,
+            crc32c: whole_crc,
+        })
     }
 
     /// Starts the multipart upload, asking for per-part and full-object
     /// CRC32C. A server that rejects that request as unsupported gets a
     /// plain multipart upload instead (then parts carry no checksum header,
     /// which AWS would refuse for an upload created without an algorithm).
-    async fn create(&self, meta: Option<(u32, u64)>) -> Result<(String, PartChecksums), TransferError> {
+    async fn create(
+        &self,
+        meta: Option<(u32, u64)>,
+    ) -> Result<(String, PartChecksums), TransferError> {
         let request = |with_checksums: bool| {
-            let mut r = self.client.create_multipart_upload().bucket(self.bucket).key(self.key);
+            let mut r = self
+                .client
+                .create_multipart_upload()
+                .bucket(self.bucket)
+                .key(self.key);
             if let Some((whole_crc, size)) = meta {
-                r = r.metadata(META_CRC32C, crc::to_hex(whole_crc)).metadata(META_SIZE, size.to_string());
+                r = r
+                    .metadata(META_CRC32C, crc::to_hex(whole_crc))
+                    .metadata(META_SIZE, size.to_string());
             }
             if with_checksums {
-                r = r.checksum_algorithm(ChecksumAlgorithm::Crc32C).checksum_type(ChecksumType::FullObject);
+                r = r
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                    .checksum_type(ChecksumType::FullObject);
             }
             r.send()
         };
@@ -375,20 +453,35 @@ impl Target<'_> {
             ),
             Err(e) => match misnamed_initiate_result(&e) {
                 Some(id) => {
-                    tracing::debug!(bucket = self.bucket, key = self.key, "accepted a non-standard CreateMultipartUpload answer");
+                    tracing::debug!(
+                        bucket = self.bucket,
+                        key = self.key,
+                        "accepted a non-standard CreateMultipartUpload answer"
+                    );
                     (id, false)
                 }
                 None => return Err(self.op.sdk(e)),
             },
         };
         if upload_id.is_empty() {
-            return Err(self.op.err(TransferErrorKind::Other, "server returned no upload id"));
+            return Err(self
+                .op
+                .err(TransferErrorKind::Other, "server returned no upload id"));
         }
         // Only promise a full-object checksum at completion if the server
         // acknowledged that type; one that ignored the header would compare
         // it with a composite checksum and refuse to complete.
-        let mode = PartChecksums { parts: asked, full_object: asked && full_object_echoed };
-        tracing::debug!(bucket = self.bucket, key = self.key, upload_id, ?mode, "multipart upload created");
+        let mode = PartChecksums {
+            parts: asked,
+            full_object: asked && full_object_echoed,
+        };
+        tracing::debug!(
+            bucket = self.bucket,
+            key = self.key,
+            upload_id,
+            ?mode,
+            "multipart upload created"
+        );
         Ok((upload_id, mode))
     }
 
@@ -401,7 +494,12 @@ impl Target<'_> {
         async move { self.upload_part(upload_id, mode, data.await?).await }.boxed()
     }
 
-    async fn upload_part(&self, upload_id: &str, mode: PartChecksums, mut part: PartData) -> Result<PartDone, TransferError> {
+    async fn upload_part(
+        &self,
+        upload_id: &str,
+        mode: PartChecksums,
+        mut part: PartData,
+    ) -> Result<PartDone, TransferError> {
         let bytes = part.buf.freeze(part.len);
         let result = self
             .client
@@ -435,9 +533,19 @@ impl Target<'_> {
         let etag = out
             .e_tag()
             .filter(|e| !e.is_empty())
-            .ok_or_else(|| self.op.err(TransferErrorKind::Other, format_args!("server returned no etag for part {}", part.number)))?
+            .ok_or_else(|| {
+                self.op.err(
+                    TransferErrorKind::Other,
+                    format_args!("server returned no etag for part {}", part.number),
+                )
+            })?
             .to_owned();
-        Ok(PartDone { number: part.number, etag, crc: part.crc, len: part.len as u64 })
+        Ok(PartDone {
+            number: part.number,
+            etag,
+            crc: part.crc,
+            len: part.len as u64,
+        })
     }
 }
 
@@ -490,7 +598,13 @@ impl AbortGuard {
 
     async fn abort(mut self) {
         self.armed = false;
-        abort_upload(self.client.clone(), std::mem::take(&mut self.bucket), std::mem::take(&mut self.key), std::mem::take(&mut self.upload_id)).await;
+        abort_upload(
+            self.client.clone(),
+            std::mem::take(&mut self.bucket),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.upload_id),
+        )
+        .await;
     }
 }
 
@@ -505,11 +619,12 @@ impl Drop for AbortGuard {
             std::mem::take(&mut self.key),
             std::mem::take(&mut self.upload_id),
         );
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(fut);
-            }
-            Err(_) => tracing::warn!("upload dropped outside a tokio runtime; its multipart upload is left behind"),
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(fut);
+        } else {
+            tracing::warn!(
+                "upload dropped outside a tokio runtime; its multipart upload is left behind"
+            );
         }
     }
 }
@@ -535,12 +650,14 @@ async fn abort_upload(client: Client, bucket: String, key: String, upload_id: St
     }
 }
 
-/// The upload id from a successful CreateMultipartUpload answer that the SDK
+/// The upload id from a successful `CreateMultipartUpload` answer that the SDK
 /// could not parse because its XML root is `InitiateMultipartUpload` instead
 /// of `InitiateMultipartUploadResult` (rclone's `serve s3` answers so).
 /// Without this, such servers would be left with an upload nobody aborts.
 fn misnamed_initiate_result<E>(err: &SdkError<E, HttpResponse>) -> Option<String> {
-    let SdkError::ServiceError(ctx) = err else { return None };
+    let SdkError::ServiceError(ctx) = err else {
+        return None;
+    };
     if ctx.raw().status().as_u16() != 200 {
         return None;
     }
@@ -555,6 +672,23 @@ fn misnamed_initiate_result<E>(err: &SdkError<E, HttpResponse>) -> Option<String
     (!id.is_empty() && !id.contains(['&', '<'])).then(|| id.to_owned())
 }
 
+/// Whether a `CompleteMultipartUpload` answer the SDK could not parse is a
+/// success whose XML root is `CompleteMultipartUploadResponse` instead of
+/// `CompleteMultipartUploadResult` (moto answers so). An error inside a 200
+/// answer has an `<Error>` root and is not taken for success.
+fn misnamed_complete_result<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    let SdkError::ServiceError(ctx) = err else {
+        return false;
+    };
+    if ctx.raw().status().as_u16() != 200 {
+        return false;
+    }
+    let Some(body) = ctx.raw().body().bytes().and_then(|b| std::str::from_utf8(b).ok()) else {
+        return false;
+    };
+    body.contains("<CompleteMultipartUploadResponse") && body.contains("<ETag>") && !body.contains("<Error>")
+}
+
 /// Whether the server refused a request as unsupported rather than for a
 /// reason a checksum-free retry would not fix.
 fn rejects_checksum<E: aws_sdk_s3::error::ProvideErrorMetadata>(
@@ -563,8 +697,10 @@ fn rejects_checksum<E: aws_sdk_s3::error::ProvideErrorMetadata>(
     match err {
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();
-            matches!(ctx.err().code(), Some("InvalidArgument" | "InvalidRequest" | "NotImplemented"))
-                || status == 501
+            matches!(
+                ctx.err().code(),
+                Some("InvalidArgument" | "InvalidRequest" | "NotImplemented")
+            ) || status == 501
         }
         _ => false,
     }
@@ -572,17 +708,21 @@ fn rejects_checksum<E: aws_sdk_s3::error::ProvideErrorMetadata>(
 
 /// Fills `buf` from `reader` until it is full or the reader ends.
 /// Returns `(bytes read, their crc32c, reached end of file)`.
-async fn fill<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut PooledBuf, op: &Op<'_>) -> Result<(usize, u32, bool), TransferError> {
+async fn fill<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut PooledBuf,
+    op: &Op<'_>,
+) -> Result<(usize, u32, bool), TransferError> {
     let slice = buf.as_mut_slice();
     let (mut len, mut part_crc) = (0, 0);
     while len < slice.len() {
         // Read at most 1 MiB at a time so the CRC is computed in small steps
         // between awaits rather than in one long burst.
         let end = slice.len().min(len + READ_BUFFER);
-        let n = reader
-            .read(&mut slice[len..end])
-            .await
-            .map_err(|e| op.err(TransferErrorKind::Io, "cannot read the source").with_source(e))?;
+        let n = reader.read(&mut slice[len..end]).await.map_err(|e| {
+            op.err(TransferErrorKind::Io, "cannot read the source")
+                .with_source(e)
+        })?;
         if n == 0 {
             return Ok((len, part_crc, true));
         }
@@ -600,17 +740,28 @@ async fn open_for_read(op: &Op<'_>, path: &Path) -> Result<(File, u64), Transfer
         Ok::<_, std::io::Error>((file, meta))
     })
     .await
-    .map_err(|e| op.err(TransferErrorKind::Other, "file task failed").with_source(e))?;
+    .map_err(|e| {
+        op.err(TransferErrorKind::Other, "file task failed")
+            .with_source(e)
+    })?;
     let (file, meta) = opened.map_err(|e| op.io("cannot open", path, e))?;
     if !meta.is_file() {
-        return Err(op.err(TransferErrorKind::InvalidInput, format_args!("{} is not a regular file", path.display())));
+        return Err(op.err(
+            TransferErrorKind::InvalidInput,
+            format_args!("{} is not a regular file", path.display()),
+        ));
     }
     Ok((file, meta.len()))
 }
 
 /// CRC32C of the first `len` bytes of `file`, read in 1 MiB steps off the
 /// async threads.
-async fn file_crc(op: &Op<'_>, path: &Path, file: Arc<File>, len: u64) -> Result<u32, TransferError> {
+async fn file_crc(
+    op: &Op<'_>,
+    path: &Path,
+    file: Arc<File>,
+    len: u64,
+) -> Result<u32, TransferError> {
     let result = tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; READ_BUFFER];
         let (mut offset, mut crc) = (0u64, 0u32);
@@ -623,7 +774,10 @@ async fn file_crc(op: &Op<'_>, path: &Path, file: Arc<File>, len: u64) -> Result
         Ok::<_, std::io::Error>(crc)
     })
     .await
-    .map_err(|e| op.err(TransferErrorKind::Other, "file task failed").with_source(e))?;
+    .map_err(|e| {
+        op.err(TransferErrorKind::Other, "file task failed")
+            .with_source(e)
+    })?;
     result.map_err(|e| op.io("cannot read", path, e))
 }
 
@@ -645,7 +799,10 @@ async fn read_part_at(
         Ok::<_, std::io::Error>((buf, part_crc))
     })
     .await
-    .map_err(|e| op.err(TransferErrorKind::Other, "file task failed").with_source(e))?;
+    .map_err(|e| {
+        op.err(TransferErrorKind::Other, "file task failed")
+            .with_source(e)
+    })?;
     result.map_err(|e| op.io("cannot read", &path, e))
 }
 
@@ -660,7 +817,7 @@ fn part_number(op: &Op<'_>, index: u64) -> Result<i32, TransferError> {
     Ok(i32::try_from(index + 1).unwrap_or(i32::MAX))
 }
 
-fn report(progress: &Option<Progress>, n: u64) {
+fn report(progress: Option<&Progress>, n: u64) {
     if let Some(p) = progress {
         if n > 0 {
             p(n);

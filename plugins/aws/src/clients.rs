@@ -1,0 +1,72 @@
+//! SDK configuration from aws-config's default chain, narrowed by settings.
+
+use aws_config::{sts::AssumeRoleProvider, BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::{
+    provider::{ProvideCredentials, SharedCredentialsProvider},
+    Credentials,
+};
+use credhost_plugin_api::{ErrorKind, PluginError};
+
+use crate::settings::Settings;
+
+/// The SDK clients a provider uses.
+pub struct Clients {
+    /// Shared configuration (region, credentials chain, endpoint).
+    pub sdk: SdkConfig,
+    /// ECR.
+    pub ecr: aws_sdk_ecr::Client,
+    /// S3, tuned for cheap integrity checks.
+    pub s3: aws_sdk_s3::Client,
+}
+
+impl Clients {
+    /// Loads the shared configuration and builds the clients. Credentials are
+    /// resolved lazily, on first use.
+    pub async fn new(s: &Settings) -> Result<Self, PluginError> {
+        for (key, url) in [("endpoint_url", &s.endpoint_url), ("s3_endpoint_url", &s.s3_endpoint_url), ("ecr_endpoint_url", &s.ecr_endpoint_url)] {
+            if let Some(u) = url {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err(PluginError::config(key, format!("{u:?} is not an http(s) URL")));
+                }
+            }
+        }
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(s.region.clone()));
+        if let Some(profile) = &s.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &s.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let mut sdk = loader.load().await;
+        if let Some(role) = &s.role_arn {
+            if !role.starts_with("arn:") {
+                return Err(PluginError::config("role_arn", format!("{role:?} is not an ARN")));
+            }
+            let provider = AssumeRoleProvider::builder(role).session_name("credhost").configure(&sdk).build().await;
+            sdk = sdk.into_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build();
+        }
+        let mut ecr = aws_sdk_ecr::config::Builder::from(&sdk);
+        if let Some(url) = &s.ecr_endpoint_url {
+            ecr = ecr.endpoint_url(url);
+        }
+        let mut s3 = credhost_s3_transfer::tune_config(aws_sdk_s3::config::Builder::from(&sdk)).force_path_style(s.force_path_style);
+        if let Some(url) = &s.s3_endpoint_url {
+            s3 = s3.endpoint_url(url);
+        }
+        Ok(Self { ecr: aws_sdk_ecr::Client::from_conf(ecr.build()), s3: aws_sdk_s3::Client::from_conf(s3.build()), sdk })
+    }
+
+    /// The chain's current credentials.
+    pub async fn credentials(&self) -> Result<Credentials, PluginError> {
+        let provider = self
+            .sdk
+            .credentials_provider()
+            .ok_or_else(|| PluginError::new(ErrorKind::UNAUTHENTICATED, "no AWS credentials provider is configured"))?;
+        provider.provide_credentials().await.map_err(|e| {
+            PluginError::new(
+                ErrorKind::UNAUTHENTICATED,
+                format!("no usable AWS credentials: {}", credhost_plugin_api::sdk::error_chain(&e)),
+            )
+        })
+    }
+}

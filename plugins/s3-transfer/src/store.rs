@@ -1,0 +1,138 @@
+//! The projects bucket as plugin operations (feature `sdk`): the glue between
+//! the plugin SDK's requests and this crate's transfers, shared by every
+//! S3-backed provider.
+
+use credhost_plugin_api::{
+    sdk::{error_chain, Dest, Download, Source, Upload},
+    CheckItem, ErrorKind, PluginError, TransferResult,
+};
+
+use crate::{TransferError, TransferErrorKind, TransferOptions};
+
+/// A provider's projects bucket on an S3 endpoint.
+pub struct S3Bucket {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    /// Where the bucket is, for messages (an endpoint URL or a region).
+    place: String,
+    opts: TransferOptions,
+}
+
+impl S3Bucket {
+    /// `bucket` through `client`; `place` describes the endpoint in messages.
+    pub fn new(client: aws_sdk_s3::Client, bucket: String, place: String, opts: TransferOptions) -> Self {
+        Self { client, bucket, place, opts }
+    }
+
+    /// The projects bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Stores an upload in the projects bucket: one PUT or a multipart upload
+    /// that is aborted on any failure.
+    pub async fn upload(&self, req: Upload) -> Result<TransferResult, PluginError> {
+        if let Some(total) = req.size_hint {
+            req.progress.set_total(total);
+        }
+        let progress = req.progress.as_callback();
+        let done = match req.source {
+            Source::Path(p) => crate::upload_path(&self.client, &self.bucket, &req.name, &p, &self.opts, progress).await,
+            Source::Stream(r) => crate::upload_reader(&self.client, &self.bucket, &req.name, r, &self.opts, progress).await,
+        }
+        .map_err(plugin_error)?;
+        let mut result = TransferResult::new(&self.bucket, &req.name, done.size, format!("crc32c:{:08x}", done.crc32c));
+        result.extra.insert("location".into(), format!("s3://{}/{}", self.bucket, req.name).into());
+        Ok(result)
+    }
+
+    /// Fetches an object, verified, into the request's destination.
+    pub async fn download(&self, req: Download) -> Result<TransferResult, PluginError> {
+        let progress = req.progress.as_callback();
+        let done = match req.dest {
+            Dest::Path(p) => crate::download_to_path(&self.client, &req.bucket, &req.name, &p, &self.opts, progress)
+                .await
+                .map_err(plugin_error)?,
+            Dest::Sink(mut sink) => {
+                let done = crate::download_to_writer(&self.client, &req.bucket, &req.name, &mut sink, &self.opts, progress)
+                    .await
+                    .map_err(plugin_error)?;
+                sink.finish().await?;
+                done
+            }
+        };
+        Ok(TransferResult::new(req.bucket, req.name, done.size, format!("crc32c:{:08x}", done.crc32c)))
+    }
+
+    /// `HeadBucket` on the projects bucket.
+    pub async fn check(&self) -> CheckItem {
+        match crate::head_bucket(&self.client, &self.bucket).await {
+            Ok(()) => CheckItem::ok("storage", format!("s3 bucket {} at {}", self.bucket, self.place)),
+            Err(e) => CheckItem::failed("storage", format!("s3 bucket {} at {}: {}", self.bucket, self.place, error_chain(&e))),
+        }
+    }
+}
+
+/// Transfer tuning from a plugin's `part_size_mib` and `concurrency`
+/// settings; `prefix` is where those keys live (e.g. `storage.`).
+pub fn transfer_options(prefix: &str, part_size_mib: Option<u64>, concurrency: Option<usize>) -> Result<TransferOptions, PluginError> {
+    let mut opts = TransferOptions::default();
+    if let Some(mib) = part_size_mib {
+        if !(5..=5 * 1024).contains(&mib) {
+            let key = format!("{prefix}part_size_mib");
+            return Err(PluginError::config(&key, format!("`{key}` must be between 5 and 5120")));
+        }
+        opts.part_size = mib << 20;
+        opts.single_put_threshold = opts.part_size;
+    }
+    if let Some(c) = concurrency {
+        if !(1..=64).contains(&c) {
+            let key = format!("{prefix}concurrency");
+            return Err(PluginError::config(&key, format!("`{key}` must be between 1 and 64")));
+        }
+        opts.concurrency = c;
+    }
+    Ok(opts)
+}
+
+/// A transfer error as a plugin error, its causes folded into the message.
+pub fn plugin_error(e: TransferError) -> PluginError {
+    let kind = match e.kind() {
+        TransferErrorKind::NotFound => ErrorKind::NOT_FOUND,
+        TransferErrorKind::Unauthenticated => ErrorKind::UNAUTHENTICATED,
+        TransferErrorKind::PermissionDenied => ErrorKind::PERMISSION_DENIED,
+        TransferErrorKind::InvalidInput => ErrorKind::INVALID_INPUT,
+        TransferErrorKind::Unavailable => ErrorKind::UNAVAILABLE,
+        TransferErrorKind::Integrity => ErrorKind::INTEGRITY,
+        TransferErrorKind::Io => ErrorKind::IO,
+        _ => ErrorKind::OTHER,
+    };
+    // A failure of the host's byte source keeps the host's own error.
+    if let Some(host) = io_source(&e).and_then(credhost_plugin_api::sdk::host_error) {
+        let mut err = host.clone();
+        err.message = format!("{}: {}", e, host.message).into();
+        return err;
+    }
+    // The service's own answer (code and message) says enough for these; for
+    // the rest the causes (connection refused, a local read error) matter.
+    let message = match kind {
+        ErrorKind::NOT_FOUND | ErrorKind::UNAUTHENTICATED | ErrorKind::PERMISSION_DENIED | ErrorKind::INTEGRITY
+            if e.service_code().is_some() =>
+        {
+            e.to_string()
+        }
+        _ => error_chain(&e),
+    };
+    PluginError::new(kind, message).retryable(e.is_retryable())
+}
+
+fn io_source(e: &TransferError) -> Option<&std::io::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        source = s.source();
+    }
+    None
+}
