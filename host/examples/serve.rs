@@ -2,13 +2,21 @@
 //! and streams each one to storage through the active provider, in bounded
 //! memory whatever the size, and hands out registry tokens.
 //!
+//! It follows `plugins.toml` live: edit the file (e.g. `platform = "aws"`) and
+//! the new platform is checked and swapped in without a restart; uploads
+//! already running finish where they started, and a broken edit is rejected
+//! while the old platform keeps serving (`GET /platform` says why).
+//!
 //! ```text
 //! cargo run --release --example serve -- [PLUGINS_TOML] [ADDR]     (default plugins.toml 127.0.0.1:8080)
 //! curl --data-binary @1234.zip http://127.0.0.1:8080/projects/1234.zip
 //! curl http://127.0.0.1:8080/token
+//! curl http://127.0.0.1:8080/platform
 //! ```
+//!
+//! `SERVE_WATCH_INTERVAL_MS` sets how often the file is read (default 1000).
 
-use std::{io::Read, net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{io::Read, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{
     body::{Body, Bytes},
@@ -21,7 +29,7 @@ use axum::{
 use futures::StreamExt;
 
 struct App {
-    provider: credhost::ProviderHandle,
+    live: credhost::LiveHost,
 }
 
 #[tokio::main]
@@ -32,12 +40,20 @@ async fn main() {
         Ok(a) => a,
         Err(e) => fail(format!("invalid address: {e}"), 2),
     };
-    let host = credhost::Host::from_file(&config, None).unwrap_or_else(|e| fail(e.to_string(), e.exit_code()));
-    let provider = host.active().await.unwrap_or_else(|e| fail(e.to_string(), e.exit_code()));
-    let app = Arc::new(App { provider });
+    let interval = match std::env::var("SERVE_WATCH_INTERVAL_MS") {
+        Ok(ms) => match ms.parse() {
+            Ok(ms) => Duration::from_millis(ms),
+            Err(e) => fail(format!("invalid SERVE_WATCH_INTERVAL_MS {ms:?}: {e}"), 2),
+        },
+        Err(_) => Duration::from_secs(1),
+    };
+    let options = credhost::WatchOptions { interval, ..Default::default() };
+    let live = credhost::LiveHost::watch(&config, None, options).await.unwrap_or_else(|e| fail(e.to_string(), e.exit_code()));
+    let app = Arc::new(App { live });
     let router = Router::new()
         .route("/projects/{name}", post(upload))
         .route("/token", get(token))
+        .route("/platform", get(platform))
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| fail(format!("cannot listen on {addr}: {e}"), 1));
     eprintln!("serving on http://{addr}");
@@ -67,18 +83,34 @@ async fn upload(State(app): State<Arc<App>>, Path(name): Path<String>, body: Bod
         }
     });
     let reader = BodyReader { rx, current: Bytes::new() };
-    match app.provider.upload_reader(&name, reader, None, None).await {
+    // The whole upload uses the provider active when it started, even if the
+    // platform switches meanwhile.
+    let provider = app.live.provider();
+    match provider.upload_reader(&name, reader, None, None).await {
         Ok(r) => json(
             StatusCode::CREATED,
-            serde_json::json!({"bucket": r.bucket.as_str(), "name": r.name.as_str(), "size": r.size, "checksum": r.checksum.as_str()}),
+            serde_json::json!({
+                "platform": provider.name(),
+                "bucket": r.bucket.as_str(),
+                "name": r.name.as_str(),
+                "size": r.size,
+                "checksum": r.checksum.as_str(),
+            }),
         ),
         Err(e) => error(e),
     }
 }
 
+/// `GET /platform`: the active platform, how many switches happened, and why
+/// the file's latest contents were rejected, if they were.
+async fn platform(State(app): State<Arc<App>>) -> Response {
+    let s = app.live.status();
+    json(StatusCode::OK, serde_json::json!({"platform": s.platform, "generation": s.generation, "last_error": s.last_error}))
+}
+
 /// `GET /token`: the registry token for build jobs, or `null`.
 async fn token(State(app): State<Arc<App>>) -> Response {
-    match app.provider.registry_auth(None, None).await {
+    match app.live.provider().registry_auth(None, None).await {
         Ok(Some(a)) => json(StatusCode::OK, serde_json::json!({"REGISTRY_TOKEN": a.registry_token().expose()})),
         Ok(None) => json(StatusCode::OK, serde_json::Value::Null),
         Err(e) => error(e),

@@ -8,7 +8,7 @@ use std::{
 use clap::{Parser, Subcommand, ValueEnum};
 use credhost_plugin_api::REDACTED;
 
-use crate::{exit, progress, Error, Host, Result};
+use crate::{docker_config, exit, job_env, progress, Error, Host, Result};
 
 /// Registry tokens, project archives and build-job credentials for the active platform.
 #[derive(Parser, Debug)]
@@ -88,12 +88,42 @@ enum Command {
     },
     /// Print the credentials a build job needs.
     Credentials {
-        /// env: KEY=value lines; json: one object.
+        /// env: KEY=value lines; json: one object; dotenv: a .env file (quoted
+        /// where needed); shell: `export KEY='value'` lines for eval; k8s-secret:
+        /// a Kubernetes Secret manifest (stringData).
         #[arg(long, value_enum, default_value_t = CredFormat::Env)]
         format: CredFormat,
         /// Print secret values instead of a redaction marker.
         #[arg(long)]
         show_secrets: bool,
+        /// k8s-secret: the Secret's name.
+        #[arg(long, value_name = "NAME", default_value = "credhost-credentials")]
+        name: String,
+        /// k8s-secret: the Secret's namespace (none: kubectl's current one).
+        #[arg(long, value_name = "NS")]
+        namespace: Option<String>,
+    },
+    /// Write a docker config.json whose credHelpers send the registries credhost
+    /// serves to docker-credential-credhost (or, with --static, holding their
+    /// current credentials).
+    DockerConfig {
+        /// Where to write (default: ./config.json, or the --merge file); `-` is
+        /// standard output (not with --static).
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Start from this config.json, keeping its other entries.
+        #[arg(long, value_name = "FILE")]
+        merge: Option<PathBuf>,
+        /// Write `auths` entries holding the current credentials, for builders
+        /// that cannot run credential helpers (the file gets mode 0600).
+        #[arg(long = "static")]
+        static_auths: bool,
+        /// Only this registry (repeatable); default: every registry credhost serves.
+        #[arg(long = "registry", value_name = "HOST")]
+        registries: Vec<String>,
+        /// Replace the output file if it exists.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -107,6 +137,9 @@ enum TokenFormat {
 enum CredFormat {
     Env,
     Json,
+    Dotenv,
+    Shell,
+    K8sSecret,
 }
 
 /// Runs the command line and returns the process exit code.
@@ -158,11 +191,11 @@ pub fn main() -> i32 {
 
 /// Errors print as one line: causes that span lines (an SDK's list of the
 /// credential sources it tried) are joined with `; `.
-fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+pub(crate) fn init_logging(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let level = match (quiet, verbose) {
         (true, _) => "error",
@@ -287,27 +320,71 @@ async fn run(cli: &Cli, slot: &ActiveProvider) -> Result<i32> {
             }
             Ok(exit::OK)
         }
-        Command::Credentials { format, show_secrets } => {
+        Command::Credentials { format, show_secrets, name, namespace } => {
+            let format = match format {
+                CredFormat::Env => job_env::Format::Env,
+                CredFormat::Json => job_env::Format::Json,
+                CredFormat::Dotenv => job_env::Format::Dotenv,
+                CredFormat::Shell => job_env::Format::Shell,
+                CredFormat::K8sSecret => job_env::Format::K8sSecret { name: name.clone(), namespace: namespace.clone() },
+            };
+            // Flags are checked before the plugin is asked for anything.
+            job_env::render(&[], false, &format)?;
             let provider = active_provider(&host, slot).await?;
             let entries = provider.credentials().await?;
-            let value = |e: &credhost_plugin_api::CredentialEntry| {
-                if e.secret && !show_secrets { REDACTED.to_owned() } else { e.value.expose().to_owned() }
-            };
-            match format {
-                CredFormat::Env => {
-                    let mut out = std::io::stdout().lock();
-                    for e in &entries {
-                        let _ = writeln!(out, "{}={}", e.key, value(e));
-                    }
-                }
-                CredFormat::Json => {
-                    let map: serde_json::Map<String, serde_json::Value> =
-                        entries.iter().map(|e| (e.key.to_string(), serde_json::Value::String(value(e)))).collect();
-                    print_json(&map);
-                }
+            let text = zeroize::Zeroizing::new(job_env::render(&entries, *show_secrets, &format)?);
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            let redacted = job_env::redacted_count(&entries, *show_secrets);
+            if redacted > 0 && !cli.quiet {
+                eprintln!("credhost: {redacted} secret value(s) printed as {REDACTED}; add --show-secrets to print them");
             }
             Ok(exit::OK)
         }
+        Command::DockerConfig { output, merge, static_auths, registries, force } => {
+            let target = match (output, merge) {
+                (Some(o), _) => o.clone(),
+                (None, Some(m)) => m.clone(),
+                (None, None) => PathBuf::from("config.json"),
+            };
+            let to_stdout = target.as_os_str() == "-";
+            if to_stdout && *static_auths {
+                return Err(Error::InvalidInput(
+                    "--static writes credentials: give --output FILE (written with mode 0600), not standard output".into(),
+                ));
+            }
+            // Replacing the file being merged is the point of --merge; anything else needs --force.
+            let replaces_merged = merge.as_ref().is_some_and(|m| same_file(m, &target));
+            if !to_stdout && !force && !replaces_merged && std::fs::symlink_metadata(&target).is_ok() {
+                return Err(Error::Exists(target));
+            }
+            let base = match merge {
+                Some(m) => docker_config::read(m)?,
+                None => serde_json::Map::new(),
+            };
+            let helper = crate::credhelper::CredentialHelper::new(host.config().clone())?;
+            let opts = docker_config::Options { static_auths: *static_auths, registries, quiet: cli.quiet };
+            let doc = zeroize::Zeroizing::new(docker_config::build(&helper, base, &opts).await?);
+            if to_stdout {
+                let _ = std::io::stdout().lock().write_all(doc.as_bytes());
+            } else {
+                docker_config::write_private(&target, doc.as_bytes())?;
+                if !cli.quiet {
+                    eprintln!("credhost: wrote {}", target.display());
+                }
+            }
+            if !static_auths && !cli.quiet {
+                docker_config::note_helper_config(host.config());
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Whether two paths name the same file (either may not exist yet).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 
@@ -349,5 +426,3 @@ fn print_json<T: serde::Serialize>(value: &T) {
     }
 }
 
-#[allow(dead_code)]
-fn _unused(_: Error) {}

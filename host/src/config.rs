@@ -12,6 +12,8 @@ use crate::{Error, Result};
 
 /// The environment variable that overrides `platform`.
 pub const PLATFORM_ENV: &str = "CREDHOST_PLATFORM";
+/// The environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "CREDHOST_CONFIG";
 
 /// A parsed configuration file.
 #[derive(Clone)]
@@ -28,7 +30,21 @@ pub struct Config {
     pub plugin_dir: PathBuf,
     /// Plugins by name, in file order.
     pub plugins: BTreeMap<String, PluginEntry>,
+    /// `[registries]`: registry host (`host[:port]`, lower case) or wildcard
+    /// (`*.suffix`) to the name of the plugin whose credentials it accepts.
+    pub registries: BTreeMap<String, String>,
+    /// `[credential_helper]`: how `docker-credential-credhost` behaves.
+    pub credential_helper: HelperSettings,
     text: String,
+}
+
+/// The `[credential_helper]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HelperSettings {
+    /// Keep registry credentials in files between helper runs (off by default).
+    pub cache: bool,
+    /// Where (resolved against the file's directory); the user cache directory when `None`.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// One `[plugins.NAME]` table.
@@ -51,6 +67,17 @@ struct RawConfig {
     plugin_dir: Option<String>,
     #[serde(default)]
     plugins: BTreeMap<String, RawPlugin>,
+    #[serde(default)]
+    registries: BTreeMap<String, String>,
+    credential_helper: Option<RawHelper>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHelper {
+    #[serde(default)]
+    cache: bool,
+    cache_dir: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -70,8 +97,13 @@ impl Config {
             location: path.display().to_string(),
             message: format!("cannot read the configuration: {e}"),
         })?;
+        Self::from_text(path, &text, platform_override)
+    }
+
+    /// Parses `text` read from `path`, with the same overrides as [`Config::load`].
+    pub fn from_text(path: &Path, text: &str, platform_override: Option<&str>) -> Result<Self> {
         let env = std::env::var(PLATFORM_ENV).ok().filter(|v| !v.is_empty());
-        Self::parse(path, &text, platform_override, env.as_deref())
+        Self::parse(path, text, platform_override, env.as_deref())
     }
 
     /// Parses configuration text as if read from `path`.
@@ -144,8 +176,31 @@ impl Config {
                 ),
             });
         }
+        let registries = parse_registries(raw.registries, &plugins, &at)?;
+        let credential_helper = match raw.credential_helper {
+            None => HelperSettings::default(),
+            Some(h) => {
+                if h.cache_dir.as_deref().is_some_and(|d| d.trim().is_empty()) {
+                    return Err(Error::Config {
+                        location: at(&["credential_helper", "cache_dir"]),
+                        message: "credential_helper.cache_dir is empty".into(),
+                    });
+                }
+                HelperSettings { cache: h.cache, cache_dir: h.cache_dir.map(|d| base_dir.join(d)) }
+            }
+        };
         let plugin_dir = base_dir.join(raw.plugin_dir.as_deref().unwrap_or("."));
-        Ok(Self { path: path.to_path_buf(), base_dir, platform, platform_source, plugin_dir, plugins, text: text.to_owned() })
+        Ok(Self {
+            path: path.to_path_buf(),
+            base_dir,
+            platform,
+            platform_source,
+            plugin_dir,
+            plugins,
+            registries,
+            credential_helper,
+            text: text.to_owned(),
+        })
     }
 
     /// `file:line` of a key path inside the file (`["plugins", "local", "settings", "storage", "kind"]`),
@@ -159,6 +214,37 @@ impl Config {
         let table = self.plugins.get(plugin).map(|p| p.settings.clone()).unwrap_or_default();
         serde_json::to_string(&table).unwrap_or_else(|_| "{}".to_owned())
     }
+}
+
+/// Checks the `[registries]` table: each key a registry host or `*.suffix`
+/// wildcard, each value a configured plugin. Keys are compared in lower case.
+fn parse_registries(
+    raw: BTreeMap<String, String>,
+    plugins: &BTreeMap<String, PluginEntry>,
+    at: &dyn Fn(&[&str]) -> String,
+) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (key, plugin) in raw {
+        let location = at(&["registries", &key]);
+        if let Err(why) = crate::registries::check_pattern(&key) {
+            return Err(Error::Config { location, message: format!("registries: invalid registry `{key}`: {why}") });
+        }
+        if !plugins.contains_key(&plugin) {
+            let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
+            return Err(Error::Config {
+                location,
+                message: format!(
+                    "registries: `{key}` names unknown plugin `{plugin}`; known plugins: {}",
+                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                ),
+            });
+        }
+        let normal = key.to_ascii_lowercase();
+        if out.insert(normal.clone(), plugin).is_some() {
+            return Err(Error::Config { location, message: format!("registries: `{normal}` is listed twice (case does not matter)") });
+        }
+    }
+    Ok(out)
 }
 
 fn valid_plugin_name(name: &str) -> bool {
@@ -257,6 +343,17 @@ region = "us-east-2"
         assert_eq!(c.locate(&["plugins", "local", "settings", "storage", "kind"]), "dir/plugins.toml:7");
         assert_eq!(c.locate(&["plugins", "aws", "settings", "region"]), "dir/plugins.toml:10");
         assert_eq!(c.locate(&["plugins", "aws", "settings", "nope"]), "dir/plugins.toml:9");
+    }
+
+    #[test]
+    fn credential_helper_table() {
+        assert_eq!(parse(GOOD).unwrap().credential_helper, HelperSettings::default());
+        let c = parse(&format!("{GOOD}[credential_helper]\ncache = true\ncache_dir = \"cache\"\n")).unwrap();
+        assert_eq!(c.credential_helper, HelperSettings { cache: true, cache_dir: Some(PathBuf::from("dir/cache")) });
+        let e = parse(&format!("{GOOD}[credential_helper]\ncache = \"yes\"\n")).err().unwrap().to_string();
+        assert!(e.starts_with("dir/plugins.toml:12:"), "{e}");
+        let e = parse(&format!("{GOOD}[credential_helper]\ncache_dir = \"\"\n")).err().unwrap().to_string();
+        assert_eq!(e, "dir/plugins.toml:12: credential_helper.cache_dir is empty");
     }
 
     #[test]

@@ -75,6 +75,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A provider's `check` failed (or did not finish).
+    #[error("{0}")]
+    CheckFailed(String),
+    /// The request cannot be answered in the form asked for.
+    #[error("{0}")]
+    Unsupported(String),
     /// The host's async runtime failed (a task panicked or could not start).
     #[error("internal error: {0}")]
     Internal(String),
@@ -95,8 +101,9 @@ impl Error {
                 _ => exit::OTHER,
             },
             Error::Exists(_) => exit::EXISTS,
+            Error::CheckFailed(_) => exit::CHECK_FAILED,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => exit::NOT_FOUND,
-            Error::Io { .. } | Error::Internal(_) => exit::OTHER,
+            Error::Io { .. } | Error::Unsupported(_) | Error::Internal(_) => exit::OTHER,
         }
     }
 

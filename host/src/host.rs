@@ -325,11 +325,29 @@ impl ProviderHandle {
     /// optionally for a token `scope`; `None` when the registry needs none.
     /// Answers are cached until shortly before they expire.
     pub async fn registry_auth(&self, registry: Option<&str>, scope: Option<&str>) -> Result<Option<RegistryAuth>> {
-        let key = format!("{}\u{0}{}", registry.unwrap_or(""), scope.unwrap_or(""));
+        self.registry_auth_with(registry, scope, &[]).await
+    }
+
+    /// [`ProviderHandle::registry_auth`] with further request options
+    /// (`RegistryRequest::extra`, e.g. `auth_form = basic`); answers are
+    /// cached per registry, scope and options.
+    pub async fn registry_auth_with(
+        &self,
+        registry: Option<&str>,
+        scope: Option<&str>,
+        options: &[(&str, &str)],
+    ) -> Result<Option<RegistryAuth>> {
+        let mut key = format!("{}\u{0}{}", registry.unwrap_or(""), scope.unwrap_or(""));
+        for (k, v) in options {
+            key.push_str(&format!("\u{0}{k}={v}"));
+        }
         self.inner
             .tokens
             .get_or_fetch(&key, || async {
                 let mut extra = Extra::new();
+                for (k, v) in options {
+                    extra.insert((*k).into(), (*v).into());
+                }
                 if let Some(scope) = scope {
                     extra.insert("scope".into(), scope.into());
                 }
@@ -435,24 +453,44 @@ impl ProviderHandle {
             _ => PathBuf::from("."),
         };
         let file_name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("download");
-        let temp = tempfile::Builder::new()
+        // The plugin writes into a private directory beside `dest`, removed
+        // with everything in it on error and when this future is dropped.
+        // A directory rather than a file: a cancelled plugin task may still
+        // (re)create its output file after the host gave up, and it cannot
+        // once the directory is gone.
+        let work = tempfile::Builder::new()
             .prefix(&format!(".{file_name}."))
             .suffix(".part")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io("cannot create a file in", &dir, e))?;
-        let temp_path = std::path::absolute(temp.path()).map_err(|e| Error::io("cannot resolve", temp.path(), e))?;
+            .tempdir_in(&dir)
+            .map_err(|e| Error::io("cannot create a directory in", &dir, e))?;
+        let part = std::path::absolute(work.path().join(file_name)).map_err(|e| Error::io("cannot resolve", work.path(), e))?;
         let req = DownloadRequest {
             bucket: bucket.into(),
             name: name.into(),
-            dest: DownloadDest::Path(temp_path.display().to_string().into()),
+            dest: DownloadDest::Path(part.display().to_string().into()),
             progress: progress.into(),
             extra: Extra::new(),
         };
-        // `temp` is deleted when dropped: on error, and when this future is cancelled.
         let result = self.inner.provider.download(req).await.into_result().map_err(self.err("download"))?;
-        let persisted = if force { temp.persist(dest).map_err(|e| e.error) } else { temp.persist_noclobber(dest).map_err(|e| e.error) };
+        let persisted = if force {
+            std::fs::rename(&part, dest)
+        } else {
+            // A hard link fails when `dest` exists, so nothing is replaced
+            // even if `dest` appeared during the download. Filesystems
+            // without hard links get a check and a rename.
+            match std::fs::hard_link(&part, dest) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    if std::fs::symlink_metadata(dest).is_ok() {
+                        Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists))
+                    } else {
+                        std::fs::rename(&part, dest)
+                    }
+                }
+                other => other,
+            }
+        };
         match persisted {
-            Ok(_) => Ok(result),
+            Ok(()) => Ok(result),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Exists(dest.to_path_buf())),
             Err(e) => Err(Error::io("cannot write", dest, e)),
         }

@@ -8,13 +8,20 @@
 
 pub mod cli;
 pub mod config;
+pub mod credhelper;
+pub mod disk_cache;
+pub mod docker_config;
 mod error;
 mod host;
+pub mod job_env;
+pub mod live;
 pub mod loader;
 pub mod names;
 pub mod progress;
+pub mod registries;
 pub mod token_cache;
 
 pub use credhost_plugin_api as api;
 pub use error::{exit, Error, Result};
 pub use host::{Host, PluginStatus, ProviderHandle, UploadOptions};
+pub use live::{LiveHost, SwitchStatus, WatchOptions};

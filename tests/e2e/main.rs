@@ -2,10 +2,13 @@
 //! the real services started by `tests/services/up.sh`.
 
 mod bad_input;
+mod credhelper;
 mod fs_store;
 mod gcp;
+mod job_env;
 mod loading;
 mod registry;
 mod s3_conformance;
 mod service;
+mod switching;
 mod aws;

@@ -17,16 +17,7 @@ fn decode_registry_token(token: &str) -> (String, String) {
 
 /// Writes an OCI image layout and pushes it with skopeo; returns skopeo's output.
 fn skopeo_push(ws: &Workspace, registry: &str, repo: &str, auth: &[&str]) -> std::process::Output {
-    let layout = ws.path("oci");
-    if !layout.exists() {
-        let st = Command::new("python3")
-            .arg(repo_root().join("tests/services/make_oci.py"))
-            .arg(&layout)
-            .arg("v1")
-            .output()
-            .expect("make_oci.py");
-        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    }
+    let layout = oci_layout(ws);
     Command::new("skopeo")
         .args(["copy", "--dest-tls-verify=false"])
         .args(auth)

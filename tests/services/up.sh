@@ -171,7 +171,8 @@ print(sysconfig.get_path("scripts"))
 print(site.getuserbase() + "/bin")
 mods = {"boto3": "boto3", "jwt": "pyjwt", "cryptography": "cryptography",
         "moto": "moto[server]", "flask": "moto[server]", "flask_cors": "moto[server]",
-        "gcp_storage_emulator": "gcp-storage-emulator", "google.cloud.storage": "google-cloud-storage"}
+        "gcp_storage_emulator": "gcp-storage-emulator", "google.cloud.storage": "google-cloud-storage",
+        "yaml": "pyyaml"}
 def missing(mod):
     try:
         return u.find_spec(mod) is None

@@ -175,7 +175,13 @@ impl Workspace {
 
     /// A `credhost` command running in this directory with a clean environment.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(artifact("credhost"));
+        self.program(artifact("credhost"), args)
+    }
+
+    /// Any program (another built binary, skopeo, a shell) running in this
+    /// directory with the same environment as [`Workspace::cmd`].
+    pub fn program(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
+        let mut c = Command::new(program);
         c.current_dir(self.dir.path()).args(args).stdin(Stdio::null());
         for k in ["CREDHOST_PLATFORM", "CREDHOST_CONFIG", "CREDHOST_LOG", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"] {
             c.env_remove(k);
@@ -348,4 +354,43 @@ pub fn capture_logs() -> &'static std::sync::Mutex<Vec<String>> {
         tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in the test binary");
     });
     &LINES
+}
+
+/// The OCI image layout (one small image, tag `v1`) in `ws`, written by
+/// `tests/services/make_oci.py` on first use; returns its directory.
+pub fn oci_layout(ws: &Workspace) -> PathBuf {
+    let layout = ws.path("oci");
+    if !layout.exists() {
+        let out = Command::new("python3")
+            .arg(repo_root().join("tests/services/make_oci.py"))
+            .arg(&layout)
+            .arg("v1")
+            .output()
+            .expect("spawn python3 make_oci.py");
+        assert!(out.status.success(), "make_oci.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    layout
+}
+
+/// A child process (a test's server) killed when dropped.
+pub struct Server(pub std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local address").port()
+}
+
+/// `curl -sS ARGS` with the HTTP status on a last line of its own; returns (body, status).
+pub fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl").args(["-sS", "-w", "\n%{http_code}"]).args(args).output().expect("spawn curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    (body.to_owned(), code.to_owned())
 }

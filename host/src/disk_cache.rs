@@ -1,0 +1,376 @@
+//! The credential helper's opt-in on-disk cache of registry credentials.
+//!
+//! Docker and skopeo start `docker-credential-credhost` once per registry
+//! operation, so the in-process [`TokenCache`](crate::token_cache::TokenCache)
+//! never sees a second request. With `[credential_helper] cache = true` the
+//! answers are kept in files instead:
+//!
+//! - the directory is created with mode 0700 and refused when group or others
+//!   may use it; each file has mode 0600 and is refused (and removed) otherwise;
+//! - a file is named by plugin, registry and identity (a digest of everything
+//!   that picks the credentials: the configuration file, the plugin's settings
+//!   and the environment variables those settings name, plus the usual cloud
+//!   credential variables), so changing profile, role or user never reuses
+//!   another identity's answer;
+//! - an entry is used only until the same margin before expiry as in memory,
+//!   and never past its expiry; expired entries are deleted whenever the
+//!   helper runs. Answers that are already expired are never written.
+//!
+//! The trade-off: a secret sits in a file (readable by the same user and by
+//! root) for up to its lifetime, and a revoked or rotated credential keeps
+//! being handed out until the entry expires.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use credhost_plugin_api::{RegistryAuth, Secret};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::{
+    config::Config,
+    token_cache::{unix_now, use_until},
+    Error, Result,
+};
+
+const FORMAT_VERSION: u32 = 1;
+
+/// Environment variables that pick cloud credentials without any setting
+/// naming them (credential chains, profiles, metadata endpoints).
+const CREDENTIAL_VAR_PREFIXES: &[&str] = &["AWS_", "GOOGLE_", "CLOUDSDK_", "GCE_METADATA", "AZURE_"];
+/// Variables that move the files credential chains read.
+const CREDENTIAL_VARS: &[&str] = &["HOME", "USERPROFILE", "XDG_CONFIG_HOME"];
+
+/// A cache directory, checked to be private.
+pub struct DiskCache {
+    dir: PathBuf,
+}
+
+#[derive(Serialize)]
+struct EntryOut<'a> {
+    version: u32,
+    plugin: &'a str,
+    registry: &'a str,
+    server: &'a str,
+    username: &'a str,
+    secret: &'a str,
+    kind: Option<&'a str>,
+    expires_at: Option<i64>,
+    use_until: i64,
+}
+
+#[derive(Deserialize)]
+struct EntryIn {
+    version: u32,
+    server: String,
+    username: String,
+    secret: Zeroizing<String>,
+    kind: Option<String>,
+    expires_at: Option<i64>,
+    use_until: i64,
+}
+
+impl EntryIn {
+    /// Usable now: before `use_until` and before the expiry, whatever
+    /// `use_until` claims.
+    fn live(&self, now: i64) -> bool {
+        now < self.use_until && self.expires_at.is_none_or(|e| now < e)
+    }
+}
+
+/// The user's cache directory for registry credentials:
+/// `$XDG_CACHE_HOME/credhost/registry-auth`, else `~/.cache/credhost/registry-auth`
+/// (`%LOCALAPPDATA%\credhost\registry-auth` on Windows).
+pub fn default_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let base = if cfg!(windows) {
+        var("LOCALAPPDATA")?
+    } else {
+        var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))?
+    };
+    Some(base.join("credhost").join("registry-auth"))
+}
+
+/// A digest of everything that decides which credentials `plugin` hands out.
+pub fn identity(config: &Config, plugin: &str) -> String {
+    let mut h = Sha256::new();
+    let mut feed = |k: &str, v: &[u8]| {
+        h.update((k.len() as u64).to_le_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_le_bytes());
+        h.update(v);
+    };
+    let config_path = std::fs::canonicalize(&config.path).unwrap_or_else(|_| config.path.clone());
+    feed("config", config_path.display().to_string().as_bytes());
+    feed("plugin", plugin.as_bytes());
+    feed("settings", config.settings_json(plugin).as_bytes());
+    let mut names: Vec<String> = Vec::new();
+    if let Some(entry) = config.plugins.get(plugin) {
+        named_vars(&toml::Value::Table(entry.settings.clone()), &mut names);
+    }
+    for (k, _) in std::env::vars_os() {
+        if let Some(k) = k.to_str() {
+            if CREDENTIAL_VAR_PREFIXES.iter().any(|p| k.starts_with(p)) || CREDENTIAL_VARS.contains(&k) {
+                names.push(k.to_owned());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    for name in names {
+        let value = std::env::var_os(&name).map(|v| v.to_string_lossy().into_owned());
+        let value = Zeroizing::new(value.unwrap_or_default());
+        feed(&format!("env:{name}"), value.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// The variables a plugin's settings name: string values of keys ending in `_env`.
+fn named_vars(value: &toml::Value, out: &mut Vec<String>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                match v {
+                    toml::Value::String(s) if k.ends_with("_env") => out.push(s.clone()),
+                    other => named_vars(other, out),
+                }
+            }
+        }
+        toml::Value::Array(a) => a.iter().for_each(|v| named_vars(v, out)),
+        _ => {}
+    }
+}
+
+impl DiskCache {
+    /// Creates `dir` (mode 0700) or checks that an existing one is private,
+    /// then removes the entries that have expired.
+    pub fn open(dir: &Path) -> Result<Self> {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+        }
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        match builder.create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("cannot create", dir, e)),
+        }
+        let meta = std::fs::metadata(dir).map_err(|e| Error::io("cannot read", dir, e))?;
+        if !meta.is_dir() {
+            return Err(Error::InvalidInput(format!("credential cache {} is not a directory", dir.display())));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(Error::InvalidInput(format!(
+                    "credential cache {} has mode {mode:03o}: others could read or plant credentials; use a directory with mode 0700",
+                    dir.display()
+                )));
+            }
+        }
+        let cache = Self { dir: dir.to_path_buf() };
+        cache.sweep();
+        Ok(cache)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file for `plugin`'s credentials for `registry` under `identity`.
+    pub fn file_for(&self, plugin: &str, registry: &str, identity: &str) -> PathBuf {
+        let digest = hex::encode(Sha256::digest(format!("{plugin}\0{registry}\0{identity}")));
+        self.dir.join(format!("{plugin}-{}.json", &digest[..32]))
+    }
+
+    /// The entry in `file`, when it is private and still live. Anything else
+    /// (expired, unreadable, too open) is removed and reads as a miss.
+    pub fn load(&self, file: &Path) -> Option<RegistryAuth> {
+        let entry = self.read(file)?;
+        let mut auth = RegistryAuth::new(&entry.server, &entry.username, Secret::new(entry.secret.as_str()), entry.expires_at);
+        if let Some(kind) = &entry.kind {
+            auth.extra.insert("kind".into(), kind.as_str().into());
+        }
+        Some(auth)
+    }
+
+    fn read(&self, file: &Path) -> Option<EntryIn> {
+        let meta = std::fs::symlink_metadata(file).ok()?;
+        if !meta.is_file() || !private_file(&meta) {
+            tracing::warn!(target: "credhost::cache", file = %file.display(), "removing a cache entry that is not a private regular file");
+            self.remove(file);
+            return None;
+        }
+        let text = Zeroizing::new(std::fs::read_to_string(file).ok()?);
+        match serde_json::from_str::<EntryIn>(&text) {
+            Ok(entry) if entry.version == FORMAT_VERSION && entry.live(unix_now()) => Some(entry),
+            _ => {
+                self.remove(file);
+                None
+            }
+        }
+    }
+
+    /// Writes `auth` to `file` (mode 0600, atomically) when it may be cached:
+    /// never when it has expired or is about to. Returns whether it was written.
+    pub fn store(&self, file: &Path, plugin: &str, registry: &str, auth: &RegistryAuth) -> Result<bool> {
+        let now = unix_now();
+        let expires_at = auth.expires_at.into_option();
+        let Some(until) = use_until(now, expires_at) else { return Ok(false) };
+        let entry = EntryOut {
+            version: FORMAT_VERSION,
+            plugin,
+            registry,
+            server: auth.server.as_str(),
+            username: auth.username.as_str(),
+            secret: auth.secret.expose(),
+            kind: auth.extra.get("kind").map(|k| k.as_str()),
+            expires_at,
+            use_until: until,
+        };
+        let bytes = Zeroizing::new(serde_json::to_vec(&entry).map_err(|e| Error::Internal(format!("cannot encode a cache entry: {e}")))?);
+        // tempfile creates the file with mode 0600 before anything is written.
+        let mut temp = tempfile::Builder::new()
+            .prefix(".entry-")
+            .tempfile_in(&self.dir)
+            .map_err(|e| Error::io("cannot create a file in", &self.dir, e))?;
+        temp.write_all(&bytes).map_err(|e| Error::io("cannot write", temp.path().to_path_buf(), e))?;
+        temp.persist(file).map_err(|e| Error::io("cannot write", file, e.error))?;
+        Ok(true)
+    }
+
+    /// Removes every entry that is no longer live, and left-over temporary files.
+    pub fn sweep(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".json") && !name.starts_with('.') {
+                // `read` removes what is dead.
+                let _ = self.read(&path);
+            } else if name.starts_with(".entry-") && is_stale(&entry) {
+                self.remove(&path);
+            }
+        }
+    }
+
+    fn remove(&self, file: &Path) {
+        if let Err(e) = std::fs::remove_file(file) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(target: "credhost::cache", file = %file.display(), "cannot remove a cache entry: {e}");
+            }
+        }
+    }
+}
+
+/// A temporary file of a writer that died more than a minute ago.
+fn is_stale(entry: &std::fs::DirEntry) -> bool {
+    entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_secs() > 60)
+}
+
+fn private_file(meta: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        meta.permissions().mode() & 0o077 == 0
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(expires_at: Option<i64>) -> RegistryAuth {
+        let mut a = RegistryAuth::new("r.example:5000", "user", Secret::new("s3cret"), expires_at);
+        a.extra.insert("kind".into(), "basic".into());
+        a
+    }
+
+    #[cfg(unix)]
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn entries_are_private_and_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/cache");
+        let cache = DiskCache::open(&dir).unwrap();
+        let file = cache.file_for("local", "r.example:5000", "id");
+        assert!(cache.store(&file, "local", "r.example:5000", &auth(Some(unix_now() + 3600))).unwrap());
+        #[cfg(unix)]
+        {
+            assert_eq!(mode(&dir), 0o700);
+            assert_eq!(mode(&file), 0o600);
+        }
+        let back = cache.load(&file).unwrap();
+        assert_eq!((back.username.as_str(), back.secret.expose()), ("user", "s3cret"));
+        assert_eq!(back.extra.get("kind").map(|k| k.as_str()), Some("basic"));
+        assert_ne!(file, cache.file_for("local", "r.example:5000", "other-id"));
+        assert_ne!(file, cache.file_for("aws", "r.example:5000", "id"));
+    }
+
+    #[test]
+    fn expired_answers_are_never_written_and_dead_entries_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = DiskCache::open(&tmp.path().join("c")).unwrap();
+        let file = cache.file_for("aws", "r", "id");
+        assert!(!cache.store(&file, "aws", "r", &auth(Some(1_420_070_400))).unwrap());
+        assert!(!file.exists());
+        // An entry whose use_until was tampered past its expiry is not used.
+        assert!(cache.store(&file, "aws", "r", &auth(Some(unix_now() + 3600))).unwrap());
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["expires_at"] = (unix_now() - 1).into();
+        std::fs::write(&file, v.to_string()).unwrap();
+        assert!(cache.load(&file).is_none());
+        assert!(!file.exists(), "a dead entry is removed");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn open_directories_and_files_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = DiskCache::open(tmp.path()).err().unwrap().to_string();
+        assert!(e.contains("has mode 755"), "{e}");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let cache = DiskCache::open(tmp.path()).unwrap();
+        let file = cache.file_for("local", "r", "id");
+        cache.store(&file, "local", "r", &auth(None)).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(cache.load(&file).is_none());
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn identity_follows_named_variables() {
+        let text = "platform = \"local\"\n[plugins.local.settings]\nregistry = { url = \"http://r\", auth = \"basic\", username_env = \"CREDHOST_UNIT_IDENTITY_USER\", password_env = \"X\" }\n";
+        let config = Config::parse(Path::new("p.toml"), text, None, None).unwrap();
+        std::env::set_var("CREDHOST_UNIT_IDENTITY_USER", "alice");
+        let a = identity(&config, "local");
+        assert_eq!(a, identity(&config, "local"));
+        std::env::set_var("CREDHOST_UNIT_IDENTITY_USER", "bob");
+        assert_ne!(a, identity(&config, "local"));
+    }
+}
