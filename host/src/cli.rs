@@ -302,6 +302,8 @@ async fn run(cli: &Cli, slot: &ActiveProvider) -> Result<i32> {
         }
         Command::Download { bucket, name, output, force, json } => {
             let dest = match output {
+                // An existing directory receives the object under its own name.
+                Some(p) if p.is_dir() => p.join(default_destination(name)?),
                 Some(p) => p.clone(),
                 None => default_destination(name)?,
             };
@@ -403,7 +405,8 @@ fn finish(bar: Option<indicatif::ProgressBar>) {
     }
 }
 
-/// `./NAME`, using the last path segment of a name such as `dir/1234.zip`.
+/// `NAME`'s last path segment (`1234.zip` for `dir/1234.zip`), relative to
+/// the current directory.
 fn default_destination(name: &str) -> Result<PathBuf> {
     crate::names::validate_name(name)?;
     let file = name.rsplit('/').next().unwrap_or(name);

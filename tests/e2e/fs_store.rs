@@ -35,6 +35,11 @@ fn download_defaults_to_name_and_never_overwrites_without_force() {
     assert_eq!(out.trim(), "./1234.zip");
     let first = sha256(&src);
 
+    // An existing directory as -o receives the object under its own name.
+    std::fs::create_dir(ws.path("into")).unwrap();
+    ws.run(&["download", "projects", "dir/1234.zip", "-o", "into"]).ok();
+    assert_eq!(sha256(&ws.path("into/1234.zip")), first);
+
     std::fs::write(&src, b"keep me").unwrap();
     let err = ws.run(&["download", "projects", "dir/1234.zip"]).fails_with(7);
     assert!(err.contains("already exists") && err.contains("--force"), "{err}");
