@@ -10,8 +10,8 @@ use std::{io::Write, path::Path, time::Instant};
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("roundtrip: {e}");
-        std::process::exit(e.exit_code());
+        eprintln!("roundtrip: {e} ({})", e.kind());
+        std::process::exit(1);
     }
 }
 
@@ -21,7 +21,7 @@ fn run() -> credhost::Result<()> {
     rt.block_on(async {
         let host = credhost::Host::from_file(Path::new(&config), None)?;
         let provider = host.active().await?;
-        println!("platform: {} (plugin {} {})", provider.name(), provider.info().name, provider.info().version);
+        println!("platform: {} (plugin {} {})", provider.name(), provider.plugin(), provider.info().version);
 
         let work = tempfile::tempdir().map_err(|e| credhost::Error::io("cannot create", "temp dir", e))?;
         let zip_path = work.path().join("1234.zip");
@@ -33,7 +33,7 @@ fn run() -> credhost::Result<()> {
 
         let back = work.path().join("downloaded.zip");
         let t = Instant::now();
-        let got = provider.download_to_path(&put.bucket, &put.name, &back, false, None).await?;
+        let got = provider.download_to_path(&put.bucket, &put.name, &back, &Default::default()).await?;
         println!("downloaded {}/{} ({} bytes, {}) in {:.2?}", got.bucket, got.name, got.size, got.checksum, t.elapsed());
 
         let same = std::fs::read(&zip_path).ok() == std::fs::read(&back).ok();

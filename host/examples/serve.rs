@@ -48,7 +48,7 @@ async fn main() {
         Err(_) => Duration::from_secs(1),
     };
     let options = credhost::WatchOptions { interval, ..Default::default() };
-    let live = credhost::LiveHost::watch(&config, None, options).await.unwrap_or_else(|e| fail(e.to_string(), e.exit_code()));
+    let live = credhost::LiveHost::watch(&config, None, options).await.unwrap_or_else(|e| fail(e.to_string(), 1));
     let app = Arc::new(App { live });
     let router = Router::new()
         .route("/projects/{name}", post(upload))
@@ -121,14 +121,21 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response {
     (status, [(CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
+/// The HTTP status for a library error, by what the client should do next.
 fn error(e: credhost::Error) -> Response {
-    let status = match e.exit_code() {
-        credhost::exit::USAGE => StatusCode::BAD_REQUEST,
-        credhost::exit::NOT_FOUND => StatusCode::NOT_FOUND,
-        credhost::exit::AUTH => StatusCode::BAD_GATEWAY,
+    use credhost::ErrorKind as K;
+    let status = match e.kind() {
+        K::InvalidInput => StatusCode::BAD_REQUEST,
+        K::NotFound => StatusCode::NOT_FOUND,
+        K::AlreadyExists => StatusCode::CONFLICT,
+        K::Unsupported => StatusCode::NOT_IMPLEMENTED,
+        // The platform refused this service's credentials: not the client's fault.
+        K::Unauthenticated | K::Unavailable | K::CheckFailed => StatusCode::BAD_GATEWAY,
+        K::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+        K::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    json(status, serde_json::json!({"error": e.to_string()}))
+    json(status, serde_json::json!({"error": e.to_string(), "kind": e.kind().name()}))
 }
 
 /// The request body as a blocking `Read`, for the plugin's reading thread.

@@ -28,10 +28,10 @@ pub struct Config {
     pub platform_source: String,
     /// The directory to find plugin files in.
     pub plugin_dir: PathBuf,
-    /// Plugins by name, in file order.
-    pub plugins: BTreeMap<String, PluginEntry>,
+    /// Plugin instances by name (`[plugins.NAME]`), sorted by name.
+    pub instances: BTreeMap<String, Instance>,
     /// `[registries]`: registry host (`host[:port]`, lower case) or wildcard
-    /// (`*.suffix`) to the name of the plugin whose credentials it accepts.
+    /// (`*.suffix`) to the name of the instance whose credentials it accepts.
     pub registries: BTreeMap<String, String>,
     /// `[credential_helper]`: how `docker-credential-credhost` behaves.
     pub credential_helper: HelperSettings,
@@ -47,16 +47,25 @@ pub struct HelperSettings {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// One `[plugins.NAME]` table.
+/// One `[plugins.NAME]` table: an instance of a plugin, with its own settings.
 #[derive(Clone)]
-pub struct PluginEntry {
-    /// The name: the platform the plugin serves.
+pub struct Instance {
+    /// The instance name (what `platform`, `--platform` and `[registries]` name).
     pub name: String,
+    /// `plugin`: the plugin it runs; the instance name when not given.
+    pub plugin: String,
     /// `file`: a path, or a bare library name resolved in the plugin directory.
     pub file: Option<String>,
     /// `sha256`: the expected digest of the file, checked before loading.
     pub sha256: Option<String>,
-    /// `settings`: handed to the plugin as JSON.
+    /// `registries`: registry hosts this instance serves, besides the one its
+    /// plugin declares through its settings.
+    pub registries: Vec<String>,
+    /// `identity_env`: environment variables its credentials depend on,
+    /// besides those its plugin declares (for the credential helper's cache).
+    pub identity_env: Vec<String>,
+    /// `settings`: handed to the plugin as JSON; the host never reads them,
+    /// except at the path the plugin itself declares for its registry.
     pub settings: toml::Table,
 }
 
@@ -83,20 +92,26 @@ struct RawHelper {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPlugin {
+    plugin: Option<String>,
     file: Option<String>,
     sha256: Option<String>,
     #[serde(default)]
+    registries: Vec<String>,
+    #[serde(default)]
+    identity_env: Vec<String>,
+    #[serde(default)]
     settings: toml::Table,
 }
+
+/// The largest configuration file read: a configuration is a few KiB, and
+/// anything much larger is a mistake (or an attempt to exhaust memory).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 impl Config {
     /// Reads and validates `path`; `platform_override` (e.g. `--platform`)
     /// wins over `CREDHOST_PLATFORM`, which wins over the file.
     pub fn load(path: &Path, platform_override: Option<&str>) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
-            location: path.display().to_string(),
-            message: format!("cannot read the configuration: {e}"),
-        })?;
+        let text = read_text(path)?;
         Self::from_text(path, &text, platform_override)
     }
 
@@ -122,42 +137,20 @@ impl Config {
         };
         let at = |keys: &[&str]| locate(&file, text, keys);
 
-        let plugins: BTreeMap<String, PluginEntry> = raw
-            .plugins
-            .into_iter()
-            .map(|(name, p)| {
-                (name.clone(), PluginEntry { name, file: p.file, sha256: p.sha256, settings: p.settings })
-            })
-            .collect();
-        for entry in plugins.values() {
-            if !valid_plugin_name(&entry.name) {
-                return Err(Error::Config {
-                    location: at(&["plugins", &entry.name]),
-                    message: format!("invalid plugin name `{}`: use lower-case letters, digits, `-` and `_`", entry.name),
-                });
-            }
-            if let Some(pin) = &entry.sha256 {
-                if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(Error::Config {
-                        location: at(&["plugins", &entry.name, "sha256"]),
-                        message: format!("plugins.{}.sha256 must be 64 hexadecimal digits", entry.name),
-                    });
-                }
-            }
-            if entry.file.as_deref() == Some("") {
-                return Err(Error::Config {
-                    location: at(&["plugins", &entry.name, "file"]),
-                    message: format!("plugins.{}.file is empty", entry.name),
-                });
-            }
+        let mut instances = BTreeMap::new();
+        for (name, p) in raw.plugins {
+            let plugin = p.plugin.unwrap_or_else(|| name.clone());
+            let instance =
+                Instance { name: name.clone(), plugin, file: p.file, sha256: p.sha256, registries: p.registries, identity_env: p.identity_env, settings: p.settings };
+            check_instance(&instance, &at)?;
+            instances.insert(name, instance);
         }
-
         let (platform, platform_source) = match (platform_override, platform_env, raw.platform) {
             (Some(p), _, _) => (p.to_owned(), "--platform".to_owned()),
             (None, Some(p), _) => (p.to_owned(), PLATFORM_ENV.to_owned()),
             (None, None, Some(p)) => (p, at(&["platform"])),
-            (None, None, None) if plugins.len() == 1 => {
-                (plugins.keys().next().cloned().unwrap_or_default(), file.clone())
+            (None, None, None) if instances.len() == 1 => {
+                (instances.keys().next().cloned().unwrap_or_default(), file.clone())
             }
             (None, None, None) => {
                 return Err(Error::Config {
@@ -166,8 +159,8 @@ impl Config {
                 })
             }
         };
-        if !plugins.contains_key(&platform) {
-            let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
+        if !instances.contains_key(&platform) {
+            let known: Vec<&str> = instances.keys().map(String::as_str).collect();
             return Err(Error::Config {
                 location: platform_source.clone(),
                 message: format!(
@@ -176,7 +169,7 @@ impl Config {
                 ),
             });
         }
-        let registries = parse_registries(raw.registries, &plugins, &at)?;
+        let registries = parse_registries(raw.registries, &instances, &at)?;
         let credential_helper = match raw.credential_helper {
             None => HelperSettings::default(),
             Some(h) => {
@@ -196,7 +189,7 @@ impl Config {
             platform,
             platform_source,
             plugin_dir,
-            plugins,
+            instances,
             registries,
             credential_helper,
             text: text.to_owned(),
@@ -209,18 +202,105 @@ impl Config {
         locate(&self.path.display().to_string(), &self.text, keys)
     }
 
-    /// The settings of `plugin` as JSON, for the plugin's constructor.
-    pub fn settings_json(&self, plugin: &str) -> String {
-        let table = self.plugins.get(plugin).map(|p| p.settings.clone()).unwrap_or_default();
+    /// The instance `name`.
+    pub fn instance(&self, name: &str) -> Result<&Instance> {
+        self.instances.get(name).ok_or_else(|| Error::Config {
+            location: self.path.display().to_string(),
+            message: format!("no [plugins.{name}] table"),
+        })
+    }
+
+    /// The active instance.
+    pub fn active(&self) -> Result<&Instance> {
+        self.instance(&self.platform)
+    }
+
+    /// The settings of instance `name` as JSON, for the plugin's constructor.
+    pub fn settings_json(&self, name: &str) -> String {
+        let table = self.instances.get(name).map(|p| p.settings.clone()).unwrap_or_default();
         serde_json::to_string(&table).unwrap_or_else(|_| "{}".to_owned())
     }
 }
 
+/// Reads a configuration file: a regular file (a FIFO or device would
+/// block or never end), opened without blocking, at most [`MAX_CONFIG_BYTES`].
+pub fn read_text(path: &Path) -> Result<String> {
+    let fail = |message: String| Error::Config { location: path.display().to_string(), message };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    // O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(|e| fail(format!("cannot read the configuration: {e}")))?;
+    let meta = file.metadata().map_err(|e| fail(format!("cannot read the configuration: {e}")))?;
+    if !meta.is_file() {
+        return Err(fail("the configuration is not a regular file".into()));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(fail(format!("the configuration is {} bytes; the limit is {MAX_CONFIG_BYTES}", meta.len())));
+    }
+    let mut text = String::new();
+    use std::io::Read as _;
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| fail(format!("cannot read the configuration: {e}")))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(fail(format!("the configuration is over {MAX_CONFIG_BYTES} bytes")));
+    }
+    Ok(text)
+}
+
+/// Checks one instance table: names, pin, file, host-owned keys.
+fn check_instance(instance: &Instance, at: &dyn Fn(&[&str]) -> String) -> Result<()> {
+    let name = &instance.name;
+    if !valid_plugin_name(name) {
+        return Err(Error::Config {
+            location: at(&["plugins", name]),
+            message: format!("invalid instance name `{name}`: use lower-case letters, digits, `-` and `_`"),
+        });
+    }
+    if !valid_plugin_name(&instance.plugin) {
+        return Err(Error::Config {
+            location: at(&["plugins", name, "plugin"]),
+            message: format!("plugins.{name}.plugin: invalid plugin name `{}`: use lower-case letters, digits, `-` and `_`", instance.plugin),
+        });
+    }
+    if let Some(pin) = &instance.sha256 {
+        if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Config {
+                location: at(&["plugins", name, "sha256"]),
+                message: format!("plugins.{name}.sha256 must be 64 hexadecimal digits"),
+            });
+        }
+    }
+    if instance.file.as_deref() == Some("") {
+        return Err(Error::Config { location: at(&["plugins", name, "file"]), message: format!("plugins.{name}.file is empty") });
+    }
+    for host in &instance.registries {
+        if let Err(why) = crate::registries::check_pattern(host) {
+            return Err(Error::Config {
+                location: at(&["plugins", name, "registries"]),
+                message: format!("plugins.{name}.registries: invalid registry `{host}`: {why}"),
+            });
+        }
+    }
+    for var in &instance.identity_env {
+        let base = var.strip_suffix('*').unwrap_or(var);
+        if base.is_empty() || !base.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(Error::Config {
+                location: at(&["plugins", name, "identity_env"]),
+                message: format!("plugins.{name}.identity_env: `{var}` is not an environment variable name (or `PREFIX*`)"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Checks the `[registries]` table: each key a registry host or `*.suffix`
-/// wildcard, each value a configured plugin. Keys are compared in lower case.
+/// wildcard, each value a configured instance. Keys are compared in lower case.
 fn parse_registries(
     raw: BTreeMap<String, String>,
-    plugins: &BTreeMap<String, PluginEntry>,
+    plugins: &BTreeMap<String, Instance>,
     at: &dyn Fn(&[&str]) -> String,
 ) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
@@ -234,7 +314,7 @@ fn parse_registries(
             return Err(Error::Config {
                 location,
                 message: format!(
-                    "registries: `{key}` names unknown plugin `{plugin}`; known plugins: {}",
+                    "registries: `{key}` names unknown instance `{plugin}`; known instances: {}",
                     if known.is_empty() { "none".to_owned() } else { known.join(", ") }
                 ),
             });
@@ -305,7 +385,7 @@ region = "us-east-2"
         let c = parse(GOOD).unwrap();
         assert_eq!(c.platform, "local");
         assert_eq!(c.plugin_dir, Path::new("dir/target/release"));
-        assert_eq!(c.plugins.len(), 2);
+        assert_eq!(c.instances.len(), 2);
         let json: serde_json::Value = serde_json::from_str(&c.settings_json("local")).unwrap();
         assert_eq!(json["storage"]["kind"], "fs");
     }

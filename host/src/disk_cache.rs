@@ -25,24 +25,22 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use credhost_plugin_api::{RegistryAuth, Secret};
+use credhost_plugin_api::{AuthKind, PluginInfo, RegistryAuth, Secret};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::{
-    config::Config,
-    token_cache::{unix_now, use_until},
-    Error, Result,
-};
+use crate::{config::Config, token_cache::use_until, Error, Result};
+use credhost_plugin_api::rules::unix_now;
 
 const FORMAT_VERSION: u32 = 1;
 
-/// Environment variables that pick cloud credentials without any setting
-/// naming them (credential chains, profiles, metadata endpoints).
-const CREDENTIAL_VAR_PREFIXES: &[&str] = &["AWS_", "GOOGLE_", "CLOUDSDK_", "GCE_METADATA", "AZURE_"];
-/// Variables that move the files credential chains read.
-const CREDENTIAL_VARS: &[&str] = &["HOME", "USERPROFILE", "XDG_CONFIG_HOME"];
+/// Before plugins declared their identity, these variables were assumed to
+/// pick cloud credentials (credential chains, profiles, metadata endpoints);
+/// still used, with a deprecation warning, for plugins that declare nothing.
+const LEGACY_VAR_PREFIXES: &[&str] = &["AWS_", "GOOGLE_", "CLOUDSDK_", "GCE_METADATA", "AZURE_"];
+/// Likewise: variables that move the files credential chains read.
+const LEGACY_VARS: &[&str] = &["HOME", "USERPROFILE", "XDG_CONFIG_HOME"];
 
 /// A cache directory, checked to be private.
 pub struct DiskCache {
@@ -94,8 +92,12 @@ pub fn default_dir() -> Option<PathBuf> {
     Some(base.join("credhost").join("registry-auth"))
 }
 
-/// A digest of everything that decides which credentials `plugin` hands out.
-pub fn identity(config: &Config, plugin: &str) -> String {
+/// A digest of everything that decides which credentials instance
+/// `instance` hands out: the configuration file, the instance and its
+/// settings, and the values of the environment variables its credentials
+/// depend on: those its plugin declares (by name or prefix, and through the
+/// settings that name variables) and those its `identity_env` lists.
+pub fn identity(config: &Config, instance: &str, info: Option<&PluginInfo>) -> String {
     let mut h = Sha256::new();
     let mut feed = |k: &str, v: &[u8]| {
         h.update((k.len() as u64).to_le_bytes());
@@ -105,19 +107,46 @@ pub fn identity(config: &Config, plugin: &str) -> String {
     };
     let config_path = std::fs::canonicalize(&config.path).unwrap_or_else(|_| config.path.clone());
     feed("config", config_path.display().to_string().as_bytes());
-    feed("plugin", plugin.as_bytes());
-    feed("settings", config.settings_json(plugin).as_bytes());
-    let mut names: Vec<String> = Vec::new();
-    if let Some(entry) = config.plugins.get(plugin) {
-        named_vars(&toml::Value::Table(entry.settings.clone()), &mut names);
+    feed("instance", instance.as_bytes());
+    feed("settings", config.settings_json(instance).as_bytes());
+    let entry = config.instances.get(instance);
+    if let Some(entry) = entry {
+        feed("plugin", entry.plugin.as_bytes());
     }
+    // Exact names and `PREFIX*` patterns.
+    let mut patterns: Vec<String> = Vec::new();
+    if let Some(entry) = entry {
+        patterns.extend(entry.identity_env.iter().cloned());
+        if let Some(info) = info {
+            patterns.extend(info.identity_env());
+            for path in info.identity_env_settings() {
+                if let Some(var) = setting_at(&entry.settings, &path) {
+                    patterns.push(var);
+                }
+            }
+        }
+        let declared = info.is_some_and(|i| !i.identity_env().is_empty() || !i.identity_env_settings().is_empty());
+        if !declared && entry.identity_env.is_empty() {
+            tracing::warn!(
+                target: "credhost::cache",
+                "instance `{instance}`: its plugin does not declare which environment variables its credentials depend on; guessing (keys ending in `_env`, cloud variables) is deprecated and will stop in the next release: rebuild the plugin with the current kit, or list them in `identity_env = [...]` of [plugins.{instance}]"
+            );
+            named_vars(&toml::Value::Table(entry.settings.clone()), &mut patterns);
+            patterns.extend(LEGACY_VAR_PREFIXES.iter().map(|p| format!("{p}*")));
+            patterns.extend(LEGACY_VARS.iter().map(|v| (*v).to_owned()));
+        }
+    }
+    let mut names: Vec<String> = Vec::new();
     for (k, _) in std::env::vars_os() {
         if let Some(k) = k.to_str() {
-            if CREDENTIAL_VAR_PREFIXES.iter().any(|p| k.starts_with(p)) || CREDENTIAL_VARS.contains(&k) {
+            if patterns.iter().any(|p| matches_pattern(p, k)) {
                 names.push(k.to_owned());
             }
         }
     }
+    // Named but unset variables count too (as empty): setting one later
+    // must change the identity.
+    names.extend(patterns.iter().filter(|p| !p.ends_with('*')).cloned());
     names.sort();
     names.dedup();
     for name in names {
@@ -128,7 +157,26 @@ pub fn identity(config: &Config, plugin: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// The variables a plugin's settings name: string values of keys ending in `_env`.
+fn matches_pattern(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+/// The string at dotted `path` in `settings`.
+fn setting_at(settings: &toml::Table, path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop()?;
+    let mut table = settings;
+    for part in parts {
+        table = table.get(part)?.as_table()?;
+    }
+    table.get(last)?.as_str().map(str::to_owned)
+}
+
+/// The variables a plugin's settings name by the old convention: string
+/// values of keys ending in `_env`.
 fn named_vars(value: &toml::Value, out: &mut Vec<String>) {
     match value {
         toml::Value::Table(t) => {
@@ -179,11 +227,6 @@ impl DiskCache {
         Ok(cache)
     }
 
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The file for `plugin`'s credentials for `registry` under `identity`.
     pub fn file_for(&self, plugin: &str, registry: &str, identity: &str) -> PathBuf {
         let digest = hex::encode(Sha256::digest(format!("{plugin}\0{registry}\0{identity}")));
@@ -194,11 +237,12 @@ impl DiskCache {
     /// (expired, unreadable, too open) is removed and reads as a miss.
     pub fn load(&self, file: &Path) -> Option<RegistryAuth> {
         let entry = self.read(file)?;
-        let mut auth = RegistryAuth::new(&entry.server, &entry.username, Secret::new(entry.secret.as_str()), entry.expires_at);
-        if let Some(kind) = &entry.kind {
-            auth.extra.insert("kind".into(), kind.as_str().into());
-        }
-        Some(auth)
+        let auth = RegistryAuth::new(&entry.server, &entry.username, Secret::new(entry.secret.as_str()), entry.expires_at);
+        Some(match entry.kind.as_deref() {
+            Some("basic") => auth.with_kind(AuthKind::Basic),
+            Some("bearer") => auth.with_kind(AuthKind::Bearer),
+            _ => auth,
+        })
     }
 
     fn read(&self, file: &Path) -> Option<EntryIn> {
@@ -231,7 +275,10 @@ impl DiskCache {
             server: auth.server.as_str(),
             username: auth.username.as_str(),
             secret: auth.secret.expose(),
-            kind: auth.extra.get("kind").map(|k| k.as_str()),
+            kind: auth.kind().map(|k| match k {
+                AuthKind::Basic => "basic",
+                AuthKind::Bearer => "bearer",
+            }),
             expires_at,
             use_until: until,
         };
@@ -299,9 +346,7 @@ mod tests {
     use super::*;
 
     fn auth(expires_at: Option<i64>) -> RegistryAuth {
-        let mut a = RegistryAuth::new("r.example:5000", "user", Secret::new("s3cret"), expires_at);
-        a.extra.insert("kind".into(), "basic".into());
-        a
+        RegistryAuth::new("r.example:5000", "user", Secret::new("s3cret"), expires_at).with_kind(AuthKind::Basic)
     }
 
     #[cfg(unix)]
@@ -324,7 +369,7 @@ mod tests {
         }
         let back = cache.load(&file).unwrap();
         assert_eq!((back.username.as_str(), back.secret.expose()), ("user", "s3cret"));
-        assert_eq!(back.extra.get("kind").map(|k| k.as_str()), Some("basic"));
+        assert_eq!(back.kind(), Some(AuthKind::Basic));
         assert_ne!(file, cache.file_for("local", "r.example:5000", "other-id"));
         assert_ne!(file, cache.file_for("aws", "r.example:5000", "id"));
     }
@@ -364,13 +409,24 @@ mod tests {
     }
 
     #[test]
-    fn identity_follows_named_variables() {
-        let text = "platform = \"local\"\n[plugins.local.settings]\nregistry = { url = \"http://r\", auth = \"basic\", username_env = \"CREDHOST_UNIT_IDENTITY_USER\", password_env = \"X\" }\n";
+    fn identity_follows_declared_and_listed_variables() {
+        use credhost_plugin_api::{keys, Capabilities, Extra};
+        let text = "platform = \"local\"\n[plugins.local]\nidentity_env = [\"CREDHOST_UNIT_LISTED\"]\n[plugins.local.settings]\nregistry = { url = \"http://r\", auth = \"basic\", username_env = \"CREDHOST_UNIT_IDENTITY_USER\", password_env = \"X\" }\n";
         let config = Config::parse(Path::new("p.toml"), text, None, None).unwrap();
+        let info = PluginInfo { name: "local".into(), version: "1".into(), api_version: "1.0.0".into(), capabilities: Capabilities::ALL, extra: Extra::new() }
+            .with_extra(keys::IDENTITY_ENV_SETTINGS, "registry.username_env")
+            .with_extra(keys::IDENTITY_ENV, "CREDHOST_UNIT_PREFIX_*");
+        let id = || identity(&config, "local", Some(&info));
         std::env::set_var("CREDHOST_UNIT_IDENTITY_USER", "alice");
-        let a = identity(&config, "local");
-        assert_eq!(a, identity(&config, "local"));
-        std::env::set_var("CREDHOST_UNIT_IDENTITY_USER", "bob");
-        assert_ne!(a, identity(&config, "local"));
+        let a = id();
+        assert_eq!(a, id());
+        for (var, value) in [("CREDHOST_UNIT_IDENTITY_USER", "bob"), ("CREDHOST_UNIT_LISTED", "1"), ("CREDHOST_UNIT_PREFIX_X", "1")] {
+            let before = id();
+            std::env::set_var(var, value);
+            assert_ne!(before, id(), "{var} is part of the identity");
+        }
+        let before = id();
+        std::env::set_var("CREDHOST_UNIT_UNRELATED", "1");
+        assert_eq!(before, id());
     }
 }

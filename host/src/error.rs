@@ -1,68 +1,158 @@
-//! The host's error type, chosen by what the caller should do next.
+//! The library's error type, classified by what the caller should do next.
 
-use std::path::PathBuf;
+use std::{fmt, path::PathBuf, time::Duration};
 
-use credhost_plugin_api::{ErrorKind, PluginError};
+use credhost_plugin_api::PluginError;
 
-/// Process exit codes of the `credhost` binary, one per class of failure.
-pub mod exit {
-    /// Success.
-    pub const OK: i32 = 0;
-    /// Anything not covered below (I/O, unavailable service, plugin failure).
-    pub const OTHER: i32 = 1;
-    /// Bad command line, configuration or input (names, files, settings).
-    pub const USAGE: i32 = 2;
-    /// The bucket, object, plugin or registry was not found.
-    pub const NOT_FOUND: i32 = 3;
-    /// Credentials were missing, rejected or not allowed to do this.
-    pub const AUTH: i32 = 4;
-    /// A plugin file could not be loaded (refused, incompatible, broken).
-    pub const PLUGIN: i32 = 5;
-    /// `check` ran and a probe failed.
-    pub const CHECK_FAILED: i32 = 6;
-    /// The destination exists and `--force` was not given.
-    pub const EXISTS: i32 = 7;
-    /// Interrupted by a signal.
-    pub const INTERRUPTED: i32 = 130;
+/// What the caller should do about an [`Error`]. Front ends map kinds to
+/// their own vocabulary: the CLI to exit codes, a web service to HTTP
+/// statuses, the Python package to exception classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The object, bucket, registry or plugin file does not exist: check the
+    /// name.
+    NotFound,
+    /// Credentials are missing, were rejected, or do not allow this: fix the
+    /// credentials or their permissions.
+    Unauthenticated,
+    /// An argument is invalid (a project name, a file, a registry host): fix
+    /// the input; retrying the same call cannot help.
+    InvalidInput,
+    /// The configuration (`plugins.toml` or a plugin's settings) is invalid:
+    /// fix the file.
+    Config,
+    /// A plugin file was refused (missing pin match, unsafe permissions, not
+    /// a plugin, incompatible interface): replace or re-pin the file.
+    PluginRefused,
+    /// The plugin does not offer this operation.
+    Unsupported,
+    /// The destination exists and replacing it was not asked for.
+    AlreadyExists,
+    /// A `check` ran and a probe failed (or did not finish).
+    CheckFailed,
+    /// The service could not be reached or failed; retrying later may help.
+    Unavailable,
+    /// The operation did not finish within its deadline.
+    TimedOut,
+    /// The operation was cancelled before it finished.
+    Cancelled,
+    /// The plugin panicked; it is out of service until it is rebuilt.
+    Panicked,
+    /// Anything else (a local I/O failure, corrupt data, an internal error).
+    Other,
 }
 
-/// Everything that can go wrong in the host.
+impl ErrorKind {
+    /// A short lower-case name, e.g. `not found`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::InvalidInput => "invalid input",
+            ErrorKind::Config => "configuration",
+            ErrorKind::PluginRefused => "plugin refused",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::AlreadyExists => "already exists",
+            ErrorKind::CheckFailed => "check failed",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::TimedOut => "timed out",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Panicked => "panicked",
+            ErrorKind::Other => "other",
+        }
+    }
+
+    /// The library's kind for a plugin's error kind.
+    pub fn from_plugin(kind: credhost_plugin_api::ErrorKind) -> Self {
+        use credhost_plugin_api::ErrorKind as P;
+        match kind {
+            P::NOT_FOUND => ErrorKind::NotFound,
+            P::UNAUTHENTICATED | P::PERMISSION_DENIED => ErrorKind::Unauthenticated,
+            P::CONFIG => ErrorKind::Config,
+            P::INVALID_INPUT => ErrorKind::InvalidInput,
+            P::ALREADY_EXISTS => ErrorKind::AlreadyExists,
+            P::CANCELLED => ErrorKind::Cancelled,
+            P::UNSUPPORTED => ErrorKind::Unsupported,
+            P::UNAVAILABLE => ErrorKind::Unavailable,
+            P::PANICKED => ErrorKind::Panicked,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Everything that can go wrong in the host. Each variant's text is one
+/// line and never holds a secret; [`Error::kind`] says what to do next.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The configuration file is invalid.
+    /// The configuration is invalid.
     #[error("{location}: {message}")]
     Config {
-        /// `file:line` (or just the file) of the fault.
+        /// `file:line` (or just the file, or the variable) of the fault.
         location: String,
-        /// What is wrong, one line.
+        /// What is wrong.
         message: String,
     },
     /// A plugin file could not be loaded.
     #[error("plugin `{plugin}`: {source}")]
     Load {
-        /// The plugin name from the configuration.
+        /// The plugin (or instance) name from the configuration.
         plugin: String,
         /// Why.
         #[source]
         source: crate::loader::LoadError,
     },
     /// A plugin operation failed.
-    #[error("{plugin}: {op}: {source}")]
+    #[error("{instance}: {op}: {source}")]
     Plugin {
-        /// Plugin name.
-        plugin: String,
+        /// The instance name.
+        instance: String,
         /// The operation, e.g. `upload`.
         op: &'static str,
         /// The plugin's error.
         #[source]
         source: PluginError,
     },
-    /// An argument is invalid (project name, file).
+    /// A plugin operation did not finish in time; it was cancelled.
+    #[error("{instance}: {op}: no answer within {} s; the operation was cancelled", .after.as_secs())]
+    Timeout {
+        /// The instance name.
+        instance: String,
+        /// The operation.
+        op: &'static str,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// The plugin does not offer the operation.
+    #[error("{instance}: {op}: {why}")]
+    Unsupported {
+        /// The instance name.
+        instance: String,
+        /// The operation.
+        op: &'static str,
+        /// Why not, e.g. what the plugin declares.
+        why: String,
+    },
+    /// An argument is invalid (a project name, a file, a registry host).
     #[error("{0}")]
     InvalidInput(String),
-    /// The destination exists.
-    #[error("{} already exists (use --force to overwrite)", .0.display())]
+    /// The file to upload is not a ZIP archive.
+    #[error("{} is not a ZIP archive ({why})", path.display())]
+    NotZip {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        why: &'static str,
+    },
+    /// The destination exists and replacing it was not asked for.
+    #[error("{} already exists", .0.display())]
     Exists(PathBuf),
     /// A local I/O failure.
     #[error("{what} {}: {source}", path.display())]
@@ -78,39 +168,46 @@ pub enum Error {
     /// A provider's `check` failed (or did not finish).
     #[error("{0}")]
     CheckFailed(String),
-    /// The request cannot be answered in the form asked for.
-    #[error("{0}")]
-    Unsupported(String),
-    /// The host's async runtime failed (a task panicked or could not start).
+    /// The host's own machinery failed (a task could not start or ended early).
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl Error {
-    /// The exit code the CLI uses for this error.
-    pub fn exit_code(&self) -> i32 {
+    /// What the caller should do next.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Config { .. } | Error::InvalidInput(_) => exit::USAGE,
-            Error::Load { source, .. } => source.exit_code(),
-            Error::Plugin { source, .. } => match source.kind {
-                ErrorKind::NOT_FOUND => exit::NOT_FOUND,
-                ErrorKind::UNAUTHENTICATED | ErrorKind::PERMISSION_DENIED => exit::AUTH,
-                ErrorKind::CONFIG | ErrorKind::INVALID_INPUT => exit::USAGE,
-                ErrorKind::ALREADY_EXISTS => exit::EXISTS,
-                ErrorKind::CANCELLED => exit::INTERRUPTED,
-                _ => exit::OTHER,
+            Error::Config { .. } => ErrorKind::Config,
+            Error::Load { source, .. } => source.kind(),
+            Error::Plugin { source, .. } => ErrorKind::from_plugin(source.kind),
+            Error::Timeout { .. } => ErrorKind::TimedOut,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::InvalidInput(_) | Error::NotZip { .. } => ErrorKind::InvalidInput,
+            Error::Exists(_) => ErrorKind::AlreadyExists,
+            Error::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+                std::io::ErrorKind::PermissionDenied => ErrorKind::Unauthenticated,
+                std::io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+                _ => ErrorKind::Other,
             },
-            Error::Exists(_) => exit::EXISTS,
-            Error::CheckFailed(_) => exit::CHECK_FAILED,
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => exit::NOT_FOUND,
-            Error::Io { .. } | Error::Unsupported(_) | Error::Internal(_) => exit::OTHER,
+            Error::CheckFailed(_) => ErrorKind::CheckFailed,
+            Error::Internal(_) => ErrorKind::Other,
         }
     }
 
-    /// The plugin error kind, when a plugin reported this error.
-    pub fn plugin_kind(&self) -> Option<ErrorKind> {
+    /// Whether trying the same call again later may succeed.
+    pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Plugin { source, .. } => Some(source.kind),
+            Error::Plugin { source, .. } => source.retryable,
+            Error::Timeout { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The plugin's own error, when a plugin reported this one.
+    pub fn plugin_error(&self) -> Option<&PluginError> {
+        match self {
+            Error::Plugin { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -121,5 +218,28 @@ impl Error {
     }
 }
 
-/// The host's result type.
+/// `text` on one line: causes that span lines (an SDK's list of the
+/// credential sources it tried) are joined with `; `.
+pub fn one_line(text: &str) -> String {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+}
+
+/// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use credhost_plugin_api::ErrorKind as P;
+
+    #[test]
+    fn plugin_kinds_map_to_what_to_do_next() {
+        let e = |k| Error::Plugin { instance: "x".into(), op: "upload", source: PluginError::new(k, "m") }.kind();
+        assert_eq!(e(P::NOT_FOUND), ErrorKind::NotFound);
+        assert_eq!(e(P::PERMISSION_DENIED), ErrorKind::Unauthenticated);
+        assert_eq!(e(P::UNAVAILABLE), ErrorKind::Unavailable);
+        assert_eq!(e(P(999)), ErrorKind::Other);
+        let t = Error::Timeout { instance: "aws".into(), op: "token", after: Duration::from_secs(60) };
+        assert_eq!((t.kind(), t.to_string().as_str()), (ErrorKind::TimedOut, "aws: token: no answer within 60 s; the operation was cancelled"));
+    }
+}

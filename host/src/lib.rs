@@ -1,27 +1,36 @@
 //! credhost: a plugin host for deployment credentials.
 //!
-//! A deployment service embeds this library (or calls the `credhost` binary)
-//! to get registry credentials for build jobs, store and fetch project
-//! archives, and hand build jobs their environment. Each platform is a plugin
-//! library listed in `plugins.toml`; see [`Host`].
+//! A deployment service embeds this library to get registry credentials for
+//! build jobs, store and fetch project archives, and hand build jobs their
+//! environment. Each platform is a plugin library, and `plugins.toml` names
+//! the instances of plugins and which one is active; see [`Host`], and
+//! [`LiveHost`] for a service that follows edits of the file.
+//!
+//! The library prints nothing and knows nothing of terminals, flags or exit
+//! codes: it logs through `tracing`, and its errors carry an
+//! [`ErrorKind`] saying what the caller should do next.
 #![warn(missing_docs)]
 
-pub mod cli;
 pub mod config;
-pub mod credhelper;
-pub mod disk_cache;
-pub mod docker_config;
+mod disk_cache;
 mod error;
 mod host;
-pub mod job_env;
-pub mod live;
+mod live;
 pub mod loader;
 pub mod names;
-pub mod progress;
+mod provider;
 pub mod registries;
-pub mod token_cache;
+mod resolver;
+mod services;
+mod token_cache;
 
 pub use credhost_plugin_api as api;
-pub use error::{exit, Error, Result};
-pub use host::{Host, PluginStatus, ProviderHandle, UploadOptions};
+pub use credhost_plugin_api::{
+    AuthForm, Capabilities, CheckReport, CredentialEntry, PluginInfo, RegistryAuth, Secret, TransferResult, REDACTED,
+};
+pub use disk_cache::default_dir as default_cache_dir;
+pub use error::{one_line, Error, ErrorKind, Result};
+pub use host::{Host, PluginStatus};
 pub use live::{LiveHost, SwitchStatus, WatchOptions};
+pub use provider::{DownloadOptions, Progress, ProviderHandle, UploadOptions};
+pub use resolver::Registries;

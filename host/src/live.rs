@@ -199,7 +199,7 @@ impl Shared {
                 Ok(switched)
             }
             Err(e) => {
-                let why = crate::cli::one_line(&e.to_string());
+                let why = crate::error::one_line(&e.to_string());
                 tracing::warn!(target: "credhost::live", file = %self.path.display(), "configuration change rejected, still serving `{}`: {why}", self.active().config.platform);
                 self.status.send_modify(|s| s.last_error = Some(why));
                 state.rejected = Some(text);
@@ -295,11 +295,12 @@ async fn build_provider(config: Config) -> Result<ProviderHandle> {
 
 /// Everything a provider is built from; equal identities need no new provider.
 fn provider_identity(config: &Config) -> String {
-    let entry = config.plugins.get(&config.platform);
+    let entry = config.instances.get(&config.platform);
     serde_json::json!({
         "platform": config.platform,
         "plugin_dir": config.plugin_dir,
         "base_dir": config.base_dir,
+        "plugin": entry.map(|e| e.plugin.clone()),
         "file": entry.and_then(|e| e.file.clone()),
         "sha256": entry.and_then(|e| e.sha256.clone()),
         "settings": config.settings_json(&config.platform),

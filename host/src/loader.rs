@@ -109,11 +109,12 @@ pub enum LoadError {
 }
 
 impl LoadError {
-    /// The CLI exit code for this error.
-    pub fn exit_code(&self) -> i32 {
+    /// What the caller should do next: a missing file is not found, every
+    /// other reason is a refused plugin.
+    pub fn kind(&self) -> crate::ErrorKind {
         match self {
-            LoadError::MissingFile(_) | LoadError::NotInDir { .. } => crate::error::exit::NOT_FOUND,
-            _ => crate::error::exit::PLUGIN,
+            LoadError::MissingFile(_) | LoadError::NotInDir { .. } => crate::ErrorKind::NotFound,
+            _ => crate::ErrorKind::PluginRefused,
         }
     }
 }
@@ -142,6 +143,12 @@ pub fn resolve_file(file: &str, plugin_dir: &Path, base_dir: &Path) -> PathBuf {
     } else {
         plugin_dir.join(library_file_name(file))
     }
+}
+
+/// The library name of plugin `plugin`: `credhost_` and the name with `-`
+/// as `_` (cargo library names cannot contain `-`).
+pub fn default_library(plugin: &str) -> String {
+    format!("credhost_{}", plugin.replace('-', "_"))
 }
 
 /// `libNAME.so` on Linux, `NAME.dll` on Windows, `libNAME.dylib` on macOS.

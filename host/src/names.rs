@@ -7,10 +7,27 @@ use crate::{Error, Result};
 /// The longest accepted name, in bytes (S3's key limit).
 pub const MAX_NAME_LEN: usize = 1024;
 
-/// Checks a project name: not empty, at most 1024 bytes, no NUL or control
-/// characters, not absolute, no `.`/`..` segments, no backslashes.
+/// Characters that change how text is shown without being visible: bidi
+/// controls (which can make `invoice\u{202e}gpj.zip` read as `invoicezip.jpg`),
+/// zero-width characters, the byte-order mark and the line and paragraph
+/// separators.
+fn is_deceptive(c: char) -> bool {
+    matches!(c,
+        '\u{200b}'..='\u{200f}' // zero-width space, non-joiner, joiner; LRM, RLM
+        | '\u{2028}' | '\u{2029}' // line and paragraph separators
+        | '\u{202a}'..='\u{202e}' // bidi embeddings and overrides
+        | '\u{2060}'..='\u{2064}' // word joiner and invisible operators
+        | '\u{2066}'..='\u{2069}' // bidi isolates
+        | '\u{061c}' // Arabic letter mark
+        | '\u{feff}' // byte-order mark
+    )
+}
+
+/// Checks a project name: not empty, at most 1024 bytes, no NUL, control,
+/// bidi or zero-width characters, not absolute, no `.`/`..` or empty
+/// segments, no backslashes.
 pub fn validate_name(name: &str) -> Result<()> {
-    let bad = |why: &str| Err(Error::InvalidInput(format!("invalid project name {:?}: {why}", shorten(name))));
+    let bad = |why: &str| Err(Error::InvalidInput(format!("invalid project name {}: {why}", quote(name))));
     if name.is_empty() {
         return bad("it is empty");
     }
@@ -22,6 +39,9 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
     if name.chars().any(char::is_control) {
         return bad("it contains a control character");
+    }
+    if let Some(c) = name.chars().find(|c| is_deceptive(*c)) {
+        return bad(&format!("it contains the invisible character U+{:04X}", c as u32));
     }
     if name.starts_with('/') {
         return bad("it starts with `/`");
@@ -49,29 +69,46 @@ pub fn validate_bucket(bucket: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::InvalidInput(format!(
-            "invalid bucket name {:?}: use 1-63 lower-case letters, digits, `-`, `_` or `.`",
-            shorten(bucket)
+            "invalid bucket name {}: use 1-63 lower-case letters, digits, `-`, `_` or `.`",
+            quote(bucket)
         )))
     }
 }
 
-fn shorten(s: &str) -> String {
-    if s.len() <= 80 {
-        return s.to_owned();
-    }
-    let mut end = 80;
+/// `s` quoted for a message: at most 80 bytes, every character that could
+/// hide or reorder text escaped.
+fn quote(s: &str) -> String {
+    let mut end = s.len().min(80);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &s[..end])
+    let mut out = String::from("\"");
+    for c in s[..end].chars() {
+        if c.is_control() || is_deceptive(c) || c == '"' || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if end < s.len() {
+        out.push('…');
+    }
+    out.push('"');
+    out
 }
 
-/// Checks that `path` is a non-empty ZIP archive: it starts with a local file
-/// header (or is an empty archive) and ends with an end-of-central-directory
-/// record. Reads at most 64 KiB.
-pub fn verify_zip(path: &Path) -> Result<u64> {
+/// Opens a file to upload and checks it: a regular file (a FIFO would block,
+/// a device never end), opened without blocking, not empty, and (when
+/// `zip`) a ZIP archive: it starts with a local file header (or is an empty
+/// archive) and ends with an end-of-central-directory record. Reads at most
+/// 64 KiB. Returns the size.
+pub fn check_upload_file(path: &Path, zip: bool) -> Result<u64> {
     let io = |e| Error::io("cannot read", path, e);
-    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let mut f = options.open(path).map_err(io)?;
     let meta = f.metadata().map_err(io)?;
     if !meta.is_file() {
         return Err(Error::InvalidInput(format!("{} is not a regular file", path.display())));
@@ -80,12 +117,10 @@ pub fn verify_zip(path: &Path) -> Result<u64> {
     if len == 0 {
         return Err(Error::InvalidInput(format!("{} is empty (0 bytes); refusing to upload it", path.display())));
     }
-    let not_zip = |why: &str| {
-        Err(Error::InvalidInput(format!(
-            "{} is not a ZIP archive ({why}); use --no-verify to upload it anyway",
-            path.display()
-        )))
-    };
+    if !zip {
+        return Ok(len);
+    }
+    let not_zip = |why| Err(Error::NotZip { path: path.to_path_buf(), why });
     let mut head = [0u8; 4];
     if len < 22 || f.read_exact(&mut head).is_err() {
         return not_zip("too short");
@@ -115,10 +150,15 @@ mod tests {
             assert!(validate_name(good).is_ok(), "{good}");
         }
         let long = "a".repeat(1025);
-        for bad in ["", "..", "../x.zip", "a/../b", "/etc/passwd", "a\0b", "a\nb", "a\x1b", "a//b", "a\\b", &long] {
+        for bad in [
+            "", "..", "../x.zip", "a/../b", "/etc/passwd", "a\0b", "a\nb", "a\x1b", "a//b", "a\\b", &long,
+            "invoice\u{202e}gpj.zip", "a\u{200b}.zip", "\u{feff}a.zip", "a\u{2028}b", "a\u{2067}b",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
         assert!(validate_name(&"a".repeat(1024)).is_ok());
+        let e = validate_name("invoice\u{202e}gpj.zip").unwrap_err().to_string();
+        assert_eq!(e, "invalid project name \"invoice\\u{202e}gpj.zip\": it contains the invisible character U+202E");
     }
 
     #[test]

@@ -1,71 +1,86 @@
-//! Which plugin serves which container registry.
+//! Which plugin instance serves which container registry.
 //!
-//! Two sources, so that one credential helper can serve several platforms'
-//! registries at once: each plugin's own `registry` setting (the host the
-//! plugin hands out credentials for), and the optional `[registries]` table of
-//! `plugins.toml`, mapping further hosts (exactly, or by a `*.suffix`
-//! wildcard) to a plugin whose credentials they accept.
+//! Three sources, so that one credential helper can serve several
+//! platforms' registries at once:
+//! - the registry each instance's plugin declares (through the interface, as
+//!   the setting that names it), and the `registries` an instance table lists;
+//! - the `[registries]` table of `plugins.toml`, mapping further hosts
+//!   (exactly, or by a `*.suffix` wildcard) to an instance whose credentials
+//!   they accept.
 
 use std::collections::BTreeMap;
 
+use credhost_plugin_api::{rules::registry_host, PluginInfo};
+
 use crate::{config::Config, Error, Result};
 
-/// How a registry host reached its plugin.
+/// How a registry host reached its instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Via {
     /// An exact `[registries]` entry.
     Table,
-    /// The plugin's own `registry` setting.
-    Setting,
+    /// The instance itself: its plugin's declared registry setting, or its
+    /// `registries` list.
+    Instance,
     /// A `[registries]` wildcard (the pattern, e.g. `*.example.com`).
     Wildcard(String),
 }
 
-/// The plugin that serves a registry host.
+/// The instance that serves a registry host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
-    /// The plugin name.
-    pub plugin: String,
-    /// Why this plugin.
+    /// The instance name.
+    pub instance: String,
+    /// Why this instance.
     pub via: Via,
 }
 
-/// Registry hosts and the plugins serving them.
+/// Registry hosts and the instances serving them.
 #[derive(Clone, Debug, Default)]
 pub struct RegistryMap {
     exact: BTreeMap<String, Route>,
-    /// `(".suffix", plugin, "*.suffix")`, longest suffix first.
+    /// `(".suffix", instance, "*.suffix")`, longest suffix first.
     wildcards: Vec<(String, String, String)>,
 }
 
 impl RegistryMap {
-    /// Builds the map of `config`. Two plugins whose `registry` settings name
-    /// the same host are an error unless a `[registries]` entry picks one.
-    pub fn from_config(config: &Config) -> Result<Self> {
+    /// Builds the map of `config`, given what each instance's plugin declares
+    /// (`infos`, by instance name; an instance whose plugin could not be
+    /// loaded is simply absent). Two instances serving the same host are an
+    /// error unless a `[registries]` entry picks one.
+    pub fn new(config: &Config, infos: &BTreeMap<String, PluginInfo>) -> Result<Self> {
         let mut exact: BTreeMap<String, Route> = BTreeMap::new();
         let mut wildcards = Vec::new();
-        for (pattern, plugin) in &config.registries {
+        for (pattern, instance) in &config.registries {
             match pattern.strip_prefix('*') {
-                Some(suffix) => wildcards.push((suffix.to_owned(), plugin.clone(), pattern.clone())),
+                Some(suffix) => wildcards.push((suffix.to_owned(), instance.clone(), pattern.clone())),
                 None => {
-                    exact.insert(pattern.clone(), Route { plugin: plugin.clone(), via: Via::Table });
+                    exact.insert(pattern.clone(), Route { instance: instance.clone(), via: Via::Table });
                 }
             }
         }
-        for (name, entry) in &config.plugins {
-            let Some(host) = plugin_registry(&entry.settings) else { continue };
-            match exact.get(&host) {
-                Some(Route { via: Via::Table, .. }) => {}
-                Some(Route { plugin: other, .. }) => {
-                    return Err(Error::Config {
-                        location: config.locate(&["plugins", name, "settings", "registry"]),
-                        message: format!(
-                            "registry {host} is the registry of plugins `{other}` and `{name}`; add `\"{host}\" = \"{name}\"` (or `{other}`) to [registries] to choose"
-                        ),
-                    });
-                }
-                None => {
-                    exact.insert(host, Route { plugin: name.clone(), via: Via::Setting });
+        for (name, instance) in &config.instances {
+            let mut hosts: Vec<(String, Vec<String>)> =
+                instance.registries.iter().map(|h| (registry_host(h), vec!["plugins".to_owned(), name.clone(), "registries".to_owned()])).collect();
+            if let Some((host, key)) = declared_registry(config, name, infos.get(name)) {
+                hosts.push((host, key));
+            }
+            for (host, key) in hosts {
+                match exact.get(&host) {
+                    Some(Route { via: Via::Table, .. }) => {}
+                    Some(Route { instance: other, .. }) if other == name => {}
+                    Some(Route { instance: other, .. }) => {
+                        let key: Vec<&str> = key.iter().map(String::as_str).collect();
+                        return Err(Error::Config {
+                            location: config.locate(&key),
+                            message: format!(
+                                "registry {host} is served by instances `{other}` and `{name}`; add `\"{host}\" = \"{name}\"` (or `{other}`) to [registries] to choose"
+                            ),
+                        });
+                    }
+                    None => {
+                        exact.insert(host, Route { instance: name.clone(), via: Via::Instance });
+                    }
                 }
             }
         }
@@ -73,11 +88,11 @@ impl RegistryMap {
         Ok(Self { exact, wildcards })
     }
 
-    /// The plugin serving `server` (a host, or a URL as Docker passes it):
-    /// an exact `[registries]` entry, else a plugin's `registry` setting,
-    /// else the longest matching wildcard.
+    /// The instance serving `server` (a host, or a URL as Docker passes it):
+    /// an exact `[registries]` entry, else an instance's own registry, else
+    /// the longest matching wildcard.
     pub fn resolve(&self, server: &str) -> Option<Route> {
-        let host = normalize_host(server);
+        let host = registry_host(server);
         if host.is_empty() {
             return None;
         }
@@ -87,7 +102,7 @@ impl RegistryMap {
         self.wildcards
             .iter()
             .find(|(suffix, _, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
-            .map(|(_, plugin, pattern)| Route { plugin: plugin.clone(), via: Via::Wildcard(pattern.clone()) })
+            .map(|(_, instance, pattern)| Route { instance: instance.clone(), via: Via::Wildcard(pattern.clone()) })
     }
 
     /// Every exactly known host and its route, sorted by host.
@@ -101,32 +116,40 @@ impl RegistryMap {
     }
 }
 
-/// The registry host a plugin's settings name, by the convention the bundled
-/// plugins follow: `registry = "HOST"` (aws, gcp) or `registry = { url = "URL" }`
-/// (local). Settings stay opaque otherwise.
-pub fn plugin_registry(settings: &toml::Table) -> Option<String> {
-    let value = settings.get("registry")?;
-    let text = match value {
-        toml::Value::String(s) => s.as_str(),
-        toml::Value::Table(t) => t.get("url")?.as_str()?,
-        _ => return None,
+/// The registry host instance `name` serves by its plugin's declaration, and
+/// the key path of the setting it came from. A plugin that declares nothing
+/// (built by an older kit) gets the old reading of its `registry` setting (a
+/// host, or a table with a `url`), with a deprecation warning.
+fn declared_registry(config: &Config, name: &str, info: Option<&PluginInfo>) -> Option<(String, Vec<String>)> {
+    let instance = config.instances.get(name)?;
+    let mut key = vec!["plugins".to_owned(), name.to_owned(), "settings".to_owned()];
+    let declared = info.and_then(PluginInfo::registry_setting).map(str::to_owned);
+    let path: Vec<String> = match &declared {
+        Some(path) => path.split('.').map(str::to_owned).collect(),
+        None if info.is_some() && instance.registries.is_empty() => {
+            let value = instance.settings.get("registry")?;
+            let url = match value {
+                toml::Value::Table(t) => t.get("url").map(|_| vec!["registry".to_owned(), "url".to_owned()]),
+                toml::Value::String(_) => Some(vec!["registry".to_owned()]),
+                _ => None,
+            }?;
+            tracing::warn!(
+                target: "credhost::registries",
+                "instance `{name}`: its plugin does not declare which setting names its registry; reading `settings.registry` is deprecated and will stop in the next release: rebuild the plugin with the current kit, or list the hosts in `registries = [...]` of [plugins.{name}]"
+            );
+            url
+        }
+        None => return None,
     };
-    let host = normalize_host(text);
-    (!host.is_empty()).then_some(host)
-}
-
-/// `host[:port]` of a registry URL or host, lower case: no scheme, path,
-/// trailing dot or whitespace (Docker passes `https://index.docker.io/v1/`,
-/// skopeo `host:port`).
-pub fn normalize_host(server: &str) -> String {
-    let s = server.trim();
-    let lower = s.to_ascii_lowercase();
-    let rest = match lower.find("://") {
-        Some(i) => &lower[i + 3..],
-        None => lower.as_str(),
-    };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    host.trim_end_matches('.').to_owned()
+    let (last, parents) = path.split_last()?;
+    let mut table = &instance.settings;
+    for segment in parents {
+        table = table.get(segment)?.as_table()?;
+    }
+    let value = table.get(last)?;
+    let host = registry_host(value.as_str()?);
+    key.extend(path);
+    (!host.is_empty()).then_some((host, key))
 }
 
 /// Checks a `[registries]` key: `host[:port]`, or `*.suffix`.
@@ -155,10 +178,30 @@ pub fn check_pattern(pattern: &str) -> std::result::Result<(), String> {
 mod tests {
     use std::path::Path;
 
+    use credhost_plugin_api::{keys, Capabilities, Extra};
+
     use super::*;
 
+    fn info(registry_setting: Option<&str>) -> PluginInfo {
+        let info = PluginInfo {
+            name: "p".into(),
+            version: "1".into(),
+            api_version: "1.0.0".into(),
+            capabilities: Capabilities::ALL,
+            extra: Extra::new(),
+        };
+        match registry_setting {
+            Some(s) => info.with_extra(keys::REGISTRY_SETTING, s),
+            None => info,
+        }
+    }
+
     fn map(text: &str) -> Result<RegistryMap> {
-        RegistryMap::from_config(&Config::parse(Path::new("p.toml"), text, None, None)?)
+        let config = Config::parse(Path::new("p.toml"), text, None, None)?;
+        let mut infos = BTreeMap::new();
+        infos.insert("local".to_owned(), info(Some("registry.url")));
+        infos.insert("aws".to_owned(), info(Some("registry")));
+        RegistryMap::new(&config, &infos)
     }
 
     const TWO: &str = r#"platform = "local"
@@ -169,45 +212,70 @@ registry = "123.dkr.ecr.us-east-1.amazonaws.com"
 "#;
 
     #[test]
-    fn hosts_are_normalized() {
-        assert_eq!(normalize_host("https://Index.Docker.io/v1/"), "index.docker.io");
-        assert_eq!(normalize_host(" 127.0.0.1:5000\n"), "127.0.0.1:5000");
-        assert_eq!(normalize_host("http://reg.example.com./x"), "reg.example.com");
-        assert_eq!(normalize_host(""), "");
-    }
-
-    #[test]
-    fn settings_and_table_and_wildcards() {
+    fn declared_settings_table_and_wildcards() {
         let m = map(&format!(
             "{TWO}[registries]\n\"127.0.0.1:5001\" = \"aws\"\n\"*.pkg.example\" = \"local\"\n\"*.a.pkg.example\" = \"aws\"\n"
         ))
         .unwrap();
-        let plugin = |h: &str| m.resolve(h).map(|r| r.plugin);
-        assert_eq!(plugin("127.0.0.1:5000").as_deref(), Some("local"));
-        assert_eq!(plugin("https://123.DKR.ecr.us-east-1.amazonaws.com").as_deref(), Some("aws"));
+        let instance = |h: &str| m.resolve(h).map(|r| r.instance);
+        assert_eq!(instance("127.0.0.1:5000").as_deref(), Some("local"));
+        assert_eq!(instance("https://123.DKR.ecr.us-east-1.amazonaws.com").as_deref(), Some("aws"));
         assert_eq!(m.resolve("127.0.0.1:5001").unwrap().via, Via::Table);
-        assert_eq!(plugin("x.pkg.example").as_deref(), Some("local"));
+        assert_eq!(instance("x.pkg.example").as_deref(), Some("local"));
         // The longest suffix wins; a wildcard never matches the bare domain.
         assert_eq!(m.resolve("b.a.pkg.example").unwrap().via, Via::Wildcard("*.a.pkg.example".into()));
-        assert_eq!(plugin("pkg.example"), None);
-        assert_eq!(plugin("127.0.0.1:5002"), None);
+        assert_eq!(instance("pkg.example"), None);
+        assert_eq!(instance("127.0.0.1:5002"), None);
         let hosts: Vec<&str> = m.hosts().map(|(h, _)| h).collect();
         assert_eq!(hosts, ["123.dkr.ecr.us-east-1.amazonaws.com", "127.0.0.1:5000", "127.0.0.1:5001"]);
     }
 
     #[test]
-    fn a_table_entry_overrides_a_setting() {
+    fn instances_of_one_plugin_serve_their_own_registries() {
+        let text = r#"platform = "aws-prod"
+[plugins.aws-prod]
+plugin = "aws"
+[plugins.aws-prod.settings]
+registry = "111.dkr.ecr.us-east-1.amazonaws.com"
+[plugins.aws-dev]
+plugin = "aws"
+registries = ["mirror.example:5000"]
+[plugins.aws-dev.settings]
+registry = "222.dkr.ecr.us-east-1.amazonaws.com"
+"#;
+        let config = Config::parse(Path::new("p.toml"), text, None, None).unwrap();
+        let infos: BTreeMap<String, PluginInfo> =
+            ["aws-prod", "aws-dev"].into_iter().map(|n| (n.to_owned(), info(Some("registry")))).collect();
+        let m = RegistryMap::new(&config, &infos).unwrap();
+        assert_eq!(m.resolve("111.dkr.ecr.us-east-1.amazonaws.com").unwrap().instance, "aws-prod");
+        assert_eq!(m.resolve("222.dkr.ecr.us-east-1.amazonaws.com").unwrap().instance, "aws-dev");
+        assert_eq!(m.resolve("mirror.example:5000").unwrap().instance, "aws-dev");
+    }
+
+    #[test]
+    fn undeclared_registries_use_the_old_reading_and_unloaded_plugins_none() {
+        let config = Config::parse(Path::new("p.toml"), TWO, None, None).unwrap();
+        let mut infos = BTreeMap::new();
+        infos.insert("local".to_owned(), info(None));
+        let m = RegistryMap::new(&config, &infos).unwrap();
+        assert_eq!(m.resolve("127.0.0.1:5000").unwrap().instance, "local");
+        // `aws` did not load: its registry is unknown.
+        assert_eq!(m.resolve("123.dkr.ecr.us-east-1.amazonaws.com"), None);
+    }
+
+    #[test]
+    fn a_table_entry_overrides_a_declaration() {
         let text = TWO.replace("123.dkr.ecr.us-east-1.amazonaws.com", "127.0.0.1:5000");
         let e = map(&text).err().unwrap().to_string();
-        assert!(e.starts_with("p.toml:3: registry 127.0.0.1:5000 is the registry of plugins `aws` and `local`"), "{e}");
+        assert!(e.starts_with("p.toml:3: registry 127.0.0.1:5000 is served by instances `aws` and `local`"), "{e}");
         let m = map(&format!("{text}[registries]\n\"127.0.0.1:5000\" = \"aws\"\n")).unwrap();
-        assert_eq!(m.resolve("127.0.0.1:5000").unwrap().plugin, "aws");
+        assert_eq!(m.resolve("127.0.0.1:5000").unwrap().instance, "aws");
     }
 
     #[test]
     fn bad_table_entries_name_file_and_line() {
         let e = map(&format!("{TWO}[registries]\n\"a.example\" = \"gpc\"\n")).err().unwrap().to_string();
-        assert_eq!(e, "p.toml:7: registries: `a.example` names unknown plugin `gpc`; known plugins: aws, local");
+        assert_eq!(e, "p.toml:7: registries: `a.example` names unknown instance `gpc`; known instances: aws, local");
         let e = map(&format!("{TWO}[registries]\n\"https://a.example\" = \"aws\"\n")).err().unwrap().to_string();
         assert!(e.starts_with("p.toml:7: registries: invalid registry `https://a.example`"), "{e}");
         let e = map(&format!("{TWO}[registries]\n\"*example.com\" = \"aws\"\n")).err().unwrap().to_string();

@@ -5,16 +5,17 @@ use std::{
     collections::HashMap,
     future::Future,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
-use credhost_plugin_api::RegistryAuth;
+use credhost_plugin_api::{
+    rules::{reuse_until, unix_now},
+    RegistryAuth,
+};
 
 /// How long credentials without an expiry (and "no credentials needed"
 /// answers) are reused.
 pub const NO_EXPIRY_TTL: Duration = Duration::from_secs(600);
-/// Refresh at the latest this long before expiry...
-pub const MAX_MARGIN: Duration = Duration::from_secs(300);
 
 #[derive(Clone)]
 struct Entry {
@@ -30,26 +31,15 @@ pub struct TokenCache {
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Entry>>>>>,
 }
 
-/// Now, in Unix seconds.
-pub fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
-/// When to stop using credentials fetched at `now` that expire at `expires_at`:
-/// 5 minutes before expiry, or a quarter of the lifetime for short-lived ones.
-/// `None` when they must not be cached at all (already expired, or too close).
+/// When to stop using credentials fetched at `now` that expire at
+/// `expires_at`: the interface's refresh rule (5 minutes before expiry, or a
+/// quarter of the lifetime for short-lived ones); [`NO_EXPIRY_TTL`] for
+/// answers without an expiry. `None` when they must not be cached at all
+/// (already expired, or too close).
 pub fn use_until(now: i64, expires_at: Option<i64>) -> Option<i64> {
     match expires_at {
         None => Some(now + NO_EXPIRY_TTL.as_secs() as i64),
-        Some(exp) => {
-            let lifetime = exp - now;
-            if lifetime <= 0 {
-                return None;
-            }
-            let margin = (MAX_MARGIN.as_secs() as i64).min(lifetime / 4).max(1);
-            let until = exp - margin;
-            (until > now).then_some(until)
-        }
+        Some(exp) => reuse_until(now, exp),
     }
 }
 
@@ -83,10 +73,6 @@ impl TokenCache {
         Ok(auth)
     }
 
-    /// Forgets everything (e.g. after credentials were rejected).
-    pub fn clear(&self) {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    }
 }
 
 #[cfg(test)]

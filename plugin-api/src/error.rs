@@ -105,14 +105,12 @@ impl PluginError {
 
     /// A settings error about `key` (a dotted path such as `storage.kind`).
     pub fn config(key: &str, message: impl Into<String>) -> Self {
-        let mut e = Self::new(ErrorKind::CONFIG, message);
-        e.extra.insert("key".into(), key.into());
-        e
+        Self::new(ErrorKind::CONFIG, message).with_config_key(key)
     }
 
     /// The setting at fault, for [`ErrorKind::CONFIG`] errors.
     pub fn config_key(&self) -> Option<&str> {
-        self.extra.get("key").map(|k| k.as_str())
+        self.extra.get(crate::extra::keys::KEY).map(|k| k.as_str())
     }
 
     /// The operation is not offered by this plugin.
@@ -128,6 +126,30 @@ impl fmt::Display for PluginError {
 }
 
 impl std::error::Error for PluginError {}
+
+/// A local I/O error, by what the caller should do next. An error that
+/// carries a [`PluginError`] (a failing host byte source or sink, wrapped
+/// into an `io::Error` on the way) comes back as that error.
+impl From<std::io::Error> for PluginError {
+    fn from(e: std::io::Error) -> Self {
+        use std::io::ErrorKind as Io;
+        if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<PluginError>()) {
+            return inner.clone();
+        }
+        let (kind, retryable) = match e.kind() {
+            Io::NotFound => (ErrorKind::NOT_FOUND, false),
+            Io::PermissionDenied => (ErrorKind::PERMISSION_DENIED, false),
+            Io::AlreadyExists => (ErrorKind::ALREADY_EXISTS, false),
+            Io::InvalidInput | Io::InvalidData => (ErrorKind::INVALID_INPUT, false),
+            Io::TimedOut | Io::ConnectionRefused | Io::ConnectionReset | Io::ConnectionAborted => {
+                (ErrorKind::UNAVAILABLE, true)
+            }
+            Io::Interrupted => (ErrorKind::CANCELLED, false),
+            _ => (ErrorKind::IO, false),
+        };
+        PluginError::new(kind, e.to_string()).retryable(retryable)
+    }
+}
 
 /// The result type of every fallible call across the boundary.
 pub type PResult<T> = RResult<T, PluginError>;

@@ -16,8 +16,10 @@
 #![allow(non_camel_case_types, non_local_definitions)]
 
 mod error;
+pub mod extra;
 mod provider;
 mod root;
+pub mod rules;
 mod secret;
 mod types;
 
@@ -29,6 +31,7 @@ pub use async_ffi;
 pub use async_ffi::FfiFuture;
 
 pub use error::{ErrorKind, PResult, PluginError};
+pub use extra::{keys, AuthForm, AuthKind};
 pub use provider::{
     HostServices, HostServicesBox, HostServices_TO, LogLevel, Provider, ProviderBox, Provider_TO,
 };

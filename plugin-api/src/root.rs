@@ -3,7 +3,6 @@
 use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
-    package_version_strings,
     sabi_types::VersionStrings,
     std_types::{RStr, RString},
     StableAbi,
@@ -103,8 +102,11 @@ impl RootModule for PluginRoot_Ref {
     declare_root_module_statics! {PluginRoot_Ref}
     const BASE_NAME: &'static str = "credhost_plugin";
     const NAME: &'static str = "credhost_plugin";
-    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new(API_VERSION);
 }
 
-/// The version of this interface crate, as plugins report it in [`PluginInfo::api_version`].
-pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The interface version: what plugins report in [`PluginInfo::api_version`]
+/// and what the loader checks. It is not the crate's version: additions that
+/// change no layout (helpers, constants, accessors) leave it alone; it moves
+/// to the next minor only when the interface itself grows.
+pub const API_VERSION: &str = "1.0.0";

@@ -150,6 +150,11 @@ pub enum Dest {
 pub struct ProgressHandle(Option<Arc<ProgressBox>>);
 
 impl ProgressHandle {
+    /// Wraps the host's progress object, if it sent one.
+    pub fn new(progress: Option<ProgressBox>) -> Self {
+        Self(progress.map(Arc::new))
+    }
+
     /// Sets the total size, once known.
     pub fn set_total(&self, total: u64) {
         if let Some(p) = &self.0 {
@@ -231,23 +236,54 @@ pub fn secret_from_env(key: &str, var: &str) -> Result<crate::Secret, PluginErro
 // ---------------------------------------------------------------------------
 // Runtime and boundary guards
 
-static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+/// The plugin runtime of this process, with the process it was built in.
+struct RuntimeSlot {
+    pid: u32,
+    runtime: tokio::runtime::Runtime,
+}
 
-/// The plugin's own runtime, built on first use. Two workers: plugins do I/O,
-/// not computation, and share the machine with the host.
+/// The current slot. Slots are leaked, never freed: a runtime inherited
+/// through `fork()` has lost its threads and cannot be shut down.
+static RUNTIME: std::sync::atomic::AtomicPtr<RuntimeSlot> = std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// The plugin's own runtime, built on first use in each process. Two
+/// workers: plugins do I/O, not computation, and share the machine with the
+/// host.
+///
+/// A process forked after the runtime was built (gunicorn and Celery
+/// workers) gets a runtime of its own on its first call: the inherited one
+/// has no threads left. No lock is taken, so a fork that happened while
+/// another thread was in here cannot leave the child waiting for ever.
 pub fn runtime() -> Result<&'static tokio::runtime::Runtime, PluginError> {
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .max_blocking_threads(16)
-                .thread_name("credhost-plugin")
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| PluginError::new(ErrorKind::OTHER, format!("cannot start the plugin runtime: {e}")))
+    use std::sync::atomic::Ordering;
+    let pid = std::process::id();
+    loop {
+        let current = RUNTIME.load(Ordering::Acquire);
+        // SAFETY: slots are created below from a leaked Box and never freed.
+        if let Some(slot) = unsafe { current.as_ref() } {
+            if slot.pid == pid {
+                return Ok(&slot.runtime);
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(16)
+            .thread_name("credhost-plugin")
+            .enable_all()
+            .build()
+            .map_err(|e| PluginError::new(ErrorKind::OTHER, format!("cannot start the plugin runtime: {e}")))?;
+        let fresh = Box::into_raw(Box::new(RuntimeSlot { pid, runtime }));
+        match RUNTIME.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            // The replaced slot (another process's) stays leaked.
+            Ok(_) => {}
+            Err(_) => {
+                // Another thread installed one first; drop ours (it never ran a task).
+                // SAFETY: `fresh` came from Box::into_raw above and was never shared.
+                let ours = unsafe { Box::from_raw(fresh) };
+                ours.runtime.shutdown_background();
+            }
+        }
+    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -273,8 +309,10 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 /// Runs `make()` (guarded against panics) to get a future, spawns it on the
-/// plugin runtime and returns an FFI future awaiting it.
-fn spawn_guarded<T, F, M>(what: &'static str, make: M) -> FfiFuture<PResult<T>>
+/// plugin runtime and returns an FFI future awaiting it; dropping that future
+/// aborts the task. Plumbing shared with plugin kits built on this crate.
+#[doc(hidden)]
+pub fn spawn_guarded<T, F, M>(what: &'static str, make: M) -> FfiFuture<PResult<T>>
 where
     T: Send + 'static,
     F: Future<Output = Result<T, PluginError>> + Send + 'static,
@@ -359,20 +397,29 @@ impl<P: CredentialProvider> Provider for Adapter<P> {
     }
 
     fn wait_idle(&self) -> FfiFuture<PResult<()>> {
-        spawn_guarded("wait_idle", || async {
-            // Clean-up runs as tasks on this plugin's runtime (e.g. the abort
-            // of a multipart upload spawned when an upload is dropped): wait
-            // until this task is the only one left.
-            let handle = tokio::runtime::Handle::current();
-            while handle.metrics().num_alive_tasks() > 1 {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Ok(())
-        })
+        wait_idle()
     }
 }
 
-fn extra_to_map(extra: Extra) -> HashMap<String, String> {
+/// The body of [`Provider::wait_idle`] for plugins on this runtime.
+/// Plumbing shared with plugin kits built on this crate.
+#[doc(hidden)]
+pub fn wait_idle() -> FfiFuture<PResult<()>> {
+    spawn_guarded("wait_idle", || async {
+        // Clean-up runs as tasks on this plugin's runtime (e.g. the abort
+        // of a multipart upload spawned when an upload is dropped): wait
+        // until this task is the only one left.
+        let handle = tokio::runtime::Handle::current();
+        while handle.metrics().num_alive_tasks() > 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(())
+    })
+}
+
+/// An `extra` map as a std map. Plumbing shared with plugin kits.
+#[doc(hidden)]
+pub fn extra_to_map(extra: Extra) -> HashMap<String, String> {
     extra.into_iter().map(|t| (t.0.into_string(), t.1.into_string())).collect()
 }
 
@@ -392,18 +439,35 @@ pub fn info_for<P: Plugin>() -> PluginInfo {
 /// routes logs, and builds the provider on the plugin runtime.
 #[doc(hidden)]
 pub fn new_provider_for<P: Plugin>(settings_json: &str, host: HostServicesBox) -> PResult<crate::ProviderBox> {
+    construct(P::NAME, settings_json, host, |settings, ctx| async move {
+        P::new(settings, ctx).await.map(|p| Adapter(Arc::new(p)))
+    })
+}
+
+/// Builds a provider: routes the plugin's logs to the host, parses the
+/// settings JSON, runs `build` on the plugin runtime and boxes the result
+/// for the host. Panics anywhere in it become [`ErrorKind::PANICKED`]
+/// errors. Plumbing shared with plugin kits built on this crate.
+#[doc(hidden)]
+pub fn construct<T, F, Fut>(plugin: &'static str, settings_json: &str, host: HostServicesBox, build: F) -> PResult<crate::ProviderBox>
+where
+    T: Provider + 'static,
+    F: FnOnce(serde_json::Value, Context) -> Fut,
+    Fut: Future<Output = Result<T, PluginError>> + Send + 'static,
+{
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<crate::ProviderBox, PluginError> {
         let ctx = Context { base_dir: PathBuf::from(host.base_dir().as_str()) };
-        install_host_logging(P::NAME, host);
+        install_host_logging(plugin, host);
         let settings: serde_json::Value = serde_json::from_str(settings_json)
             .map_err(|e| PluginError::new(ErrorKind::CONFIG, format!("settings are not valid JSON: {e}")))?;
         let rt = runtime()?;
+        let fut = build(settings, ctx);
         // The constructor may await I/O; run it on the plugin runtime from this
         // (host, synchronous) thread without blocking any async executor: the
         // host calls `new_provider` outside async code.
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         rt.spawn(async move {
-            let built = match tokio::spawn(P::new(settings, ctx)).await {
+            let built = match tokio::spawn(fut).await {
                 Ok(r) => r,
                 Err(j) if j.is_panic() => Err(panicked("new_provider", &*j.into_panic())),
                 Err(_) => Err(PluginError::new(ErrorKind::CANCELLED, "plugin constructor was cancelled")),
@@ -413,12 +477,23 @@ pub fn new_provider_for<P: Plugin>(settings_json: &str, host: HostServicesBox) -
         let provider = rx
             .recv()
             .map_err(|_| PluginError::new(ErrorKind::OTHER, "the plugin runtime stopped during construction"))??;
-        Ok(crate::Provider_TO::from_value(Adapter(Arc::new(provider)), abi_stable::sabi_trait::TD_Opaque))
+        Ok(crate::Provider_TO::from_value(provider, abi_stable::sabi_trait::TD_Opaque))
     }));
     match result {
         Ok(Ok(p)) => RResult::ROk(p),
         Ok(Err(e)) => RResult::RErr(e),
         Err(p) => RResult::RErr(panicked("new_provider", &*p)),
+    }
+}
+
+/// The value of [`keys::PANIC`](crate::keys::PANIC) for a plugin compiled
+/// with `panic = "abort"` (`true`) or `"unwind"`.
+#[doc(hidden)]
+pub fn panic_strategy(aborts: bool) -> &'static str {
+    if aborts {
+        "abort"
+    } else {
+        "unwind"
     }
 }
 
@@ -434,8 +509,10 @@ macro_rules! export_plugin {
 
             #[::abi_stable::sabi_extern_fn]
             fn plugin_info() -> $crate::PluginInfo {
-                // `info_for` only copies constants; it cannot panic.
+                // `info_for` only copies constants; it cannot panic. The
+                // panic strategy is read here, where the plugin is compiled.
                 $crate::sdk::info_for::<$plugin>()
+                    .with_extra($crate::keys::PANIC, $crate::sdk::panic_strategy(cfg!(panic = "abort")))
             }
 
             #[::abi_stable::sabi_extern_fn]
@@ -558,7 +635,9 @@ pub struct SourceReader {
 }
 
 impl SourceReader {
-    fn new(mut source: ByteSourceBox) -> Self {
+    /// Adapts a host byte source; must be called on the plugin runtime.
+    #[doc(hidden)]
+    pub fn new(mut source: ByteSourceBox) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         tokio::task::spawn_blocking(move || loop {
             let mut chunk = vec![0u8; CHUNK];
@@ -615,7 +694,9 @@ pub struct SinkWriter {
 }
 
 impl SinkWriter {
-    fn new(mut sink: ByteSinkBox) -> Self {
+    /// Adapts a host byte sink; must be called on the plugin runtime.
+    #[doc(hidden)]
+    pub fn new(mut sink: ByteSinkBox) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<SinkMsg>(2);
         let failed = Arc::new(std::sync::Mutex::new(None));
         let failed_in_thread = failed.clone();

@@ -214,7 +214,7 @@ fn static_docker_config_holds_the_current_credentials() {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ws.path("config.json")).unwrap()).unwrap();
     assert_eq!(v, serde_json::json!({"credHelpers": {registry.as_str(): "credhost"}}));
     let err = ws.run(&["docker-config", "--registry", "unknown.example", "-o", "x.json"]).fails_with(2);
-    assert!(err.contains("no plugin serves registry unknown.example"), "{err}");
+    assert!(err.contains("no instance serves registry unknown.example"), "{err}");
 }
 
 #[test]
@@ -287,7 +287,7 @@ fn registries_table_is_strict_and_located() {
     assert_eq!(run.code(), 1);
     let out = run.stdout();
     assert!(
-        out.contains(&format!("plugins.toml:{line}: registries: `ecr.example` names unknown plugin `gpc`; known plugins: local")),
+        out.contains(&format!("plugins.toml:{line}: registries: `ecr.example` names unknown instance `gpc`; known instances: local")),
         "{out}"
     );
     let err = ws.run(&["check"]).fails_with(2);

@@ -499,7 +499,7 @@ fn streamed_uploads_resume_and_refuse_corrupted_content() {
     delete_object(&svc, &good);
 
     let err = corrupt.expect_err("a corrupted stream upload must fail");
-    assert_eq!(err.plugin_kind().map(|k| k.name()), Some("integrity"), "{err}");
+    assert_eq!(err.plugin_error().map(|e| e.kind.name()), Some("integrity"), "{err}");
     assert!(err.to_string().contains("crc32c mismatch"), "{err}");
     // The mismatching object was taken away again.
     std::thread::sleep(Duration::from_millis(100));

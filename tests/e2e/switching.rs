@@ -248,7 +248,7 @@ fn live_host_swaps_only_checked_configurations() {
         // A syntax error: rejected with file and line, `b` keeps serving.
         ws.write_config(&config("c", &open).replace("[plugins.local.settings]", "[plugins.local.settings]\ncolour = \"red\""));
         let e = live.reload().await.unwrap_err();
-        assert_eq!(e.exit_code(), credhost::exit::USAGE);
+        assert_eq!(e.kind(), credhost::ErrorKind::Config);
         assert!(e.to_string().contains("plugins.toml:5:") && e.to_string().contains("colour"), "{e}");
         let s = live.status();
         assert_eq!(s.generation, 1);
@@ -257,7 +257,7 @@ fn live_host_swaps_only_checked_configurations() {
         // A configuration whose check fails (registry unreachable): rejected too.
         ws.write_config(&config("c", "127.0.0.1:1"));
         let e = live.reload().await.unwrap_err();
-        assert_eq!(e.exit_code(), credhost::exit::CHECK_FAILED, "{e}");
+        assert_eq!(e.kind(), credhost::ErrorKind::CheckFailed, "{e}");
         assert!(e.to_string().contains("check of platform `local` failed: registry"), "{e}");
         live.provider().upload_file(&zip, &credhost::UploadOptions { name: Some("still-b.zip".into()), ..Default::default() }).await.unwrap();
         assert!(ws.path("b/projects/still-b.zip").exists());

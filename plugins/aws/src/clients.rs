@@ -1,13 +1,29 @@
 //! SDK configuration from aws-config's default chain, narrowed by settings.
 
-use aws_config::{sts::AssumeRoleProvider, BehaviorVersion, Region, SdkConfig};
+use std::time::Duration;
+
+use aws_config::{
+    stalled_stream_protection::StalledStreamProtectionConfig, sts::AssumeRoleProvider, timeout::TimeoutConfig, BehaviorVersion,
+    Region, SdkConfig,
+};
 use aws_credential_types::{
     provider::{ProvideCredentials, SharedCredentialsProvider},
     Credentials,
 };
-use credhost_plugin_api::{ErrorKind, PluginError};
+use credhost_plugin_sdk::{check_http_url, error_chain, Error as PluginError, ErrorKind};
 
 use crate::settings::Settings;
+
+/// Time allowed to open a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a small call (ECR, STS, a bucket probe) from the first
+/// attempt to the answer, retries included. S3 transfers get the shared
+/// transfer crate's own limits instead (a part may take minutes).
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time allowed for one attempt of a small call.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a body may make no progress before the call fails.
+const STALL_GRACE: Duration = Duration::from_secs(30);
 
 /// The SDK clients a provider uses.
 pub struct Clients {
@@ -25,12 +41,21 @@ impl Clients {
     pub async fn new(s: &Settings) -> Result<Self, PluginError> {
         for (key, url) in [("endpoint_url", &s.endpoint_url), ("s3_endpoint_url", &s.s3_endpoint_url), ("ecr_endpoint_url", &s.ecr_endpoint_url)] {
             if let Some(u) = url {
-                if !(u.starts_with("http://") || u.starts_with("https://")) {
-                    return Err(PluginError::config(key, format!("{u:?} is not an http(s) URL")));
-                }
+                check_http_url(u).map_err(|why| PluginError::config(key, why))?;
             }
         }
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(s.region.clone()));
+        // Every call is bounded: an endpoint that accepts connections and
+        // never answers must fail, not hang.
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(ATTEMPT_TIMEOUT)
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .operation_timeout(OPERATION_TIMEOUT)
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(s.region.clone()))
+            .timeout_config(timeouts)
+            .stalled_stream_protection(StalledStreamProtectionConfig::enabled().grace_period(STALL_GRACE).build());
         if let Some(profile) = &s.profile {
             loader = loader.profile_name(profile);
         }
@@ -49,7 +74,9 @@ impl Clients {
         if let Some(url) = &s.ecr_endpoint_url {
             ecr = ecr.endpoint_url(url);
         }
-        let mut s3 = credhost_s3_transfer::tune_config(aws_sdk_s3::config::Builder::from(&sdk)).force_path_style(s.force_path_style);
+        let mut s3 = credhost_s3_transfer::tune_config(aws_sdk_s3::config::Builder::from(&sdk))
+            .force_path_style(s.force_path_style)
+            .timeout_config(credhost_s3_transfer::transfer_timeouts());
         if let Some(url) = &s.s3_endpoint_url {
             s3 = s3.endpoint_url(url);
         }
@@ -65,7 +92,7 @@ impl Clients {
         provider.provide_credentials().await.map_err(|e| {
             PluginError::new(
                 ErrorKind::UNAUTHENTICATED,
-                format!("no usable AWS credentials: {}", credhost_plugin_api::sdk::error_chain(&e)),
+                format!("no usable AWS credentials: {}", error_chain(&e)),
             )
         })
     }

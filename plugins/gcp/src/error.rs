@@ -1,7 +1,7 @@
 //! Conversions into the boundary's error type, chosen by what the caller
 //! should do next.
 
-use credhost_plugin_api::{sdk::error_chain, ErrorKind, PluginError};
+use credhost_plugin_sdk::{error_chain, Error as PluginError, ErrorKind};
 use reqwest::StatusCode;
 
 /// Whether a failed send or body read may succeed when tried again: no
@@ -58,7 +58,7 @@ pub fn server_message(body: &str) -> Option<String> {
     (!line.is_empty()).then_some(line)
 }
 
-pub use credhost_plugin_api::sdk::io_error;
+pub use credhost_plugin_sdk::api::sdk::io_error;
 
 /// A task of the plugin runtime failed to run to completion.
 pub fn join_error(what: &str, e: tokio::task::JoinError) -> PluginError {

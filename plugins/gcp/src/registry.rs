@@ -1,9 +1,9 @@
 //! Artifact Registry and Container Registry credentials: the user
 //! `oauth2accesstoken` with an OAuth2 access token as its password.
 
-use credhost_plugin_api::{ErrorKind, PluginError, RegistryAuth};
+use credhost_plugin_sdk::{registry_host, Error as PluginError, ErrorKind, RegistryAuth};
 
-use crate::token::AccessToken;
+use crate::auth::token::AccessToken;
 
 /// The user name Google's registries accept with an access token.
 pub const USERNAME: &str = "oauth2accesstoken";
@@ -24,10 +24,9 @@ pub fn server_for(configured: &str, requested: Option<&str>) -> Result<String, P
     let Some(r) = requested else {
         return Ok(configured.to_owned());
     };
-    let r = r.trim().trim_end_matches('/');
-    let r = r.strip_prefix("https://").or_else(|| r.strip_prefix("http://")).unwrap_or(r);
-    if r.eq_ignore_ascii_case(configured) || is_google_registry(r) {
-        Ok(r.to_ascii_lowercase())
+    let r = registry_host(r);
+    if r == registry_host(configured) || is_google_registry(&r) {
+        Ok(r)
     } else {
         Err(PluginError::new(
             ErrorKind::NOT_FOUND,
@@ -38,9 +37,7 @@ pub fn server_for(configured: &str, requested: Option<&str>) -> Result<String, P
 
 /// Credentials for `server` from `token`.
 pub fn auth(server: String, token: AccessToken) -> RegistryAuth {
-    let mut auth = RegistryAuth::new(server, USERNAME, token.secret, Some(token.expires_at));
-    auth.extra.insert("kind".into(), "basic".into());
-    auth
+    RegistryAuth::basic(server, USERNAME, token.secret).expires_at(token.expires_at)
 }
 
 #[cfg(test)]

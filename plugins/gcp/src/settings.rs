@@ -1,6 +1,6 @@
 //! The plugin's settings (the `[plugins.gcp.settings]` table), validated.
 
-use credhost_plugin_api::PluginError;
+use credhost_plugin_sdk::Error as PluginError;
 use serde::Deserialize;
 
 /// The settings as written.
@@ -108,6 +108,7 @@ fn check_bucket(bucket: &str) -> Result<(), PluginError> {
 
 fn storage_url(endpoint: &str) -> Result<reqwest::Url, PluginError> {
     let key = "storage_endpoint";
+    credhost_plugin_sdk::check_http_url(endpoint).map_err(|why| PluginError::config(key, format!("`{key}`: {why}")))?;
     let url = reqwest::Url::parse(endpoint)
         .map_err(|e| PluginError::config(key, format!("`{key}` = {endpoint:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -124,7 +125,7 @@ mod tests {
     use super::*;
 
     fn parse(v: serde_json::Value) -> Result<Settings, PluginError> {
-        let s: Settings = credhost_plugin_api::sdk::parse_settings(v)?;
+        let s: Settings = credhost_plugin_sdk::parse_settings(v)?;
         s.validate()?;
         Ok(s)
     }

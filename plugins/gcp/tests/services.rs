@@ -6,15 +6,14 @@
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use credhost_gcp::{
-    key::Credentials,
-    token::{TokenSource, SCOPE},
-    upload::CHUNK_QUANTUM,
+    auth::{
+        key::Credentials,
+        token::{TokenSource, SCOPE},
+    },
+    store::upload::CHUNK_QUANTUM,
     GcpProvider,
 };
-use credhost_plugin_api::{
-    sdk::{Context, CredentialProvider as _, Dest, Download, ProgressHandle, Source, Upload},
-    ErrorKind, Secret,
-};
+use credhost_plugin_sdk::{Context, Dest, Download, ErrorKind, Progress, Provider as _, Secret, Source, Upload};
 
 struct Services(HashMap<String, String>);
 
@@ -96,11 +95,18 @@ async fn provider(svc: &Services, dir: &std::path::Path, key: &serde_json::Value
 }
 
 fn upload_req(name: &str, path: PathBuf) -> Upload {
-    Upload { name: name.to_owned(), source: Source::Path(path), size_hint: None, progress: ProgressHandle::default(), extra: HashMap::new() }
+    Upload {
+        name: name.to_owned(),
+        source: Source::Path(path),
+        size_hint: None,
+        progress: Progress::default(),
+        content_type: None,
+        extra: HashMap::new(),
+    }
 }
 
 fn download_req(bucket: &str, name: &str, path: PathBuf) -> Download {
-    Download { bucket: bucket.to_owned(), name: name.to_owned(), dest: Dest::Path(path), progress: ProgressHandle::default(), extra: HashMap::new() }
+    Download { bucket: bucket.to_owned(), name: name.to_owned(), dest: Dest::Path(path), progress: Progress::default(), extra: HashMap::new() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +134,7 @@ async fn assertions_verify_with_the_public_half_and_buy_a_token() {
     assert_eq!((claims["iat"].as_i64(), claims["exp"].as_i64()), (Some(1_700_000_000), Some(1_700_003_600)));
 
     // The real endpoint accepts a fresh one and issues a token it recognises.
-    let source = credhost_gcp::credentials::Source::File(Credentials::parse(Secret::new(json), "test key").unwrap());
+    let source = credhost_gcp::auth::Source::File(Credentials::parse(Secret::new(json), "test key").unwrap());
     let tokens = TokenSource::new(source, reqwest::Client::new()).unwrap();
     let token = tokens.token().await.unwrap();
     assert!(token.lifetime > 3000, "{}", token.lifetime);

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use credhost_plugin_api::{
-    sdk::secret_from_env, CheckItem, ErrorKind, PluginError, RegistryAuth, Secret,
+use credhost_plugin_sdk::{
+    expires_in, registry_host, secret_from_env, unix_now, AuthForm, Error as PluginError, ErrorKind, Probe, RegistryAuth, Secret,
 };
 use reqwest::{header::WWW_AUTHENTICATE, StatusCode};
 
@@ -20,8 +20,14 @@ pub struct Registry {
     username: Option<String>,
     password: Option<Secret>,
     scope: Option<String>,
+    /// Hosts besides the registry's own that may receive the password as
+    /// token realms.
+    token_realms: Vec<String>,
     http: reqwest::Client,
 }
+
+/// The largest token-server answer read: tokens are a few KiB.
+const MAX_TOKEN_ANSWER: usize = 1 << 20;
 
 /// A `WWW-Authenticate: Bearer` challenge.
 #[derive(Debug, PartialEq, Eq)]
@@ -42,10 +48,7 @@ impl Registry {
         if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
             return Err(PluginError::config("registry.url", format!("{:?} is not an http(s) URL with a host", s.url)));
         }
-        let host = match base.port() {
-            Some(p) => format!("{}:{p}", base.host_str().unwrap_or_default()),
-            None => base.host_str().unwrap_or_default().to_owned(),
-        };
+        let host = registry_host(&s.url);
         let (username, password) = match s.mode_needs_credentials() {
             false => {
                 for (key, v) in [("registry.username_env", &s.username_env), ("registry.password_env", &s.password_env)] {
@@ -72,7 +75,8 @@ impl Registry {
             .user_agent(concat!("credhost-local/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| http_error("cannot build the HTTP client", &e))?;
-        Ok(Self { base, host, mode: s.auth, username, password, scope: s.scope, http })
+        let token_realms = s.token_realms.iter().map(|h| registry_host(h)).collect();
+        Ok(Self { base, host, mode: s.auth, username, password, scope: s.scope, token_realms, http })
     }
 
     /// The registry host (`host[:port]`).
@@ -80,17 +84,13 @@ impl Registry {
         &self.host
     }
 
-    /// Whether requests for `registry` are for this registry (scheme-insensitive).
-    pub fn serves(&self, registry: &str) -> bool {
-        let r = registry.trim_end_matches('/');
-        let r = r.strip_prefix("https://").or_else(|| r.strip_prefix("http://")).unwrap_or(r);
-        r.eq_ignore_ascii_case(&self.host)
-    }
-
     /// Credentials for the registry, `None` for an open one. With token auth
     /// the answer is a bearer token for `scope`, unless `form` is
     /// [`AuthForm::Basic`]: then it is the user name and password the token
-    /// server accepts, checked there first (see [`AuthForm`]).
+    /// server accepts, checked there first. (The docker credential-helper
+    /// protocol's only other form, user `<token>`, carries an OAuth2 refresh
+    /// token, which a Distribution token server does not issue, so the
+    /// registry client gets the password and runs the token exchange itself.)
     pub async fn auth(&self, scope: Option<&str>, form: AuthForm) -> Result<Option<RegistryAuth>, PluginError> {
         let (Some(user), Some(pass)) = (&self.username, &self.password) else {
             return Ok(None);
@@ -112,9 +112,7 @@ impl Registry {
                         format!("registry {} rejected the credentials of user `{user}` ({})", self.host, resp.status()),
                     ));
                 }
-                let mut auth = RegistryAuth::new(&self.host, user, pass.clone(), None);
-                auth.extra.insert("kind".into(), "basic".into());
-                Ok(Some(auth))
+                Ok(Some(RegistryAuth::basic(&self.host, user, pass.clone())))
             }
             AuthMode::Token => {
                 let scope = scope.or(self.scope.as_deref());
@@ -125,13 +123,11 @@ impl Registry {
                     )
                 })?;
                 let (token, expires_at) = self.fetch_token(&challenge, scope, user, pass).await?;
-                let mut auth = match form {
-                    AuthForm::Bearer => RegistryAuth::new(&self.host, user, token, Some(expires_at)),
+                Ok(Some(match form {
+                    AuthForm::Basic => RegistryAuth::basic(&self.host, user, pass.clone()),
                     // The token proved the password; the client fetches its own tokens with it.
-                    AuthForm::Basic => RegistryAuth::new(&self.host, user, pass.clone(), None),
-                };
-                auth.extra.insert("kind".into(), form.kind().into());
-                Ok(Some(auth))
+                    _ => RegistryAuth::bearer(&self.host, user, token).expires_at(expires_at),
+                }))
             }
         }
     }
@@ -163,8 +159,7 @@ impl Registry {
         user: &str,
         pass: &Secret,
     ) -> Result<(Secret, i64), PluginError> {
-        let mut url = reqwest::Url::parse(&c.realm)
-            .map_err(|e| PluginError::new(ErrorKind::OTHER, format!("registry sent an invalid token realm {:?}: {e}", c.realm)))?;
+        let mut url = self.realm_url(&c.realm)?;
         {
             let mut q = url.query_pairs_mut();
             if let Some(service) = &c.service {
@@ -192,70 +187,68 @@ impl Registry {
             return Err(PluginError::new(ErrorKind::UNAVAILABLE, format!("token server for {} answered {status}", self.host))
                 .retryable(status.is_server_error()));
         }
-        let body: TokenResponse = resp
-            .json()
-            .await
+        let body = read_limited(resp, MAX_TOKEN_ANSWER).await?;
+        let body: TokenResponse = serde_json::from_slice(&body)
             .map_err(|e| PluginError::new(ErrorKind::OTHER, format!("token server sent an unreadable answer: {e}")))?;
         let token = body.token.or(body.access_token).filter(|t| !t.is_empty()).ok_or_else(|| {
             PluginError::new(ErrorKind::OTHER, "token server answered without a token")
         })?;
         // Distribution's default lifetime when the server does not say.
         let expires_in = body.expires_in.filter(|s| *s > 0).unwrap_or(60);
-        let issued = body.issued_at.as_deref().and_then(parse_rfc3339).unwrap_or_else(now);
+        let issued = body.issued_at.as_deref().and_then(parse_rfc3339).unwrap_or_else(unix_now);
         tracing::debug!("token for {} issued to `{user}`, valid {expires_in} s", self.host);
-        Ok((Secret::new(token), issued + expires_in))
+        // A server whose clock is off may date the token in the past or the
+        // future: trust the lifetime more than the date.
+        let expires_at = (issued + expires_in).min(expires_in_secs(expires_in));
+        Ok((Secret::new(token), expires_at))
+    }
+
+    /// The token realm a challenge named, if the password may be sent there:
+    /// over https (plain http only when the registry itself is a plain-http
+    /// registry on this machine), and to the registry's own host or one the
+    /// `token_realms` setting lists. A registry cannot send the password
+    /// anywhere else by naming it in its challenge.
+    fn realm_url(&self, realm: &str) -> Result<reqwest::Url, PluginError> {
+        let refused = |why: String| {
+            PluginError::new(ErrorKind::PERMISSION_DENIED, format!("refusing to send credentials to the token realm of {}: {why}", self.host))
+        };
+        let url = reqwest::Url::parse(realm).map_err(|e| refused(format!("the realm is not a URL ({e})")))?;
+        let realm_host = url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_ascii_lowercase();
+        let registry_host_only = self.base.host_str().unwrap_or_default().trim_matches(['[', ']']).to_ascii_lowercase();
+        match url.scheme() {
+            "https" => {}
+            "http" if self.base.scheme() == "http" && is_loopback(&registry_host_only) && is_loopback(&realm_host) => {}
+            scheme => return Err(refused(format!("it uses {scheme}, not https"))),
+        }
+        let listed = self.token_realms.iter().any(|h| h.split(':').next() == Some(realm_host.as_str()) || *h == realm_host);
+        if realm_host != registry_host_only && !listed {
+            return Err(refused(format!(
+                "its host {realm_host} is not the registry's; list it in `registry.token_realms` if it is the registry's token server"
+            )));
+        }
+        Ok(url)
     }
 
     /// Probes the registry: reachable, and credentials accepted where needed.
-    pub async fn check(&self) -> CheckItem {
+    pub async fn check(&self) -> Probe {
         let label = format!("registry {} (auth {:?})", self.host, self.mode).to_lowercase();
-        let request = match self.auth(None, AuthForm::Bearer).await {
+        let request = match self.auth(None, AuthForm::Any).await {
             Ok(None) => self.get_v2(),
             Ok(Some(a)) if self.mode == AuthMode::Token => self.get_v2().bearer_auth(a.secret.expose()),
             Ok(Some(a)) => self.get_v2().basic_auth(a.username.as_str(), Some(a.secret.expose())),
-            Err(e) => return CheckItem::failed("registry", format!("{label}: {}", e.message)),
+            Err(e) => return Probe::failed("registry", format!("{label}: {}", e.message)),
         };
         match request.send().await {
-            Ok(r) if r.status().is_success() => CheckItem::ok("registry", format!("{label}: reachable, access granted")),
-            Ok(r) if r.status() == StatusCode::UNAUTHORIZED && self.mode == AuthMode::None => CheckItem::failed(
+            Ok(r) if r.status().is_success() => Probe::ok("registry", format!("{label}: reachable, access granted")),
+            Ok(r) if r.status() == StatusCode::UNAUTHORIZED && self.mode == AuthMode::None => Probe::failed(
                 "registry",
                 format!("{label}: the registry requires authentication; set auth = \"basic\" or \"token\""),
             ),
             Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
-                CheckItem::failed("registry", format!("{label}: credentials rejected (401)"))
+                Probe::failed("registry", format!("{label}: credentials rejected (401)"))
             }
-            Ok(r) => CheckItem::failed("registry", format!("{label}: unexpected answer {}", r.status())),
-            Err(e) => CheckItem::failed("registry", format!("{label}: {}", http_error("unreachable", &e).message)),
-        }
-    }
-}
-
-/// What a caller can hand its registry client (`RegistryRequest::extra["auth_form"]`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthForm {
-    /// Anything, bearer tokens included (the default).
-    Bearer,
-    /// Only a user name and password (`auth_form = basic`): docker credential
-    /// helpers. Their protocol's only other form, user `<token>`, carries an
-    /// OAuth2 refresh token, which a Distribution token server does not issue,
-    /// so with token auth the registry client gets the password and runs the
-    /// token exchange itself.
-    Basic,
-}
-
-impl AuthForm {
-    /// The form a request asks for.
-    pub fn from_request(value: Option<&str>) -> Self {
-        match value {
-            Some(v) if v.eq_ignore_ascii_case("basic") => Self::Basic,
-            _ => Self::Bearer,
-        }
-    }
-
-    fn kind(self) -> &'static str {
-        match self {
-            Self::Bearer => "bearer",
-            Self::Basic => "basic",
+            Ok(r) => Probe::failed("registry", format!("{label}: unexpected answer {}", r.status())),
+            Err(e) => Probe::failed("registry", format!("{label}: {}", http_error("unreachable", &e).message)),
         }
     }
 }
@@ -274,8 +267,31 @@ struct TokenResponse {
     issued_at: Option<String>,
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+/// Unix seconds `secs` from now.
+fn expires_in_secs(secs: i64) -> i64 {
+    expires_in(std::time::Duration::from_secs(secs.max(0) as u64))
+}
+
+/// `127.0.0.0/8`, `::1` or `localhost`.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Reads an answer's body, refusing one longer than `limit` bytes instead of
+/// holding it in memory.
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, PluginError> {
+    let too_long = || PluginError::new(ErrorKind::OTHER, format!("the token server's answer is longer than {limit} bytes"));
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_long());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| http_error("reading the token server's answer", &e))? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Parses `Bearer realm="...",service="...",scope="..."`.

@@ -27,6 +27,10 @@ pub struct RegistrySettings {
     pub password_env: Option<String>,
     /// Default token scope for `token` auth, e.g. `repository:demo:pull,push`.
     pub scope: Option<String>,
+    /// `token`: hosts besides the registry's own whose token realm may
+    /// receive the password (the registry's challenge names the realm).
+    #[serde(default)]
+    pub token_realms: Vec<String>,
 }
 
 /// Registry authentication modes.

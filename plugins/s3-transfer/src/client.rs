@@ -92,12 +92,7 @@ pub fn build_client(s: &ClientSettings) -> aws_sdk_s3::Client {
         .region(Region::new(s.region.clone()))
         .credentials_provider(credentials)
         .force_path_style(s.force_path_style)
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .read_timeout(READ_TIMEOUT)
-                .build(),
-        )
+        .timeout_config(transfer_timeouts())
         .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
         .stalled_stream_protection(
             StalledStreamProtectionConfig::enabled()
@@ -108,6 +103,16 @@ pub fn build_client(s: &ClientSettings) -> aws_sdk_s3::Client {
         builder = builder.endpoint_url(endpoint.clone());
     }
     aws_sdk_s3::Client::from_conf(tune_config(builder).build())
+}
+
+/// The time limits of a transfer client: 10 s to connect and 5 minutes from
+/// sending a request to its response headers (the SDK counts the request
+/// body in it, so it must cover one part), and no limit on a whole
+/// operation: a large object may take as long as it needs while it moves.
+/// Stalls are caught by stalled-stream protection instead.
+#[must_use]
+pub fn transfer_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).read_timeout(READ_TIMEOUT).build()
 }
 
 /// Applies the settings this crate relies on to a config builder.

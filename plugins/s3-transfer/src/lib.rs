@@ -58,7 +58,7 @@ mod pool;
 pub mod store;
 mod upload;
 
-pub use client::{build_client, tune_config, ClientSettings};
+pub use client::{build_client, transfer_timeouts, tune_config, ClientSettings};
 pub use download::{download_to_path, download_to_writer, head_bucket};
 pub use error::{TransferError, TransferErrorKind};
 pub use options::{Progress, TransferOptions, Transferred, MAX_PARTS, MIN_PART_SIZE};

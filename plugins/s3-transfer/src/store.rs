@@ -2,10 +2,7 @@
 //! the plugin SDK's requests and this crate's transfers, shared by every
 //! S3-backed provider.
 
-use credhost_plugin_api::{
-    sdk::{error_chain, Dest, Download, Source, Upload},
-    CheckItem, ErrorKind, PluginError, TransferResult,
-};
+use credhost_plugin_sdk::{error_chain, Dest, Download, Error as PluginError, ErrorKind, Probe, Source, Stored, Upload};
 
 use crate::{TransferError, TransferErrorKind, TransferOptions};
 
@@ -31,7 +28,7 @@ impl S3Bucket {
 
     /// Stores an upload in the projects bucket: one PUT or a multipart upload
     /// that is aborted on any failure.
-    pub async fn upload(&self, req: Upload) -> Result<TransferResult, PluginError> {
+    pub async fn upload(&self, req: Upload) -> Result<Stored, PluginError> {
         if let Some(total) = req.size_hint {
             req.progress.set_total(total);
         }
@@ -41,34 +38,35 @@ impl S3Bucket {
             Source::Stream(r) => crate::upload_reader(&self.client, &self.bucket, &req.name, r, &self.opts, progress).await,
         }
         .map_err(plugin_error)?;
-        let mut result = TransferResult::new(&self.bucket, &req.name, done.size, format!("crc32c:{:08x}", done.crc32c));
-        result.extra.insert("location".into(), format!("s3://{}/{}", self.bucket, req.name).into());
-        Ok(result)
+        let location = format!("s3://{}/{}", self.bucket, req.name);
+        Ok(Stored::new(&self.bucket, req.name, done.size, format!("crc32c:{:08x}", done.crc32c)).at(location))
     }
 
     /// Fetches an object, verified, into the request's destination.
-    pub async fn download(&self, req: Download) -> Result<TransferResult, PluginError> {
+    pub async fn download(&self, req: Download) -> Result<Stored, PluginError> {
         let progress = req.progress.as_callback();
         let done = match req.dest {
             Dest::Path(p) => crate::download_to_path(&self.client, &req.bucket, &req.name, &p, &self.opts, progress)
                 .await
                 .map_err(plugin_error)?,
-            Dest::Sink(mut sink) => {
-                let done = crate::download_to_writer(&self.client, &req.bucket, &req.name, &mut sink, &self.opts, progress)
+            Dest::Sink(sink) => {
+                let mut out = Dest::Sink(sink).open().await?;
+                let done = crate::download_to_writer(&self.client, &req.bucket, &req.name, &mut out, &self.opts, progress)
                     .await
                     .map_err(plugin_error)?;
-                sink.finish().await?;
+                out.commit().await?;
                 done
             }
         };
-        Ok(TransferResult::new(req.bucket, req.name, done.size, format!("crc32c:{:08x}", done.crc32c)))
+        let location = format!("s3://{}/{}", req.bucket, req.name);
+        Ok(Stored::new(req.bucket, req.name, done.size, format!("crc32c:{:08x}", done.crc32c)).at(location))
     }
 
     /// `HeadBucket` on the projects bucket.
-    pub async fn check(&self) -> CheckItem {
+    pub async fn check(&self) -> Probe {
         match crate::head_bucket(&self.client, &self.bucket).await {
-            Ok(()) => CheckItem::ok("storage", format!("s3 bucket {} at {}", self.bucket, self.place)),
-            Err(e) => CheckItem::failed("storage", format!("s3 bucket {} at {}: {}", self.bucket, self.place, error_chain(&e))),
+            Ok(()) => Probe::ok("storage", format!("s3 bucket {} at {}", self.bucket, self.place)),
+            Err(e) => Probe::failed("storage", format!("s3 bucket {} at {}: {}", self.bucket, self.place, error_chain(&e))),
         }
     }
 }
@@ -108,7 +106,7 @@ pub fn plugin_error(e: TransferError) -> PluginError {
         _ => ErrorKind::OTHER,
     };
     // A failure of the host's byte source keeps the host's own error.
-    if let Some(host) = io_source(&e).and_then(credhost_plugin_api::sdk::host_error) {
+    if let Some(host) = io_source(&e).and_then(|io| io.get_ref()).and_then(|inner| inner.downcast_ref::<PluginError>()) {
         let mut err = host.clone();
         err.message = format!("{}: {}", e, host.message).into();
         return err;

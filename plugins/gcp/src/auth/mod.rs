@@ -5,12 +5,14 @@
 
 use std::{fmt, path::PathBuf};
 
-use credhost_plugin_api::{sdk::Context, ErrorKind, PluginError, Secret};
+use credhost_plugin_sdk::{Context, Error as PluginError, ErrorKind, Secret};
 
-use crate::{
-    key::{Credentials, ServiceAccountKey},
-    settings::CredentialsSetting,
-};
+use crate::settings::CredentialsSetting;
+
+pub mod key;
+pub mod token;
+
+use key::{Credentials, ServiceAccountKey};
 
 /// The variable Google's libraries read credentials from.
 pub const GAC: &str = "GOOGLE_APPLICATION_CREDENTIALS";
@@ -83,7 +85,7 @@ pub async fn resolve(setting: Option<&CredentialsSetting>, ctx: &Context) -> Res
             service_account(Credentials::parse(text, &format!("key file {}", path.display()))?)
         }
         Some(CredentialsSetting::ServiceAccountJsonEnv(var)) => {
-            let text = credhost_plugin_api::sdk::secret_from_env("credentials.service_account_json_env", var)?;
+            let text = credhost_plugin_sdk::secret_from_env("credentials.service_account_json_env", var)?;
             service_account(Credentials::parse(text, &format!("environment variable {var}"))?)
         }
         Some(CredentialsSetting::Adc) => match adc().await? {

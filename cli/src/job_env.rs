@@ -3,9 +3,9 @@
 
 use std::fmt::Write as _;
 
-use credhost_plugin_api::{CredentialEntry, REDACTED};
+use credhost::{CredentialEntry, REDACTED};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// An output form of [`render`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub fn render(entries: &[CredentialEntry], show_secrets: bool, format: &Format) 
         Format::Json => {
             let map: serde_json::Map<String, serde_json::Value> =
                 entries.iter().map(|e| (e.key.to_string(), serde_json::Value::String(value(e)))).collect();
-            out = serde_json::to_string_pretty(&map).map_err(|e| Error::Internal(format!("cannot format JSON: {e}")))?;
+            out = serde_json::to_string_pretty(&map).map_err(|e| Error::Usage(format!("cannot format JSON: {e}")))?;
             out.push('\n');
         }
         Format::Dotenv => {
@@ -87,6 +87,11 @@ pub fn render(entries: &[CredentialEntry], show_secrets: bool, format: &Format) 
     Ok(out)
 }
 
+/// Checks the form's own options (a Secret's name and namespace).
+pub fn check_format(format: &Format) -> Result<()> {
+    render(&[], false, format).map(|_| ())
+}
+
 /// How many entries [`render`] printed redacted.
 pub fn redacted_count(entries: &[CredentialEntry], show_secrets: bool) -> usize {
     if show_secrets {
@@ -103,7 +108,7 @@ fn check_variable_name(key: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidInput(format!("entry key {key:?} is not a valid environment variable name")))
+        Err(Error::Usage(format!("entry key {key:?} is not a valid environment variable name")))
     }
 }
 
@@ -116,7 +121,7 @@ fn check_secret_key(key: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidInput(format!("entry key {key:?} cannot be a Kubernetes Secret key")))
+        Err(Error::Usage(format!("entry key {key:?} cannot be a Kubernetes Secret key")))
     }
 }
 
@@ -132,7 +137,7 @@ fn check_k8s_name(flag: &str, name: &str, max: usize, dots: bool) -> Result<()> 
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidInput(format!(
+        Err(Error::Usage(format!(
             "{flag} {name:?} is not a valid Kubernetes name: at most {max} lower-case letters, digits{} and `-`, starting and ending with a letter or digit",
             if dots { ", `.`" } else { "" }
         )))
@@ -213,7 +218,7 @@ pub fn yaml_quote(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use credhost_plugin_api::Secret;
+    use credhost::Secret;
 
     use super::*;
 

@@ -5,21 +5,21 @@
 
 use std::path::Path;
 
-use credhost_plugin_api::{
-    sdk::{Dest, Download, ProgressHandle},
-    ErrorKind, PluginError, TransferResult,
-};
+use credhost_plugin_sdk::{Dest, Download, Error as PluginError, ErrorKind, Progress as ProgressHandle, Stored};
 use reqwest::{header::CONTENT_RANGE, StatusCode};
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 
 use crate::{
-    checksum::{verify, Hasher},
     error::{io_error, is_transient, is_transient_status, send_error, status_error},
-    gcs::{backoff, Gcs, ObjectMeta, ATTEMPTS},
+    store::{
+        backoff,
+        checksum::{verify, Hasher},
+        Gcs, ObjectMeta, ATTEMPTS,
+    },
 };
 
 /// Writes `bucket`/`name` to the destination, verified.
-pub async fn download(gcs: &Gcs, req: Download) -> Result<TransferResult, PluginError> {
+pub async fn download(gcs: &Gcs, req: Download) -> Result<Stored, PluginError> {
     let meta = gcs.object(&req.bucket, &req.name).await?;
     req.progress.set_total(meta.reported.size);
     let fetch = Fetch { gcs, bucket: &req.bucket, name: &req.name, meta: &meta };
@@ -32,13 +32,15 @@ pub async fn download(gcs: &Gcs, req: Download) -> Result<TransferResult, Plugin
             out.get_mut().sync_all().await.map_err(|e| io_error("cannot write", &path, &e))?;
             digests
         }
-        Dest::Sink(mut sink) => {
-            let digests = fetch.write_to(&mut sink, Path::new("the download sink"), &req.progress).await?;
-            sink.finish().await?;
+        Dest::Sink(sink) => {
+            let mut out = Dest::Sink(sink).open().await?;
+            let digests = fetch.write_to(&mut out, Path::new("the download sink"), &req.progress).await?;
+            out.commit().await?;
             digests
         }
     };
-    Ok(TransferResult::new(req.bucket, req.name, digests.size, digests.checksum()))
+    let location = format!("gs://{}/{}", req.bucket, req.name);
+    Ok(Stored::new(req.bucket, req.name, digests.size, digests.checksum()).at(location))
 }
 
 struct Fetch<'a> {
@@ -57,7 +59,7 @@ impl Fetch<'_> {
         out: &mut W,
         out_name: &Path,
         progress: &ProgressHandle,
-    ) -> Result<crate::checksum::Digests, PluginError> {
+    ) -> Result<crate::store::checksum::Digests, PluginError> {
         let what = format!("download of gs://{}/{}", self.bucket, self.name);
         let size = self.meta.reported.size;
         let mut url = self.gcs.object_url(self.bucket, self.name);

@@ -3,14 +3,19 @@
 
 use std::{sync::Arc, time::Duration};
 
-use credhost_plugin_api::{ErrorKind, PluginError, Secret};
+use credhost_plugin_sdk::{Error as PluginError, ErrorKind, Secret};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 
 use crate::{
-    checksum::Reported,
+    auth::token::TokenSource,
     error::{is_transient, is_transient_status, send_error, status_error},
-    token::TokenSource,
 };
+
+pub mod checksum;
+pub mod download;
+pub mod upload;
+
+use checksum::Reported;
 
 /// Attempts at one request that fails transiently.
 pub const ATTEMPTS: u32 = 5;

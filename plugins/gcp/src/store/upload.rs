@@ -12,10 +12,7 @@
 use std::{path::Path, sync::Arc};
 
 use bytes::Bytes;
-use credhost_plugin_api::{
-    sdk::{ProgressHandle, Source, Upload},
-    ErrorKind, PluginError, TransferResult,
-};
+use credhost_plugin_sdk::{Error as PluginError, ErrorKind, Progress as ProgressHandle, Source, Stored, Upload};
 use reqwest::{
     header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE},
     StatusCode, Url,
@@ -23,9 +20,12 @@ use reqwest::{
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::{
-    checksum::{verify, Digests, Hasher},
     error::{io_error, is_transient, is_transient_status, send_error, server_message, status_error},
-    gcs::{backoff, parse_object, Gcs, ObjectMeta, ATTEMPTS},
+    store::{
+        backoff,
+        checksum::{verify, Digests, Hasher},
+        parse_object, Gcs, ObjectMeta, ATTEMPTS,
+    },
 };
 
 /// Resumable chunks are multiples of this (the JSON API's rule).
@@ -36,11 +36,11 @@ pub const DEFAULT_CHUNK: usize = 64 * CHUNK_QUANTUM;
 
 /// Uploads `req` to `bucket` in chunks of `chunk` bytes (a multiple of
 /// [`CHUNK_QUANTUM`]).
-pub async fn upload(gcs: &Arc<Gcs>, bucket: &str, req: Upload, chunk: usize) -> Result<TransferResult, PluginError> {
+pub async fn upload(gcs: &Arc<Gcs>, bucket: &str, req: Upload, chunk: usize) -> Result<Stored, PluginError> {
     if chunk == 0 || chunk % CHUNK_QUANTUM != 0 {
         return Err(PluginError::new(ErrorKind::OTHER, format!("chunk size {chunk} is not a multiple of 256 KiB")));
     }
-    let content_type = req.extra.get("content_type").cloned().unwrap_or_else(|| content_type_for(&req.name).to_owned());
+    let content_type = req.content_type.clone().unwrap_or_else(|| content_type_for(&req.name).to_owned());
     let target = Target { gcs, bucket, name: &req.name, content_type: &content_type };
     let (mut reader, known) = match req.source {
         Source::Path(path) => {
@@ -81,11 +81,8 @@ pub async fn upload(gcs: &Arc<Gcs>, bucket: &str, req: Upload, chunk: usize) -> 
         }
         return Err(e);
     }
-    let mut result = TransferResult::new(bucket, &req.name, digests.size, digests.checksum());
-    result.extra.insert("location".into(), format!("gs://{bucket}/{}", req.name).into());
-    if let Some(g) = &meta.generation {
-        result.extra.insert("generation".into(), g.as_str().into());
-    }
+    let mut result = Stored::new(bucket, &req.name, digests.size, digests.checksum()).at(format!("gs://{bucket}/{}", req.name));
+    result.generation = meta.generation.clone();
     Ok(result)
 }
 

@@ -1,7 +1,7 @@
 //! The S3-compatible store: static keys from the environment, path-style
 //! addressing, transfers through the shared crate.
 
-use credhost_plugin_api::Secret;
+use credhost_plugin_sdk::Secret;
 use credhost_s3_transfer::{store::S3Bucket, ClientSettings, TransferOptions};
 
 /// A bucket on an S3-compatible endpoint, and what a build job needs to reach it.

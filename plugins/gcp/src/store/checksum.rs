@@ -2,7 +2,7 @@
 //! (base64 of the big-endian CRC32C, base64 of the MD5 digest).
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
-use credhost_plugin_api::{ErrorKind, PluginError};
+use credhost_plugin_sdk::{Error as PluginError, ErrorKind};
 use md5::{Digest as _, Md5};
 
 /// Running checksums over a byte sequence.

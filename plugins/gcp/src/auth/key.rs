@@ -8,7 +8,7 @@ use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
     Engine as _,
 };
-use credhost_plugin_api::{ErrorKind, PluginError, Secret};
+use credhost_plugin_sdk::{Error as PluginError, ErrorKind, Secret};
 use ring::{rand::SystemRandom, signature::RsaKeyPair};
 use zeroize::Zeroize as _;
 
@@ -63,7 +63,7 @@ impl fmt::Debug for ServiceAccountKey {
             .field("client_email", &self.client_email)
             .field("private_key_id", &self.private_key_id)
             .field("token_uri", &self.token_uri)
-            .field("private_key", &credhost_plugin_api::REDACTED)
+            .field("private_key", &credhost_plugin_sdk::api::REDACTED)
             .field("origin", &self.origin)
             .finish()
     }

@@ -3,26 +3,27 @@
 
 use std::{
     fmt,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
-use credhost_plugin_api::{ErrorKind, PluginError, Secret};
+use credhost_plugin_sdk::{
+    api::rules::{refresh_margin, unix_now},
+    Error as PluginError, ErrorKind, Secret,
+};
 use reqwest::StatusCode;
 
 use crate::{
-    credentials::Source,
+    auth::{
+        key::{AuthorizedUser, Credentials, ServiceAccountKey},
+        Source,
+    },
     error::{is_transient_status, send_error, server_message},
-    key::{AuthorizedUser, Credentials, ServiceAccountKey},
 };
 
 /// Full access to the project's Google Cloud resources; what Artifact
 /// Registry and GCS both accept.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
-/// Refresh at the latest this long before expiry...
-const MAX_MARGIN: Duration = Duration::from_secs(300);
-/// ...or after three quarters of the lifetime, for short-lived tokens.
-const MARGIN_SHARE: u32 = 4;
 /// Attempts at a token fetch that fails transiently.
 const ATTEMPTS: u32 = 3;
 
@@ -67,14 +68,12 @@ impl fmt::Debug for TokenSource {
     }
 }
 
-/// When to refresh a token fetched at `fetched` that lives `lifetime`.
+/// When to refresh a token fetched at `fetched` that lives `lifetime`: the
+/// interface's rule, on the monotonic clock (so clock jumps do not matter).
 pub fn refresh_at(fetched: Instant, lifetime: Duration) -> Instant {
-    let margin = MAX_MARGIN.min(lifetime / MARGIN_SHARE);
+    let secs = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+    let margin = Duration::from_secs(refresh_margin(secs).unsigned_abs());
     fetched + lifetime.saturating_sub(margin)
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 impl TokenSource {
@@ -188,7 +187,7 @@ impl TokenSource {
                     // else was looked for, since that is what the user lacks.
                     Some(tried) => PluginError::new(
                         ErrorKind::UNAUTHENTICATED,
-                        format!("no credentials found: {tried}, and the {what} did not answer ({})", credhost_plugin_api::sdk::error_chain(&e)),
+                        format!("no credentials found: {tried}, and the {what} did not answer ({})", credhost_plugin_sdk::error_chain(&e)),
                     ),
                     None => send_error(&what, &e),
                 });

@@ -1,0 +1,111 @@
+//! The command line resolved once into what each command needs: defaults
+//! filled in, shorthands expanded, combinations checked. The command
+//! functions in [`crate::commands`] take these and nothing else.
+
+use std::path::{Path, PathBuf};
+
+use crate::{
+    error::{Error, Result},
+    flags::{self, CredFormat, TokenFormat},
+    job_env,
+};
+
+/// Options every command shares.
+pub struct Global {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// The instance to use instead of the configured one.
+    pub platform: Option<String>,
+    /// Only errors; no progress bars, no notes.
+    pub quiet: bool,
+}
+
+/// One command, resolved.
+pub enum Command {
+    /// `credhost plugins`
+    Plugins { json: bool },
+    /// `credhost check`
+    Check,
+    /// `credhost token`
+    Token { registry: Option<String>, scope: Option<String>, format: TokenFormat },
+    /// `credhost upload`
+    Upload { file: PathBuf, name: Option<String>, no_verify: bool, json: bool },
+    /// `credhost download`
+    Download { bucket: String, name: String, dest: PathBuf, force: bool, json: bool },
+    /// `credhost credentials`
+    Credentials { format: job_env::Format, show_secrets: bool },
+    /// `credhost docker-config`
+    DockerConfig(DockerConfig),
+}
+
+/// `credhost docker-config`, resolved.
+pub struct DockerConfig {
+    /// Where to write: `None` for standard output.
+    pub target: Option<PathBuf>,
+    /// The config.json to start from.
+    pub merge: Option<PathBuf>,
+    /// `auths` entries with current credentials instead of `credHelpers` entries.
+    pub static_auths: bool,
+    /// Only these registries (every one credhost serves when empty).
+    pub registries: Vec<String>,
+    /// Replace an existing target.
+    pub force: bool,
+}
+
+/// Resolves the parsed command line.
+pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
+    let global = Global { config: cli.config, platform: cli.platform, quiet: cli.quiet };
+    let command = match cli.command {
+        flags::Command::Plugins { json } => Command::Plugins { json },
+        flags::Command::Check => Command::Check,
+        flags::Command::Token { registry, scope, repository, format } => {
+            let scope = scope.or_else(|| repository.map(|r| format!("repository:{r}:pull,push")));
+            Command::Token { registry, scope, format }
+        }
+        flags::Command::Upload { file, name, no_verify, json } => Command::Upload { file, name, no_verify, json },
+        flags::Command::Download { bucket, name, output, force, json } => {
+            let dest = match output {
+                // An existing directory receives the object under its own name.
+                Some(p) if p.is_dir() => p.join(default_destination(&name)?),
+                Some(p) => p,
+                None => default_destination(&name)?,
+            };
+            Command::Download { bucket, name, dest, force, json }
+        }
+        flags::Command::Credentials { format, show_secrets, name, namespace } => {
+            let format = match format {
+                CredFormat::Env => job_env::Format::Env,
+                CredFormat::Json => job_env::Format::Json,
+                CredFormat::Dotenv => job_env::Format::Dotenv,
+                CredFormat::Shell => job_env::Format::Shell,
+                CredFormat::K8sSecret => job_env::Format::K8sSecret { name, namespace },
+            };
+            // The form's own options are checked before any plugin is asked.
+            job_env::check_format(&format)?;
+            Command::Credentials { format, show_secrets }
+        }
+        flags::Command::DockerConfig { output, merge, static_auths, registries, force } => {
+            let target = match (output, &merge) {
+                (Some(o), _) if o.as_os_str() == "-" => None,
+                (Some(o), _) => Some(o),
+                (None, Some(m)) => Some(m.clone()),
+                (None, None) => Some(PathBuf::from("config.json")),
+            };
+            if target.is_none() && static_auths {
+                return Err(Error::Usage(
+                    "--static writes credentials: give --output FILE (written with mode 0600), not standard output".into(),
+                ));
+            }
+            Command::DockerConfig(DockerConfig { target, merge, static_auths, registries, force })
+        }
+    };
+    Ok((global, command))
+}
+
+/// `NAME`'s last path segment (`1234.zip` for `dir/1234.zip`), relative to
+/// the current directory.
+fn default_destination(name: &str) -> Result<PathBuf> {
+    credhost::names::validate_name(name)?;
+    let file = name.rsplit('/').next().unwrap_or(name);
+    Ok(Path::new(".").join(file))
+}

@@ -1,0 +1,210 @@
+//! One function per command, each taking its resolved arguments.
+
+use std::sync::{Arc, Mutex};
+
+use credhost::{DownloadOptions, Host, ProviderHandle, Registries, UploadOptions, REDACTED};
+
+use crate::{
+    args::{Command, DockerConfig, Global},
+    docker_config,
+    error::{exit, Error, Result},
+    flags::TokenFormat,
+    job_env,
+    output::{print, print_json, println},
+    progress::Bar,
+};
+
+/// The provider an operation is using, for clean-up after an interruption.
+#[derive(Clone, Default)]
+pub struct Active(Arc<Mutex<Option<ProviderHandle>>>);
+
+impl Active {
+    /// The provider, if an operation took one.
+    pub fn get(&self) -> Option<ProviderHandle> {
+        self.0.lock().ok().and_then(|p| p.clone())
+    }
+
+    async fn take(&self, host: &Host) -> Result<ProviderHandle> {
+        let p = host.active().await?;
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(p.clone());
+        }
+        Ok(p)
+    }
+}
+
+/// Runs `command` and returns the exit code.
+pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<i32> {
+    let host = Host::from_file(&global.config, global.platform.as_deref())?;
+    match command {
+        Command::Plugins { json } => plugins(&host, *json),
+        Command::Check => check(&host, active).await,
+        Command::Token { registry, scope, format } => token(&host, active, registry.as_deref(), scope.as_deref(), *format).await,
+        Command::Upload { file, name, no_verify, json } => {
+            let total = std::fs::metadata(file).ok().map(|m| m.len());
+            let provider = active.take(&host).await?;
+            let bar = Bar::on_terminal("upload", total, !global.quiet);
+            let opts = UploadOptions {
+                name: name.clone(),
+                no_verify: *no_verify,
+                progress: bar.clone().map(|b| b as Arc<dyn credhost::Progress>),
+            };
+            let result = provider.upload_file(file, &opts).await;
+            if let Some(b) = bar {
+                b.finish();
+            }
+            let r = result?;
+            if *json {
+                print_json(&transfer_json(&r))?;
+            } else {
+                println(&format!("{} {}", r.bucket, r.name))?;
+            }
+            Ok(exit::OK)
+        }
+        Command::Download { bucket, name, dest, force, json } => {
+            let provider = active.take(&host).await?;
+            let bar = Bar::on_terminal("download", None, !global.quiet);
+            let opts = DownloadOptions { force: *force, progress: bar.clone().map(|b| b as Arc<dyn credhost::Progress>) };
+            let result = provider.download_to_path(bucket, name, dest, &opts).await;
+            if let Some(b) = bar {
+                b.finish();
+            }
+            let r = result?;
+            if *json {
+                let mut v = transfer_json(&r);
+                v["path"] = serde_json::Value::String(dest.display().to_string());
+                print_json(&v)?;
+            } else {
+                println(&dest.display().to_string())?;
+            }
+            Ok(exit::OK)
+        }
+        Command::Credentials { format, show_secrets } => {
+            let provider = active.take(&host).await?;
+            let entries = provider.credentials().await?;
+            let text = zeroize::Zeroizing::new(job_env::render(&entries, *show_secrets, format)?);
+            print(&text)?;
+            let redacted = job_env::redacted_count(&entries, *show_secrets);
+            if redacted > 0 && !global.quiet {
+                eprintln!("credhost: {redacted} secret value(s) printed as {REDACTED}; add --show-secrets to print them");
+            }
+            Ok(exit::OK)
+        }
+        Command::DockerConfig(args) => docker_config(&host, args, global.quiet).await,
+    }
+}
+
+fn plugins(host: &Host, json: bool) -> Result<i32> {
+    let rows = host.plugin_report();
+    if json {
+        print_json(&rows)?;
+    } else {
+        let mut text = String::new();
+        for r in &rows {
+            let active = if r.name == host.platform() { "*" } else { " " };
+            let plugin = if r.plugin == r.name { String::new() } else { format!(" (plugin {})", r.plugin) };
+            text.push_str(&format!(
+                "{active} {:<10} {:<8} api {:<6} {}{plugin}\n",
+                r.name,
+                r.version.as_deref().unwrap_or("-"),
+                r.api_version.as_deref().unwrap_or("-"),
+                r.status
+            ));
+            if !r.capabilities.is_empty() {
+                text.push_str(&format!("    offers: {}\n", r.capabilities.join(", ")));
+            }
+            text.push_str(&format!("    path:   {}\n", r.path.as_deref().unwrap_or("-")));
+            text.push_str(&format!("    sha256: {}\n", r.sha256.as_deref().unwrap_or("-")));
+        }
+        print(&text)?;
+    }
+    // The active instance's row says whether its plugin loads.
+    let refused_active = rows.iter().find(|r| r.name == host.platform()).is_some_and(|r| r.status.starts_with("refused"));
+    Ok(if refused_active { exit::PLUGIN } else { exit::OK })
+}
+
+async fn check(host: &Host, active: &Active) -> Result<i32> {
+    let provider = active.take(host).await?;
+    let report = provider.check().await?;
+    let mut text = String::new();
+    for item in report.items.iter() {
+        text.push_str(&format!("{} {}: {}\n", if item.ok { "ok  " } else { "FAIL" }, item.component, item.detail));
+    }
+    print(&text)?;
+    if report.ok() {
+        Ok(exit::OK)
+    } else {
+        eprintln!("credhost: check of platform `{}` failed", provider.name());
+        Ok(exit::CHECK_FAILED)
+    }
+}
+
+async fn token(host: &Host, active: &Active, registry: Option<&str>, scope: Option<&str>, format: TokenFormat) -> Result<i32> {
+    let provider = active.take(host).await?;
+    let auth = provider.registry_auth(registry, scope).await?;
+    match (format, auth) {
+        (TokenFormat::Docker, Some(a)) => println(a.registry_token().expose())?,
+        (TokenFormat::Docker, None) => {}
+        (TokenFormat::Json, Some(a)) => print_json(&serde_json::json!({
+            "server": a.server.as_str(),
+            "username": a.username.as_str(),
+            "password": a.secret.expose(),
+            "expires_at": a.expires_at.into_option(),
+        }))?,
+        (TokenFormat::Json, None) => println("null")?,
+    }
+    Ok(exit::OK)
+}
+
+async fn docker_config(host: &Host, args: &DockerConfig, quiet: bool) -> Result<i32> {
+    if let Some(target) = &args.target {
+        // Replacing the file being merged is the point of --merge; anything else needs --force.
+        let replaces_merged = args.merge.as_ref().is_some_and(|m| same_file(m, target));
+        if !args.force && !replaces_merged && std::fs::symlink_metadata(target).is_ok() {
+            return Err(credhost::Error::Exists(target.clone()).into());
+        }
+    }
+    let base = match &args.merge {
+        Some(m) => docker_config::read(m)?,
+        None => serde_json::Map::new(),
+    };
+    let registries = Registries::new(host.config().clone())?;
+    let opts = docker_config::Options { static_auths: args.static_auths, registries: &args.registries, quiet };
+    let doc = zeroize::Zeroizing::new(docker_config::build(&registries, base, &opts).await?);
+    match &args.target {
+        None => print(&doc)?,
+        Some(target) => {
+            docker_config::write_private(target, doc.as_bytes())?;
+            if !quiet {
+                eprintln!("credhost: wrote {}", target.display());
+            }
+        }
+    }
+    if !args.static_auths && !quiet {
+        docker_config::note_helper_config(host.config());
+    }
+    Ok(exit::OK)
+}
+
+/// Whether two paths name the same file (either may not exist yet).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+fn transfer_json(r: &credhost::TransferResult) -> serde_json::Value {
+    serde_json::json!({
+        "bucket": r.bucket.as_str(),
+        "name": r.name.as_str(),
+        "size": r.size,
+        "checksum": r.checksum.as_str(),
+    })
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Stdout(e)
+    }
+}

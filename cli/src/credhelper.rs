@@ -1,0 +1,158 @@
+//! `docker-credential-credhost`: the docker credential-helper protocol over
+//! the configured plugins.
+//!
+//! Docker, skopeo, buildah and other registry clients run
+//! `docker-credential-<NAME> <action>` for the registries a `credHelpers`
+//! entry of their config.json sends to `<NAME>`. Actions: `get` (server URL on
+//! stdin, `{"ServerURL","Username","Secret"}` on stdout), `list` (a JSON object
+//! of server URL to user name), `version`, and `store`/`erase`, which this
+//! helper refuses: credentials come from the platform, not from
+//! `docker login`. Failures are one line on stdout and exit status 1, as the
+//! protocol wants; "credentials not found in native keychain" is the answer
+//! clients read as "no credentials, go on anonymously".
+
+use crate::error::{Error, Result};
+
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+};
+
+use credhost::Registries;
+use zeroize::Zeroizing;
+
+/// The helper's name in a `credHelpers` entry (the program is `docker-credential-credhost`).
+pub const HELPER_NAME: &str = "credhost";
+/// The protocol's "no credentials for this server" answer.
+pub const NOT_FOUND: &str = "credentials not found in native keychain";
+
+const USAGE: &str = "usage: docker-credential-credhost <get|list|version|store|erase>";
+/// Longer input is not a server URL.
+const MAX_STDIN: u64 = 64 * 1024;
+
+/// The configuration the helper reads: `$CREDHOST_CONFIG`, else
+/// `$XDG_CONFIG_HOME/credhost/plugins.toml` (`~/.config/credhost/plugins.toml`;
+/// `%APPDATA%\credhost\plugins.toml` on Windows). Never the current
+/// directory: registry clients run helpers wherever the user happens to be,
+/// and a `plugins.toml` there would choose which plugin code gets loaded.
+pub fn config_path() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(p) = var(credhost::config::CONFIG_ENV) {
+        return Some(p);
+    }
+    let base = if cfg!(windows) {
+        var("APPDATA")?
+    } else {
+        var("XDG_CONFIG_HOME").or_else(|| var("HOME").map(|h| h.join(".config")))?
+    };
+    Some(base.join("credhost").join("plugins.toml"))
+}
+
+/// Runs the helper and returns the process exit code.
+pub fn main() -> i32 {
+    crate::logging::init(0, false);
+    let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    let [action] = args.as_slice() else {
+        return fail(USAGE);
+    };
+    match action.as_str() {
+        "version" | "--version" | "-v" => {
+            let version = format!("docker-credential-credhost (credhost) {}", env!("CARGO_PKG_VERSION"));
+            i32::from(crate::output::println(&version).is_err())
+        }
+        "--help" | "-h" => {
+            i32::from(crate::output::println(USAGE).is_err())
+        }
+        "store" => {
+            // Read what the client sends, so that it never sees a broken pipe
+            // instead of the answer.
+            let _ = read_stdin();
+            fail("credhost does not store registry credentials: they come from the platform's plugin (plugins.toml), so `docker login` is not needed for the registries it serves")
+        }
+        "erase" => {
+            let _ = read_stdin();
+            fail("credhost does not store registry credentials, so there is nothing to erase: they come from the platform's plugin (plugins.toml)")
+        }
+        "get" | "list" => match run(action) {
+            Ok(code) => code,
+            Err(e) => fail(&e.message()),
+        },
+        other => fail(&format!("unknown action `{other}`; {USAGE}")),
+    }
+}
+
+/// The `get` answer; borrowed, so the secret is copied only into the output.
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    #[serde(rename = "ServerURL")]
+    server_url: &'a str,
+    #[serde(rename = "Username")]
+    username: &'a str,
+    #[serde(rename = "Secret")]
+    secret: &'a str,
+}
+
+/// The protocol's error form: the message on stdout, status 1.
+fn fail(message: &str) -> i32 {
+    let _ = crate::output::println(message);
+    1
+}
+
+fn read_stdin() -> Result<Zeroizing<String>> {
+    let mut text = Zeroizing::new(String::new());
+    std::io::stdin()
+        .take(MAX_STDIN)
+        .read_to_string(&mut text)
+        .map_err(|e| credhost::Error::io("cannot read", Path::new("standard input"), e))?;
+    Ok(text)
+}
+
+fn run(action: &str) -> Result<i32> {
+    let server = if action == "get" {
+        let input = read_stdin()?;
+        let server = input.trim().to_owned();
+        if server.is_empty() {
+            return Ok(fail("no credentials server URL"));
+        }
+        // The URL is not logged: a client may pass `user:password@host`.
+        Some(server)
+    } else {
+        None
+    };
+    let path = config_path().ok_or_else(|| credhost::Error::Config {
+        location: credhost::config::CONFIG_ENV.into(),
+        message: "no configuration: set CREDHOST_CONFIG or create ~/.config/credhost/plugins.toml".into(),
+    })?;
+    let registries = Registries::from_file(&path)?;
+    // One registry per run: a single thread is plenty, and plugins run on their own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
+    let result = runtime.block_on(async {
+        match server {
+            Some(server) => match registries.get(&server).await? {
+                Some(auth) => {
+                    let answer = Answer { server_url: &server, username: auth.username.as_str(), secret: auth.secret.expose() };
+                    let text = Zeroizing::new(
+                        serde_json::to_string(&answer).map_err(|e| Error::Usage(format!("cannot format JSON: {e}")))?,
+                    );
+                    crate::output::println(&text)?;
+                    Ok(0)
+                }
+                None => Ok(fail(NOT_FOUND)),
+            },
+            None => {
+                let (list, failed) = registries.list().await;
+                for (host, e) in failed {
+                    tracing::warn!(target: "credhost::helper", "{host}: {}", credhost::one_line(&e.to_string()));
+                }
+                let text = serde_json::to_string(&list).map_err(|e| Error::Usage(format!("cannot format JSON: {e}")))?;
+                crate::output::println(&text)?;
+                Ok(0)
+            }
+        }
+    });
+    runtime.shutdown_background();
+    result
+}

@@ -1,0 +1,139 @@
+//! The command line as parsed: flags and arguments exactly as given. They
+//! are resolved into per-command arguments in [`crate::args`].
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Registry tokens, project archives and build-job credentials for the active platform.
+#[derive(Parser, Debug)]
+#[command(name = "credhost", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, env = "CREDHOST_CONFIG", default_value = "plugins.toml", value_name = "PATH")]
+    pub config: PathBuf,
+    /// Use this platform instead of the configured one (also CREDHOST_PLATFORM).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub platform: Option<String>,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors; no progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List the configured plugins and plugin files, and whether they load.
+    Plugins {
+        /// Print a JSON array of {name, version, api_version, path, sha256, status}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load the active platform and probe its storage and registry.
+    Check,
+    /// Print registry credentials for build jobs.
+    Token {
+        /// Registry host (host[:port]); the platform's default registry when absent.
+        #[arg(long, value_name = "HOST")]
+        registry: Option<String>,
+        /// Token scope for registries with token auth, e.g. repository:demo:pull,push.
+        #[arg(long, conflicts_with = "repository")]
+        scope: Option<String>,
+        /// Shorthand for --scope repository:NAME:pull,push.
+        #[arg(long, value_name = "NAME")]
+        repository: Option<String>,
+        /// docker: the REGISTRY_TOKEN string (base64 of user:secret), nothing when
+        /// none is needed; json: {"server","username","password","expires_at"} or null.
+        #[arg(long, value_enum, default_value_t = TokenFormat::Docker)]
+        format: TokenFormat,
+    },
+    /// Upload a project archive to the platform's projects bucket.
+    Upload {
+        /// The ZIP file.
+        file: PathBuf,
+        /// Object name (default: the file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Upload even if the file is not a ZIP archive.
+        #[arg(long)]
+        no_verify: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a project archive.
+    Download {
+        /// Bucket to read from.
+        bucket: String,
+        /// Object name.
+        name: String,
+        /// Destination file (default: ./NAME's file name).
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Replace the destination if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the credentials a build job needs.
+    Credentials {
+        /// env: KEY=value lines; json: one object; dotenv: a .env file (quoted
+        /// where needed); shell: `export KEY='value'` lines for eval; k8s-secret:
+        /// a Kubernetes Secret manifest (stringData).
+        #[arg(long, value_enum, default_value_t = CredFormat::Env)]
+        format: CredFormat,
+        /// Print secret values instead of a redaction marker.
+        #[arg(long)]
+        show_secrets: bool,
+        /// k8s-secret: the Secret's name.
+        #[arg(long, value_name = "NAME", default_value = "credhost-credentials")]
+        name: String,
+        /// k8s-secret: the Secret's namespace (none: kubectl's current one).
+        #[arg(long, value_name = "NS")]
+        namespace: Option<String>,
+    },
+    /// Write a docker config.json whose credHelpers send the registries credhost
+    /// serves to docker-credential-credhost (or, with --static, holding their
+    /// current credentials).
+    DockerConfig {
+        /// Where to write (default: ./config.json, or the --merge file); `-` is
+        /// standard output (not with --static).
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Start from this config.json, keeping its other entries.
+        #[arg(long, value_name = "FILE")]
+        merge: Option<PathBuf>,
+        /// Write `auths` entries holding the current credentials, for builders
+        /// that cannot run credential helpers (the file gets mode 0600).
+        #[arg(long = "static")]
+        static_auths: bool,
+        /// Only this registry (repeatable); default: every registry credhost serves.
+        #[arg(long = "registry", value_name = "HOST")]
+        registries: Vec<String>,
+        /// Replace the output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenFormat {
+    Docker,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredFormat {
+    Env,
+    Json,
+    Dotenv,
+    Shell,
+    K8sSecret,
+}
+

@@ -1,0 +1,355 @@
+//! A provider of one plugin instance, as the embedding service uses it.
+
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{ROption, RSliceMut},
+};
+use credhost_plugin_api::{
+    AuthForm, ByteSource, ByteSource_TO, Capabilities, CheckReport, CheckRequest, CredentialEntry,
+    CredentialsRequest, DownloadDest, DownloadRequest, ErrorKind as PluginKind, Extra, FfiFuture,
+    PResult, PluginError, PluginInfo, ProgressBox, Progress_TO, ProviderBox, RegistryAuth,
+    RegistryRequest, TransferResult, UploadRequest, UploadSource,
+};
+
+use crate::{names, token_cache::TokenCache, Error, Result};
+
+/// Receives the progress of a transfer. Called from the plugin's threads:
+/// keep it quick and never block.
+pub trait Progress: Send + Sync {
+    /// The total number of bytes, once known.
+    fn set_total(&self, total: u64) {
+        let _ = total;
+    }
+    /// `bytes` more bytes were transferred.
+    fn advance(&self, bytes: u64);
+}
+
+/// Options of [`ProviderHandle::upload_file`].
+#[derive(Clone, Default)]
+pub struct UploadOptions {
+    /// The object name; the file's name when `None`.
+    pub name: Option<String>,
+    /// Upload even if the file is not a ZIP archive.
+    pub no_verify: bool,
+    /// Progress reporting.
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+/// Options of [`ProviderHandle::download_to_path`].
+#[derive(Clone, Default)]
+pub struct DownloadOptions {
+    /// Replace the destination if it exists.
+    pub force: bool,
+    /// Progress reporting.
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+/// A provider of one plugin instance, with its registry-credentials cache.
+/// Cheap to clone; clones share the provider and the cache.
+#[derive(Clone)]
+pub struct ProviderHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    instance: String,
+    plugin: String,
+    info: PluginInfo,
+    provider: ProviderBox,
+    tokens: TokenCache,
+}
+
+/// The operations, with the capability each needs.
+#[derive(Clone, Copy)]
+enum Op {
+    Registry,
+    Upload,
+    Download,
+    Credentials,
+    Check,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Registry => "registry credentials",
+            Op::Upload => "upload",
+            Op::Download => "download",
+            Op::Credentials => "credentials",
+            Op::Check => "check",
+        }
+    }
+
+    fn capability(self) -> Capabilities {
+        match self {
+            Op::Registry => Capabilities::REGISTRY,
+            Op::Upload => Capabilities::UPLOAD,
+            Op::Download => Capabilities::DOWNLOAD,
+            Op::Credentials => Capabilities::CREDENTIALS,
+            Op::Check => Capabilities::CHECK,
+        }
+    }
+}
+
+impl ProviderHandle {
+    pub(crate) fn new(instance: String, plugin: String, info: PluginInfo, provider: ProviderBox) -> Self {
+        Self { inner: Arc::new(Inner { instance, plugin, info, provider, tokens: TokenCache::default() }) }
+    }
+
+    /// The instance name.
+    pub fn name(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// The plugin the instance runs.
+    pub fn plugin(&self) -> &str {
+        &self.inner.plugin
+    }
+
+    /// The plugin's self-description.
+    pub fn info(&self) -> &PluginInfo {
+        &self.inner.info
+    }
+
+    /// What the plugin offers.
+    pub fn capabilities(&self) -> Capabilities {
+        self.inner.info.capabilities
+    }
+
+    /// Refuses an operation the plugin does not offer, before calling it.
+    fn require(&self, op: Op) -> Result<()> {
+        let caps = self.capabilities();
+        if caps.contains(op.capability()) {
+            return Ok(());
+        }
+        let offered = caps.names();
+        Err(Error::Unsupported {
+            instance: self.inner.instance.clone(),
+            op: op.name(),
+            why: format!(
+                "plugin `{}` {} does not offer it (it offers: {})",
+                self.inner.plugin,
+                self.inner.info.version,
+                if offered.is_empty() { "nothing".to_owned() } else { offered.join(", ") }
+            ),
+        })
+    }
+
+    async fn call<T>(&self, op: Op, fut: FfiFuture<PResult<T>>) -> Result<T> {
+        fut.await.into_result().map_err(|source| self.plugin_error(op, source))
+    }
+
+    fn plugin_error(&self, op: Op, source: PluginError) -> Error {
+        Error::Plugin { instance: self.inner.instance.clone(), op: op.name(), source }
+    }
+
+    /// Registry credentials for `registry` (the instance's own when `None`),
+    /// optionally for a token `scope`; `None` when the registry needs none.
+    /// Answers are cached until shortly before they expire.
+    pub async fn registry_auth(&self, registry: Option<&str>, scope: Option<&str>) -> Result<Option<RegistryAuth>> {
+        self.registry_auth_as(registry, scope, AuthForm::Any).await
+    }
+
+    /// [`ProviderHandle::registry_auth`] for a caller that can hand on only
+    /// the given `form` of credentials ([`AuthForm::Basic`]: a user name and
+    /// password, as docker credential helpers need). Cached per registry,
+    /// scope and form.
+    pub async fn registry_auth_as(
+        &self,
+        registry: Option<&str>,
+        scope: Option<&str>,
+        form: AuthForm,
+    ) -> Result<Option<RegistryAuth>> {
+        self.require(Op::Registry)?;
+        let key = format!("{}\u{0}{}\u{0}{form:?}", registry.unwrap_or(""), scope.unwrap_or(""));
+        self.inner
+            .tokens
+            .get_or_fetch(&key, || async {
+                let mut req = RegistryRequest::for_registry(registry).with_auth_form(form);
+                if let Some(scope) = scope {
+                    req = req.with_scope(scope);
+                }
+                let auth = self.call(Op::Registry, self.inner.provider.registry_auth(req)).await?;
+                Ok(auth.into_option())
+            })
+            .await
+    }
+
+    /// Uploads a local file. Refuses, before sending anything, names that
+    /// could escape a bucket or confuse a reader, empty files, and (unless
+    /// `no_verify`) files that are not ZIP archives.
+    pub async fn upload_file(&self, path: &Path, opts: &UploadOptions) -> Result<TransferResult> {
+        self.require(Op::Upload)?;
+        let name = match &opts.name {
+            Some(n) => n.clone(),
+            None => path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_owned)
+                .ok_or_else(|| Error::InvalidInput(format!("cannot derive a project name from {}", path.display())))?,
+        };
+        names::validate_name(&name)?;
+        let (owned, no_verify) = (path.to_path_buf(), opts.no_verify);
+        let size = tokio::task::spawn_blocking(move || names::check_upload_file(&owned, !no_verify))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        let abs = std::path::absolute(path).map_err(|e| Error::io("cannot resolve", path, e))?;
+        let req = UploadRequest {
+            name: name.into(),
+            source: UploadSource::Path(abs.display().to_string().into()),
+            size_hint: ROption::RSome(size),
+            progress: progress_box(&opts.progress),
+            extra: Extra::new(),
+        };
+        self.call(Op::Upload, self.inner.provider.upload(req)).await
+    }
+
+    /// Uploads a stream of unknown length (a request body, a pipe). `reader`
+    /// is read on a blocking thread; memory stays bounded. The name is
+    /// validated; the content is not checked.
+    pub async fn upload_reader<R: Read + Send + 'static>(
+        &self,
+        name: &str,
+        reader: R,
+        size_hint: Option<u64>,
+        progress: Option<Arc<dyn Progress>>,
+    ) -> Result<TransferResult> {
+        self.require(Op::Upload)?;
+        names::validate_name(name)?;
+        let source = ByteSource_TO::from_value(ReadSource(reader), TD_Opaque);
+        let req = UploadRequest {
+            name: name.into(),
+            source: UploadSource::Stream(source),
+            size_hint: size_hint.into(),
+            progress: progress_box(&progress),
+            extra: Extra::new(),
+        };
+        self.call(Op::Upload, self.inner.provider.upload(req)).await
+    }
+
+    /// Downloads `bucket`/`name` to `dest`. The bytes go to a private
+    /// temporary directory beside `dest`, and the file is moved to `dest`
+    /// only once the plugin has verified the whole object; on failure or
+    /// cancellation nothing appears at `dest`. An existing `dest` is
+    /// replaced only with [`DownloadOptions::force`].
+    pub async fn download_to_path(&self, bucket: &str, name: &str, dest: &Path, opts: &DownloadOptions) -> Result<TransferResult> {
+        self.require(Op::Download)?;
+        names::validate_bucket(bucket)?;
+        names::validate_name(name)?;
+        if !opts.force && std::fs::symlink_metadata(dest).is_ok() {
+            return Err(Error::Exists(dest.to_path_buf()));
+        }
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let file_name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("download");
+        // A directory rather than a file: a cancelled plugin task may still
+        // (re)create its output file after the host gave up, and it cannot
+        // once the directory is gone. Removed with everything in it on error
+        // and when this future is dropped.
+        let work = tempfile::Builder::new()
+            .prefix(&format!(".{file_name}."))
+            .suffix(".part")
+            .tempdir_in(&dir)
+            .map_err(|e| Error::io("cannot create a directory in", &dir, e))?;
+        let part = std::path::absolute(work.path().join(file_name)).map_err(|e| Error::io("cannot resolve", work.path(), e))?;
+        let req = DownloadRequest {
+            bucket: bucket.into(),
+            name: name.into(),
+            dest: DownloadDest::Path(part.display().to_string().into()),
+            progress: progress_box(&opts.progress),
+            extra: Extra::new(),
+        };
+        let result = self.call(Op::Download, self.inner.provider.download(req)).await?;
+        persist(&part, dest, opts.force)?;
+        Ok(result)
+    }
+
+    /// The entries a build job needs, each marked secret or not.
+    pub async fn credentials(&self) -> Result<Vec<CredentialEntry>> {
+        self.require(Op::Credentials)?;
+        let entries = self.call(Op::Credentials, self.inner.provider.credentials(CredentialsRequest::default())).await?;
+        Ok(entries.into_vec())
+    }
+
+    /// The plugin's live probe.
+    pub async fn check(&self) -> Result<CheckReport> {
+        self.require(Op::Check)?;
+        self.call(Op::Check, self.inner.provider.check(CheckRequest::default())).await
+    }
+
+    /// Waits (at most `timeout`) for the clean-up work of cancelled
+    /// operations to finish. Call it after dropping an operation's future
+    /// when the process is about to exit, so that nothing partial is left
+    /// behind. Returns whether the plugin became idle in time.
+    pub async fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        matches!(
+            tokio::time::timeout(timeout, self.inner.provider.wait_idle()).await,
+            Ok(abi_stable::std_types::RResult::ROk(()))
+        )
+    }
+}
+
+/// Moves the verified download at `part` to `dest`. Without `force` nothing
+/// is replaced, even a `dest` that appeared during the download: a hard link
+/// fails when `dest` exists (file systems without hard links get a check and
+/// a rename).
+fn persist(part: &Path, dest: &Path, force: bool) -> Result<()> {
+    let persisted = if force {
+        std::fs::rename(part, dest)
+    } else {
+        match std::fs::hard_link(part, dest) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                if std::fs::symlink_metadata(dest).is_ok() {
+                    Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists))
+                } else {
+                    std::fs::rename(part, dest)
+                }
+            }
+            other => other,
+        }
+    };
+    match persisted {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Exists(dest.to_path_buf())),
+        Err(e) => Err(Error::io("cannot write", dest, e)),
+    }
+}
+
+/// The caller's progress receiver as the interface's progress object.
+fn progress_box(progress: &Option<Arc<dyn Progress>>) -> ROption<ProgressBox> {
+    progress.as_ref().map(|p| Progress_TO::from_value(ProgressAdapter(p.clone()), TD_Opaque)).into()
+}
+
+struct ProgressAdapter(Arc<dyn Progress>);
+
+impl credhost_plugin_api::Progress for ProgressAdapter {
+    fn set_total(&self, total: u64) {
+        self.0.set_total(total);
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.advance(bytes);
+    }
+}
+
+/// A `std::io::Read` as a plugin byte source.
+struct ReadSource<R>(R);
+
+impl<R: Read + Send> ByteSource for ReadSource<R> {
+    fn read(&mut self, mut buf: RSliceMut<'_, u8>) -> PResult<usize> {
+        loop {
+            match self.0.read(buf.as_mut_slice()) {
+                Ok(n) => return PResult::ROk(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return PResult::RErr(PluginError::new(PluginKind::IO, format!("reading the upload source: {e}"))),
+            }
+        }
+    }
+}

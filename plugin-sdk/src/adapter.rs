@@ -1,0 +1,146 @@
+//! The interface's `Provider` over a [`crate::Provider`]: converts requests
+//! and answers between the ABI types and std types, and runs every call on
+//! the plugin runtime through the interface crate's guarded plumbing.
+
+use std::{path::PathBuf, sync::Arc};
+
+use credhost_plugin_api::{
+    abi_stable::std_types::{ROption, RString, RVec},
+    keys,
+    sdk::{extra_to_map, spawn_guarded},
+    CheckItem, CheckReport, CheckRequest, CredentialEntry, CredentialsRequest, DownloadDest,
+    DownloadRequest, Extra, FfiFuture, HostServicesBox, PResult, PluginInfo, ProviderBox,
+    TransferResult, UploadRequest, UploadSource, API_VERSION,
+};
+
+use crate::{Dest, Download, Entry, Plugin, Probe, Progress, Provider, RegistryRequest, Source, Stored, StreamReader, Upload};
+
+struct Adapter<P>(Arc<P>);
+
+/// The plugin's self-description, with its declarations.
+pub fn info<P: Plugin>(aborts_on_panic: bool) -> PluginInfo {
+    let mut info = PluginInfo {
+        name: P::NAME.into(),
+        version: P::VERSION.into(),
+        api_version: API_VERSION.into(),
+        capabilities: P::CAPABILITIES,
+        extra: Extra::new(),
+    }
+    .with_extra(keys::PANIC, credhost_plugin_api::sdk::panic_strategy(aborts_on_panic));
+    if !P::DESCRIPTION.is_empty() {
+        info = info.with_extra(keys::DESCRIPTION, P::DESCRIPTION);
+    }
+    if let Some(setting) = P::REGISTRY_SETTING {
+        info = info.with_extra(keys::REGISTRY_SETTING, setting);
+    }
+    if !P::IDENTITY_ENV.is_empty() {
+        info = info.with_extra(keys::IDENTITY_ENV, P::IDENTITY_ENV.join(","));
+    }
+    if !P::IDENTITY_ENV_SETTINGS.is_empty() {
+        info = info.with_extra(keys::IDENTITY_ENV_SETTINGS, P::IDENTITY_ENV_SETTINGS.join(","));
+    }
+    info
+}
+
+/// Builds a provider of plugin `P` from the settings JSON the host sent.
+pub fn new_provider<P: Plugin>(settings_json: &str, host: HostServicesBox) -> PResult<ProviderBox> {
+    credhost_plugin_api::sdk::construct(P::NAME, settings_json, host, |settings, ctx| async move {
+        P::new(settings, ctx).await.map(|p| Adapter(Arc::new(p)))
+    })
+}
+
+fn stored(s: Stored) -> TransferResult {
+    let mut r = TransferResult::new(s.bucket, s.name, s.size, s.checksum);
+    if let Some(l) = s.location {
+        r = r.with_location(l);
+    }
+    if let Some(g) = s.generation {
+        r = r.with_generation(g);
+    }
+    r
+}
+
+fn entry(e: Entry) -> CredentialEntry {
+    CredentialEntry { key: RString::from(e.key), value: e.value, secret: e.secret }
+}
+
+fn probe(p: Probe) -> CheckItem {
+    CheckItem { component: p.component.into(), ok: p.ok, detail: p.detail.into() }
+}
+
+impl<P: Provider> credhost_plugin_api::Provider for Adapter<P> {
+    fn registry_auth(
+        &self,
+        req: credhost_plugin_api::RegistryRequest,
+    ) -> FfiFuture<PResult<ROption<credhost_plugin_api::RegistryAuth>>> {
+        let p = self.0.clone();
+        spawn_guarded("registry_auth", move || async move {
+            let request = RegistryRequest {
+                registry: req.registry.as_ref().into_option().map(|r| r.to_string()),
+                scope: req.scope(),
+                form: req.auth_form(),
+                extra: extra_to_map(req.extra),
+            };
+            let answer = p.registry_auth(request).await?;
+            Ok(answer
+                .map(|a| {
+                    credhost_plugin_api::RegistryAuth::new(a.server, a.username, a.secret, a.expires_at).with_kind(a.kind)
+                })
+                .into())
+        })
+    }
+
+    fn upload(&self, req: UploadRequest) -> FfiFuture<PResult<TransferResult>> {
+        let p = self.0.clone();
+        spawn_guarded("upload", move || async move {
+            let content_type = req.content_type().map(str::to_owned);
+            let source = match req.source {
+                UploadSource::Path(path) => Source::Path(PathBuf::from(path.as_str())),
+                UploadSource::Stream(s) => Source::Stream(StreamReader::new(s)),
+            };
+            let upload = Upload {
+                name: req.name.into_string(),
+                source,
+                size_hint: req.size_hint.into_option(),
+                progress: Progress::new(req.progress.into_option()),
+                content_type,
+                extra: extra_to_map(req.extra),
+            };
+            p.upload(upload).await.map(stored)
+        })
+    }
+
+    fn download(&self, req: DownloadRequest) -> FfiFuture<PResult<TransferResult>> {
+        let p = self.0.clone();
+        spawn_guarded("download", move || async move {
+            let dest = match req.dest {
+                DownloadDest::Path(path) => Dest::Path(PathBuf::from(path.as_str())),
+                DownloadDest::Sink(s) => Dest::Sink(crate::SinkWriter::new(s)),
+            };
+            let download = Download {
+                bucket: req.bucket.into_string(),
+                name: req.name.into_string(),
+                dest,
+                progress: Progress::new(req.progress.into_option()),
+                extra: extra_to_map(req.extra),
+            };
+            p.download(download).await.map(stored)
+        })
+    }
+
+    fn credentials(&self, _req: CredentialsRequest) -> FfiFuture<PResult<RVec<CredentialEntry>>> {
+        let p = self.0.clone();
+        spawn_guarded("credentials", move || async move {
+            Ok(p.credentials().await?.into_iter().map(entry).collect())
+        })
+    }
+
+    fn check(&self, _req: CheckRequest) -> FfiFuture<PResult<CheckReport>> {
+        let p = self.0.clone();
+        spawn_guarded("check", move || async move { Ok(CheckReport::of(p.check().await?.into_iter().map(probe))) })
+    }
+
+    fn wait_idle(&self) -> FfiFuture<PResult<()>> {
+        credhost_plugin_api::sdk::wait_idle()
+    }
+}

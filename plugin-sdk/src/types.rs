@@ -1,0 +1,252 @@
+//! Requests and answers of the [`Provider`](crate::Provider) methods, in std types.
+
+use std::{collections::HashMap, fmt, path::PathBuf, time::Duration};
+
+use crate::{registry_host, unix_now, AuthForm, AuthKind, Progress, Secret, SinkWriter, StreamReader};
+
+/// Which registry to authenticate to, and how.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryRequest {
+    /// The registry host (`host[:port]`, as the client gave it); `None` for
+    /// the instance's own registry.
+    pub registry: Option<String>,
+    /// A token scope such as `repository:demo:pull,push`, for registries
+    /// that issue scoped tokens.
+    pub scope: Option<String>,
+    /// What the caller can hand on: [`AuthForm::Basic`] means only a user
+    /// name and password (docker credential helpers), never a bearer token.
+    pub form: AuthForm,
+    /// Options this kit does not know by name.
+    pub extra: HashMap<String, String>,
+}
+
+impl RegistryRequest {
+    /// Whether the request is for `served` (a host or URL): always when no
+    /// registry was named, else when both are the same `host[:port]`.
+    pub fn is_for(&self, served: &str) -> bool {
+        self.registry.as_deref().is_none_or(|r| registry_host(r) == registry_host(served))
+    }
+}
+
+/// Credentials for a container registry.
+#[derive(Clone)]
+pub struct RegistryAuth {
+    /// The registry host they are for (`host[:port]`, no scheme).
+    pub server: String,
+    /// The user name to present.
+    pub username: String,
+    /// The password or token.
+    pub secret: Secret,
+    /// Unix time (seconds) after which the secret stops working, when known.
+    pub expires_at: Option<i64>,
+    /// What the secret is.
+    pub kind: AuthKind,
+}
+
+impl RegistryAuth {
+    /// A user name and password for `server`, with no known expiry.
+    pub fn basic(server: impl Into<String>, username: impl Into<String>, secret: Secret) -> Self {
+        Self { server: server.into(), username: username.into(), secret, expires_at: None, kind: AuthKind::Basic }
+    }
+
+    /// A registry bearer token for `server`, issued to `username`.
+    pub fn bearer(server: impl Into<String>, username: impl Into<String>, token: Secret) -> Self {
+        Self { kind: AuthKind::Bearer, ..Self::basic(server, username, token) }
+    }
+
+    /// Says when the secret stops working (Unix seconds).
+    pub fn expires_at(mut self, unix_seconds: i64) -> Self {
+        self.expires_at = Some(unix_seconds);
+        self
+    }
+
+    /// Says the secret stops working `lifetime` from now.
+    pub fn expires_in(self, lifetime: Duration) -> Self {
+        self.expires_at(crate::expires_in(lifetime))
+    }
+
+    /// The `REGISTRY_TOKEN` form build jobs expect: base64 of
+    /// `username:secret`, like ECR's authorization token.
+    pub fn registry_token(&self) -> Secret {
+        credhost_plugin_api::RegistryAuth::new(self.server.as_str(), self.username.as_str(), self.secret.clone(), self.expires_at)
+            .registry_token()
+    }
+}
+
+impl fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("secret", &self.secret)
+            .field("expires_at", &self.expires_at)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+/// An upload.
+pub struct Upload {
+    /// The object name, validated by the host (it may contain `/`).
+    pub name: String,
+    /// The bytes.
+    pub source: Source,
+    /// The size in bytes when known in advance (always for paths).
+    pub size_hint: Option<u64>,
+    /// Progress reporting (does nothing when the host did not ask for it).
+    pub progress: Progress,
+    /// The media type the caller asked for.
+    pub content_type: Option<String>,
+    /// Options this kit does not know by name.
+    pub extra: HashMap<String, String>,
+}
+
+/// Where upload bytes come from.
+pub enum Source {
+    /// A local file: read it in parallel, at offsets, if that helps.
+    Path(PathBuf),
+    /// A stream of unknown length from the host (a request body, a pipe).
+    Stream(StreamReader),
+}
+
+/// A download.
+pub struct Download {
+    /// The bucket to read from.
+    pub bucket: String,
+    /// The object name.
+    pub name: String,
+    /// Where the bytes go.
+    pub dest: Dest,
+    /// Progress reporting (does nothing when the host did not ask for it).
+    pub progress: Progress,
+    /// Options this kit does not know by name.
+    pub extra: HashMap<String, String>,
+}
+
+/// Where download bytes go.
+pub enum Dest {
+    /// A file to create or truncate, in a directory private to this
+    /// download; the host renames it into place once the call succeeded.
+    Path(PathBuf),
+    /// A host sink; it counts as complete only after
+    /// [`DestWriter::commit`](crate::DestWriter::commit).
+    Sink(SinkWriter),
+}
+
+/// An object that was stored or fetched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// The bucket.
+    pub bucket: String,
+    /// The object name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// `algorithm:hex` of the whole content, e.g. `crc32c:1a2b3c4d`.
+    pub checksum: String,
+    /// Where it is, as a URL (`s3://bucket/name`) or a path.
+    pub location: Option<String>,
+    /// The store's version of the object, where it has one.
+    pub generation: Option<String>,
+}
+
+impl Stored {
+    /// `bucket`/`name`, `size` bytes with `checksum`.
+    pub fn new(bucket: impl Into<String>, name: impl Into<String>, size: u64, checksum: impl Into<String>) -> Self {
+        Self { bucket: bucket.into(), name: name.into(), size, checksum: checksum.into(), location: None, generation: None }
+    }
+
+    /// Says where the object is.
+    pub fn at(mut self, location: impl Into<String>) -> Self {
+        self.location = Some(location.into());
+        self
+    }
+}
+
+/// One environment-style entry of a build job.
+#[derive(Clone)]
+pub struct Entry {
+    /// The variable name, e.g. `PROJECTS_BUCKET`.
+    pub key: String,
+    /// Its value (wiped from memory when dropped).
+    pub value: Secret,
+    /// Whether the value is redacted unless the user asks to see it.
+    pub secret: bool,
+}
+
+impl Entry {
+    /// An entry shown as it is.
+    pub fn plain(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Self { key: key.into(), value: Secret::new(value), secret: false }
+    }
+
+    /// An entry redacted unless the user asks to see secrets.
+    pub fn secret(key: impl Into<String>, value: Secret) -> Self {
+        Self { key: key.into(), value, secret: true }
+    }
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Entry");
+        d.field("key", &self.key);
+        if self.secret {
+            d.field("value", &self.value);
+        } else {
+            d.field("value", &self.value.expose());
+        }
+        d.finish()
+    }
+}
+
+/// One probe of `check`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// What was probed: `storage` or `registry`.
+    pub component: String,
+    /// Whether it answered as expected.
+    pub ok: bool,
+    /// What was found, one line.
+    pub detail: String,
+}
+
+impl Probe {
+    /// A passed probe.
+    pub fn ok(component: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self { component: component.into(), ok: true, detail: detail.into() }
+    }
+
+    /// A failed probe.
+    pub fn failed(component: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self { component: component.into(), ok: false, detail: detail.into() }
+    }
+}
+
+/// Unix seconds `lifetime` from now, for [`RegistryAuth::expires_at`].
+pub fn expires_in(lifetime: Duration) -> i64 {
+    unix_now().saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_compare_hosts_like_the_host() {
+        let mut r = RegistryRequest::default();
+        assert!(r.is_for("anything"));
+        r.registry = Some("https://Reg.Example:5000/".into());
+        assert!(r.is_for("http://reg.example:5000"));
+        assert!(!r.is_for("reg.example:5001"));
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let a = RegistryAuth::basic("r", "u", Secret::new("hunter2")).expires_in(Duration::from_secs(60));
+        assert!(!format!("{a:?}").contains("hunter2"));
+        assert!(a.expires_at.is_some_and(|t| t > unix_now()));
+        let e = Entry::secret("K", Secret::new("hunter2"));
+        assert_eq!(format!("{e:?}"), "Entry { key: \"K\", value: Secret(<redacted>) }");
+        assert_eq!(format!("{:?}", Entry::plain("K", "v")), "Entry { key: \"K\", value: \"v\" }");
+    }
+}

@@ -1,0 +1,77 @@
+//! The provider: the registry and the store its settings describe.
+
+use credhost_plugin_sdk::{
+    parse_settings, Context, Download, Entry, Error, ErrorKind, Plugin, Probe, Provider, RegistryAuth, RegistryRequest,
+    Result, Stored, Upload,
+};
+
+use crate::{registry::Registry, settings::Settings, store::Store};
+
+/// The provider of one instance.
+pub struct LocalProvider {
+    registry: Registry,
+    store: Store,
+}
+
+impl Plugin for LocalProvider {
+    const NAME: &'static str = "local";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "a self-hosted registry and a directory or S3-compatible store";
+    const REGISTRY_SETTING: Option<&'static str> = Some("registry.url");
+    const IDENTITY_ENV_SETTINGS: &'static [&'static str] = &[
+        "registry.username_env",
+        "registry.password_env",
+        "storage.access_key_id_env",
+        "storage.secret_access_key_env",
+    ];
+
+    async fn new(settings: serde_json::Value, ctx: Context) -> Result<Self> {
+        let settings: Settings = parse_settings(settings)?;
+        let registry = Registry::new(settings.registry)?;
+        let store = Store::new(settings.storage, &ctx)?;
+        Ok(Self { registry, store })
+    }
+}
+
+impl Provider for LocalProvider {
+    async fn registry_auth(&self, req: RegistryRequest) -> Result<Option<RegistryAuth>> {
+        if !req.is_for(self.registry.host()) {
+            return Err(Error::new(
+                ErrorKind::NOT_FOUND,
+                format!(
+                    "this platform's registry is {}, not {}",
+                    self.registry.host(),
+                    req.registry.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+        self.registry.auth(req.scope.as_deref(), req.form).await
+    }
+
+    async fn upload(&self, req: Upload) -> Result<Stored> {
+        let started = std::time::Instant::now();
+        let r = self.store.upload(req).await?;
+        tracing::info!("stored {}/{} ({} bytes, {}) in {:.2?}", r.bucket, r.name, r.size, r.checksum, started.elapsed());
+        Ok(r)
+    }
+
+    async fn download(&self, req: Download) -> Result<Stored> {
+        let started = std::time::Instant::now();
+        let r = self.store.download(req).await?;
+        tracing::info!("fetched {}/{} ({} bytes, {}) in {:.2?}", r.bucket, r.name, r.size, r.checksum, started.elapsed());
+        Ok(r)
+    }
+
+    async fn credentials(&self) -> Result<Vec<Entry>> {
+        let mut out = self.store.credentials();
+        out.push(Entry::plain("REGISTRY", self.registry.host()));
+        if let Some(auth) = self.registry.auth(None, credhost_plugin_sdk::AuthForm::Any).await? {
+            out.push(Entry::secret("REGISTRY_TOKEN", auth.registry_token()));
+        }
+        Ok(out)
+    }
+
+    async fn check(&self) -> Result<Vec<Probe>> {
+        Ok(vec![self.store.check().await, self.registry.check().await])
+    }
+}
