@@ -93,7 +93,8 @@ pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
             };
             if target.is_none() && static_auths {
                 return Err(Error::Usage(
-                    "--static writes credentials: give --output FILE (written with mode 0600), not standard output".into(),
+                    "--static writes credentials: give --output FILE (written with mode 0600), not standard output"
+                        .into(),
                 ));
             }
             Command::DockerConfig(DockerConfig { target, merge, static_auths, registries, force })

@@ -39,7 +39,9 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
     match command {
         Command::Plugins { json } => plugins(&host, *json),
         Command::Check => check(&host, active).await,
-        Command::Token { registry, scope, format } => token(&host, active, registry.as_deref(), scope.as_deref(), *format).await,
+        Command::Token { registry, scope, format } => {
+            token(&host, active, registry.as_deref(), scope.as_deref(), *format).await
+        }
         Command::Upload { file, name, no_verify, json } => {
             let total = std::fs::metadata(file).ok().map(|m| m.len());
             let provider = active.take(&host).await?;
@@ -64,7 +66,8 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
         Command::Download { bucket, name, dest, force, json } => {
             let provider = active.take(&host).await?;
             let bar = Bar::on_terminal("download", None, !global.quiet);
-            let opts = DownloadOptions { force: *force, progress: bar.clone().map(|b| b as Arc<dyn credhost::Progress>) };
+            let opts =
+                DownloadOptions { force: *force, progress: bar.clone().map(|b| b as Arc<dyn credhost::Progress>) };
             let result = provider.download_to_path(bucket, name, dest, &opts).await;
             if let Some(b) = bar {
                 b.finish();
@@ -86,7 +89,9 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
             print(&text)?;
             let redacted = job_env::redacted_count(&entries, *show_secrets);
             if redacted > 0 && !global.quiet {
-                eprintln!("credhost: {redacted} secret value(s) printed as {REDACTED}; add --show-secrets to print them");
+                eprintln!(
+                    "credhost: {redacted} secret value(s) printed as {REDACTED}; add --show-secrets to print them"
+                );
             }
             Ok(exit::OK)
         }
@@ -119,7 +124,8 @@ fn plugins(host: &Host, json: bool) -> Result<i32> {
         print(&text)?;
     }
     // The active instance's row says whether its plugin loads.
-    let refused_active = rows.iter().find(|r| r.name == host.platform()).is_some_and(|r| r.status.starts_with("refused"));
+    let refused_active =
+        rows.iter().find(|r| r.name == host.platform()).is_some_and(|r| r.status.starts_with("refused"));
     Ok(if refused_active { exit::PLUGIN } else { exit::OK })
 }
 
@@ -139,7 +145,13 @@ async fn check(host: &Host, active: &Active) -> Result<i32> {
     }
 }
 
-async fn token(host: &Host, active: &Active, registry: Option<&str>, scope: Option<&str>, format: TokenFormat) -> Result<i32> {
+async fn token(
+    host: &Host,
+    active: &Active,
+    registry: Option<&str>,
+    scope: Option<&str>,
+    format: TokenFormat,
+) -> Result<i32> {
     let provider = active.take(host).await?;
     let auth = provider.registry_auth(registry, scope).await?;
     match (format, auth) {

@@ -60,9 +60,7 @@ pub fn main() -> i32 {
             let version = format!("docker-credential-credhost (credhost) {}", env!("CARGO_PKG_VERSION"));
             i32::from(crate::output::println(&version).is_err())
         }
-        "--help" | "-h" => {
-            i32::from(crate::output::println(USAGE).is_err())
-        }
+        "--help" | "-h" => i32::from(crate::output::println(USAGE).is_err()),
         "store" => {
             // Read what the client sends, so that it never sees a broken pipe
             // instead of the answer.
@@ -133,7 +131,8 @@ fn run(action: &str) -> Result<i32> {
         match server {
             Some(server) => match registries.get(&server).await? {
                 Some(auth) => {
-                    let answer = Answer { server_url: &server, username: auth.username.as_str(), secret: auth.secret.expose() };
+                    let answer =
+                        Answer { server_url: &server, username: auth.username.as_str(), secret: auth.secret.expose() };
                     let text = Zeroizing::new(
                         serde_json::to_string(&answer).map_err(|e| Error::Usage(format!("cannot format JSON: {e}")))?,
                     );
@@ -147,7 +146,8 @@ fn run(action: &str) -> Result<i32> {
                 for (host, e) in failed {
                     tracing::warn!(target: "credhost::helper", "{host}: {}", credhost::one_line(&e.to_string()));
                 }
-                let text = serde_json::to_string(&list).map_err(|e| Error::Usage(format!("cannot format JSON: {e}")))?;
+                let text =
+                    serde_json::to_string(&list).map_err(|e| Error::Usage(format!("cannot format JSON: {e}")))?;
                 crate::output::println(&text)?;
                 Ok(0)
             }

@@ -41,9 +41,14 @@ pub fn read(path: &Path) -> Result<Map<String, Value>> {
         return Err(Error::Usage(format!("{}: not a regular file; is it a docker config.json?", path.display())));
     }
     let mut text = String::new();
-    file.take(MAX_CONFIG_JSON + 1).read_to_string(&mut text).map_err(|e| credhost::Error::io("cannot read", path, e))?;
+    file.take(MAX_CONFIG_JSON + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| credhost::Error::io("cannot read", path, e))?;
     if text.len() as u64 > MAX_CONFIG_JSON {
-        return Err(Error::Usage(format!("{}: larger than {MAX_CONFIG_JSON} bytes; is it a docker config.json?", path.display())));
+        return Err(Error::Usage(format!(
+            "{}: larger than {MAX_CONFIG_JSON} bytes; is it a docker config.json?",
+            path.display()
+        )));
     }
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => Ok(map),
@@ -128,7 +133,8 @@ pub async fn build(registries: &Registries, mut base: Map<String, Value>, opts: 
         }
     }
     drop_empty(&mut base, "credHelpers");
-    let mut text = serde_json::to_string_pretty(&Value::Object(base)).map_err(|e| Error::Usage(format!("cannot format JSON: {e}")))?;
+    let mut text = serde_json::to_string_pretty(&Value::Object(base))
+        .map_err(|e| Error::Usage(format!("cannot format JSON: {e}")))?;
     text.push('\n');
     Ok(text)
 }
@@ -200,7 +206,11 @@ pub fn note_helper_config(config: &credhost::config::Config) {
         eprintln!(
             "credhost: note: docker-credential-credhost reads {} ({}); set CREDHOST_CONFIG={} where docker runs",
             helpers.as_ref().map(|h| h.display().to_string()).unwrap_or_else(|| "$CREDHOST_CONFIG".into()),
-            if std::env::var_os(credhost::config::CONFIG_ENV).is_some() { "from CREDHOST_CONFIG" } else { "the default" },
+            if std::env::var_os(credhost::config::CONFIG_ENV).is_some() {
+                "from CREDHOST_CONFIG"
+            } else {
+                "the default"
+            },
             ours.display()
         );
     }

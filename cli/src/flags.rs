@@ -136,4 +136,3 @@ pub enum CredFormat {
     Shell,
     K8sSecret,
 }
-

@@ -164,7 +164,8 @@ pub fn shell_quote(value: &str) -> String {
 /// compose, python-dotenv and dotenvy) when possible, else double-quoted with
 /// backslash escapes for `\`, `"`, line breaks and tabs.
 pub fn dotenv_quote(value: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':' | '@' | '+' | ',' | '%' | '=');
+    let plain =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':' | '@' | '+' | ',' | '%' | '=');
     if value.chars().all(plain) {
         return value.to_owned();
     }
@@ -264,7 +265,10 @@ mod tests {
     fn k8s_secret_manifest() {
         let f = Format::K8sSecret { name: "build-creds".into(), namespace: Some("ci".into()) };
         let out = render(&entries(), true, &f).unwrap();
-        assert!(out.starts_with("apiVersion: v1\nkind: Secret\nmetadata:\n  name: \"build-creds\"\n  namespace: \"ci\"\n"), "{out}");
+        assert!(
+            out.starts_with("apiVersion: v1\nkind: Secret\nmetadata:\n  name: \"build-creds\"\n  namespace: \"ci\"\n"),
+            "{out}"
+        );
         assert!(out.contains("stringData:\n  \"REGISTRY\": \"127.0.0.1:5000\"\n"), "{out}");
         assert!(out.contains("  \"TOKEN\": \"a\\\"b'c\\nd $HOME `x` \\\\\"\n"), "{out}");
         for bad in ["Build", "-x", "x-", "", "a_b"] {

@@ -29,12 +29,26 @@ fn run() -> credhost::Result<()> {
 
         let t = Instant::now();
         let put = provider.upload_file(&zip_path, &Default::default()).await?;
-        println!("uploaded   {}/{} ({} bytes, {}) in {:.2?}", put.bucket, put.name, put.size, put.checksum, t.elapsed());
+        println!(
+            "uploaded   {}/{} ({} bytes, {}) in {:.2?}",
+            put.bucket,
+            put.name,
+            put.size,
+            put.checksum,
+            t.elapsed()
+        );
 
         let back = work.path().join("downloaded.zip");
         let t = Instant::now();
         let got = provider.download_to_path(&put.bucket, &put.name, &back, &Default::default()).await?;
-        println!("downloaded {}/{} ({} bytes, {}) in {:.2?}", got.bucket, got.name, got.size, got.checksum, t.elapsed());
+        println!(
+            "downloaded {}/{} ({} bytes, {}) in {:.2?}",
+            got.bucket,
+            got.name,
+            got.size,
+            got.checksum,
+            t.elapsed()
+        );
 
         let same = std::fs::read(&zip_path).ok() == std::fs::read(&back).ok();
         if !same || put.checksum != got.checksum {

@@ -55,7 +55,8 @@ async fn main() {
         .route("/token", get(token))
         .route("/platform", get(platform))
         .with_state(app);
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| fail(format!("cannot listen on {addr}: {e}"), 1));
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| fail(format!("cannot listen on {addr}: {e}"), 1));
     eprintln!("serving on http://{addr}");
     if let Err(e) = axum::serve(listener, router).await {
         fail(format!("server failed: {e}"), 1);
@@ -105,7 +106,10 @@ async fn upload(State(app): State<Arc<App>>, Path(name): Path<String>, body: Bod
 /// the file's latest contents were rejected, if they were.
 async fn platform(State(app): State<Arc<App>>) -> Response {
     let s = app.live.status();
-    json(StatusCode::OK, serde_json::json!({"platform": s.platform, "generation": s.generation, "last_error": s.last_error}))
+    json(
+        StatusCode::OK,
+        serde_json::json!({"platform": s.platform, "generation": s.generation, "last_error": s.last_error}),
+    )
 }
 
 /// `GET /token`: the registry token for build jobs, or `null`.

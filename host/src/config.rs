@@ -140,8 +140,15 @@ impl Config {
         let mut instances = BTreeMap::new();
         for (name, p) in raw.plugins {
             let plugin = p.plugin.unwrap_or_else(|| name.clone());
-            let instance =
-                Instance { name: name.clone(), plugin, file: p.file, sha256: p.sha256, registries: p.registries, identity_env: p.identity_env, settings: p.settings };
+            let instance = Instance {
+                name: name.clone(),
+                plugin,
+                file: p.file,
+                sha256: p.sha256,
+                registries: p.registries,
+                identity_env: p.identity_env,
+                settings: p.settings,
+            };
             check_instance(&instance, &at)?;
             instances.insert(name, instance);
         }
@@ -262,7 +269,10 @@ fn check_instance(instance: &Instance, at: &dyn Fn(&[&str]) -> String) -> Result
     if !valid_plugin_name(&instance.plugin) {
         return Err(Error::Config {
             location: at(&["plugins", name, "plugin"]),
-            message: format!("plugins.{name}.plugin: invalid plugin name `{}`: use lower-case letters, digits, `-` and `_`", instance.plugin),
+            message: format!(
+                "plugins.{name}.plugin: invalid plugin name `{}`: use lower-case letters, digits, `-` and `_`",
+                instance.plugin
+            ),
         });
     }
     if let Some(pin) = &instance.sha256 {
@@ -274,7 +284,10 @@ fn check_instance(instance: &Instance, at: &dyn Fn(&[&str]) -> String) -> Result
         }
     }
     if instance.file.as_deref() == Some("") {
-        return Err(Error::Config { location: at(&["plugins", name, "file"]), message: format!("plugins.{name}.file is empty") });
+        return Err(Error::Config {
+            location: at(&["plugins", name, "file"]),
+            message: format!("plugins.{name}.file is empty"),
+        });
     }
     for host in &instance.registries {
         if let Err(why) = crate::registries::check_pattern(host) {
@@ -289,7 +302,9 @@ fn check_instance(instance: &Instance, at: &dyn Fn(&[&str]) -> String) -> Result
         if base.is_empty() || !base.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(Error::Config {
                 location: at(&["plugins", name, "identity_env"]),
-                message: format!("plugins.{name}.identity_env: `{var}` is not an environment variable name (or `PREFIX*`)"),
+                message: format!(
+                    "plugins.{name}.identity_env: `{var}` is not an environment variable name (or `PREFIX*`)"
+                ),
             });
         }
     }
@@ -321,7 +336,10 @@ fn parse_registries(
         }
         let normal = key.to_ascii_lowercase();
         if out.insert(normal.clone(), plugin).is_some() {
-            return Err(Error::Config { location, message: format!("registries: `{normal}` is listed twice (case does not matter)") });
+            return Err(Error::Config {
+                location,
+                message: format!("registries: `{normal}` is listed twice (case does not matter)"),
+            });
         }
     }
     Ok(out)
@@ -438,7 +456,8 @@ region = "us-east-2"
 
     #[test]
     fn bad_pins_are_config_errors() {
-        let e = parse(&GOOD.replace("[plugins.local]\n", "[plugins.local]\nsha256 = \"abc\"\n")).err().unwrap().to_string();
+        let e =
+            parse(&GOOD.replace("[plugins.local]\n", "[plugins.local]\nsha256 = \"abc\"\n")).err().unwrap().to_string();
         assert_eq!(e, "dir/plugins.toml:5: plugins.local.sha256 must be 64 hexadecimal digits");
     }
 }

@@ -237,7 +237,8 @@ impl DiskCache {
     /// (expired, unreadable, too open) is removed and reads as a miss.
     pub fn load(&self, file: &Path) -> Option<RegistryAuth> {
         let entry = self.read(file)?;
-        let auth = RegistryAuth::new(&entry.server, &entry.username, Secret::new(entry.secret.as_str()), entry.expires_at);
+        let auth =
+            RegistryAuth::new(&entry.server, &entry.username, Secret::new(entry.secret.as_str()), entry.expires_at);
         Some(match entry.kind.as_deref() {
             Some("basic") => auth.with_kind(AuthKind::Basic),
             Some("bearer") => auth.with_kind(AuthKind::Bearer),
@@ -282,7 +283,9 @@ impl DiskCache {
             expires_at,
             use_until: until,
         };
-        let bytes = Zeroizing::new(serde_json::to_vec(&entry).map_err(|e| Error::Internal(format!("cannot encode a cache entry: {e}")))?);
+        let bytes = Zeroizing::new(
+            serde_json::to_vec(&entry).map_err(|e| Error::Internal(format!("cannot encode a cache entry: {e}")))?,
+        );
         // tempfile creates the file with mode 0600 before anything is written.
         let mut temp = tempfile::Builder::new()
             .prefix(".entry-")
@@ -413,14 +416,22 @@ mod tests {
         use credhost_plugin_api::{keys, Capabilities, Extra};
         let text = "platform = \"local\"\n[plugins.local]\nidentity_env = [\"CREDHOST_UNIT_LISTED\"]\n[plugins.local.settings]\nregistry = { url = \"http://r\", auth = \"basic\", username_env = \"CREDHOST_UNIT_IDENTITY_USER\", password_env = \"X\" }\n";
         let config = Config::parse(Path::new("p.toml"), text, None, None).unwrap();
-        let info = PluginInfo { name: "local".into(), version: "1".into(), api_version: "1.0.0".into(), capabilities: Capabilities::ALL, extra: Extra::new() }
-            .with_extra(keys::IDENTITY_ENV_SETTINGS, "registry.username_env")
-            .with_extra(keys::IDENTITY_ENV, "CREDHOST_UNIT_PREFIX_*");
+        let info = PluginInfo {
+            name: "local".into(),
+            version: "1".into(),
+            api_version: "1.0.0".into(),
+            capabilities: Capabilities::ALL,
+            extra: Extra::new(),
+        }
+        .with_extra(keys::IDENTITY_ENV_SETTINGS, "registry.username_env")
+        .with_extra(keys::IDENTITY_ENV, "CREDHOST_UNIT_PREFIX_*");
         let id = || identity(&config, "local", Some(&info));
         std::env::set_var("CREDHOST_UNIT_IDENTITY_USER", "alice");
         let a = id();
         assert_eq!(a, id());
-        for (var, value) in [("CREDHOST_UNIT_IDENTITY_USER", "bob"), ("CREDHOST_UNIT_LISTED", "1"), ("CREDHOST_UNIT_PREFIX_X", "1")] {
+        for (var, value) in
+            [("CREDHOST_UNIT_IDENTITY_USER", "bob"), ("CREDHOST_UNIT_LISTED", "1"), ("CREDHOST_UNIT_PREFIX_X", "1")]
+        {
             let before = id();
             std::env::set_var(var, value);
             assert_ne!(before, id(), "{var} is part of the identity");

@@ -240,6 +240,9 @@ mod tests {
         assert_eq!(e(P::UNAVAILABLE), ErrorKind::Unavailable);
         assert_eq!(e(P(999)), ErrorKind::Other);
         let t = Error::Timeout { instance: "aws".into(), op: "token", after: Duration::from_secs(60) };
-        assert_eq!((t.kind(), t.to_string().as_str()), (ErrorKind::TimedOut, "aws: token: no answer within 60 s; the operation was cancelled"));
+        assert_eq!(
+            (t.kind(), t.to_string().as_str()),
+            (ErrorKind::TimedOut, "aws: token: no answer within 60 s; the operation was cancelled")
+        );
     }
 }

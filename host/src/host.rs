@@ -191,7 +191,10 @@ impl Host {
                 path.extend(key.split('.').filter(|k| !k.is_empty()));
                 let location = self.config.locate(&path);
                 let dotted = if key.is_empty() { String::new() } else { format!(".{key}") };
-                return Error::Config { location, message: format!("plugins.{name}.settings{dotted}: {}", source.message) };
+                return Error::Config {
+                    location,
+                    message: format!("plugins.{name}.settings{dotted}: {}", source.message),
+                };
             }
             if source.kind == PluginKind::CONFIG {
                 source.message = format!("settings: {}", source.message).into();

@@ -164,9 +164,10 @@ pub fn candidates(dir: &Path) -> Vec<PathBuf> {
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.starts_with(&prefix) && n.ends_with(std::env::consts::DLL_SUFFIX)
-            }) && p.is_file()
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(std::env::consts::DLL_SUFFIX))
+                && p.is_file()
         })
         .collect();
     files.sort();
@@ -267,7 +268,11 @@ fn map_library_error(path: &Path, e: LibraryError) -> LoadError {
         }
         LibraryError::GetSymbolError { .. } => LoadError::NoRootModule(path),
         LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => {
-            LoadError::IncompatibleVersion { path, expected: expected_version.to_string(), found: actual_version.to_string() }
+            LoadError::IncompatibleVersion {
+                path,
+                expected: expected_version.to_string(),
+                found: actual_version.to_string(),
+            }
         }
         LibraryError::AbiInstability(report) => {
             let report = report.to_string();
@@ -277,7 +282,9 @@ fn map_library_error(path: &Path, e: LibraryError) -> LoadError {
         LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => {
             LoadError::Other { path, detail: "built with an incompatible abi_stable".into() }
         }
-        LibraryError::RootModule { err, .. } => LoadError::Other { path, detail: format!("its root module failed: {err}") },
+        LibraryError::RootModule { err, .. } => {
+            LoadError::Other { path, detail: format!("its root module failed: {err}") }
+        }
         other => {
             let text = other.to_string();
             let first = text.lines().next().unwrap_or("unknown error").to_owned();

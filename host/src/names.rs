@@ -151,8 +151,22 @@ mod tests {
         }
         let long = "a".repeat(1025);
         for bad in [
-            "", "..", "../x.zip", "a/../b", "/etc/passwd", "a\0b", "a\nb", "a\x1b", "a//b", "a\\b", &long,
-            "invoice\u{202e}gpj.zip", "a\u{200b}.zip", "\u{feff}a.zip", "a\u{2028}b", "a\u{2067}b",
+            "",
+            "..",
+            "../x.zip",
+            "a/../b",
+            "/etc/passwd",
+            "a\0b",
+            "a\nb",
+            "a\x1b",
+            "a//b",
+            "a\\b",
+            &long,
+            "invoice\u{202e}gpj.zip",
+            "a\u{200b}.zip",
+            "\u{feff}a.zip",
+            "a\u{2028}b",
+            "a\u{2067}b",
         ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }

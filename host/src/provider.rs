@@ -11,10 +11,9 @@ use abi_stable::{
     std_types::{ROption, RSliceMut},
 };
 use credhost_plugin_api::{
-    AuthForm, ByteSource, ByteSource_TO, Capabilities, CheckReport, CheckRequest, CredentialEntry,
-    CredentialsRequest, DownloadDest, DownloadRequest, ErrorKind as PluginKind, Extra, FfiFuture,
-    PResult, PluginError, PluginInfo, ProgressBox, Progress_TO, ProviderBox, RegistryAuth,
-    RegistryRequest, TransferResult, UploadRequest, UploadSource,
+    AuthForm, ByteSource, ByteSource_TO, Capabilities, CheckReport, CheckRequest, CredentialEntry, CredentialsRequest,
+    DownloadDest, DownloadRequest, ErrorKind as PluginKind, Extra, FfiFuture, PResult, PluginError, PluginInfo,
+    ProgressBox, Progress_TO, ProviderBox, RegistryAuth, RegistryRequest, TransferResult, UploadRequest, UploadSource,
 };
 
 use crate::{names, token_cache::TokenCache, Error, Result};
@@ -186,14 +185,13 @@ impl ProviderHandle {
     /// `no_verify`) files that are not ZIP archives.
     pub async fn upload_file(&self, path: &Path, opts: &UploadOptions) -> Result<TransferResult> {
         self.require(Op::Upload)?;
-        let name = match &opts.name {
-            Some(n) => n.clone(),
-            None => path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .map(str::to_owned)
-                .ok_or_else(|| Error::InvalidInput(format!("cannot derive a project name from {}", path.display())))?,
-        };
+        let name =
+            match &opts.name {
+                Some(n) => n.clone(),
+                None => path.file_name().and_then(|n| n.to_str()).map(str::to_owned).ok_or_else(|| {
+                    Error::InvalidInput(format!("cannot derive a project name from {}", path.display()))
+                })?,
+            };
         names::validate_name(&name)?;
         let (owned, no_verify) = (path.to_path_buf(), opts.no_verify);
         let size = tokio::task::spawn_blocking(move || names::check_upload_file(&owned, !no_verify))
@@ -238,7 +236,13 @@ impl ProviderHandle {
     /// only once the plugin has verified the whole object; on failure or
     /// cancellation nothing appears at `dest`. An existing `dest` is
     /// replaced only with [`DownloadOptions::force`].
-    pub async fn download_to_path(&self, bucket: &str, name: &str, dest: &Path, opts: &DownloadOptions) -> Result<TransferResult> {
+    pub async fn download_to_path(
+        &self,
+        bucket: &str,
+        name: &str,
+        dest: &Path,
+        opts: &DownloadOptions,
+    ) -> Result<TransferResult> {
         self.require(Op::Download)?;
         names::validate_bucket(bucket)?;
         names::validate_name(name)?;
@@ -259,7 +263,8 @@ impl ProviderHandle {
             .suffix(".part")
             .tempdir_in(&dir)
             .map_err(|e| Error::io("cannot create a directory in", &dir, e))?;
-        let part = std::path::absolute(work.path().join(file_name)).map_err(|e| Error::io("cannot resolve", work.path(), e))?;
+        let part = std::path::absolute(work.path().join(file_name))
+            .map_err(|e| Error::io("cannot resolve", work.path(), e))?;
         let req = DownloadRequest {
             bucket: bucket.into(),
             name: name.into(),
@@ -275,7 +280,8 @@ impl ProviderHandle {
     /// The entries a build job needs, each marked secret or not.
     pub async fn credentials(&self) -> Result<Vec<CredentialEntry>> {
         self.require(Op::Credentials)?;
-        let entries = self.call(Op::Credentials, self.inner.provider.credentials(CredentialsRequest::default())).await?;
+        let entries =
+            self.call(Op::Credentials, self.inner.provider.credentials(CredentialsRequest::default())).await?;
         Ok(entries.into_vec())
     }
 
@@ -348,7 +354,9 @@ impl<R: Read + Send> ByteSource for ReadSource<R> {
             match self.0.read(buf.as_mut_slice()) {
                 Ok(n) => return PResult::ROk(n),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return PResult::RErr(PluginError::new(PluginKind::IO, format!("reading the upload source: {e}"))),
+                Err(e) => {
+                    return PResult::RErr(PluginError::new(PluginKind::IO, format!("reading the upload source: {e}")))
+                }
             }
         }
     }

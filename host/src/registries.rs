@@ -60,8 +60,11 @@ impl RegistryMap {
             }
         }
         for (name, instance) in &config.instances {
-            let mut hosts: Vec<(String, Vec<String>)> =
-                instance.registries.iter().map(|h| (registry_host(h), vec!["plugins".to_owned(), name.clone(), "registries".to_owned()])).collect();
+            let mut hosts: Vec<(String, Vec<String>)> = instance
+                .registries
+                .iter()
+                .map(|h| (registry_host(h), vec!["plugins".to_owned(), name.clone(), "registries".to_owned()]))
+                .collect();
             if let Some((host, key)) = declared_registry(config, name, infos.get(name)) {
                 hosts.push((host, key));
             }
@@ -156,7 +159,9 @@ fn declared_registry(config: &Config, name: &str, info: Option<&PluginInfo>) -> 
 pub fn check_pattern(pattern: &str) -> std::result::Result<(), String> {
     let host = match pattern.strip_prefix("*.") {
         Some(rest) => rest,
-        None if pattern.starts_with('*') => return Err("a wildcard is `*.` followed by a domain, e.g. `*.example.com`".into()),
+        None if pattern.starts_with('*') => {
+            return Err("a wildcard is `*.` followed by a domain, e.g. `*.example.com`".into())
+        }
         None => pattern,
     };
     if host.is_empty() {
@@ -165,7 +170,9 @@ pub fn check_pattern(pattern: &str) -> std::result::Result<(), String> {
     if pattern.contains("://") {
         return Err("give the host (and port), not a URL".into());
     }
-    if let Some(c) = host.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_' | '[' | ']'))) {
+    if let Some(c) =
+        host.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_' | '[' | ']')))
+    {
         return Err(format!("`{}` is not allowed in a registry host", c.escape_default()));
     }
     if host.starts_with('.') || host.ends_with('.') || host.contains("..") {

@@ -122,7 +122,9 @@ impl Registries {
         if let Some((cache, file)) = &cached {
             match cache.store(file, instance, &host, &auth) {
                 Ok(true) => tracing::debug!(target: "credhost::registries", file = %file.display(), "cached"),
-                Ok(false) => tracing::debug!(target: "credhost::registries", registry = %host, "not cached: expired or about to"),
+                Ok(false) => {
+                    tracing::debug!(target: "credhost::registries", registry = %host, "not cached: expired or about to")
+                }
                 Err(e) => tracing::warn!(target: "credhost::registries", "cannot cache credentials: {e}"),
             }
         }

@@ -72,7 +72,6 @@ impl TokenCache {
         }
         Ok(auth)
     }
-
 }
 
 #[cfg(test)]

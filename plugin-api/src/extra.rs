@@ -8,8 +8,7 @@
 use abi_stable::std_types::RString;
 
 use crate::{
-    CheckReport, Extra, PluginError, PluginInfo, RegistryAuth, RegistryRequest, TransferResult,
-    UploadRequest,
+    CheckReport, Extra, PluginError, PluginInfo, RegistryAuth, RegistryRequest, TransferResult, UploadRequest,
 };
 
 /// The keys, by the struct whose `extra` map holds them.

@@ -8,8 +8,8 @@ use abi_stable::{
 use async_ffi::FfiFuture;
 
 use crate::{
-    CheckReport, CheckRequest, CredentialEntry, CredentialsRequest, DownloadRequest, PResult,
-    RegistryAuth, RegistryRequest, TransferResult, UploadRequest,
+    CheckReport, CheckRequest, CredentialEntry, CredentialsRequest, DownloadRequest, PResult, RegistryAuth,
+    RegistryRequest, TransferResult, UploadRequest,
 };
 use abi_stable::std_types::RVec;
 

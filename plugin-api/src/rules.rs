@@ -99,7 +99,8 @@ pub fn scrub_urls(text: &str) -> String {
         out.push_str(&rest[..i + 3]);
         let after = &rest[i + 3..];
         // The URL ends at whitespace, a quote or a closing bracket.
-        let end = after.find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ')' | '>' | '`')).unwrap_or(after.len());
+        let end =
+            after.find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ')' | '>' | '`')).unwrap_or(after.len());
         let url = &after[..end];
         let (authority, path) = match url.find(['/', '?', '#']) {
             Some(p) => url.split_at(p),

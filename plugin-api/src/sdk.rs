@@ -41,10 +41,10 @@ use async_ffi::{FfiFuture, FutureExt as _};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::{
-    ByteSinkBox, ByteSourceBox, Capabilities, CheckReport, CheckRequest, CredentialEntry,
-    CredentialsRequest, DownloadDest, DownloadRequest, ErrorKind, Extra, HostServices,
-    HostServicesBox, LogLevel, PResult, PluginError, PluginInfo, ProgressBox, Provider,
-    RegistryAuth, RegistryRequest, TransferResult, UploadRequest, UploadSource, API_VERSION,
+    ByteSinkBox, ByteSourceBox, Capabilities, CheckReport, CheckRequest, CredentialEntry, CredentialsRequest,
+    DownloadDest, DownloadRequest, ErrorKind, Extra, HostServices, HostServicesBox, LogLevel, PResult, PluginError,
+    PluginInfo, ProgressBox, Provider, RegistryAuth, RegistryRequest, TransferResult, UploadRequest, UploadSource,
+    API_VERSION,
 };
 
 /// A plugin library: its identity and how to build a provider from settings.
@@ -72,7 +72,11 @@ impl Context {
     /// Resolves a path from the settings against [`Context::base_dir`].
     pub fn resolve(&self, path: &str) -> PathBuf {
         let p = PathBuf::from(path);
-        if p.is_absolute() { p } else { self.base_dir.join(p) }
+        if p.is_absolute() {
+            p
+        } else {
+            self.base_dir.join(p)
+        }
     }
 }
 
@@ -449,7 +453,12 @@ pub fn new_provider_for<P: Plugin>(settings_json: &str, host: HostServicesBox) -
 /// for the host. Panics anywhere in it become [`ErrorKind::PANICKED`]
 /// errors. Plumbing shared with plugin kits built on this crate.
 #[doc(hidden)]
-pub fn construct<T, F, Fut>(plugin: &'static str, settings_json: &str, host: HostServicesBox, build: F) -> PResult<crate::ProviderBox>
+pub fn construct<T, F, Fut>(
+    plugin: &'static str,
+    settings_json: &str,
+    host: HostServicesBox,
+    build: F,
+) -> PResult<crate::ProviderBox>
 where
     T: Provider + 'static,
     F: FnOnce(serde_json::Value, Context) -> Fut,

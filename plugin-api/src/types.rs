@@ -252,7 +252,12 @@ impl CheckReport {
 
 impl RegistryAuth {
     /// Credentials for `server`: `username` with `secret`, valid until `expires_at` (Unix seconds) when known.
-    pub fn new(server: impl Into<String>, username: impl Into<String>, secret: Secret, expires_at: Option<i64>) -> Self {
+    pub fn new(
+        server: impl Into<String>,
+        username: impl Into<String>,
+        secret: Secret,
+        expires_at: Option<i64>,
+    ) -> Self {
         Self {
             server: RString::from(server.into()),
             username: RString::from(username.into()),

@@ -8,12 +8,14 @@ use credhost_plugin_api::{
     abi_stable::std_types::{ROption, RString, RVec},
     keys,
     sdk::{extra_to_map, spawn_guarded},
-    CheckItem, CheckReport, CheckRequest, CredentialEntry, CredentialsRequest, DownloadDest,
-    DownloadRequest, Extra, FfiFuture, HostServicesBox, PResult, PluginInfo, ProviderBox,
-    TransferResult, UploadRequest, UploadSource, API_VERSION,
+    CheckItem, CheckReport, CheckRequest, CredentialEntry, CredentialsRequest, DownloadDest, DownloadRequest, Extra,
+    FfiFuture, HostServicesBox, PResult, PluginInfo, ProviderBox, TransferResult, UploadRequest, UploadSource,
+    API_VERSION,
 };
 
-use crate::{Dest, Download, Entry, Plugin, Probe, Progress, Provider, RegistryRequest, Source, Stored, StreamReader, Upload};
+use crate::{
+    Dest, Download, Entry, Plugin, Probe, Progress, Provider, RegistryRequest, Source, Stored, StreamReader, Upload,
+};
 
 struct Adapter<P>(Arc<P>);
 
@@ -84,7 +86,8 @@ impl<P: Provider> credhost_plugin_api::Provider for Adapter<P> {
             let answer = p.registry_auth(request).await?;
             Ok(answer
                 .map(|a| {
-                    credhost_plugin_api::RegistryAuth::new(a.server, a.username, a.secret, a.expires_at).with_kind(a.kind)
+                    credhost_plugin_api::RegistryAuth::new(a.server, a.username, a.secret, a.expires_at)
+                        .with_kind(a.kind)
                 })
                 .into())
         })
@@ -130,9 +133,7 @@ impl<P: Provider> credhost_plugin_api::Provider for Adapter<P> {
 
     fn credentials(&self, _req: CredentialsRequest) -> FfiFuture<PResult<RVec<CredentialEntry>>> {
         let p = self.0.clone();
-        spawn_guarded("credentials", move || async move {
-            Ok(p.credentials().await?.into_iter().map(entry).collect())
-        })
+        spawn_guarded("credentials", move || async move { Ok(p.credentials().await?.into_iter().map(entry).collect()) })
     }
 
     fn check(&self, _req: CheckRequest) -> FfiFuture<PResult<CheckReport>> {

@@ -43,8 +43,8 @@ pub use credhost_plugin_api::{
     abi_stable,
     rules::{check_http_url, registry_host, unix_now},
     sdk::{
-        error_chain, parse_settings, secret_from_env, Context, ProgressHandle as Progress,
-        SinkWriter, SourceReader as StreamReader,
+        error_chain, parse_settings, secret_from_env, Context, ProgressHandle as Progress, SinkWriter,
+        SourceReader as StreamReader,
     },
     AuthForm, AuthKind, Capabilities, ErrorKind, PluginError as Error, Secret,
 };

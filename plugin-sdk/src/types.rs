@@ -68,8 +68,13 @@ impl RegistryAuth {
     /// The `REGISTRY_TOKEN` form build jobs expect: base64 of
     /// `username:secret`, like ECR's authorization token.
     pub fn registry_token(&self) -> Secret {
-        credhost_plugin_api::RegistryAuth::new(self.server.as_str(), self.username.as_str(), self.secret.clone(), self.expires_at)
-            .registry_token()
+        credhost_plugin_api::RegistryAuth::new(
+            self.server.as_str(),
+            self.username.as_str(),
+            self.secret.clone(),
+            self.expires_at,
+        )
+        .registry_token()
     }
 }
 
@@ -153,7 +158,14 @@ pub struct Stored {
 impl Stored {
     /// `bucket`/`name`, `size` bytes with `checksum`.
     pub fn new(bucket: impl Into<String>, name: impl Into<String>, size: u64, checksum: impl Into<String>) -> Self {
-        Self { bucket: bucket.into(), name: name.into(), size, checksum: checksum.into(), location: None, generation: None }
+        Self {
+            bucket: bucket.into(),
+            name: name.into(),
+            size,
+            checksum: checksum.into(),
+            location: None,
+            generation: None,
+        }
     }
 
     /// Says where the object is.

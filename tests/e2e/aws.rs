@@ -31,7 +31,10 @@ fn ecr_token_is_fetched_decoded_and_matched_by_host() {
         .args(["-c", "import base64,sys; print(base64.b64decode(sys.argv[1]).decode())", token.trim()])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&decoded.stdout).trim(), format!("AWS:{}", svc.var("CREDHOST_TEST_AWS_REGISTRY_PASSWORD")));
+    assert_eq!(
+        String::from_utf8_lossy(&decoded.stdout).trim(),
+        format!("AWS:{}", svc.var("CREDHOST_TEST_AWS_REGISTRY_PASSWORD"))
+    );
 
     // The registry matches with or without a scheme; another host does not.
     ws.run(&["token", "--registry", &format!("https://{AWS_REGISTRY}")]).ok();
@@ -83,7 +86,12 @@ fn ecr_token_lets_skopeo_push() {
     let v: serde_json::Value = serde_json::from_str(&ws.run(&["token", "--format", "json"]).ok()).unwrap();
     let creds = format!("{}:{}", v["username"].as_str().unwrap(), v["password"].as_str().unwrap());
     let layout = ws.path("oci");
-    let st = Command::new("python3").arg(repo_root().join("tests/services/make_oci.py")).arg(&layout).arg("v1").output().unwrap();
+    let st = Command::new("python3")
+        .arg(repo_root().join("tests/services/make_oci.py"))
+        .arg(&layout)
+        .arg("v1")
+        .output()
+        .unwrap();
     assert!(st.status.success());
     // The htpasswd registry has user AWS with moto's password: it stands in for ECR.
     let out = Command::new("skopeo")

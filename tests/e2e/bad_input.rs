@@ -60,7 +60,9 @@ fn bad_project_names_are_refused() {
     let ws = Workspace::local_fs("127.0.0.1:1");
     write_zip(&ws.path("a.zip"), 1000, 1);
     let long = "x".repeat(1025);
-    for name in ["../escape.zip", "a/../../b.zip", "/etc/passwd", "line\nbreak.zip", "tab\there.zip", "", "..", long.as_str()] {
+    for name in
+        ["../escape.zip", "a/../../b.zip", "/etc/passwd", "line\nbreak.zip", "tab\there.zip", "", "..", long.as_str()]
+    {
         let err = ws.run(&["upload", "a.zip", "--name", name]).fails_with(2);
         one_line(&err);
         assert!(err.contains("invalid project name"), "{name:?}: {err}");
@@ -100,7 +102,10 @@ fn config_errors_name_file_line_and_key() {
     let err = ws.run(&["check"]).fails_with(2);
     assert!(err.contains("plugins.toml:6") && err.contains("ftp"), "{err}");
 
-    ws.write_config(&good.replace("auth = \"none\"", "auth = \"basic\", username_env = \"NO_SUCH_USER_VAR\", password_env = \"NO_SUCH_PASS_VAR\""));
+    ws.write_config(&good.replace(
+        "auth = \"none\"",
+        "auth = \"basic\", username_env = \"NO_SUCH_USER_VAR\", password_env = \"NO_SUCH_PASS_VAR\"",
+    ));
     let err = ws.run(&["token"]).fails_with(2);
     one_line(&err);
     assert!(err.contains("plugins.toml:5") && err.contains("NO_SUCH_USER_VAR") && err.contains("is not set"), "{err}");

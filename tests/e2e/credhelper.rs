@@ -136,7 +136,8 @@ fn skopeo_pushes_through_the_helper_to_the_token_registry_and_to_ecr_on_htpasswd
     let token_reg = svc.var("CREDHOST_TEST_REGISTRY_TOKEN");
     let basic_reg = svc.var("CREDHOST_TEST_REGISTRY_BASIC");
     ws.run(&["docker-config", "-o", "auth.json"]).ok();
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ws.path("auth.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.path("auth.json")).unwrap()).unwrap();
     for host in [token_reg.as_str(), basic_reg.as_str(), AWS_REGISTRY] {
         assert_eq!(config["credHelpers"][host], "credhost", "{config}");
     }
@@ -155,7 +156,10 @@ fn skopeo_pushes_through_the_helper_to_the_token_registry_and_to_ecr_on_htpasswd
     // skopeo exchanged the helper's password for a token scoped to the repository...
     assert!(tokens_issued(&svc, &format!("repository:{token_repo}:pull,push")) >= 1, "no token for {token_repo}");
     // ...and presented moto's ECR credentials (user AWS) to the htpasswd registry.
-    assert!(registry_saw_user(&svc, "registry-basic", "AWS", &ecr_repo), "registry log shows no user AWS for {ecr_repo}");
+    assert!(
+        registry_saw_user(&svc, "registry-basic", "AWS", &ecr_repo),
+        "registry log shows no user AWS for {ecr_repo}"
+    );
 }
 
 #[test]
@@ -287,13 +291,18 @@ fn registries_table_is_strict_and_located() {
     assert_eq!(run.code(), 1);
     let out = run.stdout();
     assert!(
-        out.contains(&format!("plugins.toml:{line}: registries: `ecr.example` names unknown instance `gpc`; known instances: local")),
+        out.contains(&format!(
+            "plugins.toml:{line}: registries: `ecr.example` names unknown instance `gpc`; known instances: local"
+        )),
         "{out}"
     );
     let err = ws.run(&["check"]).fails_with(2);
     assert!(err.contains(&format!("plugins.toml:{line}: registries:")), "{err}");
 
-    ws.write_config(&text.replace("[registries]\n\"ecr.example\" = \"gpc\"\n", "[credential_helper]\ncache = true\ncahce_dir = \"x\"\n"));
+    ws.write_config(&text.replace(
+        "[registries]\n\"ecr.example\" = \"gpc\"\n",
+        "[credential_helper]\ncache = true\ncahce_dir = \"x\"\n",
+    ));
     let err = ws.run(&["check"]).fails_with(2);
     assert!(err.contains("unknown field `cahce_dir`"), "{err}");
 }

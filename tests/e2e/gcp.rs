@@ -72,7 +72,12 @@ fn control(svc: &Services, method: &str, url: &str, body: Option<&str>) -> serde
 }
 
 fn new_key(svc: &Services, lifetime: u64) -> serde_json::Value {
-    control(svc, "POST", &format!("{}/_test/service-account?lifetime={lifetime}", svc.var("CREDHOST_TEST_GCP_AUTH")), None)
+    control(
+        svc,
+        "POST",
+        &format!("{}/_test/service-account?lifetime={lifetime}", svc.var("CREDHOST_TEST_GCP_AUTH")),
+        None,
+    )
 }
 
 fn fault(svc: &Services, fault: serde_json::Value) {
@@ -122,7 +127,9 @@ fn unix_now() -> i64 {
 }
 
 fn decode_b64(s: &str) -> String {
-    python(&Services::get(), "import base64,sys; print(base64.b64decode(sys.argv[1]).decode())", &[s]).trim_end().to_owned()
+    python(&Services::get(), "import base64,sys; print(base64.b64decode(sys.argv[1]).decode())", &[s])
+        .trim_end()
+        .to_owned()
 }
 
 #[test]
@@ -278,13 +285,17 @@ fn tokens_are_refreshed_before_they_expire_during_an_upload() {
     let name = unique("gcs-refresh");
     write_zip(&ws.path("src.zip"), 3 * CHUNK + 5, 61);
     // Every chunk takes 2 s at the proxy: the 4 s token cannot last.
-    fault(&svc, serde_json::json!({"object": name, "op": "upload", "n": 1, "mode": "delay", "delay": 2.0, "every": true}));
+    fault(
+        &svc,
+        serde_json::json!({"object": name, "op": "upload", "n": 1, "mode": "delay", "delay": 2.0, "every": true}),
+    );
     run(&ws, &["upload", "src.zip", "--name", &name], &[]).ok();
     let s = stats(&svc, &name);
     assert_eq!(s["denied"], 0, "no request carried an expired token: {s}");
     assert!(s["tokens"].as_u64().unwrap() >= 2, "the token was replaced mid-upload: {s}");
     let email = key["client_email"].as_str().unwrap();
-    let issued = control(&svc, "GET", &format!("{}/_test/account?email={email}", svc.var("CREDHOST_TEST_GCP_AUTH")), None);
+    let issued =
+        control(&svc, "GET", &format!("{}/_test/account?email={email}", svc.var("CREDHOST_TEST_GCP_AUTH")), None);
     assert!(issued["issued"].as_u64().unwrap() >= 2, "{issued}");
     run(&ws, &["download", "projects", &name, "-o", "back.zip"], &[]).ok();
     assert_eq!(sha256(&ws.path("back.zip")), sha256(&ws.path("src.zip")));
@@ -306,8 +317,12 @@ fn metadata_server_credentials_pinned_and_as_the_last_resort() {
         run(&ws, &["download", "projects", &name, "-o", "b.zip"], &env).ok();
         assert_eq!(sha256(&ws.path("a.zip")), sha256(&ws.path("b.zip")));
         let creds = json_of(&run(&ws, &["credentials", "--format", "json"], &env).ok());
-        assert!(creds.get("GOOGLE_APPLICATION_CREDENTIALS").is_none(), "the machine's credentials stay with the machine: {creds}");
-        let token = json_of(&run(&ws, &["token", "--format", "json"], &env).ok())["password"].as_str().unwrap().to_owned();
+        assert!(
+            creds.get("GOOGLE_APPLICATION_CREDENTIALS").is_none(),
+            "the machine's credentials stay with the machine: {creds}"
+        );
+        let token =
+            json_of(&run(&ws, &["token", "--format", "json"], &env).ok())["password"].as_str().unwrap().to_owned();
         assert!(token_account(&svc, &token).unwrap().starts_with("metadata-default@"));
     }
     // With nothing at all, the error lists what was looked for.
@@ -337,7 +352,8 @@ fn application_default_credentials_files() {
     write_zip(&ws.path("a.zip"), 5000, 81);
     run(&ws, &["upload", "a.zip", "--name", &name], &env).ok();
     let creds = json_of(&run(&ws, &["credentials", "--format", "json", "--show-secrets"], &env).ok());
-    let handed: serde_json::Value = serde_json::from_str(creds["GOOGLE_APPLICATION_CREDENTIALS"].as_str().unwrap()).unwrap();
+    let handed: serde_json::Value =
+        serde_json::from_str(creds["GOOGLE_APPLICATION_CREDENTIALS"].as_str().unwrap()).unwrap();
     assert_eq!(handed, user);
 
     // Neither: a clear authentication error.
@@ -350,11 +366,18 @@ fn a_key_held_inline_in_an_environment_variable() {
     let svc = Services::get();
     let key = new_key(&svc, 3600);
     let json = key.to_string();
-    for (credentials, var) in [(Some("{ service_account_json_env = \"DEPLOY_KEY\" }"), "DEPLOY_KEY"), (None, "GOOGLE_APPLICATION_CREDENTIALS")] {
+    for (credentials, var) in [
+        (Some("{ service_account_json_env = \"DEPLOY_KEY\" }"), "DEPLOY_KEY"),
+        (None, "GOOGLE_APPLICATION_CREDENTIALS"),
+    ] {
         let ws = gcp_ws(&svc, credentials);
         let env = [(var, json.as_str())];
         let t = json_of(&run(&ws, &["token", "--format", "json"], &env).ok());
-        assert_eq!(token_account(&svc, t["password"].as_str().unwrap()).as_deref(), key["client_email"].as_str(), "{var}");
+        assert_eq!(
+            token_account(&svc, t["password"].as_str().unwrap()).as_deref(),
+            key["client_email"].as_str(),
+            "{var}"
+        );
         let creds = json_of(&run(&ws, &["credentials", "--format", "json", "--show-secrets"], &env).ok());
         assert_eq!(creds["GOOGLE_APPLICATION_CREDENTIALS"], json.as_str());
     }
@@ -372,7 +395,8 @@ fn build_job_credentials_keep_the_original_names() {
     assert_eq!(v["GOOGLE_APPLICATION_LOCATION"], "us-central1");
     assert_eq!(v["PROJECTS_BUCKET"], "projects");
     assert_eq!(v["REGISTRY"], "us-central1-docker.pkg.dev");
-    let handed: serde_json::Value = serde_json::from_str(v["GOOGLE_APPLICATION_CREDENTIALS"].as_str().unwrap()).unwrap();
+    let handed: serde_json::Value =
+        serde_json::from_str(v["GOOGLE_APPLICATION_CREDENTIALS"].as_str().unwrap()).unwrap();
     assert_eq!(handed, key);
     let decoded = decode_b64(v["REGISTRY_TOKEN"].as_str().unwrap());
     let (user, token) = decoded.split_once(':').unwrap();
@@ -380,7 +404,11 @@ fn build_job_credentials_keep_the_original_names() {
     assert_eq!(token_account(&svc, token).as_deref(), key["client_email"].as_str());
 
     let env = run(&ws, &["credentials"], &[]).ok();
-    for line in ["GOOGLE_APPLICATION_CREDENTIALS=<redacted>", "REGISTRY_TOKEN=<redacted>", "GOOGLE_APPLICATION_LOCATION=us-central1"] {
+    for line in [
+        "GOOGLE_APPLICATION_CREDENTIALS=<redacted>",
+        "REGISTRY_TOKEN=<redacted>",
+        "GOOGLE_APPLICATION_LOCATION=us-central1",
+    ] {
         assert!(env.lines().any(|l| l == line), "{line} in {env}");
     }
 }
@@ -396,11 +424,17 @@ fn check_plugins_and_a_missing_bucket() {
     let row = plugins.as_array().unwrap().iter().find(|r| r["name"] == "gcp").expect("gcp row");
     assert_eq!(row["status"], "loaded");
 
-    let text = std::fs::read_to_string(ws.path("plugins.toml")).unwrap().replace("bucket = \"projects\"", "bucket = \"no-such-bucket\"");
+    let text = std::fs::read_to_string(ws.path("plugins.toml"))
+        .unwrap()
+        .replace("bucket = \"projects\"", "bucket = \"no-such-bucket\"");
     ws.write_config(&text);
     let check = run(&ws, &["check"], &[]);
     check.fails_with(6);
-    assert!(check.stdout().contains("FAIL storage: gcs bucket gs://no-such-bucket") && check.stdout().contains("404"), "{}", check.stdout());
+    assert!(
+        check.stdout().contains("FAIL storage: gcs bucket gs://no-such-bucket") && check.stdout().contains("404"),
+        "{}",
+        check.stdout()
+    );
     assert!(check.stdout().contains("ok   registry"), "{}", check.stdout());
 }
 
@@ -410,7 +444,9 @@ fn bad_settings_name_the_key_and_line() {
     let ws = gcp_ws(&svc, Some("\"gcloud\""));
     let err = run(&ws, &["check"], &[]).fails_with(2);
     assert!(err.contains("plugins.toml:") && err.contains("unknown variant `gcloud`"), "{err}");
-    let text = std::fs::read_to_string(ws.path("plugins.toml")).unwrap().replace("credentials = \"gcloud\"", "colour = \"red\"");
+    let text = std::fs::read_to_string(ws.path("plugins.toml"))
+        .unwrap()
+        .replace("credentials = \"gcloud\"", "colour = \"red\"");
     ws.write_config(&text);
     let err = run(&ws, &["check"], &[]).fails_with(2);
     assert!(err.contains("unknown field `colour`"), "{err}");
@@ -447,7 +483,10 @@ fn secrets_stay_out_of_output_and_logs() {
         let all = r.ok() + &r.stderr();
         // Every token the test endpoints issue starts like this.
         assert!(!all.contains("ya29."), "token in output of {args:?}");
-        assert!(!all.contains("PRIVATE KEY") && pem.iter().all(|l| !all.contains(l.as_str())), "key in output of {args:?}");
+        assert!(
+            !all.contains("PRIVATE KEY") && pem.iter().all(|l| !all.contains(l.as_str())),
+            "key in output of {args:?}"
+        );
     }
 }
 
@@ -491,7 +530,11 @@ fn streamed_uploads_resume_and_refuse_corrupted_content() {
     let put = put.expect("stream upload");
     assert_eq!(put.size, len);
     let s = stats(&svc, &good);
-    assert_eq!((s["faults"].as_u64(), s["initiations"].as_u64(), s["bytes_up"].as_u64()), (Some(1), Some(1), Some(len)), "{s}");
+    assert_eq!(
+        (s["faults"].as_u64(), s["initiations"].as_u64(), s["bytes_up"].as_u64()),
+        (Some(1), Some(1), Some(len)),
+        "{s}"
+    );
     run(&ws, &["download", "projects", &good, "-o", "good.bin"], &[]).ok();
     let mut expected = Vec::new();
     std::io::Read::read_to_end(&mut Body { left: len, x: 5 }, &mut expected).unwrap();

@@ -89,11 +89,7 @@ fn k8s_secret_parses_as_yaml_with_the_expected_keys() {
     let manifest = ws
         .run(&["credentials", "--format", "k8s-secret", "--show-secrets", "--name", "build-1234", "--namespace", "ci"])
         .ok();
-    let parsed = python(
-        &svc,
-        "import json, sys, yaml\nprint(json.dumps(yaml.safe_load(sys.argv[1])))",
-        &[&manifest],
-    );
+    let parsed = python(&svc, "import json, sys, yaml\nprint(json.dumps(yaml.safe_load(sys.argv[1])))", &[&manifest]);
     let v: serde_json::Value = serde_json::from_str(&parsed).unwrap();
     assert_eq!(v["apiVersion"], "v1");
     assert_eq!(v["kind"], "Secret");
@@ -102,7 +98,16 @@ fn k8s_secret_parses_as_yaml_with_the_expected_keys() {
     assert_eq!(v["metadata"]["namespace"], "ci");
     let data: BTreeMap<String, String> = serde_json::from_value(v["stringData"].clone()).unwrap();
     assert_eq!(data, expected);
-    for key in ["CREDHOST_STORAGE", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "PROJECTS_BUCKET", "REGISTRY", "REGISTRY_TOKEN"] {
+    for key in [
+        "CREDHOST_STORAGE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+        "PROJECTS_BUCKET",
+        "REGISTRY",
+        "REGISTRY_TOKEN",
+    ] {
         assert!(data.contains_key(key), "{key} missing: {data:?}");
     }
 
@@ -118,7 +123,12 @@ fn dotenv_quotes_only_what_needs_it() {
     let svc = Services::get();
     let ws = s3_ws(&svc);
     let out = ws.run(&["credentials", "--format", "dotenv", "--show-secrets"]).ok();
-    let line = |key: &str| out.lines().find(|l| l.starts_with(&format!("{key}="))).unwrap_or_else(|| panic!("{key} missing: {out}")).to_owned();
+    let line = |key: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} missing: {out}"))
+            .to_owned()
+    };
     assert_eq!(line("AWS_DEFAULT_REGION"), format!("AWS_DEFAULT_REGION={}", svc.var("CREDHOST_TEST_S3_REGION")));
     assert_eq!(line("AWS_ENDPOINT_URL"), format!("AWS_ENDPOINT_URL={}", svc.var("CREDHOST_TEST_S3_ENDPOINT")));
     // A value with a space but no quote: single quotes, literal in every dotenv reader.

@@ -145,11 +145,17 @@ fn pins_and_permissions() {
     let sha = row(&rows, "local")["sha256"].as_str().unwrap().to_owned();
     let base = std::fs::read_to_string(ws.path("plugins.toml")).unwrap();
 
-    ws.write_config(&base.replace("[plugins.local.settings]", &format!("[plugins.local]\nsha256 = \"{sha}\"\n\n[plugins.local.settings]")));
+    ws.write_config(&base.replace(
+        "[plugins.local.settings]",
+        &format!("[plugins.local]\nsha256 = \"{sha}\"\n\n[plugins.local.settings]"),
+    ));
     assert_eq!(row(&report(&ws), "local")["status"], "loaded");
 
     let wrong = "0".repeat(64);
-    ws.write_config(&base.replace("[plugins.local.settings]", &format!("[plugins.local]\nsha256 = \"{wrong}\"\n\n[plugins.local.settings]")));
+    ws.write_config(&base.replace(
+        "[plugins.local.settings]",
+        &format!("[plugins.local]\nsha256 = \"{wrong}\"\n\n[plugins.local.settings]"),
+    ));
     let status = row(&report(&ws), "local")["status"].as_str().unwrap().to_owned();
     assert!(status.contains("but the configuration pins"), "{status}");
     ws.run(&["token"]).fails_with(5);
@@ -167,9 +173,16 @@ fn pins_and_permissions() {
 
 #[test]
 fn panics_never_cross_the_boundary() {
-    let ws = setup(&[("libcredhost_panicky.so", artifact(&lib_file("fixture_panicky")))], "[plugins.panicky.settings]\n");
+    let ws =
+        setup(&[("libcredhost_panicky.so", artifact(&lib_file("fixture_panicky")))], "[plugins.panicky.settings]\n");
     write_zip(&ws.path("a.zip"), 500, 1);
-    for args in [&["upload", "a.zip"][..], &["token"], &["credentials"], &["check"], &["download", "projects", "a.zip", "-o", "x.zip"]] {
+    for args in [
+        &["upload", "a.zip"][..],
+        &["token"],
+        &["credentials"],
+        &["check"],
+        &["download", "projects", "a.zip", "-o", "x.zip"],
+    ] {
         let mut full = vec!["--platform", "panicky"];
         full.extend_from_slice(args);
         let err = ws.run(&full).fails_with(1);

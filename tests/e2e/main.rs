@@ -1,6 +1,7 @@
 //! End-to-end tests: the built `credhost` binary and plugin libraries against
 //! the real services started by `tests/services/up.sh`.
 
+mod aws;
 mod bad_input;
 mod credhelper;
 mod fs_store;
@@ -11,4 +12,3 @@ mod registry;
 mod s3_conformance;
 mod service;
 mod switching;
-mod aws;

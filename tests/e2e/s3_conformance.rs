@@ -253,31 +253,43 @@ macro_rules! suite {
     };
 }
 
-suite!(local_seaweedfs, super::Backend::local_seaweed(), [
-    round_trips_including_half_gib,
-    boto3_reads_what_credhost_wrote_and_the_reverse,
-    wrong_keys_are_an_auth_failure,
-    missing_object_is_not_found,
-    failed_stream_upload_leaves_nothing,
-    cancelled_transfers_leave_nothing,
-    secrets_stay_out_of_output_and_logs,
-]);
+suite!(
+    local_seaweedfs,
+    super::Backend::local_seaweed(),
+    [
+        round_trips_including_half_gib,
+        boto3_reads_what_credhost_wrote_and_the_reverse,
+        wrong_keys_are_an_auth_failure,
+        missing_object_is_not_found,
+        failed_stream_upload_leaves_nothing,
+        cancelled_transfers_leave_nothing,
+        secrets_stay_out_of_output_and_logs,
+    ]
+);
 
-suite!(aws_seaweedfs, super::Backend::aws_seaweed(), [
-    round_trips_including_half_gib,
-    boto3_reads_what_credhost_wrote_and_the_reverse,
-    wrong_keys_are_an_auth_failure,
-    missing_object_is_not_found,
-    failed_stream_upload_leaves_nothing,
-    cancelled_transfers_leave_nothing,
-    secrets_stay_out_of_output_and_logs,
-]);
+suite!(
+    aws_seaweedfs,
+    super::Backend::aws_seaweed(),
+    [
+        round_trips_including_half_gib,
+        boto3_reads_what_credhost_wrote_and_the_reverse,
+        wrong_keys_are_an_auth_failure,
+        missing_object_is_not_found,
+        failed_stream_upload_leaves_nothing,
+        cancelled_transfers_leave_nothing,
+        secrets_stay_out_of_output_and_logs,
+    ]
+);
 
 // moto accepts any keys, so the wrong-keys case cannot fail there.
-suite!(aws_moto, super::Backend::aws_moto(), [
-    round_trips_including_half_gib,
-    boto3_reads_what_credhost_wrote_and_the_reverse,
-    missing_object_is_not_found,
-    failed_stream_upload_leaves_nothing,
-    cancelled_transfers_leave_nothing,
-]);
+suite!(
+    aws_moto,
+    super::Backend::aws_moto(),
+    [
+        round_trips_including_half_gib,
+        boto3_reads_what_credhost_wrote_and_the_reverse,
+        missing_object_is_not_found,
+        failed_stream_upload_leaves_nothing,
+        cancelled_transfers_leave_nothing,
+    ]
+);

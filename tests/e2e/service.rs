@@ -27,7 +27,8 @@ fn example_service_streams_posted_zips_to_storage() {
     }
     let src = ws.path("p.zip");
     write_zip(&src, 40 << 20, 77);
-    let (body, code) = curl(&["--data-binary", &format!("@{}", src.display()), &format!("http://{addr}/projects/4242.zip")]);
+    let (body, code) =
+        curl(&["--data-binary", &format!("@{}", src.display()), &format!("http://{addr}/projects/4242.zip")]);
     assert_eq!(code, "201", "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["size"], std::fs::metadata(&src).unwrap().len());

@@ -39,7 +39,9 @@ fn wait_status(addr: &str, what: &str, done: impl Fn(&serde_json::Value) -> bool
 /// on SeaweedFS, so each upload's platform shows in where it landed.
 fn two_platforms(ws: &Workspace, svc: &Services, platform: &str, aws_bucket: &str) -> String {
     let aws = std::fs::read_to_string(ws.path("aws.toml")).unwrap();
-    let aws = aws.replace("platform = \"aws\"", &format!("platform = \"{platform}\"")).replace("bucket = \"projects\"", &format!("bucket = \"{aws_bucket}\""));
+    let aws = aws
+        .replace("platform = \"aws\"", &format!("platform = \"{platform}\""))
+        .replace("bucket = \"projects\"", &format!("bucket = \"{aws_bucket}\""));
     format!(
         "{aws}\n[plugins.local.settings]\nregistry = {{ url = \"http://{}\", auth = \"none\" }}\nstorage = {{ kind = \"fs\", root = \"store\", bucket = \"projects\" }}\n",
         svc.var("CREDHOST_TEST_REGISTRY_OPEN")
@@ -88,7 +90,11 @@ fn example_service_keeps_serving_while_platforms_flip_under_load() {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "example service did not start: {}", std::fs::read_to_string(ws.path("serve.log")).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "example service did not start: {}",
+            std::fs::read_to_string(ws.path("serve.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(status(&addr)["platform"], "local");
@@ -107,7 +113,8 @@ fn example_service_keeps_serving_while_platforms_flip_under_load() {
     let failures: Arc<Mutex<Vec<String>>> = Arc::default();
     let workers: Vec<_> = (0..4)
         .map(|w| {
-            let (stop, done, failures, addr, sources) = (stop.clone(), done.clone(), failures.clone(), addr.clone(), sources.clone());
+            let (stop, done, failures, addr, sources) =
+                (stop.clone(), done.clone(), failures.clone(), addr.clone(), sources.clone());
             std::thread::spawn(move || {
                 let mut n = 0;
                 while !stop.load(Ordering::SeqCst) {
@@ -141,7 +148,9 @@ fn example_service_keeps_serving_while_platforms_flip_under_load() {
     for flip in 1..=20u64 {
         platform = if platform == "local" { "aws" } else { "local" };
         edit(&ws, &good(platform), flip as usize);
-        wait_status(&addr, &format!("flip {flip} to {platform}"), |s| s["generation"] == flip && s["platform"] == platform);
+        wait_status(&addr, &format!("flip {flip} to {platform}"), |s| {
+            s["generation"] == flip && s["platform"] == platform
+        });
         std::thread::sleep(Duration::from_millis(300));
     }
     assert_eq!(platform, "local");
@@ -176,7 +185,12 @@ fn example_service_keeps_serving_while_platforms_flip_under_load() {
     let on = |p: &str| uploads.iter().filter(|u| u.platform == p).count();
     assert!(on("local") >= 3 && on("aws") >= 3, "uploads: {} local, {} aws", on("local"), on("aws"));
     let spanning = uploads.iter().filter(|u| u.before != u.after).count();
-    eprintln!("{} uploads: {} local, {} aws, {spanning} running across a switch", uploads.len(), on("local"), on("aws"));
+    eprintln!(
+        "{} uploads: {} local, {} aws, {spanning} running across a switch",
+        uploads.len(),
+        on("local"),
+        on("aws")
+    );
     assert!(spanning >= 1, "no upload was running while the platform switched");
 
     // Every upload is whole on the platform it reported, and only there.
@@ -239,14 +253,25 @@ fn live_host_swaps_only_checked_configurations() {
         ws.write_config(&config("b", &open));
         assert!(live.reload().await.unwrap(), "new settings, new provider");
         assert!(events.has_changed().unwrap());
-        assert_eq!(*events.borrow_and_update(), credhost::SwitchStatus { generation: 1, platform: "local".into(), last_error: None });
+        assert_eq!(
+            *events.borrow_and_update(),
+            credhost::SwitchStatus { generation: 1, platform: "local".into(), last_error: None }
+        );
         // A handle taken before the switch keeps its provider; new ones get the new one.
-        first.upload_file(&zip, &credhost::UploadOptions { name: Some("old.zip".into()), ..Default::default() }).await.unwrap();
-        live.provider().upload_file(&zip, &credhost::UploadOptions { name: Some("new.zip".into()), ..Default::default() }).await.unwrap();
+        first
+            .upload_file(&zip, &credhost::UploadOptions { name: Some("old.zip".into()), ..Default::default() })
+            .await
+            .unwrap();
+        live.provider()
+            .upload_file(&zip, &credhost::UploadOptions { name: Some("new.zip".into()), ..Default::default() })
+            .await
+            .unwrap();
         assert!(ws.path("a/projects/old.zip").exists() && ws.path("b/projects/new.zip").exists());
 
         // A syntax error: rejected with file and line, `b` keeps serving.
-        ws.write_config(&config("c", &open).replace("[plugins.local.settings]", "[plugins.local.settings]\ncolour = \"red\""));
+        ws.write_config(
+            &config("c", &open).replace("[plugins.local.settings]", "[plugins.local.settings]\ncolour = \"red\""),
+        );
         let e = live.reload().await.unwrap_err();
         assert_eq!(e.kind(), credhost::ErrorKind::Config);
         assert!(e.to_string().contains("plugins.toml:5:") && e.to_string().contains("colour"), "{e}");
@@ -259,7 +284,10 @@ fn live_host_swaps_only_checked_configurations() {
         let e = live.reload().await.unwrap_err();
         assert_eq!(e.kind(), credhost::ErrorKind::CheckFailed, "{e}");
         assert!(e.to_string().contains("check of platform `local` failed: registry"), "{e}");
-        live.provider().upload_file(&zip, &credhost::UploadOptions { name: Some("still-b.zip".into()), ..Default::default() }).await.unwrap();
+        live.provider()
+            .upload_file(&zip, &credhost::UploadOptions { name: Some("still-b.zip".into()), ..Default::default() })
+            .await
+            .unwrap();
         assert!(ws.path("b/projects/still-b.zip").exists());
         assert!(!ws.path("c").exists());
 

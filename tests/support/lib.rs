@@ -50,7 +50,10 @@ impl Services {
             .unwrap_or_else(|| repo_root().join("tests/services/.run"));
         let file = dir.join("env");
         let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-            panic!("services are not running ({}: {e}): start them with tests/services/up.sh, or run tests/run", file.display())
+            panic!(
+                "services are not running ({}: {e}): start them with tests/services/up.sh, or run tests/run",
+                file.display()
+            )
         });
         let vars = text
             .lines()
@@ -183,7 +186,16 @@ impl Workspace {
     pub fn program(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
         let mut c = Command::new(program);
         c.current_dir(self.dir.path()).args(args).stdin(Stdio::null());
-        for k in ["CREDHOST_PLATFORM", "CREDHOST_CONFIG", "CREDHOST_LOG", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"] {
+        for k in [
+            "CREDHOST_PLATFORM",
+            "CREDHOST_CONFIG",
+            "CREDHOST_LOG",
+            "AWS_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_ENDPOINT_URL",
+        ] {
             c.env_remove(k);
         }
         for (k, v) in &self.env {
@@ -350,7 +362,8 @@ pub fn capture_logs() -> &'static std::sync::Mutex<Vec<String>> {
         }
     }
     INSTALLED.call_once(|| {
-        let subscriber = tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::DEBUG).with(Capture);
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::DEBUG).with(Capture);
         tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in the test binary");
     });
     &LINES

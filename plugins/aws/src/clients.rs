@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use aws_config::{
-    stalled_stream_protection::StalledStreamProtectionConfig, sts::AssumeRoleProvider, timeout::TimeoutConfig, BehaviorVersion,
-    Region, SdkConfig,
+    stalled_stream_protection::StalledStreamProtectionConfig, sts::AssumeRoleProvider, timeout::TimeoutConfig,
+    BehaviorVersion, Region, SdkConfig,
 };
 use aws_credential_types::{
     provider::{ProvideCredentials, SharedCredentialsProvider},
@@ -39,7 +39,11 @@ impl Clients {
     /// Loads the shared configuration and builds the clients. Credentials are
     /// resolved lazily, on first use.
     pub async fn new(s: &Settings) -> Result<Self, PluginError> {
-        for (key, url) in [("endpoint_url", &s.endpoint_url), ("s3_endpoint_url", &s.s3_endpoint_url), ("ecr_endpoint_url", &s.ecr_endpoint_url)] {
+        for (key, url) in [
+            ("endpoint_url", &s.endpoint_url),
+            ("s3_endpoint_url", &s.s3_endpoint_url),
+            ("ecr_endpoint_url", &s.ecr_endpoint_url),
+        ] {
             if let Some(u) = url {
                 check_http_url(u).map_err(|why| PluginError::config(key, why))?;
             }
@@ -80,7 +84,11 @@ impl Clients {
         if let Some(url) = &s.s3_endpoint_url {
             s3 = s3.endpoint_url(url);
         }
-        Ok(Self { ecr: aws_sdk_ecr::Client::from_conf(ecr.build()), s3: aws_sdk_s3::Client::from_conf(s3.build()), sdk })
+        Ok(Self {
+            ecr: aws_sdk_ecr::Client::from_conf(ecr.build()),
+            s3: aws_sdk_s3::Client::from_conf(s3.build()),
+            sdk,
+        })
     }
 
     /// The chain's current credentials.
@@ -90,10 +98,7 @@ impl Clients {
             .credentials_provider()
             .ok_or_else(|| PluginError::new(ErrorKind::UNAUTHENTICATED, "no AWS credentials provider is configured"))?;
         provider.provide_credentials().await.map_err(|e| {
-            PluginError::new(
-                ErrorKind::UNAUTHENTICATED,
-                format!("no usable AWS credentials: {}", error_chain(&e)),
-            )
+            PluginError::new(ErrorKind::UNAUTHENTICATED, format!("no usable AWS credentials: {}", error_chain(&e)))
         })
     }
 }

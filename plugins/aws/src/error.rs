@@ -13,8 +13,12 @@ where
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => (ErrorKind::UNAVAILABLE, true),
         SdkError::ServiceError(se) => match se.err().code() {
             Some(
-                "UnrecognizedClientException" | "InvalidClientTokenId" | "InvalidSignatureException"
-                | "SignatureDoesNotMatch" | "ExpiredTokenException" | "ExpiredToken",
+                "UnrecognizedClientException"
+                | "InvalidClientTokenId"
+                | "InvalidSignatureException"
+                | "SignatureDoesNotMatch"
+                | "ExpiredTokenException"
+                | "ExpiredToken",
             ) => (ErrorKind::UNAUTHENTICATED, false),
             Some("AccessDeniedException" | "AccessDenied") => (ErrorKind::PERMISSION_DENIED, false),
             Some("ThrottlingException" | "ServerException" | "ServiceUnavailable") => (ErrorKind::UNAVAILABLE, true),
@@ -33,4 +37,3 @@ where
     };
     PluginError::new(kind, format!("{what} failed: {detail}")).retryable(retryable)
 }
-

@@ -54,7 +54,8 @@ pub fn server_message(body: &str) -> Option<String> {
         Err(_) => Some(body.to_owned()),
     }?;
     let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let line = if line.chars().count() > 300 { format!("{}...", line.chars().take(300).collect::<String>()) } else { line };
+    let line =
+        if line.chars().count() > 300 { format!("{}...", line.chars().take(300).collect::<String>()) } else { line };
     (!line.is_empty()).then_some(line)
 }
 

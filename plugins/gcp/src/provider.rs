@@ -108,14 +108,28 @@ impl Provider for GcpProvider {
     async fn upload(&self, req: Upload) -> Result<Stored, PluginError> {
         let started = std::time::Instant::now();
         let r = upload::upload(&self.gcs, &self.bucket, req, self.chunk).await?;
-        tracing::info!("stored gs://{}/{} ({} bytes, {}) in {:.2?}", r.bucket, r.name, r.size, r.checksum, started.elapsed());
+        tracing::info!(
+            "stored gs://{}/{} ({} bytes, {}) in {:.2?}",
+            r.bucket,
+            r.name,
+            r.size,
+            r.checksum,
+            started.elapsed()
+        );
         Ok(r)
     }
 
     async fn download(&self, req: Download) -> Result<Stored, PluginError> {
         let started = std::time::Instant::now();
         let r = download::download(&self.gcs, req).await?;
-        tracing::info!("fetched gs://{}/{} ({} bytes, {}) in {:.2?}", r.bucket, r.name, r.size, r.checksum, started.elapsed());
+        tracing::info!(
+            "fetched gs://{}/{} ({} bytes, {}) in {:.2?}",
+            r.bucket,
+            r.name,
+            r.size,
+            r.checksum,
+            started.elapsed()
+        );
         Ok(r)
     }
 
@@ -136,11 +150,12 @@ impl Provider for GcpProvider {
     async fn check(&self) -> Result<Vec<Probe>, PluginError> {
         let source = self.gcs.tokens().source().describe();
         let registry = match self.gcs.tokens().token().await {
-            Ok(t) => Probe::ok(
-                "registry",
-                format!("{}: access token from {source}, valid {} s", self.registry, t.lifetime),
-            ),
-            Err(e) => Probe::failed("registry", format!("{}: no access token from {source}: {}", self.registry, e.message)),
+            Ok(t) => {
+                Probe::ok("registry", format!("{}: access token from {source}, valid {} s", self.registry, t.lifetime))
+            }
+            Err(e) => {
+                Probe::failed("registry", format!("{}: no access token from {source}: {}", self.registry, e.message))
+            }
         };
         let label = format!("gcs bucket gs://{} at {}", self.bucket, self.gcs.endpoint());
         let storage = match self.gcs.bucket(&self.bucket).await {

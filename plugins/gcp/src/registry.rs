@@ -30,7 +30,9 @@ pub fn server_for(configured: &str, requested: Option<&str>) -> Result<String, P
     } else {
         Err(PluginError::new(
             ErrorKind::NOT_FOUND,
-            format!("{r} is not an Artifact Registry or Container Registry host; this platform's registry is {configured}"),
+            format!(
+                "{r} is not an Artifact Registry or Container Registry host; this platform's registry is {configured}"
+            ),
         ))
     }
 }
@@ -46,7 +48,14 @@ mod tests {
 
     #[test]
     fn google_hosts() {
-        for h in ["us-central1-docker.pkg.dev", "europe-docker.pkg.dev", "gcr.io", "eu.gcr.io", "GCR.IO", "us-docker.pkg.dev:443"] {
+        for h in [
+            "us-central1-docker.pkg.dev",
+            "europe-docker.pkg.dev",
+            "gcr.io",
+            "eu.gcr.io",
+            "GCR.IO",
+            "us-docker.pkg.dev:443",
+        ] {
             assert!(is_google_registry(h), "{h}");
         }
         for h in ["docker.io", "evilgcr.io", "pkg.dev.example.com", "127.0.0.1:5000"] {
@@ -59,7 +68,10 @@ mod tests {
         let c = "us-central1-docker.pkg.dev";
         assert_eq!(server_for(c, None).unwrap(), c);
         assert_eq!(server_for(c, Some("https://eu.gcr.io/")).unwrap(), "eu.gcr.io");
-        assert_eq!(server_for("registry.internal:5000", Some("registry.internal:5000")).unwrap(), "registry.internal:5000");
+        assert_eq!(
+            server_for("registry.internal:5000", Some("registry.internal:5000")).unwrap(),
+            "registry.internal:5000"
+        );
         let e = server_for(c, Some("docker.io")).unwrap_err();
         assert_eq!(e.kind, ErrorKind::NOT_FOUND);
         assert!(e.message.contains("this platform's registry is us-central1-docker.pkg.dev"), "{}", e.message);

@@ -115,7 +115,10 @@ fn storage_url(endpoint: &str) -> Result<reqwest::Url, PluginError> {
         return Err(PluginError::config(key, format!("`{key}` = {endpoint:?} is not an http(s) URL with a host")));
     }
     if url.query().is_some() || url.fragment().is_some() || !matches!(url.path(), "" | "/") {
-        return Err(PluginError::config(key, format!("`{key}` = {endpoint:?} must be a base URL without path or query")));
+        return Err(PluginError::config(
+            key,
+            format!("`{key}` = {endpoint:?} must be a base URL without path or query"),
+        ));
     }
     Ok(url)
 }
@@ -143,9 +146,15 @@ mod tests {
         v["credentials"] = "metadata".into();
         assert_eq!(parse(v.clone()).unwrap().credentials, Some(CredentialsSetting::Metadata));
         v["credentials"] = serde_json::json!({"service_account_file": "k.json"});
-        assert_eq!(parse(v.clone()).unwrap().credentials, Some(CredentialsSetting::ServiceAccountFile("k.json".into())));
+        assert_eq!(
+            parse(v.clone()).unwrap().credentials,
+            Some(CredentialsSetting::ServiceAccountFile("k.json".into()))
+        );
         v["credentials"] = serde_json::json!({"service_account_json_env": "KEY"});
-        assert_eq!(parse(v.clone()).unwrap().credentials, Some(CredentialsSetting::ServiceAccountJsonEnv("KEY".into())));
+        assert_eq!(
+            parse(v.clone()).unwrap().credentials,
+            Some(CredentialsSetting::ServiceAccountJsonEnv("KEY".into()))
+        );
         v["credentials"] = "gcloud".into();
         let e = parse(v.clone()).err().unwrap();
         assert_eq!(e.config_key(), Some("credentials"));

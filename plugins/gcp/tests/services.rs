@@ -22,8 +22,9 @@ impl Services {
         let dir = std::env::var_os("CREDHOST_TEST_SERVICES_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/services/.run"));
-        let text = std::fs::read_to_string(dir.join("env"))
-            .unwrap_or_else(|e| panic!("services are not running ({}: {e}): start them with tests/services/up.sh", dir.display()));
+        let text = std::fs::read_to_string(dir.join("env")).unwrap_or_else(|e| {
+            panic!("services are not running ({}: {e}): start them with tests/services/up.sh", dir.display())
+        });
         Self(
             text.lines()
                 .filter_map(|l| l.strip_prefix("export "))
@@ -37,7 +38,12 @@ impl Services {
         self.0.get(k).unwrap_or_else(|| panic!("{k} missing from the services env file: restart tests/services/up.sh"))
     }
 
-    async fn control(&self, method: reqwest::Method, url: String, body: Option<serde_json::Value>) -> serde_json::Value {
+    async fn control(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
         let mut rb = reqwest::Client::new().request(method, url);
         if let Some(b) = body {
             rb = rb.json(&b);
@@ -106,7 +112,13 @@ fn upload_req(name: &str, path: PathBuf) -> Upload {
 }
 
 fn download_req(bucket: &str, name: &str, path: PathBuf) -> Download {
-    Download { bucket: bucket.to_owned(), name: name.to_owned(), dest: Dest::Path(path), progress: Progress::default(), extra: HashMap::new() }
+    Download {
+        bucket: bucket.to_owned(),
+        name: name.to_owned(),
+        dest: Dest::Path(path),
+        progress: Progress::default(),
+        extra: HashMap::new(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +138,8 @@ async fn assertions_verify_with_the_public_half_and_buy_a_token() {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let signature = b64.decode(parts[2]).unwrap();
-    let public = ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, key.public_key_der());
+    let public =
+        ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, key.public_key_der());
     public.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature).expect("signature verifies");
     let claims: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
     assert_eq!(claims["iss"], key.client_email.as_str());
@@ -205,7 +218,10 @@ async fn tokens_are_replaced_before_they_expire() {
     let data = pseudo_random(6 * CHUNK_QUANTUM, 3);
     std::fs::write(dir.path().join("src"), &data).unwrap();
     // Each chunk takes a second at the proxy: the upload outlives its first token.
-    svc.fault(serde_json::json!({"object": name, "op": "upload", "n": 1, "mode": "delay", "delay": 1.0, "every": true})).await;
+    svc.fault(
+        serde_json::json!({"object": name, "op": "upload", "n": 1, "mode": "delay", "delay": 1.0, "every": true}),
+    )
+    .await;
     p.upload(upload_req(&name, dir.path().join("src"))).await.expect("upload");
     let stats = svc.stats(&name).await;
     assert_eq!(stats["denied"], 0, "no request went out with an expired token: {stats}");

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use credhost_plugin_sdk::{
-    expires_in, registry_host, secret_from_env, unix_now, AuthForm, Error as PluginError, ErrorKind, Probe, RegistryAuth, Secret,
+    expires_in, registry_host, secret_from_env, unix_now, AuthForm, Error as PluginError, ErrorKind, Probe,
+    RegistryAuth, Secret,
 };
 use reqwest::{header::WWW_AUTHENTICATE, StatusCode};
 
@@ -51,19 +52,29 @@ impl Registry {
         let host = registry_host(&s.url);
         let (username, password) = match s.mode_needs_credentials() {
             false => {
-                for (key, v) in [("registry.username_env", &s.username_env), ("registry.password_env", &s.password_env)] {
+                for (key, v) in [("registry.username_env", &s.username_env), ("registry.password_env", &s.password_env)]
+                {
                     if v.is_some() {
-                        return Err(PluginError::config(key, format!("`{key}` is only used with auth = \"basic\" or \"token\"")));
+                        return Err(PluginError::config(
+                            key,
+                            format!("`{key}` is only used with auth = \"basic\" or \"token\""),
+                        ));
                     }
                 }
                 (None, None)
             }
             true => {
                 let user_var = s.username_env.as_deref().ok_or_else(|| {
-                    PluginError::config("registry.username_env", "auth needs `username_env`: the environment variable holding the user name")
+                    PluginError::config(
+                        "registry.username_env",
+                        "auth needs `username_env`: the environment variable holding the user name",
+                    )
                 })?;
                 let pass_var = s.password_env.as_deref().ok_or_else(|| {
-                    PluginError::config("registry.password_env", "auth needs `password_env`: the environment variable holding the password")
+                    PluginError::config(
+                        "registry.password_env",
+                        "auth needs `password_env`: the environment variable holding the password",
+                    )
                 })?;
                 let user = secret_from_env("registry.username_env", user_var)?.expose().to_owned();
                 (Some(user), Some(secret_from_env("registry.password_env", pass_var)?))
@@ -134,7 +145,8 @@ impl Registry {
 
     /// `GET /v2/` without credentials; the Bearer challenge if the registry sent one.
     async fn challenge(&self) -> Result<Option<Challenge>, PluginError> {
-        let resp = self.get_v2().send().await.map_err(|e| http_error(&format!("registry {} unreachable", self.host), &e))?;
+        let resp =
+            self.get_v2().send().await.map_err(|e| http_error(&format!("registry {} unreachable", self.host), &e))?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(None);
         }
@@ -184,15 +196,20 @@ impl Registry {
             ));
         }
         if !status.is_success() {
-            return Err(PluginError::new(ErrorKind::UNAVAILABLE, format!("token server for {} answered {status}", self.host))
-                .retryable(status.is_server_error()));
+            return Err(PluginError::new(
+                ErrorKind::UNAVAILABLE,
+                format!("token server for {} answered {status}", self.host),
+            )
+            .retryable(status.is_server_error()));
         }
         let body = read_limited(resp, MAX_TOKEN_ANSWER).await?;
         let body: TokenResponse = serde_json::from_slice(&body)
             .map_err(|e| PluginError::new(ErrorKind::OTHER, format!("token server sent an unreadable answer: {e}")))?;
-        let token = body.token.or(body.access_token).filter(|t| !t.is_empty()).ok_or_else(|| {
-            PluginError::new(ErrorKind::OTHER, "token server answered without a token")
-        })?;
+        let token = body
+            .token
+            .or(body.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| PluginError::new(ErrorKind::OTHER, "token server answered without a token"))?;
         // Distribution's default lifetime when the server does not say.
         let expires_in = body.expires_in.filter(|s| *s > 0).unwrap_or(60);
         let issued = body.issued_at.as_deref().and_then(parse_rfc3339).unwrap_or_else(unix_now);
@@ -210,7 +227,10 @@ impl Registry {
     /// anywhere else by naming it in its challenge.
     fn realm_url(&self, realm: &str) -> Result<reqwest::Url, PluginError> {
         let refused = |why: String| {
-            PluginError::new(ErrorKind::PERMISSION_DENIED, format!("refusing to send credentials to the token realm of {}: {why}", self.host))
+            PluginError::new(
+                ErrorKind::PERMISSION_DENIED,
+                format!("refusing to send credentials to the token realm of {}: {why}", self.host),
+            )
         };
         let url = reqwest::Url::parse(realm).map_err(|e| refused(format!("the realm is not a URL ({e})")))?;
         let realm_host = url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_ascii_lowercase();
@@ -220,7 +240,8 @@ impl Registry {
             "http" if self.base.scheme() == "http" && is_loopback(&registry_host_only) && is_loopback(&realm_host) => {}
             scheme => return Err(refused(format!("it uses {scheme}, not https"))),
         }
-        let listed = self.token_realms.iter().any(|h| h.split(':').next() == Some(realm_host.as_str()) || *h == realm_host);
+        let listed =
+            self.token_realms.iter().any(|h| h.split(':').next() == Some(realm_host.as_str()) || *h == realm_host);
         if realm_host != registry_host_only && !listed {
             return Err(refused(format!(
                 "its host {realm_host} is not the registry's; list it in `registry.token_realms` if it is the registry's token server"
@@ -280,7 +301,8 @@ fn is_loopback(host: &str) -> bool {
 /// Reads an answer's body, refusing one longer than `limit` bytes instead of
 /// holding it in memory.
 async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, PluginError> {
-    let too_long = || PluginError::new(ErrorKind::OTHER, format!("the token server's answer is longer than {limit} bytes"));
+    let too_long =
+        || PluginError::new(ErrorKind::OTHER, format!("the token server's answer is longer than {limit} bytes"));
     if resp.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_long());
     }

@@ -3,7 +3,9 @@
 pub mod fs;
 pub mod s3;
 
-use credhost_plugin_sdk::{check_http_url, secret_from_env, Context, Download, Entry, Error, Probe, Result, Stored, Upload};
+use credhost_plugin_sdk::{
+    check_http_url, secret_from_env, Context, Download, Entry, Error, Probe, Result, Stored, Upload,
+};
 
 use crate::settings::StorageSettings;
 
@@ -20,12 +22,28 @@ impl Store {
     pub fn new(settings: StorageSettings, ctx: &Context) -> Result<Self> {
         Ok(match settings {
             StorageSettings::Fs { root, bucket } => Store::Fs(fs::FsStore::new(ctx.resolve(&root), bucket)?),
-            StorageSettings::S3 { endpoint, region, bucket, access_key_id_env, secret_access_key_env, part_size_mib, concurrency } => {
+            StorageSettings::S3 {
+                endpoint,
+                region,
+                bucket,
+                access_key_id_env,
+                secret_access_key_env,
+                part_size_mib,
+                concurrency,
+            } => {
                 check_http_url(&endpoint).map_err(|why| Error::config("storage.endpoint", why))?;
                 let opts = credhost_s3_transfer::store::transfer_options("storage.", part_size_mib, concurrency)?;
-                let access_key_id = secret_from_env("storage.access_key_id_env", &access_key_id_env)?.expose().to_owned();
+                let access_key_id =
+                    secret_from_env("storage.access_key_id_env", &access_key_id_env)?.expose().to_owned();
                 let secret_access_key = secret_from_env("storage.secret_access_key_env", &secret_access_key_env)?;
-                Store::S3(s3::S3Store::new(s3::S3Config { endpoint, region, bucket, access_key_id, secret_access_key, opts }))
+                Store::S3(s3::S3Store::new(s3::S3Config {
+                    endpoint,
+                    region,
+                    bucket,
+                    access_key_id,
+                    secret_access_key,
+                    opts,
+                }))
             }
         })
     }

@@ -15,17 +15,14 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use credhost_s3_transfer::{
-    build_client, download_to_path, download_to_writer, upload_path, upload_reader, ClientSettings,
-    TransferOptions, Transferred,
+    build_client, download_to_path, download_to_writer, upload_path, upload_reader, ClientSettings, TransferOptions,
+    Transferred,
 };
 
 const MIB: u64 = 1024 * 1024;
 
 fn main() -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("s3bench: cannot start the runtime: {e}");
@@ -52,9 +49,7 @@ async fn run() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: u64| -> Result<u64, BoxError> {
         match args.get(i) {
-            Some(a) => Ok(a
-                .parse()
-                .map_err(|_| format!("argument {a:?} is not a number"))?),
+            Some(a) => Ok(a.parse().map_err(|_| format!("argument {a:?} is not a number"))?),
             None => Ok(default),
         }
     };
@@ -88,40 +83,21 @@ async fn run() -> Result<(), BoxError> {
         opts.single_put_threshold / MIB
     );
 
-    let up = step(
-        "upload_path",
-        size,
-        upload_path(&client, &bucket, &key, &src, &opts, None),
-    )
-    .await?;
+    let up = step("upload_path", size, upload_path(&client, &bucket, &key, &src, &opts, None)).await?;
     check(up, size, src_crc)?;
 
     let reader = tokio::fs::File::open(&src).await?;
     let key2 = format!("{key}-reader");
-    let up = step(
-        "upload_reader",
-        size,
-        upload_reader(&client, &bucket, &key2, reader, &opts, None),
-    )
-    .await?;
+    let up = step("upload_reader", size, upload_reader(&client, &bucket, &key2, reader, &opts, None)).await?;
     check(up, size, src_crc)?;
 
     let dest = dir.path().join("download.bin");
-    let down = step(
-        "download_to_path",
-        size,
-        download_to_path(&client, &bucket, &key, &dest, &opts, None),
-    )
-    .await?;
+    let down = step("download_to_path", size, download_to_path(&client, &bucket, &key, &dest, &opts, None)).await?;
     check(down, size, src_crc)?;
 
     let writer = tokio::fs::File::create(dir.path().join("written.bin")).await?;
-    let down = step(
-        "download_to_writer",
-        size,
-        download_to_writer(&client, &bucket, &key, writer, &opts, None),
-    )
-    .await?;
+    let down =
+        step("download_to_writer", size, download_to_writer(&client, &bucket, &key, writer, &opts, None)).await?;
     check(down, size, src_crc)?;
 
     for k in [&key, &key2] {

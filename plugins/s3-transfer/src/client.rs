@@ -4,8 +4,8 @@ use std::fmt;
 use std::time::Duration;
 
 use aws_sdk_s3::config::{
-    BehaviorVersion, Builder, Credentials, Region, RequestChecksumCalculation,
-    ResponseChecksumValidation, StalledStreamProtectionConfig,
+    BehaviorVersion, Builder, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    StalledStreamProtectionConfig,
 };
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
@@ -59,10 +59,7 @@ impl fmt::Debug for ClientSettings {
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &REDACTED)
-            .field(
-                "session_token",
-                &self.session_token.as_ref().map(|_| REDACTED),
-            )
+            .field("session_token", &self.session_token.as_ref().map(|_| REDACTED))
             .field("force_path_style", &self.force_path_style)
             .finish()
     }
@@ -94,11 +91,7 @@ pub fn build_client(s: &ClientSettings) -> aws_sdk_s3::Client {
         .force_path_style(s.force_path_style)
         .timeout_config(transfer_timeouts())
         .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-        .stalled_stream_protection(
-            StalledStreamProtectionConfig::enabled()
-                .grace_period(STALL_GRACE)
-                .build(),
-        );
+        .stalled_stream_protection(StalledStreamProtectionConfig::enabled().grace_period(STALL_GRACE).build());
     if let Some(endpoint) = &s.endpoint {
         builder = builder.endpoint_url(endpoint.clone());
     }
@@ -155,10 +148,7 @@ mod tests {
              access_key_id: \"AKID\", secret_access_key: \"** redacted **\", \
              session_token: Some(\"** redacted **\"), force_path_style: true }"
         );
-        let none = ClientSettings {
-            session_token: None,
-            ..s
-        };
+        let none = ClientSettings { session_token: None, ..s };
         assert!(format!("{none:?}").contains("session_token: None"));
         assert!(!format!("{none:#?}").contains("very-secret"));
     }

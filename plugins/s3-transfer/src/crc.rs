@@ -28,9 +28,7 @@ pub(crate) fn from_base64(s: &str) -> Option<u32> {
 
 /// CRC32C of consecutive pieces given as `(crc, len)` in content order.
 pub(crate) fn combine(pieces: impl IntoIterator<Item = (u32, u64)>) -> u32 {
-    pieces
-        .into_iter()
-        .fold(0, |acc, (crc, len)| combine2(acc, crc, len))
+    pieces.into_iter().fold(0, |acc, (crc, len)| combine2(acc, crc, len))
 }
 
 /// CRC32C of `a ++ b` from the CRC32C of each and the length of `b`.
@@ -62,9 +60,7 @@ mod tests {
     fn combine_matches_whole() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let whole = crc32c::crc32c(&data);
-        let pieces = data
-            .chunks(30_001)
-            .map(|c| (crc32c::crc32c(c), c.len() as u64));
+        let pieces = data.chunks(30_001).map(|c| (crc32c::crc32c(c), c.len() as u64));
         assert_eq!(combine(pieces), whole);
         assert_eq!(combine([(0, 0)]), 0);
         assert_eq!(combine2(whole, crc32c::crc32c(&[]), 0), whole);

@@ -60,13 +60,7 @@ pub async fn download_to_path(
     let object = head_object(client, bucket, key, &op).await?;
     let size = object.size;
     let file = Arc::new(create_dest(&op, dest, size).await?);
-    let source = Source {
-        client,
-        bucket,
-        key,
-        op,
-        object: &object,
-    };
+    let source = Source { client, bucket, key, op, object: &object };
 
     let range_len = opts.part_size_for(size);
     let ranges: Vec<(u64, u64)> = if size == 0 {
@@ -74,9 +68,7 @@ pub async fn download_to_path(
     } else if size < opts.single_put_threshold || opts.concurrency == 1 || size <= range_len {
         vec![(0, size)]
     } else {
-        (0..size.div_ceil(range_len))
-            .map(|i| (i * range_len, range_len.min(size - i * range_len)))
-            .collect()
+        (0..size.div_ceil(range_len)).map(|i| (i * range_len, range_len.min(size - i * range_len))).collect()
     };
     let whole = ranges.len() == 1;
     let progress = progress.as_ref();
@@ -118,16 +110,8 @@ pub async fn download_to_writer<W: AsyncWrite + Unpin + Send>(
     opts.validate().map_err(|e| op.wrap(e))?;
     let object = head_object(client, bucket, key, &op).await?;
     let size = object.size;
-    let source = Source {
-        client,
-        bucket,
-        key,
-        op,
-        object: &object,
-    };
-    let sink = WriterSink {
-        writer: BufWriter::with_capacity(WRITE_CHUNK, writer),
-    };
+    let source = Source { client, bucket, key, op, object: &object };
+    let sink = WriterSink { writer: BufWriter::with_capacity(WRITE_CHUNK, writer) };
     let crc32c = source.fetch(0, size, true, sink, progress.as_ref()).await?;
     object.verify(&op, crc32c)?;
     Ok(Transferred { size, crc32c })
@@ -146,16 +130,8 @@ pub async fn head_bucket(client: &Client, bucket: &str) -> Result<(), TransferEr
         Err(e) if lacks_code(&e) => {
             // HEAD answers have no body, hence no error code: a 403 could be
             // a wrong secret or a missing permission. Ask again with a GET.
-            match client
-                .list_objects_v2()
-                .bucket(bucket)
-                .max_keys(1)
-                .send()
-                .await
-            {
-                Err(probe) if !lacks_code(&probe) && probe.as_service_error().is_some() => {
-                    Err(op.sdk(probe))
-                }
+            match client.list_objects_v2().bucket(bucket).max_keys(1).send().await {
+                Err(probe) if !lacks_code(&probe) && probe.as_service_error().is_some() => Err(op.sdk(probe)),
                 _ => Err(op.sdk(e)),
             }
         }
@@ -185,39 +161,16 @@ impl ObjectInfo {
     }
 }
 
-async fn head_object(
-    client: &Client,
-    bucket: &str,
-    key: &str,
-    op: &Op<'_>,
-) -> Result<ObjectInfo, TransferError> {
-    let head = match client
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .checksum_mode(ChecksumMode::Enabled)
-        .send()
-        .await
-    {
+async fn head_object(client: &Client, bucket: &str, key: &str, op: &Op<'_>) -> Result<ObjectInfo, TransferError> {
+    let head = match client.head_object().bucket(bucket).key(key).checksum_mode(ChecksumMode::Enabled).send().await {
         Ok(head) => head,
         Err(e) if lacks_code(&e) => {
             // HEAD errors carry no code; a one-byte GET tells NoSuchKey from
             // NoSuchBucket and InvalidAccessKeyId from AccessDenied.
-            return Err(
-                match client
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .range("bytes=0-0")
-                    .send()
-                    .await
-                {
-                    Err(probe) if !lacks_code(&probe) && probe.as_service_error().is_some() => {
-                        op.sdk(probe)
-                    }
-                    _ => op.sdk(e),
-                },
-            );
+            return Err(match client.get_object().bucket(bucket).key(key).range("bytes=0-0").send().await {
+                Err(probe) if !lacks_code(&probe) && probe.as_service_error().is_some() => op.sdk(probe),
+                _ => op.sdk(e),
+            });
         }
         Err(e) => return Err(op.sdk(e)),
     };
@@ -256,19 +209,11 @@ async fn head_object(
     // uploads). Some S3-compatible servers report a wrong full-object value
     // for multipart objects (moto does), so the two are not both required.
     let composite = head.checksum_type() == Some(&ChecksumType::Composite);
-    if let Some(c) = head
-        .checksum_crc32_c()
-        .filter(|_| !composite && expected.is_empty())
-        .and_then(crc::from_base64)
-    {
+    if let Some(c) = head.checksum_crc32_c().filter(|_| !composite && expected.is_empty()).and_then(crc::from_base64) {
         expected.push((c, "the server's full-object checksum"));
     }
     tracing::debug!(bucket, key, size, ?expected, "object found");
-    Ok(ObjectInfo {
-        size,
-        etag: head.e_tag().map(str::to_owned),
-        expected,
-    })
+    Ok(ObjectInfo { size, etag: head.e_tag().map(str::to_owned), expected })
 }
 
 /// Preallocates the destination with `set_len` so ranges can be written at
@@ -276,19 +221,12 @@ async fn head_object(
 async fn create_dest(op: &Op<'_>, dest: &Path, size: u64) -> Result<File, TransferError> {
     let owned = dest.to_path_buf();
     let result = tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&owned)?;
+        let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&owned)?;
         file.set_len(size)?;
         Ok::<_, io::Error>(file)
     })
     .await
-    .map_err(|e| {
-        op.err(TransferErrorKind::Other, "file task failed")
-            .with_source(e)
-    })?;
+    .map_err(|e| op.err(TransferErrorKind::Other, "file task failed").with_source(e))?;
     result.map_err(|e| op.io("cannot create", dest, e))
 }
 
@@ -308,9 +246,7 @@ impl SinkError {
     fn into_transfer(self, op: &Op<'_>) -> TransferError {
         match self.path {
             Some(p) => op.io("cannot write", &p, self.err),
-            None => op
-                .err(TransferErrorKind::Io, "cannot write the destination")
-                .with_source(self.err),
+            None => op.err(TransferErrorKind::Io, "cannot write the destination").with_source(self.err),
         }
     }
 }
@@ -328,20 +264,11 @@ struct FileSink {
 
 impl FileSink {
     fn new(file: Arc<File>, pos: u64, path: PathBuf) -> Self {
-        Self {
-            file,
-            path,
-            pos,
-            buf: BytesMut::new(),
-            writing: None,
-        }
+        Self { file, path, pos, buf: BytesMut::new(), writing: None }
     }
 
     fn error(&self, err: io::Error) -> SinkError {
-        SinkError {
-            path: Some(self.path.clone()),
-            err,
-        }
+        SinkError { path: Some(self.path.clone()), err }
     }
 
     /// Waits for the write in flight; returns its buffer for reuse.
@@ -404,17 +331,11 @@ struct WriterSink<W> {
 
 impl<W: AsyncWrite + Unpin + Send> Sink for WriterSink<W> {
     async fn write(&mut self, data: &[u8]) -> Result<(), SinkError> {
-        self.writer
-            .write_all(data)
-            .await
-            .map_err(|err| SinkError { path: None, err })
+        self.writer.write_all(data).await.map_err(|err| SinkError { path: None, err })
     }
 
     async fn finish(&mut self) -> Result<(), SinkError> {
-        self.writer
-            .flush()
-            .await
-            .map_err(|err| SinkError { path: None, err })
+        self.writer.flush().await.map_err(|err| SinkError { path: None, err })
     }
 }
 
@@ -454,24 +375,14 @@ impl Source<'_> {
             let response = request.send().await.map_err(|e| {
                 let e = op.sdk(e);
                 if e.service_code() == Some("PreconditionFailed") {
-                    op.err(
-                        TransferErrorKind::Other,
-                        "object changed during the download",
-                    )
-                    .retryable(true)
+                    op.err(TransferErrorKind::Other, "object changed during the download").retryable(true)
                 } else {
                     e
                 }
             })?;
-            let mut skip = body_offset(
-                ranged,
-                from,
-                to,
-                self.object.size,
-                response.content_range(),
-                response.content_length(),
-            )
-            .map_err(|why| op.err(TransferErrorKind::Other, why).retryable(true))?;
+            let mut skip =
+                body_offset(ranged, from, to, self.object.size, response.content_range(), response.content_length())
+                    .map_err(|why| op.err(TransferErrorKind::Other, why).retryable(true))?;
 
             let mut body = response.body;
             let broke = loop {
@@ -480,13 +391,11 @@ impl Source<'_> {
                     Some(Err(e)) => break Some(e),
                     Some(Ok(mut chunk)) => {
                         if skip > 0 {
-                            let n =
-                                usize::try_from(skip).map_or(chunk.len(), |s| s.min(chunk.len()));
+                            let n = usize::try_from(skip).map_or(chunk.len(), |s| s.min(chunk.len()));
                             let _ = chunk.split_to(n);
                             skip -= n as u64;
                         }
-                        let take =
-                            usize::try_from(len - done).map_or(chunk.len(), |r| r.min(chunk.len()));
+                        let take = usize::try_from(len - done).map_or(chunk.len(), |r| r.min(chunk.len()));
                         let piece = &chunk[..take];
                         crc = crc32c::crc32c_append(crc, piece);
                         sink.write(piece).await.map_err(|e| e.into_transfer(op))?;
@@ -548,9 +457,7 @@ fn body_offset(
     let length = content_length.and_then(|n| u64::try_from(n).ok());
     if !ranged {
         return match length {
-            Some(n) if n != total => Err(format!(
-                "object size changed from {total} to {n} bytes during the download"
-            )),
+            Some(n) if n != total => Err(format!("object size changed from {total} to {n} bytes during the download")),
             _ => Ok(0),
         };
     }
@@ -560,16 +467,11 @@ fn body_offset(
                 return Err("object size changed during the download".to_owned());
             }
             if first > from || last < first {
-                return Err(format!(
-                    "server sent bytes {first}-{last} for a request of {from}-{to}"
-                ));
+                return Err(format!("server sent bytes {first}-{last} for a request of {from}-{to}"));
             }
             Ok(from - first)
         }
-        Some(None) => Err(format!(
-            "unreadable Content-Range {:?}",
-            content_range.unwrap_or_default()
-        )),
+        Some(None) => Err(format!("unreadable Content-Range {:?}", content_range.unwrap_or_default())),
         None if length == Some(total) => Ok(from),
         None => Err("server answered a range request without Content-Range".to_owned()),
     }
@@ -601,10 +503,7 @@ mod tests {
 
     #[test]
     fn content_range_parsing() {
-        assert_eq!(
-            parse_content_range("bytes 0-99/1000"),
-            Some((0, 99, Some(1000)))
-        );
+        assert_eq!(parse_content_range("bytes 0-99/1000"), Some((0, 99, Some(1000))));
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, 9, None)));
         assert_eq!(parse_content_range("bytes */1000"), None);
         assert_eq!(parse_content_range("items 0-1/2"), None);
@@ -613,17 +512,11 @@ mod tests {
     #[test]
     fn body_offsets() {
         // 206 or rclone's 200 with Content-Range: exact range.
-        assert_eq!(
-            body_offset(true, 100, 199, 1000, Some("bytes 100-199/1000"), Some(100)),
-            Ok(0)
-        );
+        assert_eq!(body_offset(true, 100, 199, 1000, Some("bytes 100-199/1000"), Some(100)), Ok(0));
         // Server ignored Range and sent everything: skip to the range.
         assert_eq!(body_offset(true, 100, 199, 1000, None, Some(1000)), Ok(100));
         // Server started earlier than asked: skip the difference.
-        assert_eq!(
-            body_offset(true, 100, 199, 1000, Some("bytes 0-999/1000"), Some(1000)),
-            Ok(100)
-        );
+        assert_eq!(body_offset(true, 100, 199, 1000, Some("bytes 0-999/1000"), Some(1000)), Ok(100));
         assert!(body_offset(true, 100, 199, 1000, Some("bytes 150-199/1000"), Some(50)).is_err());
         assert!(body_offset(true, 100, 199, 1000, Some("bytes 100-199/2000"), Some(100)).is_err());
         assert!(body_offset(true, 100, 199, 1000, None, Some(100)).is_err());

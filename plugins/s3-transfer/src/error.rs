@@ -131,27 +131,15 @@ pub(crate) struct Op<'a> {
 
 impl<'a> Op<'a> {
     pub(crate) fn upload(bucket: &'a str, key: &'a str) -> Self {
-        Self {
-            verb: "upload",
-            bucket,
-            key: Some(key),
-        }
+        Self { verb: "upload", bucket, key: Some(key) }
     }
 
     pub(crate) fn download(bucket: &'a str, key: &'a str) -> Self {
-        Self {
-            verb: "download",
-            bucket,
-            key: Some(key),
-        }
+        Self { verb: "download", bucket, key: Some(key) }
     }
 
     pub(crate) fn check_bucket(bucket: &'a str) -> Self {
-        Self {
-            verb: "check",
-            bucket,
-            key: None,
-        }
+        Self { verb: "check", bucket, key: None }
     }
 
     /// An error of `kind` in this operation: "`<op>` failed: `<detail>`".
@@ -161,19 +149,12 @@ impl<'a> Op<'a> {
 
     /// A local I/O error while doing `what` (e.g. "cannot read") to `path`.
     pub(crate) fn io(&self, what: &str, path: &Path, err: std::io::Error) -> TransferError {
-        self.err(
-            TransferErrorKind::Io,
-            format_args!("{what} {}", path.display()),
-        )
-        .with_source(err)
+        self.err(TransferErrorKind::Io, format_args!("{what} {}", path.display())).with_source(err)
     }
 
     /// Re-labels an error from `TransferOptions::validate` with this operation.
     pub(crate) fn wrap(&self, err: TransferError) -> TransferError {
-        TransferError {
-            message: format!("{self} failed: {}", err.message),
-            ..err
-        }
+        TransferError { message: format!("{self} failed: {}", err.message), ..err }
     }
 
     /// Classifies an SDK error.
@@ -192,54 +173,26 @@ impl<'a> Op<'a> {
                 };
                 (kind, retryable, detail, code)
             }
-            SdkError::TimeoutError(_) => (
-                TransferErrorKind::Unavailable,
-                true,
-                "timed out".to_owned(),
-                None,
-            ),
-            SdkError::DispatchFailure(d) if d.is_timeout() => (
-                TransferErrorKind::Unavailable,
-                true,
-                "timed out".to_owned(),
-                None,
-            ),
-            SdkError::DispatchFailure(d) if d.is_user() => (
-                TransferErrorKind::Other,
-                false,
-                "could not send the request body".to_owned(),
-                None,
-            ),
-            SdkError::DispatchFailure(_) if credentials_failed(&err) => (
-                TransferErrorKind::Unauthenticated,
-                false,
-                "no usable credentials".to_owned(),
-                None,
-            ),
-            SdkError::DispatchFailure(_) => (
-                TransferErrorKind::Unavailable,
-                true,
-                "could not reach the service".to_owned(),
-                None,
-            ),
-            SdkError::ResponseError(_) => (
-                TransferErrorKind::Unavailable,
-                true,
-                "invalid response from the service".to_owned(),
-                None,
-            ),
-            SdkError::ConstructionFailure(_) => (
-                TransferErrorKind::InvalidInput,
-                false,
-                "could not build the request".to_owned(),
-                None,
-            ),
-            _ => (
-                TransferErrorKind::Other,
-                false,
-                "request failed".to_owned(),
-                None,
-            ),
+            SdkError::TimeoutError(_) => (TransferErrorKind::Unavailable, true, "timed out".to_owned(), None),
+            SdkError::DispatchFailure(d) if d.is_timeout() => {
+                (TransferErrorKind::Unavailable, true, "timed out".to_owned(), None)
+            }
+            SdkError::DispatchFailure(d) if d.is_user() => {
+                (TransferErrorKind::Other, false, "could not send the request body".to_owned(), None)
+            }
+            SdkError::DispatchFailure(_) if credentials_failed(&err) => {
+                (TransferErrorKind::Unauthenticated, false, "no usable credentials".to_owned(), None)
+            }
+            SdkError::DispatchFailure(_) => {
+                (TransferErrorKind::Unavailable, true, "could not reach the service".to_owned(), None)
+            }
+            SdkError::ResponseError(_) => {
+                (TransferErrorKind::Unavailable, true, "invalid response from the service".to_owned(), None)
+            }
+            SdkError::ConstructionFailure(_) => {
+                (TransferErrorKind::InvalidInput, false, "could not build the request".to_owned(), None)
+            }
+            _ => (TransferErrorKind::Other, false, "request failed".to_owned(), None),
         };
         let mut e = self.err(kind, detail).retryable(retryable).with_source(err);
         e.code = code;
@@ -274,10 +227,7 @@ fn credentials_failed(err: &dyn std::error::Error) -> bool {
 /// could tell more.
 pub(crate) fn lacks_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
     match err {
-        SdkError::ServiceError(ctx) => ctx
-            .err()
-            .code()
-            .is_none_or(|c| c == "NotFound" || c == "Forbidden"),
+        SdkError::ServiceError(ctx) => ctx.err().code().is_none_or(|c| c == "NotFound" || c == "Forbidden"),
         _ => false,
     }
 }
@@ -285,9 +235,7 @@ pub(crate) fn lacks_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse
 /// Maps an S3 error code, or the HTTP status when the code is unknown, to a
 /// kind and whether retrying may help.
 pub(crate) fn classify_service(status: u16, code: Option<&str>) -> (TransferErrorKind, bool) {
-    use TransferErrorKind::{
-        Integrity, InvalidInput, NotFound, Other, PermissionDenied, Unauthenticated, Unavailable,
-    };
+    use TransferErrorKind::{Integrity, InvalidInput, NotFound, Other, PermissionDenied, Unauthenticated, Unavailable};
     let by_code = match code {
         Some("NoSuchKey" | "NoSuchBucket" | "NoSuchVersion") => Some((NotFound, false)),
         Some(
@@ -302,12 +250,8 @@ pub(crate) fn classify_service(status: u16, code: Option<&str>) -> (TransferErro
             | "InvalidClientTokenId"
             | "UnrecognizedClientException",
         ) => Some((Unauthenticated, false)),
-        Some("AccessDenied" | "AllAccessDisabled" | "AccountProblem") => {
-            Some((PermissionDenied, false))
-        }
-        Some("BadDigest" | "InvalidDigest" | "XAmzContentSHA256Mismatch") => {
-            Some((Integrity, false))
-        }
+        Some("AccessDenied" | "AllAccessDisabled" | "AccountProblem") => Some((PermissionDenied, false)),
+        Some("BadDigest" | "InvalidDigest" | "XAmzContentSHA256Mismatch") => Some((Integrity, false)),
         Some(
             "SlowDown"
             | "ServiceUnavailable"
@@ -359,47 +303,26 @@ mod tests {
 
     #[test]
     fn classifies_codes_before_status() {
-        assert_eq!(
-            classify_service(403, Some("InvalidAccessKeyId")),
-            (Unauthenticated, false)
-        );
-        assert_eq!(
-            classify_service(403, Some("SignatureDoesNotMatch")),
-            (Unauthenticated, false)
-        );
-        assert_eq!(
-            classify_service(403, Some("AccessDenied")),
-            (PermissionDenied, false)
-        );
-        assert_eq!(
-            classify_service(404, Some("NoSuchBucket")),
-            (NotFound, false)
-        );
+        assert_eq!(classify_service(403, Some("InvalidAccessKeyId")), (Unauthenticated, false));
+        assert_eq!(classify_service(403, Some("SignatureDoesNotMatch")), (Unauthenticated, false));
+        assert_eq!(classify_service(403, Some("AccessDenied")), (PermissionDenied, false));
+        assert_eq!(classify_service(404, Some("NoSuchBucket")), (NotFound, false));
         assert_eq!(classify_service(503, Some("SlowDown")), (Unavailable, true));
         assert_eq!(classify_service(400, Some("BadDigest")), (Integrity, false));
         assert_eq!(classify_service(404, Some("NoSuchUpload")), (Other, true));
         assert_eq!(classify_service(403, None), (PermissionDenied, false));
         assert_eq!(classify_service(404, None), (NotFound, false));
         assert_eq!(classify_service(502, None), (Unavailable, true));
-        assert_eq!(
-            classify_service(400, Some("SomethingNew")),
-            (InvalidInput, false)
-        );
+        assert_eq!(classify_service(400, Some("SomethingNew")), (InvalidInput, false));
     }
 
     #[test]
     fn messages_are_one_layer() {
         let op = Op::upload("projects", "x.zip");
         let e = op.err(Unauthenticated, "credentials rejected (InvalidAccessKeyId)");
-        assert_eq!(
-            e.to_string(),
-            "upload of projects/x.zip failed: credentials rejected (InvalidAccessKeyId)"
-        );
+        assert_eq!(e.to_string(), "upload of projects/x.zip failed: credentials rejected (InvalidAccessKeyId)");
         assert!(!e.is_retryable());
         assert!(op.err(Unavailable, "timed out").is_retryable());
-        assert_eq!(
-            Op::check_bucket("b").err(NotFound, "not found").to_string(),
-            "check of bucket b failed: not found"
-        );
+        assert_eq!(Op::check_bucket("b").err(NotFound, "not found").to_string(), "check of bucket b failed: not found");
     }
 }

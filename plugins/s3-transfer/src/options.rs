@@ -42,11 +42,7 @@ pub struct TransferOptions {
 
 impl Default for TransferOptions {
     fn default() -> Self {
-        Self {
-            part_size: 16 * MIB,
-            concurrency: 4,
-            single_put_threshold: 16 * MIB,
-        }
+        Self { part_size: 16 * MIB, concurrency: 4, single_put_threshold: 16 * MIB }
     }
 }
 
@@ -58,10 +54,7 @@ impl TransferOptions {
     pub fn validate(&self) -> Result<(), TransferError> {
         let bad = |what: String| Err(TransferError::new(TransferErrorKind::InvalidInput, what));
         if self.part_size < MIN_PART_SIZE || self.part_size > MAX_PART_SIZE {
-            return bad(format!(
-                "invalid transfer options: part_size {} is outside 5 MiB..=5 GiB",
-                self.part_size
-            ));
+            return bad(format!("invalid transfer options: part_size {} is outside 5 MiB..=5 GiB", self.part_size));
         }
         if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
             return bad(format!(
@@ -120,22 +113,13 @@ mod tests {
 
     #[test]
     fn rejects_out_of_range() {
-        let small = TransferOptions {
-            part_size: MIN_PART_SIZE - 1,
-            ..Default::default()
-        };
+        let small = TransferOptions { part_size: MIN_PART_SIZE - 1, ..Default::default() };
         let err = small.validate().unwrap_err();
         assert_eq!(err.kind(), TransferErrorKind::InvalidInput);
         assert!(!err.is_retryable());
-        let zero = TransferOptions {
-            concurrency: 0,
-            ..Default::default()
-        };
+        let zero = TransferOptions { concurrency: 0, ..Default::default() };
         assert!(zero.validate().is_err());
-        let big = TransferOptions {
-            single_put_threshold: MAX_PART_SIZE + 1,
-            ..Default::default()
-        };
+        let big = TransferOptions { single_put_threshold: MAX_PART_SIZE + 1, ..Default::default() };
         assert!(big.validate().is_err());
     }
 

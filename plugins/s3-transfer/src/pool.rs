@@ -36,21 +36,12 @@ impl BufferPool {
         // The semaphore is never closed, so acquiring only fails if it were;
         // fall back to an unbounded buffer rather than panicking.
         let permit = self.inner.permits.clone().acquire_owned().await.ok();
-        let reused = self
-            .inner
-            .free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
+        let reused = self.inner.free.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let mut buf = reused.unwrap_or_else(|| BytesMut::zeroed(self.inner.size));
         // A reused buffer may have been truncated to a short last part:
         // zero-fill back to full length (only the tail is touched).
         buf.resize(self.inner.size, 0);
-        PooledBuf {
-            buf: Some(buf),
-            pool: self.inner.clone(),
-            _permit: permit,
-        }
+        PooledBuf { buf: Some(buf), pool: self.inner.clone(), _permit: permit }
     }
 }
 
@@ -89,11 +80,7 @@ impl Drop for PooledBuf {
     fn drop(&mut self) {
         if let Some(buf) = self.buf.take() {
             if buf.capacity() >= self.pool.size {
-                self.pool
-                    .free
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(buf);
+                self.pool.free.lock().unwrap_or_else(PoisonError::into_inner).push(buf);
             }
         }
     }
@@ -118,19 +105,13 @@ mod tests {
 
         let mut b = pool.acquire().await;
         assert_eq!(b.as_mut_slice().as_ptr(), ptr, "allocation reused");
-        assert_eq!(
-            b.as_mut_slice().len(),
-            1024,
-            "length restored after truncation"
-        );
+        assert_eq!(b.as_mut_slice().len(), 1024, "length restored after truncation");
         let _c = pool.acquire().await;
         // Two out: a third must wait.
-        let third =
-            tokio::time::timeout(std::time::Duration::from_millis(50), pool.acquire()).await;
+        let third = tokio::time::timeout(std::time::Duration::from_millis(50), pool.acquire()).await;
         assert!(third.is_err());
         drop(b);
-        let third =
-            tokio::time::timeout(std::time::Duration::from_millis(50), pool.acquire()).await;
+        let third = tokio::time::timeout(std::time::Duration::from_millis(50), pool.acquire()).await;
         assert!(third.is_ok());
     }
 

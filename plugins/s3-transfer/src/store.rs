@@ -2,7 +2,9 @@
 //! the plugin SDK's requests and this crate's transfers, shared by every
 //! S3-backed provider.
 
-use credhost_plugin_sdk::{error_chain, Dest, Download, Error as PluginError, ErrorKind, Probe, Source, Stored, Upload};
+use credhost_plugin_sdk::{
+    error_chain, Dest, Download, Error as PluginError, ErrorKind, Probe, Source, Stored, Upload,
+};
 
 use crate::{TransferError, TransferErrorKind, TransferOptions};
 
@@ -34,8 +36,12 @@ impl S3Bucket {
         }
         let progress = req.progress.as_callback();
         let done = match req.source {
-            Source::Path(p) => crate::upload_path(&self.client, &self.bucket, &req.name, &p, &self.opts, progress).await,
-            Source::Stream(r) => crate::upload_reader(&self.client, &self.bucket, &req.name, r, &self.opts, progress).await,
+            Source::Path(p) => {
+                crate::upload_path(&self.client, &self.bucket, &req.name, &p, &self.opts, progress).await
+            }
+            Source::Stream(r) => {
+                crate::upload_reader(&self.client, &self.bucket, &req.name, r, &self.opts, progress).await
+            }
         }
         .map_err(plugin_error)?;
         let location = format!("s3://{}/{}", self.bucket, req.name);
@@ -51,9 +57,10 @@ impl S3Bucket {
                 .map_err(plugin_error)?,
             Dest::Sink(sink) => {
                 let mut out = Dest::Sink(sink).open().await?;
-                let done = crate::download_to_writer(&self.client, &req.bucket, &req.name, &mut out, &self.opts, progress)
-                    .await
-                    .map_err(plugin_error)?;
+                let done =
+                    crate::download_to_writer(&self.client, &req.bucket, &req.name, &mut out, &self.opts, progress)
+                        .await
+                        .map_err(plugin_error)?;
                 out.commit().await?;
                 done
             }
@@ -66,14 +73,20 @@ impl S3Bucket {
     pub async fn check(&self) -> Probe {
         match crate::head_bucket(&self.client, &self.bucket).await {
             Ok(()) => Probe::ok("storage", format!("s3 bucket {} at {}", self.bucket, self.place)),
-            Err(e) => Probe::failed("storage", format!("s3 bucket {} at {}: {}", self.bucket, self.place, error_chain(&e))),
+            Err(e) => {
+                Probe::failed("storage", format!("s3 bucket {} at {}: {}", self.bucket, self.place, error_chain(&e)))
+            }
         }
     }
 }
 
 /// Transfer tuning from a plugin's `part_size_mib` and `concurrency`
 /// settings; `prefix` is where those keys live (e.g. `storage.`).
-pub fn transfer_options(prefix: &str, part_size_mib: Option<u64>, concurrency: Option<usize>) -> Result<TransferOptions, PluginError> {
+pub fn transfer_options(
+    prefix: &str,
+    part_size_mib: Option<u64>,
+    concurrency: Option<usize>,
+) -> Result<TransferOptions, PluginError> {
     let mut opts = TransferOptions::default();
     if let Some(mib) = part_size_mib {
         if !(5..=5 * 1024).contains(&mib) {
@@ -106,7 +119,8 @@ pub fn plugin_error(e: TransferError) -> PluginError {
         _ => ErrorKind::OTHER,
     };
     // A failure of the host's byte source keeps the host's own error.
-    if let Some(host) = io_source(&e).and_then(|io| io.get_ref()).and_then(|inner| inner.downcast_ref::<PluginError>()) {
+    if let Some(host) = io_source(&e).and_then(|io| io.get_ref()).and_then(|inner| inner.downcast_ref::<PluginError>())
+    {
         let mut err = host.clone();
         err.message = format!("{}: {}", e, host.message).into();
         return err;

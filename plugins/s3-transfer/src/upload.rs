@@ -52,20 +52,12 @@ pub async fn upload_path(
     let (file, size) = open_for_read(&op, path).await?;
     let file = Arc::new(file);
     let whole_crc = file_crc(&op, path, file.clone(), size).await?;
-    let target = Target {
-        client,
-        bucket,
-        key,
-        op,
-    };
+    let target = Target { client, bucket, key, op };
 
     if size == 0 || size < opts.single_put_threshold {
         target.put(Body::File(path), size, whole_crc).await?;
         report(progress.as_ref(), size);
-        return Ok(Transferred {
-            size,
-            crc32c: whole_crc,
-        });
+        return Ok(Transferred { size, crc32c: whole_crc });
     }
 
     let part_size = opts.part_size_for(size);
@@ -90,14 +82,7 @@ pub async fn upload_path(
             .boxed()
         })
         .boxed();
-    target
-        .multipart(
-            Some((whole_crc, size, path)),
-            parts,
-            opts.concurrency,
-            progress.as_ref(),
-        )
-        .await
+    target.multipart(Some((whole_crc, size, path)), parts, opts.concurrency, progress.as_ref()).await
 }
 
 /// Uploads everything `reader` yields until end of file to `bucket`/`key`,
@@ -124,12 +109,7 @@ pub async fn upload_reader<R: AsyncRead + Unpin + Send>(
 ) -> Result<Transferred, TransferError> {
     let op = Op::upload(bucket, key);
     opts.validate().map_err(|e| op.wrap(e))?;
-    let target = Target {
-        client,
-        bucket,
-        key,
-        op,
-    };
+    let target = Target { client, bucket, key, op };
     let part_size = to_usize(opts.part_size);
     let pool = BufferPool::new(part_size, opts.concurrency + 1);
 
@@ -141,21 +121,13 @@ pub async fn upload_reader<R: AsyncRead + Unpin + Send>(
         let size = len as u64;
         target.put(Body::Memory(bytes), size, first_crc).await?;
         report(progress.as_ref(), size);
-        return Ok(Transferred {
-            size,
-            crc32c: first_crc,
-        });
+        return Ok(Transferred { size, crc32c: first_crc });
     }
 
     let state = ReadState {
         reader: &mut reader,
         pool,
-        pending: Some(PartData {
-            number: 1,
-            buf: first,
-            len,
-            crc: first_crc,
-        }),
+        pending: Some(PartData { number: 1, buf: first, len, crc: first_crc }),
         next: 1,
         eof,
     };
@@ -174,12 +146,7 @@ pub async fn upload_reader<R: AsyncRead + Unpin + Send>(
                 match part_number(&op, st.next) {
                     Ok(number) => {
                         st.next += 1;
-                        Ok(PartData {
-                            number,
-                            buf,
-                            len,
-                            crc: part_crc,
-                        })
+                        Ok(PartData { number, buf, len, crc: part_crc })
                     }
                     Err(e) => Err(e),
                 }
@@ -193,9 +160,7 @@ pub async fn upload_reader<R: AsyncRead + Unpin + Send>(
     })
     .map(|item| futures::future::ready(item).boxed())
     .boxed();
-    target
-        .multipart(None, parts, opts.concurrency, progress.as_ref())
-        .await
+    target.multipart(None, parts, opts.concurrency, progress.as_ref()).await
 }
 
 /// Sequential part reading for [`upload_reader`].
@@ -241,10 +206,7 @@ impl Target<'_> {
     /// rejects the request as unsupported while the checksum header is set,
     /// retries once without it.
     async fn put(&self, body: Body<'_>, size: u64, whole_crc: u32) -> Result<(), TransferError> {
-        match self
-            .put_once(body.stream(&self.op, size).await?, size, whole_crc, true)
-            .await
-        {
+        match self.put_once(body.stream(&self.op, size).await?, size, whole_crc, true).await {
             Ok(()) => Ok(()),
             Err(e) if rejects_checksum(&e) => {
                 tracing::warn!(
@@ -254,9 +216,7 @@ impl Target<'_> {
                     "server rejected PutObject with a CRC32C header; retrying without it"
                 );
                 let stream = body.stream(&self.op, size).await?;
-                self.put_once(stream, size, whole_crc, false)
-                    .await
-                    .map_err(|e| self.op.sdk(e))
+                self.put_once(stream, size, whole_crc, false).await.map_err(|e| self.op.sdk(e))
             }
             Err(e) => Err(self.op.sdk(e)),
         }
@@ -306,10 +266,7 @@ impl Target<'_> {
             upload_id: upload_id.clone(),
             armed: true,
         };
-        match self
-            .send_parts(&upload_id, mode, file, parts, concurrency, progress)
-            .await
-        {
+        match self.send_parts(&upload_id, mode, file, parts, concurrency, progress).await {
             Ok(done) => {
                 guard.disarm();
                 Ok(done)
@@ -383,11 +340,7 @@ impl Target<'_> {
             .bucket(self.bucket)
             .key(self.key)
             .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(completed))
-                    .build(),
-            )
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
             .set_checksum_crc32_c(mode.full_object.then(|| crc::to_base64(whole_crc)))
             .set_checksum_type(mode.full_object.then_some(ChecksumType::FullObject))
             .mpu_object_size(to_i64(size))
@@ -396,39 +349,29 @@ impl Target<'_> {
         match completed {
             Ok(_) => {}
             Err(e) if misnamed_complete_result(&e) => {
-                tracing::debug!(bucket = self.bucket, key = self.key, "multipart upload completed (non-standard answer)");
+                tracing::debug!(
+                    bucket = self.bucket,
+                    key = self.key,
+                    "multipart upload completed (non-standard answer)"
+                );
             }
             Err(e) => return Err(self.op.sdk(e)),
         }
-        Ok(Transferred {
-            size,
-            crc32c: whole_crc,
-        })
+        Ok(Transferred { size, crc32c: whole_crc })
     }
 
     /// Starts the multipart upload, asking for per-part and full-object
     /// CRC32C. A server that rejects that request as unsupported gets a
     /// plain multipart upload instead (then parts carry no checksum header,
     /// which AWS would refuse for an upload created without an algorithm).
-    async fn create(
-        &self,
-        meta: Option<(u32, u64)>,
-    ) -> Result<(String, PartChecksums), TransferError> {
+    async fn create(&self, meta: Option<(u32, u64)>) -> Result<(String, PartChecksums), TransferError> {
         let request = |with_checksums: bool| {
-            let mut r = self
-                .client
-                .create_multipart_upload()
-                .bucket(self.bucket)
-                .key(self.key);
+            let mut r = self.client.create_multipart_upload().bucket(self.bucket).key(self.key);
             if let Some((whole_crc, size)) = meta {
-                r = r
-                    .metadata(META_CRC32C, crc::to_hex(whole_crc))
-                    .metadata(META_SIZE, size.to_string());
+                r = r.metadata(META_CRC32C, crc::to_hex(whole_crc)).metadata(META_SIZE, size.to_string());
             }
             if with_checksums {
-                r = r
-                    .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-                    .checksum_type(ChecksumType::FullObject);
+                r = r.checksum_algorithm(ChecksumAlgorithm::Crc32C).checksum_type(ChecksumType::FullObject);
             }
             r.send()
         };
@@ -447,10 +390,9 @@ impl Target<'_> {
             other => other,
         };
         let (upload_id, full_object_echoed) = match created {
-            Ok(out) => (
-                out.upload_id().unwrap_or_default().to_owned(),
-                out.checksum_type() == Some(&ChecksumType::FullObject),
-            ),
+            Ok(out) => {
+                (out.upload_id().unwrap_or_default().to_owned(), out.checksum_type() == Some(&ChecksumType::FullObject))
+            }
             Err(e) => match misnamed_initiate_result(&e) {
                 Some(id) => {
                     tracing::debug!(
@@ -464,24 +406,13 @@ impl Target<'_> {
             },
         };
         if upload_id.is_empty() {
-            return Err(self
-                .op
-                .err(TransferErrorKind::Other, "server returned no upload id"));
+            return Err(self.op.err(TransferErrorKind::Other, "server returned no upload id"));
         }
         // Only promise a full-object checksum at completion if the server
         // acknowledged that type; one that ignored the header would compare
         // it with a composite checksum and refuse to complete.
-        let mode = PartChecksums {
-            parts: asked,
-            full_object: asked && full_object_echoed,
-        };
-        tracing::debug!(
-            bucket = self.bucket,
-            key = self.key,
-            upload_id,
-            ?mode,
-            "multipart upload created"
-        );
+        let mode = PartChecksums { parts: asked, full_object: asked && full_object_echoed };
+        tracing::debug!(bucket = self.bucket, key = self.key, upload_id, ?mode, "multipart upload created");
         Ok((upload_id, mode))
     }
 
@@ -534,18 +465,10 @@ impl Target<'_> {
             .e_tag()
             .filter(|e| !e.is_empty())
             .ok_or_else(|| {
-                self.op.err(
-                    TransferErrorKind::Other,
-                    format_args!("server returned no etag for part {}", part.number),
-                )
+                self.op.err(TransferErrorKind::Other, format_args!("server returned no etag for part {}", part.number))
             })?
             .to_owned();
-        Ok(PartDone {
-            number: part.number,
-            etag,
-            crc: part.crc,
-            len: part.len as u64,
-        })
+        Ok(PartDone { number: part.number, etag, crc: part.crc, len: part.len as u64 })
     }
 }
 
@@ -622,21 +545,13 @@ impl Drop for AbortGuard {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(fut);
         } else {
-            tracing::warn!(
-                "upload dropped outside a tokio runtime; its multipart upload is left behind"
-            );
+            tracing::warn!("upload dropped outside a tokio runtime; its multipart upload is left behind");
         }
     }
 }
 
 async fn abort_upload(client: Client, bucket: String, key: String, upload_id: String) {
-    let result = client
-        .abort_multipart_upload()
-        .bucket(&bucket)
-        .key(&key)
-        .upload_id(&upload_id)
-        .send()
-        .await;
+    let result = client.abort_multipart_upload().bucket(&bucket).key(&key).upload_id(&upload_id).send().await;
     match result {
         Ok(_) => tracing::debug!(bucket, key, upload_id, "multipart upload aborted"),
         Err(SdkError::ServiceError(e)) if e.err().code() == Some("NoSuchUpload") => {}
@@ -697,10 +612,7 @@ fn rejects_checksum<E: aws_sdk_s3::error::ProvideErrorMetadata>(
     match err {
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();
-            matches!(
-                ctx.err().code(),
-                Some("InvalidArgument" | "InvalidRequest" | "NotImplemented")
-            ) || status == 501
+            matches!(ctx.err().code(), Some("InvalidArgument" | "InvalidRequest" | "NotImplemented")) || status == 501
         }
         _ => false,
     }
@@ -719,10 +631,10 @@ async fn fill<R: AsyncRead + Unpin>(
         // Read at most 1 MiB at a time so the CRC is computed in small steps
         // between awaits rather than in one long burst.
         let end = slice.len().min(len + READ_BUFFER);
-        let n = reader.read(&mut slice[len..end]).await.map_err(|e| {
-            op.err(TransferErrorKind::Io, "cannot read the source")
-                .with_source(e)
-        })?;
+        let n = reader
+            .read(&mut slice[len..end])
+            .await
+            .map_err(|e| op.err(TransferErrorKind::Io, "cannot read the source").with_source(e))?;
         if n == 0 {
             return Ok((len, part_crc, true));
         }
@@ -740,28 +652,17 @@ async fn open_for_read(op: &Op<'_>, path: &Path) -> Result<(File, u64), Transfer
         Ok::<_, std::io::Error>((file, meta))
     })
     .await
-    .map_err(|e| {
-        op.err(TransferErrorKind::Other, "file task failed")
-            .with_source(e)
-    })?;
+    .map_err(|e| op.err(TransferErrorKind::Other, "file task failed").with_source(e))?;
     let (file, meta) = opened.map_err(|e| op.io("cannot open", path, e))?;
     if !meta.is_file() {
-        return Err(op.err(
-            TransferErrorKind::InvalidInput,
-            format_args!("{} is not a regular file", path.display()),
-        ));
+        return Err(op.err(TransferErrorKind::InvalidInput, format_args!("{} is not a regular file", path.display())));
     }
     Ok((file, meta.len()))
 }
 
 /// CRC32C of the first `len` bytes of `file`, read in 1 MiB steps off the
 /// async threads.
-async fn file_crc(
-    op: &Op<'_>,
-    path: &Path,
-    file: Arc<File>,
-    len: u64,
-) -> Result<u32, TransferError> {
+async fn file_crc(op: &Op<'_>, path: &Path, file: Arc<File>, len: u64) -> Result<u32, TransferError> {
     let result = tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; READ_BUFFER];
         let (mut offset, mut crc) = (0u64, 0u32);
@@ -774,10 +675,7 @@ async fn file_crc(
         Ok::<_, std::io::Error>(crc)
     })
     .await
-    .map_err(|e| {
-        op.err(TransferErrorKind::Other, "file task failed")
-            .with_source(e)
-    })?;
+    .map_err(|e| op.err(TransferErrorKind::Other, "file task failed").with_source(e))?;
     result.map_err(|e| op.io("cannot read", path, e))
 }
 
@@ -799,10 +697,7 @@ async fn read_part_at(
         Ok::<_, std::io::Error>((buf, part_crc))
     })
     .await
-    .map_err(|e| {
-        op.err(TransferErrorKind::Other, "file task failed")
-            .with_source(e)
-    })?;
+    .map_err(|e| op.err(TransferErrorKind::Other, "file task failed").with_source(e))?;
     result.map_err(|e| op.io("cannot read", &path, e))
 }
 

@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use credhost_s3_transfer::{
-    build_client, download_to_path, download_to_writer, head_bucket, upload_path, upload_reader,
-    ClientSettings, Progress, TransferErrorKind, TransferOptions, Transferred, META_CRC32C,
-    META_SIZE,
+    build_client, download_to_path, download_to_writer, head_bucket, upload_path, upload_reader, ClientSettings,
+    Progress, TransferErrorKind, TransferOptions, Transferred, META_CRC32C, META_SIZE,
 };
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -30,9 +29,8 @@ const PART: u64 = 5 * MIB;
 fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("credhost_s3_transfer=warn")
-            }),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("credhost_s3_transfer=warn")),
         )
         .with_test_writer()
         .try_init();
@@ -76,21 +74,15 @@ fn client() -> (Client, String) {
 fn key(name: &str) -> String {
     static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let run = RUN.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         format!("s3-transfer-tests/{}-{nanos}", std::process::id())
     });
     format!("{run}/{name}")
 }
 
 fn opts() -> TransferOptions {
-    TransferOptions {
-        part_size: PART,
-        concurrency: 3,
-        single_put_threshold: PART,
-    }
+    TransferOptions { part_size: PART, concurrency: 3, single_put_threshold: PART }
 }
 
 /// Deterministic incompressible bytes.
@@ -118,33 +110,14 @@ fn counter() -> (Progress, Arc<AtomicU64>) {
     )
 }
 
-async fn head_meta(
-    client: &Client,
-    bucket: &str,
-    key: &str,
-) -> Option<std::collections::HashMap<String, String>> {
-    let head = client
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .ok()?;
+async fn head_meta(client: &Client, bucket: &str, key: &str) -> Option<std::collections::HashMap<String, String>> {
+    let head = client.head_object().bucket(bucket).key(key).send().await.ok()?;
     Some(head.metadata().cloned().unwrap_or_default())
 }
 
 async fn pending_uploads(client: &Client, bucket: &str, key: &str) -> Vec<String> {
-    let out = client
-        .list_multipart_uploads()
-        .bucket(bucket)
-        .prefix(key)
-        .send()
-        .await
-        .expect("ListMultipartUploads");
-    out.uploads()
-        .iter()
-        .filter_map(|u| u.upload_id().map(str::to_owned))
-        .collect()
+    let out = client.list_multipart_uploads().bucket(bucket).prefix(key).send().await.expect("ListMultipartUploads");
+    out.uploads().iter().filter_map(|u| u.upload_id().map(str::to_owned)).collect()
 }
 
 async fn assert_nothing_left(client: &Client, bucket: &str, key: &str) {
@@ -155,10 +128,7 @@ async fn assert_nothing_left(client: &Client, bucket: &str, key: &str) {
         if left.is_empty() {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "multipart uploads left behind for {key}: {left:?}"
-        );
+        assert!(Instant::now() < deadline, "multipart uploads left behind for {key}: {left:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let head = client.head_object().bucket(bucket).key(key).send().await;
@@ -166,54 +136,27 @@ async fn assert_nothing_left(client: &Client, bucket: &str, key: &str) {
 }
 
 /// Downloads `key` both ways and checks the bytes and the reported result.
-async fn check_download(
-    client: &Client,
-    bucket: &str,
-    key: &str,
-    expected: &[u8],
-    o: &TransferOptions,
-) {
-    let want = Transferred {
-        size: expected.len() as u64,
-        crc32c: crc32c::crc32c(expected),
-    };
+async fn check_download(client: &Client, bucket: &str, key: &str, expected: &[u8], o: &TransferOptions) {
+    let want = Transferred { size: expected.len() as u64, crc32c: crc32c::crc32c(expected) };
     let dir = tempfile::tempdir().expect("tempdir");
     let dest = dir.path().join("out.bin");
     // Pre-existing longer content must be truncated.
     std::fs::write(&dest, vec![0xAAu8; expected.len() + 100]).expect("prefill");
     let (progress, total) = counter();
-    let got = download_to_path(client, bucket, key, &dest, o, Some(progress))
-        .await
-        .expect("download_to_path");
+    let got = download_to_path(client, bucket, key, &dest, o, Some(progress)).await.expect("download_to_path");
     assert_eq!(got, want, "download_to_path result for {key}");
-    assert_eq!(
-        total.load(Ordering::Relaxed),
-        want.size,
-        "download progress for {key}"
-    );
+    assert_eq!(total.load(Ordering::Relaxed), want.size, "download progress for {key}");
     let on_disk = std::fs::read(&dest).expect("read back");
-    assert!(
-        on_disk == expected,
-        "downloaded file differs for {key} ({} vs {} bytes)",
-        on_disk.len(),
-        expected.len()
-    );
+    assert!(on_disk == expected, "downloaded file differs for {key} ({} vs {} bytes)", on_disk.len(), expected.len());
 
     let mut sink = Vec::new();
-    let got = download_to_writer(client, bucket, key, &mut sink, o, None)
-        .await
-        .expect("download_to_writer");
+    let got = download_to_writer(client, bucket, key, &mut sink, o, None).await.expect("download_to_writer");
     assert_eq!(got, want, "download_to_writer result for {key}");
     assert!(sink == expected, "written bytes differ for {key}");
 }
 
-const SIZES: [(&str, u64); 5] = [
-    ("empty", 0),
-    ("one", 1),
-    ("part-minus-1", PART - 1),
-    ("part", PART),
-    ("three-and-a-half", PART * 7 / 2),
-];
+const SIZES: [(&str, u64); 5] =
+    [("empty", 0), ("one", 1), ("part-minus-1", PART - 1), ("part", PART), ("three-and-a-half", PART * 7 / 2)];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_round_trips() {
@@ -225,31 +168,12 @@ async fn path_round_trips() {
         std::fs::write(&src, &content).expect("write source");
         let k = key(&format!("path/{name}"));
         let (progress, total) = counter();
-        let up = upload_path(&client, &bucket, &k, &src, &opts(), Some(progress))
-            .await
-            .expect("upload_path");
-        assert_eq!(
-            up,
-            Transferred {
-                size,
-                crc32c: crc32c::crc32c(&content)
-            },
-            "{name}"
-        );
-        assert_eq!(
-            total.load(Ordering::Relaxed),
-            size,
-            "upload progress for {name}"
-        );
+        let up = upload_path(&client, &bucket, &k, &src, &opts(), Some(progress)).await.expect("upload_path");
+        assert_eq!(up, Transferred { size, crc32c: crc32c::crc32c(&content) }, "{name}");
+        assert_eq!(total.load(Ordering::Relaxed), size, "upload progress for {name}");
 
-        let meta = head_meta(&client, &bucket, &k)
-            .await
-            .expect("object exists");
-        assert_eq!(
-            meta.get(META_CRC32C),
-            Some(&format!("{:08x}", up.crc32c)),
-            "{name}"
-        );
+        let meta = head_meta(&client, &bucket, &k).await.expect("object exists");
+        assert_eq!(meta.get(META_CRC32C), Some(&format!("{:08x}", up.crc32c)), "{name}");
         assert_eq!(meta.get(META_SIZE), Some(&size.to_string()), "{name}");
         assert!(pending_uploads(&client, &bucket, &k).await.is_empty());
 
@@ -267,19 +191,11 @@ struct Trickle {
 }
 
 impl AsyncRead for Trickle {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.fail_at.is_some_and(|at| self.pos >= at) {
             return Poll::Ready(Err(io::Error::other("source broke")));
         }
-        let end = self
-            .data
-            .len()
-            .min(self.pos + self.step)
-            .min(self.pos + buf.remaining());
+        let end = self.data.len().min(self.pos + self.step).min(self.pos + buf.remaining());
         let end = match self.fail_at {
             Some(at) => end.min(at.max(self.pos + 1)),
             None => end,
@@ -296,41 +212,17 @@ async fn reader_round_trips() {
     let (client, bucket) = client();
     for (i, (name, size)) in SIZES.into_iter().enumerate() {
         let content = data(size, i as u64 + 100);
-        let reader = Trickle {
-            data: content.clone(),
-            pos: 0,
-            step: 100_003,
-            fail_at: None,
-        };
+        let reader = Trickle { data: content.clone(), pos: 0, step: 100_003, fail_at: None };
         let k = key(&format!("reader/{name}"));
         let (progress, total) = counter();
-        let up = upload_reader(&client, &bucket, &k, reader, &opts(), Some(progress))
-            .await
-            .expect("upload_reader");
-        assert_eq!(
-            up,
-            Transferred {
-                size,
-                crc32c: crc32c::crc32c(&content)
-            },
-            "{name}"
-        );
-        assert_eq!(
-            total.load(Ordering::Relaxed),
-            size,
-            "upload progress for {name}"
-        );
+        let up = upload_reader(&client, &bucket, &k, reader, &opts(), Some(progress)).await.expect("upload_reader");
+        assert_eq!(up, Transferred { size, crc32c: crc32c::crc32c(&content) }, "{name}");
+        assert_eq!(total.load(Ordering::Relaxed), size, "upload progress for {name}");
 
-        let meta = head_meta(&client, &bucket, &k)
-            .await
-            .expect("object exists");
+        let meta = head_meta(&client, &bucket, &k).await.expect("object exists");
         if size < PART {
             // Fits one PutObject: size and crc known up front.
-            assert_eq!(
-                meta.get(META_CRC32C),
-                Some(&format!("{:08x}", up.crc32c)),
-                "{name}"
-            );
+            assert_eq!(meta.get(META_CRC32C), Some(&format!("{:08x}", up.crc32c)), "{name}");
         } else {
             // Multipart from a stream: the server's full-object CRC32C stands in.
             assert_eq!(meta.get(META_CRC32C), None, "{name}");
@@ -343,11 +235,7 @@ async fn reader_round_trips() {
                 .await
                 .expect("head");
             let want = aws_smithy_types::base64::encode(up.crc32c.to_be_bytes());
-            assert_eq!(
-                head.checksum_crc32_c(),
-                Some(want.as_str()),
-                "full-object checksum of {name}"
-            );
+            assert_eq!(head.checksum_crc32_c(), Some(want.as_str()), "full-object checksum of {name}");
         }
         assert!(pending_uploads(&client, &bucket, &k).await.is_empty());
         check_download(&client, &bucket, &k, &content, &opts()).await;
@@ -359,20 +247,10 @@ async fn large_objects_download_in_ranges_with_more_streams() {
     let (client, bucket) = client();
     let content = data(PART * 4 + 12_345, 7);
     let k = key("ranged/odd");
-    let reader = Trickle {
-        data: content.clone(),
-        pos: 0,
-        step: 1 << 20,
-        fail_at: None,
-    };
-    upload_reader(&client, &bucket, &k, reader, &opts(), None)
-        .await
-        .expect("upload");
+    let reader = Trickle { data: content.clone(), pos: 0, step: 1 << 20, fail_at: None };
+    upload_reader(&client, &bucket, &k, reader, &opts(), None).await.expect("upload");
     for concurrency in [1, 2, 5] {
-        let o = TransferOptions {
-            concurrency,
-            ..opts()
-        };
+        let o = TransferOptions { concurrency, ..opts() };
         check_download(&client, &bucket, &k, &content, &o).await;
     }
 }
@@ -382,22 +260,11 @@ async fn failing_reader_leaves_nothing_behind() {
     let (client, bucket) = client();
     // Fails in the middle of the third part, after two parts were sent.
     let content = data(PART * 3, 11);
-    let reader = Trickle {
-        data: content,
-        pos: 0,
-        step: 1 << 20,
-        fail_at: Some((PART * 5 / 2) as usize),
-    };
+    let reader = Trickle { data: content, pos: 0, step: 1 << 20, fail_at: Some((PART * 5 / 2) as usize) };
     let k = key("fail/reader");
-    let err = upload_reader(&client, &bucket, &k, reader, &opts(), None)
-        .await
-        .expect_err("must fail");
+    let err = upload_reader(&client, &bucket, &k, reader, &opts(), None).await.expect_err("must fail");
     assert_eq!(err.kind(), TransferErrorKind::Io, "{err}");
-    assert!(
-        err.to_string()
-            .starts_with(&format!("upload of {bucket}/{k} failed: ")),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&format!("upload of {bucket}/{k} failed: ")), "{err}");
     assert_nothing_left(&client, &bucket, &k).await;
 }
 
@@ -408,11 +275,7 @@ struct Stall {
 }
 
 impl AsyncRead for Stall {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.pos >= self.data.len() {
             return Poll::Pending;
         }
@@ -429,10 +292,7 @@ async fn dropped_reader_upload_is_aborted() {
     let (client, bucket) = client();
     let k = key("drop/reader");
     let (progress, total) = counter();
-    let reader = Stall {
-        data: data(PART * 2 + 1, 12),
-        pos: 0,
-    };
+    let reader = Stall { data: data(PART * 2 + 1, 12), pos: 0 };
     let o = opts();
     let upload = upload_reader(&client, &bucket, &k, reader, &o, Some(progress));
     // Boxed so that `drop` really drops the future (a pinned reference would not).
@@ -446,11 +306,7 @@ async fn dropped_reader_upload_is_aborted() {
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
     }
-    assert_eq!(
-        pending_uploads(&client, &bucket, &k).await.len(),
-        1,
-        "one upload in progress"
-    );
+    assert_eq!(pending_uploads(&client, &bucket, &k).await.len(), 1, "one upload in progress");
     drop(upload);
     assert_nothing_left(&client, &bucket, &k).await;
 }
@@ -463,10 +319,7 @@ async fn dropped_path_upload_is_aborted() {
     std::fs::write(&src, data(PART * 6, 13)).expect("write");
     let k = key("drop/path");
     let (progress, total) = counter();
-    let o = TransferOptions {
-        concurrency: 1,
-        ..opts()
-    };
+    let o = TransferOptions { concurrency: 1, ..opts() };
     let upload = upload_path(&client, &bucket, &k, &src, &o, Some(progress));
     // Boxed so that `drop` really drops the future (a pinned reference would not).
     let mut upload = Box::pin(upload);
@@ -478,11 +331,7 @@ async fn dropped_path_upload_is_aborted() {
             _ = tokio::time::sleep(Duration::from_millis(5)) => {}
         }
     }
-    assert_eq!(
-        pending_uploads(&client, &bucket, &k).await.len(),
-        1,
-        "one upload in progress"
-    );
+    assert_eq!(pending_uploads(&client, &bucket, &k).await.len(), 1, "one upload in progress");
     drop(upload);
     assert_nothing_left(&client, &bucket, &k).await;
 }
@@ -501,32 +350,15 @@ async fn wrong_secret_is_unauthenticated() {
     std::fs::write(&big, data(PART + 1, 3)).expect("write");
 
     let mut errors = vec![
-        upload_path(&client, &bucket, &key("auth/small"), &small, &opts(), None)
+        upload_path(&client, &bucket, &key("auth/small"), &small, &opts(), None).await.expect_err("small upload"),
+        upload_path(&client, &bucket, &key("auth/big"), &big, &opts(), None).await.expect_err("multipart upload"),
+        download_to_path(&client, &bucket, &key("auth/small"), &dir.path().join("x"), &opts(), None)
             .await
-            .expect_err("small upload"),
-        upload_path(&client, &bucket, &key("auth/big"), &big, &opts(), None)
-            .await
-            .expect_err("multipart upload"),
-        download_to_path(
-            &client,
-            &bucket,
-            &key("auth/small"),
-            &dir.path().join("x"),
-            &opts(),
-            None,
-        )
-        .await
-        .expect_err("download"),
-        head_bucket(&client, &bucket)
-            .await
-            .expect_err("head bucket"),
+            .expect_err("download"),
+        head_bucket(&client, &bucket).await.expect_err("head bucket"),
     ];
     let mut sink = Vec::new();
-    errors.push(
-        download_to_writer(&client, &bucket, "any", &mut sink, &opts(), None)
-            .await
-            .expect_err("writer"),
-    );
+    errors.push(download_to_writer(&client, &bucket, "any", &mut sink, &opts(), None).await.expect_err("writer"));
     for err in errors {
         assert_eq!(err.kind(), TransferErrorKind::Unauthenticated, "{err}");
         assert!(!err.is_retryable(), "{err}");
@@ -540,9 +372,7 @@ async fn unknown_access_key_is_unauthenticated() {
     let mut env = env();
     env.settings.access_key_id = "NOSUCHKEYID".to_owned();
     let client = build_client(&env.settings);
-    let err = head_bucket(&client, &env.bucket)
-        .await
-        .expect_err("must fail");
+    let err = head_bucket(&client, &env.bucket).await.expect_err("must fail");
     assert_eq!(err.kind(), TransferErrorKind::Unauthenticated, "{err}");
 }
 
@@ -553,38 +383,21 @@ async fn missing_key_and_bucket_are_not_found() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dest = dir.path().join("x");
     let k = key("missing/none");
-    let err = download_to_path(&client, &bucket, &k, &dest, &opts(), None)
-        .await
-        .expect_err("missing key");
+    let err = download_to_path(&client, &bucket, &k, &dest, &opts(), None).await.expect_err("missing key");
     assert_eq!(err.kind(), TransferErrorKind::NotFound, "{err}");
     assert_eq!(err.service_code(), Some("NoSuchKey"), "{err}");
-    assert_eq!(
-        err.to_string(),
-        format!("download of {bucket}/{k} failed: not found (NoSuchKey)")
-    );
+    assert_eq!(err.to_string(), format!("download of {bucket}/{k} failed: not found (NoSuchKey)"));
     let mut sink = Vec::new();
-    let err = download_to_writer(&client, &bucket, &k, &mut sink, &opts(), None)
-        .await
-        .expect_err("missing key");
+    let err = download_to_writer(&client, &bucket, &k, &mut sink, &opts(), None).await.expect_err("missing key");
     assert_eq!(err.kind(), TransferErrorKind::NotFound, "{err}");
 
     let nobucket = "credhost-no-such-bucket";
-    let err = download_to_path(&client, nobucket, "k", &dest, &opts(), None)
-        .await
-        .expect_err("missing bucket");
+    let err = download_to_path(&client, nobucket, "k", &dest, &opts(), None).await.expect_err("missing bucket");
     assert_eq!(err.kind(), TransferErrorKind::NotFound, "{err}");
-    let err = head_bucket(&client, nobucket)
-        .await
-        .expect_err("missing bucket");
+    let err = head_bucket(&client, nobucket).await.expect_err("missing bucket");
     assert_eq!(err.kind(), TransferErrorKind::NotFound, "{err}");
-    let err = upload_path(&client, nobucket, "k", &dest, &opts(), None)
-        .await
-        .expect_err("no source");
-    assert_eq!(
-        err.kind(),
-        TransferErrorKind::Io,
-        "missing local file: {err}"
-    );
+    let err = upload_path(&client, nobucket, "k", &dest, &opts(), None).await.expect_err("no source");
+    assert_eq!(err.kind(), TransferErrorKind::Io, "missing local file: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -593,9 +406,7 @@ async fn unreachable_endpoint_is_unavailable() {
     // Nothing listens on port 1 of loopback.
     env.settings.endpoint = Some("http://127.0.0.1:1".to_owned());
     let client = build_client(&env.settings);
-    let err = head_bucket(&client, &env.bucket)
-        .await
-        .expect_err("must fail");
+    let err = head_bucket(&client, &env.bucket).await.expect_err("must fail");
     assert_eq!(err.kind(), TransferErrorKind::Unavailable, "{err}");
     assert!(err.is_retryable());
 }
@@ -624,15 +435,12 @@ async fn crc_mismatch_is_detected() {
         let content = data(size, 21);
         let k = key(&format!("crc/{name}"));
         put_with_wrong_crc(&client, &bucket, &k, &content).await;
-        let err = download_to_path(&client, &bucket, &k, &dir.path().join(name), &opts(), None)
-            .await
-            .expect_err("mismatch");
+        let err =
+            download_to_path(&client, &bucket, &k, &dir.path().join(name), &opts(), None).await.expect_err("mismatch");
         assert_eq!(err.kind(), TransferErrorKind::Integrity, "{name}: {err}");
         assert!(err.to_string().contains("crc32c"), "{err}");
         let mut sink = Vec::new();
-        let err = download_to_writer(&client, &bucket, &k, &mut sink, &opts(), None)
-            .await
-            .expect_err("mismatch");
+        let err = download_to_writer(&client, &bucket, &k, &mut sink, &opts(), None).await.expect_err("mismatch");
         assert_eq!(err.kind(), TransferErrorKind::Integrity, "{name}: {err}");
     }
 
@@ -647,9 +455,7 @@ async fn crc_mismatch_is_detected() {
         .send()
         .await
         .expect("raw put");
-    let err = download_to_path(&client, &bucket, &k, &dir.path().join("s"), &opts(), None)
-        .await
-        .expect_err("size");
+    let err = download_to_path(&client, &bucket, &k, &dir.path().join("s"), &opts(), None).await.expect_err("size");
     assert_eq!(err.kind(), TransferErrorKind::Integrity, "{err}");
 }
 
@@ -658,63 +464,30 @@ async fn objects_without_records_verify_size_only() {
     let (client, bucket) = client();
     let content = data(PART + 17, 31);
     let k = key("plain/foreign");
-    client
-        .put_object()
-        .bucket(&bucket)
-        .key(&k)
-        .body(ByteStream::from(content.clone()))
-        .send()
-        .await
-        .expect("raw put");
+    client.put_object().bucket(&bucket).key(&k).body(ByteStream::from(content.clone())).send().await.expect("raw put");
     check_download(&client, &bucket, &k, &content, &opts()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_options_are_rejected_before_any_request() {
     let (client, bucket) = client();
-    let bad = TransferOptions {
-        part_size: MIB,
-        ..TransferOptions::default()
-    };
-    let err = upload_reader(&client, &bucket, "k", &b"x"[..], &bad, None)
-        .await
-        .expect_err("bad options");
+    let bad = TransferOptions { part_size: MIB, ..TransferOptions::default() };
+    let err = upload_reader(&client, &bucket, "k", &b"x"[..], &bad, None).await.expect_err("bad options");
     assert_eq!(err.kind(), TransferErrorKind::InvalidInput, "{err}");
-    assert!(
-        err.to_string().starts_with(&format!(
-            "upload of {bucket}/k failed: invalid transfer options"
-        )),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&format!("upload of {bucket}/k failed: invalid transfer options")), "{err}");
 }
 
 #[test]
 fn public_futures_are_send() {
     fn is_send<T: Send>(_: &T) {}
     let client = Client::from_conf(
-        aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .build(),
+        aws_sdk_s3::Config::builder().behavior_version(aws_sdk_s3::config::BehaviorVersion::latest()).build(),
     );
     let o = TransferOptions::default();
     let p = std::path::Path::new("x");
     is_send(&upload_path(&client, "b", "k", p, &o, None));
-    is_send(&upload_reader(
-        &client,
-        "b",
-        "k",
-        tokio::io::empty(),
-        &o,
-        None,
-    ));
+    is_send(&upload_reader(&client, "b", "k", tokio::io::empty(), &o, None));
     is_send(&download_to_path(&client, "b", "k", p, &o, None));
-    is_send(&download_to_writer(
-        &client,
-        "b",
-        "k",
-        tokio::io::sink(),
-        &o,
-        None,
-    ));
+    is_send(&download_to_writer(&client, "b", "k", tokio::io::sink(), &o, None));
     is_send(&head_bucket(&client, "b"));
 }

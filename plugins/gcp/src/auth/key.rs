@@ -222,11 +222,8 @@ impl ServiceAccountKey {
             "iat": now,
             "exp": now + ASSERTION_LIFETIME,
         });
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
+        let signing_input =
+            format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
         let mut signature = vec![0u8; self.key_pair.public().modulus_len()];
         self.key_pair
             .sign(&ring::signature::RSA_PKCS1_SHA256, &SystemRandom::new(), signing_input.as_bytes(), &mut signature)
@@ -274,7 +271,8 @@ mod tests {
 
     #[test]
     fn authorized_user_defaults_to_google_and_redacts() {
-        let json = r#"{"type":"authorized_user","client_id":"cid","client_secret":"hunter2","refresh_token":"hunter3"}"#;
+        let json =
+            r#"{"type":"authorized_user","client_id":"cid","client_secret":"hunter2","refresh_token":"hunter3"}"#;
         let c = Credentials::parse(Secret::new(json), "gcloud file").unwrap();
         let Credentials::AuthorizedUser(u) = &c else { panic!("wrong type") };
         assert_eq!(u.token_uri, GOOGLE_TOKEN_URI);

@@ -39,7 +39,9 @@ impl fmt::Debug for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::File(c) => f.debug_tuple("File").field(c).finish(),
-            Self::Metadata { host, tried } => f.debug_struct("Metadata").field("host", host).field("tried", tried).finish(),
+            Self::Metadata { host, tried } => {
+                f.debug_struct("Metadata").field("host", host).field("tried", tried).finish()
+            }
         }
     }
 }
@@ -80,7 +82,10 @@ pub async fn resolve(setting: Option<&CredentialsSetting>, ctx: &Context) -> Res
             let key = "credentials.service_account_file";
             let path = ctx.resolve(path);
             let text = read_file(&path).await.map_err(|e| {
-                PluginError::config(key, format!("cannot read the service-account key file {} named by `{key}`: {e}", path.display()))
+                PluginError::config(
+                    key,
+                    format!("cannot read the service-account key file {} named by `{key}`: {e}", path.display()),
+                )
             })?;
             service_account(Credentials::parse(text, &format!("key file {}", path.display()))?)
         }
@@ -108,7 +113,10 @@ fn service_account(c: Credentials) -> Result<Source, PluginError> {
         Credentials::ServiceAccount(_) => Ok(Source::File(c)),
         Credentials::AuthorizedUser(u) => Err(PluginError::new(
             ErrorKind::UNAUTHENTICATED,
-            format!("{} holds authorized_user credentials, not a service-account key (use credentials = \"adc\" for those)", u.origin),
+            format!(
+                "{} holds authorized_user credentials, not a service-account key (use credentials = \"adc\" for those)",
+                u.origin
+            ),
         )),
     }
 }

@@ -169,7 +169,9 @@ impl TokenSource {
         }
         let detail = server_message(&body).map(|m| format!(": {m}")).unwrap_or_default();
         if is_transient_status(status) {
-            return Err(PluginError::new(ErrorKind::UNAVAILABLE, format!("{what} answered {status}{detail}")).retryable(true));
+            return Err(
+                PluginError::new(ErrorKind::UNAVAILABLE, format!("{what} answered {status}{detail}")).retryable(true)
+            );
         }
         // 400 invalid_grant / 401 invalid_client: the credentials themselves.
         Err(PluginError::new(ErrorKind::UNAUTHENTICATED, format!("{what} rejected {who} ({status}{detail})")))
@@ -178,7 +180,8 @@ impl TokenSource {
     async fn from_metadata(&self, host: &str, tried: Option<&str>) -> Result<AccessToken, PluginError> {
         let url = format!("http://{host}/computeMetadata/v1/instance/service-accounts/default/token");
         let what = format!("metadata server at {host}");
-        let sent = self.metadata_http.get(&url).query(&[("scopes", SCOPE)]).header("Metadata-Flavor", "Google").send().await;
+        let sent =
+            self.metadata_http.get(&url).query(&[("scopes", SCOPE)]).header("Metadata-Flavor", "Google").send().await;
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -187,7 +190,10 @@ impl TokenSource {
                     // else was looked for, since that is what the user lacks.
                     Some(tried) => PluginError::new(
                         ErrorKind::UNAUTHENTICATED,
-                        format!("no credentials found: {tried}, and the {what} did not answer ({})", credhost_plugin_sdk::error_chain(&e)),
+                        format!(
+                            "no credentials found: {tried}, and the {what} did not answer ({})",
+                            credhost_plugin_sdk::error_chain(&e)
+                        ),
                     ),
                     None => send_error(&what, &e),
                 });
@@ -201,7 +207,8 @@ impl TokenSource {
                 ErrorKind::UNAUTHENTICATED,
                 format!("{what} has no token for this machine ({status})"),
             )),
-            s => Err(PluginError::new(ErrorKind::UNAVAILABLE, format!("{what} answered {s}")).retryable(is_transient_status(s))),
+            s => Err(PluginError::new(ErrorKind::UNAVAILABLE, format!("{what} answered {s}"))
+                .retryable(is_transient_status(s))),
         }
     }
 }
@@ -220,7 +227,8 @@ fn parse_token(body: &str, what: &str) -> Result<AccessToken, PluginError> {
         }
     }
     // Google always says; an hour is what it issues when it does not.
-    let lifetime = v["expires_in"].as_u64().or_else(|| v["expires_in"].as_str().and_then(|s| s.parse().ok())).unwrap_or(3600);
+    let lifetime =
+        v["expires_in"].as_u64().or_else(|| v["expires_in"].as_str().and_then(|s| s.parse().ok())).unwrap_or(3600);
     if lifetime == 0 {
         return Err(unreadable("the token has already expired"));
     }
@@ -245,7 +253,12 @@ mod tests {
         assert_eq!((t.secret.expose(), t.lifetime), ("ya29.x", 3599));
         assert!((t.expires_at - unix_now() - 3599).abs() <= 1);
         assert_eq!(format!("{t:?}").matches("ya29").count(), 0);
-        for bad in [r#"{"expires_in":1}"#, "nope", r#"{"access_token":"x","token_type":"MAC"}"#, r#"{"access_token":"x","expires_in":0}"#] {
+        for bad in [
+            r#"{"expires_in":1}"#,
+            "nope",
+            r#"{"access_token":"x","token_type":"MAC"}"#,
+            r#"{"access_token":"x","expires_in":0}"#,
+        ] {
             assert!(parse_token(bad, "t").is_err(), "{bad}");
         }
     }

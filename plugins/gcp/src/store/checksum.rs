@@ -85,16 +85,25 @@ pub struct Reported {
 pub fn verify(what: &str, reported: &Reported, got: &Digests) -> Result<(), PluginError> {
     let mismatch = |detail: String| Err(PluginError::new(ErrorKind::INTEGRITY, format!("{what}: {detail}")));
     if reported.size != got.size {
-        return mismatch(format!("size mismatch: the server reports {} bytes, {} were transferred", reported.size, got.size));
+        return mismatch(format!(
+            "size mismatch: the server reports {} bytes, {} were transferred",
+            reported.size, got.size
+        ));
     }
     if let Some(c) = &reported.crc32c {
         if *c != got.crc32c_b64() {
-            return mismatch(format!("crc32c mismatch: the server reports {c}, the bytes transferred give {}", got.crc32c_b64()));
+            return mismatch(format!(
+                "crc32c mismatch: the server reports {c}, the bytes transferred give {}",
+                got.crc32c_b64()
+            ));
         }
     }
     if let Some(m) = &reported.md5 {
         if *m != got.md5_b64() {
-            return mismatch(format!("md5 mismatch: the server reports {m}, the bytes transferred give {}", got.md5_b64()));
+            return mismatch(format!(
+                "md5 mismatch: the server reports {m}, the bytes transferred give {}",
+                got.md5_b64()
+            ));
         }
     }
     if reported.crc32c.is_none() && reported.md5.is_none() {

@@ -76,7 +76,9 @@ impl Fetch<'_> {
             if failures >= ATTEMPTS {
                 return Err(PluginError::new(
                     ErrorKind::UNAVAILABLE,
-                    format!("{what}: giving up at byte {offset} of {size} after {failures} failed attempts: {last_error}"),
+                    format!(
+                        "{what}: giving up at byte {offset} of {size} after {failures} failed attempts: {last_error}"
+                    ),
                 )
                 .retryable(true));
             }
@@ -88,13 +90,19 @@ impl Fetch<'_> {
                 .gcs
                 .send(&what, |http| {
                     let rb = http.get(url.clone());
-                    if from > 0 { rb.header(reqwest::header::RANGE, format!("bytes={from}-")) } else { rb }
+                    if from > 0 {
+                        rb.header(reqwest::header::RANGE, format!("bytes={from}-"))
+                    } else {
+                        rb
+                    }
                 })
                 .await?;
             let status = resp.status();
             let ok = match status {
                 StatusCode::OK => from == 0,
-                StatusCode::PARTIAL_CONTENT => range_start(resp.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok())) == Some(from),
+                StatusCode::PARTIAL_CONTENT => {
+                    range_start(resp.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok())) == Some(from)
+                }
                 StatusCode::NOT_FOUND => {
                     return Err(PluginError::new(
                         ErrorKind::NOT_FOUND,
@@ -112,7 +120,10 @@ impl Fetch<'_> {
                 }
             };
             if !ok {
-                return Err(PluginError::new(ErrorKind::OTHER, format!("{what}: asked for bytes from {from}, the server answered {status} for another range")));
+                return Err(PluginError::new(
+                    ErrorKind::OTHER,
+                    format!("{what}: asked for bytes from {from}, the server answered {status} for another range"),
+                ));
             }
             let mut resp = resp;
             loop {

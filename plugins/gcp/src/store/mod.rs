@@ -97,7 +97,11 @@ impl Gcs {
     /// Sends the request `build` makes, with the current token. Retries when
     /// no answer comes or the answer is 408/429/5xx, and once after a 401
     /// with a fresh token. Returns the last answer whatever its status.
-    pub async fn send(&self, what: &str, build: impl Fn(&reqwest::Client) -> RequestBuilder) -> Result<Response, PluginError> {
+    pub async fn send(
+        &self,
+        what: &str,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, PluginError> {
         let mut attempt = 0;
         let mut refreshed = false;
         loop {
@@ -144,7 +148,10 @@ impl Gcs {
         let status = resp.status();
         let body = resp.text().await.map_err(|e| send_error(&what, &e))?;
         if status == StatusCode::NOT_FOUND {
-            return Err(PluginError::new(ErrorKind::NOT_FOUND, format!("no object gs://{bucket}/{name} at {}", self.endpoint())));
+            return Err(PluginError::new(
+                ErrorKind::NOT_FOUND,
+                format!("no object gs://{bucket}/{name} at {}", self.endpoint()),
+            ));
         }
         if !status.is_success() {
             return Err(status_error(&what, status, &body));
@@ -173,7 +180,9 @@ impl Gcs {
 /// Reads an object resource: `size` (a decimal string in the JSON API),
 /// `generation`, `crc32c`, `md5Hash`.
 pub fn parse_object(body: &str, what: &str) -> Result<ObjectMeta, PluginError> {
-    let unreadable = |why: &str| PluginError::new(ErrorKind::OTHER, format!("{what}: unusable object resource from the server: {why}"));
+    let unreadable = |why: &str| {
+        PluginError::new(ErrorKind::OTHER, format!("{what}: unusable object resource from the server: {why}"))
+    };
     let v: serde_json::Value = serde_json::from_str(body).map_err(|_| unreadable("not JSON"))?;
     let text = |key: &str| match &v[key] {
         serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),

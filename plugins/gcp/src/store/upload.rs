@@ -81,13 +81,18 @@ pub async fn upload(gcs: &Arc<Gcs>, bucket: &str, req: Upload, chunk: usize) -> 
         }
         return Err(e);
     }
-    let mut result = Stored::new(bucket, &req.name, digests.size, digests.checksum()).at(format!("gs://{bucket}/{}", req.name));
+    let mut result =
+        Stored::new(bucket, &req.name, digests.size, digests.checksum()).at(format!("gs://{bucket}/{}", req.name));
     result.generation = meta.generation.clone();
     Ok(result)
 }
 
 fn content_type_for(name: &str) -> &'static str {
-    if name.to_ascii_lowercase().ends_with(".zip") { "application/zip" } else { "application/octet-stream" }
+    if name.to_ascii_lowercase().ends_with(".zip") {
+        "application/zip"
+    } else {
+        "application/octet-stream"
+    }
 }
 
 /// Reads the whole file once for its size and checksums, on a blocking thread.
@@ -217,7 +222,9 @@ impl Target<'_> {
         let boundary = boundary()?;
         let meta = self.metadata(Some(digests)).to_string();
         let mut body = Vec::with_capacity(data.len() + meta.len() + 256);
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{meta}\r\n").as_bytes());
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{meta}\r\n").as_bytes(),
+        );
         body.extend_from_slice(format!("--{boundary}\r\nContent-Type: {}\r\n\r\n", self.content_type).as_bytes());
         body.extend_from_slice(&data);
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
@@ -256,9 +263,13 @@ impl Target<'_> {
         let meta = loop {
             let len = current.data.len() as u64;
             if !current.last {
-                let (sent, read) = tokio::join!(self.put(&session, &current.data, start, None, total), reader.next(chunk));
+                let (sent, read) =
+                    tokio::join!(self.put(&session, &current.data, start, None, total), reader.next(chunk));
                 if let Put::Done(_) = sent? {
-                    return Err(PluginError::new(ErrorKind::OTHER, format!("{}: the server completed the object early", self.what())));
+                    return Err(PluginError::new(
+                        ErrorKind::OTHER,
+                        format!("{}: the server completed the object early", self.what()),
+                    ));
                 }
                 progress.advance(len);
                 start += len;
@@ -270,7 +281,10 @@ impl Target<'_> {
                 Some(d) if d.size != size => {
                     return Err(PluginError::new(
                         ErrorKind::INTEGRITY,
-                        format!("{} changed while it was uploaded: {} bytes were hashed, {size} read", reader.what, d.size),
+                        format!(
+                            "{} changed while it was uploaded: {} bytes were hashed, {size} read",
+                            reader.what, d.size
+                        ),
                     ))
                 }
                 Some(d) => d,
@@ -279,7 +293,10 @@ impl Target<'_> {
             let meta = match self.put(&session, &current.data, start, Some(&digests), Some(size)).await? {
                 Put::Done(meta) => meta,
                 Put::More => {
-                    return Err(PluginError::new(ErrorKind::OTHER, format!("{}: the server still wants data after the last byte", self.what())))
+                    return Err(PluginError::new(
+                        ErrorKind::OTHER,
+                        format!("{}: the server still wants data after the last byte", self.what()),
+                    ))
                 }
             };
             progress.advance(len);
@@ -314,17 +331,19 @@ impl Target<'_> {
             let text = resp.text().await.unwrap_or_default();
             return Err(status_error(&what, status, &text));
         }
-        let location = resp
-            .headers()
-            .get(LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .and_then(|l| Url::parse(l).ok())
-            .ok_or_else(|| PluginError::new(ErrorKind::OTHER, format!("{what}: the server sent no usable session URI")))?;
+        let location =
+            resp.headers().get(LOCATION).and_then(|l| l.to_str().ok()).and_then(|l| Url::parse(l).ok()).ok_or_else(
+                || PluginError::new(ErrorKind::OTHER, format!("{what}: the server sent no usable session URI")),
+            )?;
         // Chunks carry the bearer token: send them nowhere but the endpoint.
         if location.origin() != self.gcs.upload_url(self.bucket).origin() {
             return Err(PluginError::new(
                 ErrorKind::OTHER,
-                format!("{what}: the session URI points at {}, not at {}", location.origin().ascii_serialization(), self.gcs.endpoint()),
+                format!(
+                    "{what}: the session URI points at {}, not at {}",
+                    location.origin().ascii_serialization(),
+                    self.gcs.endpoint()
+                ),
             ));
         }
         Ok(location)
@@ -335,7 +354,14 @@ impl Target<'_> {
     /// request states the total `size`. On a transient failure the session
     /// is asked how much it holds (`Content-Range: bytes */TOTAL`) and the
     /// rest of the chunk goes from there; a 401 gets a fresh token once.
-    async fn put(&self, session: &Url, data: &Bytes, start: u64, last: Option<&Digests>, total: Option<u64>) -> Result<Put, PluginError> {
+    async fn put(
+        &self,
+        session: &Url,
+        data: &Bytes,
+        start: u64,
+        last: Option<&Digests>,
+        total: Option<u64>,
+    ) -> Result<Put, PluginError> {
         let what = self.what();
         let end = start + data.len() as u64;
         let total_text = total.map_or_else(|| "*".to_owned(), |t| t.to_string());
@@ -393,7 +419,9 @@ impl Target<'_> {
                     if held < start || held > end {
                         return Err(PluginError::new(
                             ErrorKind::OTHER,
-                            format!("{what}: the session holds {held} bytes, outside the chunk {start}..{end} being sent"),
+                            format!(
+                                "{what}: the session holds {held} bytes, outside the chunk {start}..{end} being sent"
+                            ),
                         ));
                     }
                     if held > offset {
@@ -438,7 +466,8 @@ impl Target<'_> {
 }
 
 fn session_gone(what: &str, status: StatusCode) -> PluginError {
-    PluginError::new(ErrorKind::UNAVAILABLE, format!("{what}: the upload session expired or was cancelled ({status})")).retryable(true)
+    PluginError::new(ErrorKind::UNAVAILABLE, format!("{what}: the upload session expired or was cancelled ({status})"))
+        .retryable(true)
 }
 
 /// An error answer to a request that would complete the object: a checksum

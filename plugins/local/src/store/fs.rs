@@ -15,7 +15,8 @@ pub struct FsStore {
 impl FsStore {
     /// A store rooted at `root` whose projects bucket is `bucket`.
     pub fn new(root: PathBuf, bucket: String) -> Result<Self> {
-        check_segment(&bucket).map_err(|why| Error::config("storage.bucket", format!("invalid bucket {bucket:?}: {why}")))?;
+        check_segment(&bucket)
+            .map_err(|why| Error::config("storage.bucket", format!("invalid bucket {bucket:?}: {why}")))?;
         Ok(Self { root, bucket })
     }
 
@@ -38,7 +39,9 @@ impl FsStore {
         }
         let rel = Path::new(name);
         if !rel.components().all(|c| matches!(c, Component::Normal(_))) || name.ends_with('/') {
-            return Err(invalid(format!("invalid object name {name:?}: it must be a relative path without `.` or `..`")));
+            return Err(invalid(format!(
+                "invalid object name {name:?}: it must be a relative path without `.` or `..`"
+            )));
         }
         Ok(self.root.join(bucket).join(rel))
     }
@@ -72,7 +75,10 @@ impl FsStore {
         let path = self.object_path(&req.bucket, &req.name)?;
         let src = tokio::fs::File::open(&path).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::new(ErrorKind::NOT_FOUND, format!("no object {}/{} in {}", req.bucket, req.name, self.root.display()))
+                Error::new(
+                    ErrorKind::NOT_FOUND,
+                    format!("no object {}/{} in {}", req.bucket, req.name, self.root.display()),
+                )
             } else {
                 Error::from(e)
             }
@@ -97,9 +103,10 @@ impl FsStore {
         match tokio::fs::metadata(&dir).await {
             Ok(m) if m.is_dir() => Probe::ok("storage", format!("fs bucket {} at {}", self.bucket, dir.display())),
             Ok(_) => Probe::failed("storage", format!("{} exists but is not a directory", dir.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Probe::ok("storage", format!("fs bucket {} will be created at {} on first upload", self.bucket, dir.display()))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Probe::ok(
+                "storage",
+                format!("fs bucket {} will be created at {} on first upload", self.bucket, dir.display()),
+            ),
             Err(e) => Probe::failed("storage", format!("cannot read {}: {e}", dir.display())),
         }
     }
