@@ -148,7 +148,7 @@ fn failed_stream_upload_leaves_nothing(b: &Backend) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let err = rt.block_on(async {
         // In-process: the library API with the same configuration and environment.
-        let _env = ws.apply_env();
+        ws.apply_env();
         let host = credhost::Host::from_file(&ws.path("plugins.toml"), None).unwrap();
         let provider = host.active().await.unwrap();
         provider.upload_reader(&name, FailingReader { left: 20 * MIB }, None, None).await.unwrap_err()

@@ -52,7 +52,7 @@ fn two_platforms(ws: &Workspace, svc: &Services, platform: &str, aws_bucket: &st
 /// place (truncate and write) and by renaming a new file over it.
 fn edit(ws: &Workspace, text: &str, n: usize) {
     let path = ws.path("plugins.toml");
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         std::fs::write(&path, text).unwrap();
     } else {
         let tmp = ws.path(".plugins.toml.new");

@@ -22,6 +22,8 @@ pub const METADATA_HOST_VAR: &str = "GCE_METADATA_HOST";
 pub const DEFAULT_METADATA_HOST: &str = "metadata.google.internal";
 
 /// A resolved credential source.
+// One per provider, built once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Source {
     /// A service-account key or gcloud user credentials.
     File(Credentials),

@@ -126,9 +126,9 @@ impl TokenSource {
         loop {
             attempt += 1;
             let result = match &self.source {
-                Source::File(Credentials::ServiceAccount(k)) => self.from_service_account(k).await,
-                Source::File(Credentials::AuthorizedUser(u)) => self.from_authorized_user(u).await,
-                Source::Metadata { host, tried } => self.from_metadata(host, tried.as_deref()).await,
+                Source::File(Credentials::ServiceAccount(k)) => self.token_for_service_account(k).await,
+                Source::File(Credentials::AuthorizedUser(u)) => self.token_for_authorized_user(u).await,
+                Source::Metadata { host, tried } => self.token_from_metadata(host, tried.as_deref()).await,
             };
             match result {
                 Err(e) if e.retryable && attempt < ATTEMPTS => {
@@ -140,14 +140,14 @@ impl TokenSource {
         }
     }
 
-    async fn from_service_account(&self, key: &ServiceAccountKey) -> Result<AccessToken, PluginError> {
+    async fn token_for_service_account(&self, key: &ServiceAccountKey) -> Result<AccessToken, PluginError> {
         let assertion = key.assertion(SCOPE, unix_now())?;
         let form = [("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", assertion.expose())];
         let who = format!("service account {}", key.client_email);
         self.exchange(&key.token_uri, &form, &who).await
     }
 
-    async fn from_authorized_user(&self, user: &AuthorizedUser) -> Result<AccessToken, PluginError> {
+    async fn token_for_authorized_user(&self, user: &AuthorizedUser) -> Result<AccessToken, PluginError> {
         let form = [
             ("grant_type", "refresh_token"),
             ("client_id", user.client_id.as_str()),
@@ -177,7 +177,7 @@ impl TokenSource {
         Err(PluginError::new(ErrorKind::UNAUTHENTICATED, format!("{what} rejected {who} ({status}{detail})")))
     }
 
-    async fn from_metadata(&self, host: &str, tried: Option<&str>) -> Result<AccessToken, PluginError> {
+    async fn token_from_metadata(&self, host: &str, tried: Option<&str>) -> Result<AccessToken, PluginError> {
         let url = format!("http://{host}/computeMetadata/v1/instance/service-accounts/default/token");
         let what = format!("metadata server at {host}");
         let sent =
