@@ -23,7 +23,7 @@ pub struct Global {
 /// One command, resolved.
 pub enum Command {
     /// `credhost plugins`
-    Plugins { json: bool },
+    Plugins { json: bool, pin: bool },
     /// `credhost check`
     Check,
     /// `credhost token`
@@ -56,7 +56,7 @@ pub struct DockerConfig {
 pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
     let global = Global { config: cli.config, platform: cli.platform, quiet: cli.quiet };
     let command = match cli.command {
-        flags::Command::Plugins { json } => Command::Plugins { json },
+        flags::Command::Plugins { json, pin } => Command::Plugins { json, pin },
         flags::Command::Check => Command::Check,
         flags::Command::Token { registry, scope, repository, format } => {
             let scope = scope.or_else(|| repository.map(|r| format!("repository:{r}:pull,push")));

@@ -37,9 +37,20 @@ impl Active {
 pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<i32> {
     let host = Host::from_file(&global.config, global.platform.as_deref())?;
     match command {
-        Command::Plugins { json } => plugins(&host, *json),
+        Command::Plugins { pin: true, .. } => pins(&host),
+        Command::Plugins { json, .. } => plugins(&host, *json),
         Command::Check => check(&host, active).await,
         Command::Token { registry, scope, format } => {
+            // `--registry HOST` goes to the instance serving HOST, unless an
+            // instance was named.
+            let serving = match (registry, &global.platform) {
+                (Some(r), None) => host.registry_map()?.resolve(r).map(|route| route.instance),
+                _ => None,
+            };
+            let host = match serving {
+                Some(instance) if instance != host.platform() => Host::from_file(&global.config, Some(&instance))?,
+                _ => host,
+            };
             token(&host, active, registry.as_deref(), scope.as_deref(), *format).await
         }
         Command::Upload { file, name, no_verify, json } => {
@@ -97,6 +108,23 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
         }
         Command::DockerConfig(args) => docker_config(&host, args, global.quiet).await,
     }
+}
+
+fn pins(host: &Host) -> Result<i32> {
+    let mut text = String::new();
+    let mut code = exit::OK;
+    for name in host.config().instances.keys() {
+        let file = host.plugin_file(name)?;
+        match credhost::loader::sha256_file(&file) {
+            Ok(sha) => text.push_str(&format!("[plugins.{name}]   # {}\nsha256 = \"{sha}\"\n\n", file.display())),
+            Err(e) => {
+                eprintln!("credhost: plugins.{name}: cannot read {}: {e}", file.display());
+                code = exit::NOT_FOUND;
+            }
+        }
+    }
+    print(&text)?;
+    Ok(code)
 }
 
 fn plugins(host: &Host, json: bool) -> Result<i32> {

@@ -12,7 +12,7 @@ pub struct Cli {
     /// The configuration file.
     #[arg(long, global = true, env = "CREDHOST_CONFIG", default_value = "plugins.toml", value_name = "PATH")]
     pub config: PathBuf,
-    /// Use this platform instead of the configured one (also CREDHOST_PLATFORM).
+    /// Use this plugin instance instead of the configured platform (also CREDHOST_PLATFORM).
     #[arg(long, global = true, value_name = "NAME")]
     pub platform: Option<String>,
     /// More log output (repeat for more).
@@ -27,17 +27,22 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// List the configured plugins and plugin files, and whether they load.
+    /// List the configured plugin instances and whether their files load, and
+    /// the other plugin files in the plugin directory (listed, never loaded).
     Plugins {
-        /// Print a JSON array of {name, version, api_version, path, sha256, status}.
-        #[arg(long)]
+        /// Print a JSON array of {name, plugin, version, api_version, capabilities, path, sha256, status}.
+        #[arg(long, conflicts_with = "pin")]
         json: bool,
+        /// Print `sha256 = "…"` pins for the configured files, ready to paste into plugins.toml.
+        #[arg(long)]
+        pin: bool,
     },
     /// Load the active platform and probe its storage and registry.
     Check,
     /// Print registry credentials for build jobs.
     Token {
         /// Registry host (host[:port]); the platform's default registry when absent.
+        /// Without --platform, the instance serving HOST answers.
         #[arg(long, value_name = "HOST")]
         registry: Option<String>,
         /// Token scope for registries with token auth, e.g. repository:demo:pull,push.

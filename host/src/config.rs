@@ -35,6 +35,10 @@ pub struct Config {
     pub registries: BTreeMap<String, String>,
     /// `[credential_helper]`: how `docker-credential-credhost` behaves.
     pub credential_helper: HelperSettings,
+    /// `allow_insecure_permissions`: load plugin files that fail the
+    /// ownership and permission checks (development only; warned about on
+    /// every load).
+    pub allow_insecure_permissions: bool,
     text: String,
 }
 
@@ -64,9 +68,29 @@ pub struct Instance {
     /// `identity_env`: environment variables its credentials depend on,
     /// besides those its plugin declares (for the credential helper's cache).
     pub identity_env: Vec<String>,
+    /// `timeout` and `transfer_idle_timeout`: how long its calls may take.
+    pub limits: Limits,
     /// `settings`: handed to the plugin as JSON; the host never reads them,
     /// except at the path the plugin itself declares for its registry.
     pub settings: toml::Table,
+}
+
+/// How long an instance's calls may take before the host gives up on them
+/// (and cancels them in the plugin).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// `timeout`: constructing the provider, and each registry-credentials,
+    /// build-job-credentials and check call (default 60 s).
+    pub call: std::time::Duration,
+    /// `transfer_idle_timeout`: how long an upload or download may report no
+    /// progress (default 300 s). Transfers have no total limit.
+    pub transfer_idle: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { call: std::time::Duration::from_secs(60), transfer_idle: std::time::Duration::from_secs(300) }
+    }
 }
 
 #[derive(Deserialize)]
@@ -79,6 +103,8 @@ struct RawConfig {
     #[serde(default)]
     registries: BTreeMap<String, String>,
     credential_helper: Option<RawHelper>,
+    #[serde(default)]
+    allow_insecure_permissions: bool,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +125,8 @@ struct RawPlugin {
     registries: Vec<String>,
     #[serde(default)]
     identity_env: Vec<String>,
+    timeout: Option<u64>,
+    transfer_idle_timeout: Option<u64>,
     #[serde(default)]
     settings: toml::Table,
 }
@@ -140,6 +168,22 @@ impl Config {
         let mut instances = BTreeMap::new();
         for (name, p) in raw.plugins {
             let plugin = p.plugin.unwrap_or_else(|| name.clone());
+            let mut limits = Limits::default();
+            for (key, value, slot) in [
+                ("timeout", p.timeout, &mut limits.call),
+                ("transfer_idle_timeout", p.transfer_idle_timeout, &mut limits.transfer_idle),
+            ] {
+                match value {
+                    None => {}
+                    Some(secs @ 1..=86_400) => *slot = std::time::Duration::from_secs(secs),
+                    Some(_) => {
+                        return Err(Error::Config {
+                            location: at(&["plugins", &name, key]),
+                            message: format!("plugins.{name}.{key} must be between 1 and 86400 seconds"),
+                        })
+                    }
+                }
+            }
             let instance = Instance {
                 name: name.clone(),
                 plugin,
@@ -147,6 +191,7 @@ impl Config {
                 sha256: p.sha256,
                 registries: p.registries,
                 identity_env: p.identity_env,
+                limits,
                 settings: p.settings,
             };
             check_instance(&instance, &at)?;
@@ -199,6 +244,7 @@ impl Config {
             instances,
             registries,
             credential_helper,
+            allow_insecure_permissions: raw.allow_insecure_permissions,
             text: text.to_owned(),
         })
     }

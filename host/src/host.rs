@@ -95,7 +95,8 @@ impl Host {
         let instance = self.config.instance(name)?;
         let path = self.file_of(instance);
         let load_err = |source| Error::Load { plugin: name.to_owned(), source };
-        let loaded = loader::load_file(&path, instance.sha256.as_deref()).map_err(load_err)?;
+        let policy = loader::Policy { allow_insecure_permissions: self.config.allow_insecure_permissions };
+        let loaded = loader::load_file(&path, instance.sha256.as_deref(), policy).map_err(load_err)?;
         let declared = loaded.info().name.into_string();
         if declared != instance.plugin {
             return Err(load_err(LoadError::NameMismatch { path, declared, expected: instance.plugin.clone() }));
@@ -177,13 +178,25 @@ impl Host {
         let services = Services::new(&instance.plugin, &self.config.base_dir);
         let new_provider = loaded.root.new_provider();
         // Plugin constructors are synchronous and may wait for their own
-        // runtime: never run them on an async worker.
-        let built = tokio::task::spawn_blocking(move || {
-            let services = HostServices_TO::from_value(services, TD_Opaque);
-            new_provider(RStr::from_str(&settings), services).into_result()
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("plugin constructor task failed: {e}")))?;
+        // runtime, so they run on a thread of their own, never on an async
+        // worker. One that never returns costs that thread, not the caller:
+        // the deadline lets go of it (and no runtime waits for it at exit).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("credhost-init-{name}"))
+            .spawn(move || {
+                let services = HostServices_TO::from_value(services, TD_Opaque);
+                let _ = tx.send(new_provider(RStr::from_str(&settings), services).into_result());
+            })
+            .map_err(|e| Error::Internal(format!("cannot start a thread for the plugin constructor: {e}")))?;
+        let limit = instance.limits.call;
+        let built = match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(built)) => built,
+            Ok(Err(_)) => {
+                return Err(Error::Internal("the plugin constructor's thread ended without an answer".into()))
+            }
+            Err(_) => return Err(Error::Timeout { instance: name.to_owned(), op: "init", after: limit }),
+        };
         let provider = built.map_err(|mut source| {
             if let Some(key) = source.config_key().map(str::to_owned) {
                 // Point at the file and line of the setting at fault.
@@ -201,7 +214,7 @@ impl Host {
             }
             Error::Plugin { instance: name.to_owned(), op: "init", source }
         })?;
-        Ok(ProviderHandle::new(instance.name, instance.plugin, info, provider))
+        Ok(ProviderHandle::new(instance.name, instance.plugin, info, provider, instance.limits))
     }
 }
 

@@ -66,7 +66,12 @@ struct Shared {
     check_timeout: Duration,
     current: RwLock<Arc<Active>>,
     status: watch::Sender<SwitchStatus>,
-    reload: tokio::sync::Mutex<ReloadState>,
+    /// Held only to read and update the bookkeeping, never across plugin
+    /// code: a constructor or check that never returns must not stop later
+    /// changes from being applied.
+    reload: std::sync::Mutex<ReloadState>,
+    /// The watcher's attempts still running, stopped with the host.
+    attempts: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 struct Active {
@@ -86,6 +91,18 @@ struct ReloadState {
     rejected: Option<String>,
     /// Consecutive failed reads of the file.
     read_failures: u32,
+    /// Counts attempts to apply a text; only the newest may finish.
+    attempts: u64,
+    /// The text an attempt is building a provider for.
+    building: Option<String>,
+}
+
+/// What an attempt prepared, without holding any lock.
+enum Prepared {
+    /// Only things around the provider changed: keep it, take the new configuration.
+    SameProvider(Config, String),
+    /// A new provider, built and checked.
+    NewProvider(Active),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -122,7 +139,8 @@ impl LiveHost {
             check_timeout: options.check_timeout,
             current: RwLock::new(Arc::new(Active { config: Arc::new(config), provider, identity })),
             status: watch::Sender::new(status),
-            reload: tokio::sync::Mutex::new(ReloadState { applied: text, ..Default::default() }),
+            reload: std::sync::Mutex::new(ReloadState { applied: text, ..Default::default() }),
+            attempts: std::sync::Mutex::new(Vec::new()),
         });
         let watcher = watch.then(|| tokio::spawn(poll(shared.clone(), options.interval)));
         Ok(Self { shared, watcher })
@@ -164,6 +182,9 @@ impl Drop for LiveHost {
         if let Some(w) = &self.watcher {
             w.abort();
         }
+        for attempt in self.shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            attempt.abort();
+        }
     }
 }
 
@@ -172,28 +193,46 @@ impl Shared {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, ReloadState> {
+        self.reload.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn consider(&self, text: String, trigger: Trigger) -> Result<bool> {
-        let mut state = self.reload.lock().await;
-        state.read_failures = 0;
-        if text == state.applied {
+        let attempt = {
+            let mut state = self.state();
+            state.read_failures = 0;
+            if text == state.applied {
+                state.pending = None;
+                state.rejected = None;
+                // The file went back to what is being served: nothing is wrong any more.
+                self.status.send_if_modified(|s| s.last_error.take().is_some());
+                return Ok(false);
+            }
+            if trigger == Trigger::Poll {
+                if state.rejected.as_deref() == Some(text.as_str()) || state.building.as_deref() == Some(text.as_str())
+                {
+                    return Ok(false);
+                }
+                if state.pending.as_deref() != Some(text.as_str()) {
+                    state.pending = Some(text);
+                    return Ok(false);
+                }
+            }
             state.pending = None;
-            state.rejected = None;
-            // The file went back to what is being served: nothing is wrong any more.
-            self.status.send_if_modified(|s| s.last_error.take().is_some());
+            state.building = Some(text.clone());
+            state.attempts += 1;
+            state.attempts
+        };
+        let prepared = self.prepare(&text).await;
+        let mut state = self.state();
+        if state.attempts != attempt {
+            // A newer text is being applied: this one no longer matters.
             return Ok(false);
         }
-        if trigger == Trigger::Poll {
-            if state.rejected.as_deref() == Some(text.as_str()) {
-                return Ok(false);
-            }
-            if state.pending.as_deref() != Some(text.as_str()) {
-                state.pending = Some(text);
-                return Ok(false);
-            }
-        }
-        state.pending = None;
-        match self.switch(&text).await {
-            Ok(switched) => {
+        state.building = None;
+        match prepared {
+            Ok(prepared) => {
+                let switched = self.apply(prepared);
                 state.applied = text;
                 state.rejected = None;
                 Ok(switched)
@@ -208,18 +247,13 @@ impl Shared {
         }
     }
 
-    /// Validates `text`, builds and checks its provider, then swaps it in.
-    async fn switch(&self, text: &str) -> Result<bool> {
+    /// Validates `text`, and unless the provider would be the same, builds
+    /// and checks its provider.
+    async fn prepare(&self, text: &str) -> Result<Prepared> {
         let config = Config::from_text(&self.path, text, self.platform_override.as_deref())?;
         let identity = provider_identity(&config);
-        let old = self.active();
-        if identity == old.identity {
-            // Only things around the provider changed (comments, other
-            // plugins, [registries]): keep the provider and its token cache.
-            let active = Active { config: Arc::new(config), provider: old.provider.clone(), identity };
-            *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
-            self.status.send_if_modified(|s| s.last_error.take().is_some());
-            return Ok(false);
+        if identity == self.active().identity {
+            return Ok(Prepared::SameProvider(config, identity));
         }
         let platform = config.platform.clone();
         let provider = build_provider(config.clone()).await?;
@@ -237,17 +271,55 @@ impl Shared {
                 report.items.iter().filter(|i| !i.ok).map(|i| format!("{}: {}", i.component, i.detail)).collect();
             return Err(Error::CheckFailed(format!("check of platform `{platform}` failed: {}", failed.join("; "))));
         }
-        let active = Active { config: Arc::new(config), provider, identity };
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
-        let mut generation = 0;
-        self.status.send_modify(|s| {
-            s.generation += 1;
-            generation = s.generation;
-            s.platform = platform.clone();
-            s.last_error = None;
-        });
-        tracing::info!(target: "credhost::live", "switched from `{}` to `{platform}` (generation {generation})", old.config.platform);
-        Ok(true)
+        Ok(Prepared::NewProvider(Active { config: Arc::new(config), provider, identity }))
+    }
+
+    /// Swaps in what [`Shared::prepare`] made; whether the provider changed.
+    fn apply(&self, prepared: Prepared) -> bool {
+        let old = self.active();
+        match prepared {
+            Prepared::SameProvider(config, identity) => {
+                // Comments, other instances or [registries] changed: keep the
+                // provider and its token cache.
+                let active = Active { config: Arc::new(config), provider: old.provider.clone(), identity };
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
+                self.status.send_if_modified(|s| s.last_error.take().is_some());
+                false
+            }
+            Prepared::NewProvider(active) => {
+                let platform = active.config.platform.clone();
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
+                let mut generation = 0;
+                self.status.send_modify(|s| {
+                    s.generation += 1;
+                    generation = s.generation;
+                    s.platform = platform.clone();
+                    s.last_error = None;
+                });
+                tracing::info!(target: "credhost::live", "switched from `{}` to `{platform}` (generation {generation})", old.config.platform);
+                true
+            }
+        }
+    }
+
+    /// A provider that panicked is out of service: build it again from the
+    /// configuration being served.
+    async fn rebuild_if_failed(&self) {
+        let current = self.active();
+        if !current.provider.is_failed() {
+            return;
+        }
+        match build_provider((*current.config).clone()).await {
+            Ok(provider) => {
+                let fresh = Active { config: current.config.clone(), provider, identity: current.identity.clone() };
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+                self.status.send_modify(|s| s.generation += 1);
+                tracing::warn!(target: "credhost::live", "the provider of `{}` panicked; built it again", current.config.platform);
+            }
+            Err(e) => {
+                tracing::warn!(target: "credhost::live", "the provider of `{}` panicked and cannot be built again: {}", current.config.platform, crate::error::one_line(&e.to_string()))
+            }
+        }
     }
 }
 
@@ -257,18 +329,28 @@ async fn poll(shared: Arc<Shared>, interval: Duration) {
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        match tokio::fs::read_to_string(&shared.path).await {
-            // Rejections are logged and published by `consider`.
+        shared.rebuild_if_failed().await;
+        match read(&shared.path).await {
+            // Each attempt runs on its own, so one stuck in a plugin does not
+            // stop the watcher; rejections are logged and published by `consider`.
             Ok(text) => {
-                let _ = shared.consider(text, Trigger::Poll).await;
+                let attempt = {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let _ = shared.consider(text, Trigger::Poll).await;
+                    })
+                };
+                let mut attempts = shared.attempts.lock().unwrap_or_else(|p| p.into_inner());
+                attempts.retain(|a| !a.is_finished());
+                attempts.push(attempt.abort_handle());
             }
             Err(e) => {
                 // A file being replaced can be missing for a moment; say so
                 // only when it stays unreadable.
-                let mut state = shared.reload.lock().await;
+                let mut state = shared.state();
                 state.read_failures += 1;
                 if state.read_failures == 2 {
-                    let why = format!("cannot read {}: {e}", shared.path.display());
+                    let why = crate::error::one_line(&e.to_string());
                     tracing::warn!(target: "credhost::live", "{why}; still serving the configuration read before");
                     shared.status.send_modify(|s| s.last_error = Some(why));
                 }
@@ -278,10 +360,10 @@ async fn poll(shared: Arc<Shared>, interval: Duration) {
 }
 
 async fn read(path: &Path) -> Result<String> {
-    tokio::fs::read_to_string(path).await.map_err(|e| Error::Config {
-        location: path.display().to_string(),
-        message: format!("cannot read the configuration: {e}"),
-    })
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::config::read_text(&path))
+        .await
+        .map_err(|e| Error::Internal(format!("reading the configuration: {e}")))?
 }
 
 /// Builds the active provider of `config` on a blocking thread: loading a

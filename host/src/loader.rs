@@ -1,12 +1,36 @@
 //! Finding, vetting and loading plugin libraries.
 //!
+//! A plugin file is code that will run inside the embedding service, next to
+//! its secrets, so nothing in it runs before it is vetted, and what runs is
+//! exactly what was vetted. In this order:
+//!
+//! 1. The directory holding the file is resolved to its canonical path, and
+//!    every directory on that path must be owned by root or the current user
+//!    and writable by no one else (a sticky world-writable directory such as
+//!    `/tmp` is fine; so is a group-writable one whose group is its owner's
+//!    own, as a user-private-group umask makes them).
+//! 2. The file is opened once, without following a symbolic link, and the
+//!    open handle is checked: a regular file, owned by root or the current
+//!    user, writable by no one else.
+//! 3. The file's ELF headers are read through the handle; a file cut short
+//!    (an interrupted copy), which would crash the process when mapped, is
+//!    refused.
+//! 4. With a `sha256` pin, the digest is computed from the handle.
+//! 5. The library is loaded from the handle (`/proc/self/fd/N`), so a file
+//!    renamed over the path after the checks is never the one loaded. The
+//!    handle stays open for as long as the library is loaded (for ever:
+//!    libraries are never unloaded), so its name is never reused.
+//! 6. Its root module, interface version and type layout are checked, and a
+//!    plugin built with `panic = "abort"` is refused.
+//!
 //! Each file is loaded with its own `LibHeader` (never through abi_stable's
 //! per-type module cache, which would hand back the first plugin for every
-//! file) and is never unloaded: a path, once loaded, keeps its code for the
-//! life of the process.
+//! file). A file, once loaded, keeps its code for the life of the process; a
+//! new file (another inode) at the same path is a new library.
 
 use std::{
     collections::HashMap,
+    fs::File,
     io::Read,
     path::{Path, PathBuf},
     sync::Mutex,
@@ -23,15 +47,7 @@ pub enum LoadError {
     /// The file does not exist.
     #[error("{} does not exist", .0.display())]
     MissingFile(PathBuf),
-    /// No file in the plugin directory declares this plugin name.
-    #[error("no plugin file for `{name}` in {}", dir.display())]
-    NotInDir {
-        /// The plugin name looked for.
-        name: String,
-        /// The directory searched.
-        dir: PathBuf,
-    },
-    /// Anyone may modify the file or its directory.
+    /// Someone else could have replaced or changed the file.
     #[error("refusing {}: {why}", path.display())]
     Unsafe {
         /// The file.
@@ -49,12 +65,12 @@ pub enum LoadError {
         /// The file's digest.
         actual: String,
     },
-    /// The file is not a loadable shared library.
+    /// The file is not a loadable shared library (or is cut short).
     #[error("{} is not a loadable library: {detail}", path.display())]
     NotALibrary {
         /// The file.
         path: PathBuf,
-        /// The loader's reason.
+        /// Why.
         detail: String,
     },
     /// The library does not export a credhost root module.
@@ -78,6 +94,9 @@ pub enum LoadError {
         /// abi_stable's full report, for debug logs only.
         report: String,
     },
+    /// The plugin would end the process on its first panic.
+    #[error("refusing {}: it was built with panic = \"abort\", so one panic in it would end this process; rebuild it with panic = \"unwind\"", .0.display())]
+    AbortsOnPanic(PathBuf),
     /// The library failed in another way while loading.
     #[error("{} could not be loaded: {detail}", path.display())]
     Other {
@@ -96,16 +115,6 @@ pub enum LoadError {
         /// The configured name.
         expected: String,
     },
-    /// Another file already provides this plugin name.
-    #[error("duplicate plugin name `{name}`: {} also declares it (first loaded from {})", path.display(), first.display())]
-    Duplicate {
-        /// The name.
-        name: String,
-        /// This file.
-        path: PathBuf,
-        /// The file loaded first.
-        first: PathBuf,
-    },
 }
 
 impl LoadError {
@@ -113,10 +122,18 @@ impl LoadError {
     /// other reason is a refused plugin.
     pub fn kind(&self) -> crate::ErrorKind {
         match self {
-            LoadError::MissingFile(_) | LoadError::NotInDir { .. } => crate::ErrorKind::NotFound,
+            LoadError::MissingFile(_) => crate::ErrorKind::NotFound,
             _ => crate::ErrorKind::PluginRefused,
         }
     }
+}
+
+/// How strictly files are vetted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Skip the ownership and permission checks (`allow_insecure_permissions
+    /// = true`): for development only, and warned about on every load.
+    pub allow_insecure_permissions: bool,
 }
 
 /// A loaded plugin library.
@@ -133,9 +150,10 @@ impl Loaded {
     }
 }
 
-/// Resolves a `file` setting (or the default `credhost_NAME`): a bare name is
+/// Resolves a `file` setting (or the default library name): a bare name is
 /// a library name in `plugin_dir` (`libNAME.so`, `NAME.dll`, `libNAME.dylib`);
-/// anything with a path separator or an extension is a path relative to `base_dir`.
+/// anything with a path separator or an extension is a path relative to
+/// `base_dir`.
 pub fn resolve_file(file: &str, plugin_dir: &Path, base_dir: &Path) -> PathBuf {
     let looks_like_path = file.contains('/') || file.contains('\\') || Path::new(file).extension().is_some();
     if looks_like_path {
@@ -156,27 +174,34 @@ pub fn library_file_name(name: &str) -> String {
     format!("{}{name}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
 }
 
-/// Plugin-looking files in `dir` (`libcredhost_*.so` and the platform's equivalents), sorted.
+/// Plugin-looking files in `dir` (`libcredhost_*.so` and the platform's
+/// equivalents), sorted. Listed, never loaded.
 pub fn candidates(dir: &Path) -> Vec<PathBuf> {
     let prefix = format!("{}credhost_", std::env::consts::DLL_PREFIX);
     let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut files: Vec<PathBuf> = rd
         .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| e.path())
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(std::env::consts::DLL_SUFFIX))
-                && p.is_file()
         })
         .collect();
     files.sort();
     files
 }
 
-/// The sha256 of a file, lower-case hex.
+/// The sha256 of a file, lower-case hex (never following a final symbolic link).
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
+    let mut f = open_nofollow(path)?;
+    sha256_of(&mut f)
+}
+
+fn sha256_of(f: &mut File) -> std::io::Result<String> {
+    use std::io::{Seek, SeekFrom};
+    f.seek(SeekFrom::Start(0))?;
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -189,72 +214,347 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Refuses files that anyone could have replaced.
-pub fn vet_permissions(path: &Path) -> Result<(), LoadError> {
+/// Opens `path` for reading without following a final symbolic link and
+/// without blocking on a FIFO.
+fn open_nofollow(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+    );
+    options.open(path)
+}
+
+/// A vetted, open plugin file.
+pub struct Vetted {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    /// (device, inode): the identity of what was vetted.
+    id: (u64, u64),
+}
+
+/// Steps 1-4: opens and vets `path`, and checks the `pin` from the handle.
+pub fn vet(path: &Path, pin: Option<&str>, policy: Policy) -> Result<Vetted, LoadError> {
+    let unsafe_file = |why: String| LoadError::Unsafe { path: path.to_path_buf(), why };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let canonical_dir = std::fs::canonicalize(&dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => LoadError::MissingFile(path.to_path_buf()),
+        _ => LoadError::Other { path: path.to_path_buf(), detail: format!("cannot resolve its directory: {e}") },
+    })?;
+    let name = path.file_name().ok_or_else(|| LoadError::MissingFile(path.to_path_buf()))?;
+    let file = open_nofollow(&canonical_dir.join(name)).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::EMLINK) => unsafe_file(
+            "it is a symbolic link; name the library file itself (a link can be pointed elsewhere after it was checked)".into(),
+        ),
+        _ if e.kind() == std::io::ErrorKind::NotFound => LoadError::MissingFile(path.to_path_buf()),
+        _ => LoadError::Other { path: path.to_path_buf(), detail: format!("cannot open: {e}") },
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| LoadError::Other { path: path.to_path_buf(), detail: format!("cannot read: {e}") })?;
+    if !meta.is_file() {
+        return Err(LoadError::NotALibrary { path: path.to_path_buf(), detail: "not a regular file".into() });
+    }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|_| LoadError::MissingFile(path.to_path_buf()))?;
-        if !meta.is_file() {
-            return Err(LoadError::NotALibrary { path: path.to_path_buf(), detail: "not a regular file".into() });
+        use std::os::unix::fs::MetadataExt;
+        let checks = check_owner_and_mode("the file", &meta).and_then(|()| check_directories(&canonical_dir));
+        match checks {
+            Ok(()) => {}
+            Err(why) if policy.allow_insecure_permissions => tracing::warn!(
+                target: "credhost::loader",
+                file = %path.display(),
+                "loading a plugin file that would be refused ({why}): allow_insecure_permissions is set; never use it outside development"
+            ),
+            Err(why) => return Err(unsafe_file(why)),
         }
-        if meta.permissions().mode() & 0o002 != 0 {
-            return Err(LoadError::Unsafe { path: path.to_path_buf(), why: "the file is world-writable".into() });
-        }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if let Ok(dmeta) = std::fs::metadata(&dir) {
-            let mode = dmeta.permissions().mode();
-            // A sticky world-writable directory (like /tmp) still stops others
-            // from replacing our file; a plain world-writable one does not.
-            if mode & 0o002 != 0 && mode & 0o1000 == 0 {
-                return Err(LoadError::Unsafe {
+        let mut vetted = Vetted { id: (meta.dev(), meta.ino()), size: meta.len(), path: path.to_path_buf(), file };
+        check_elf(&mut vetted)?;
+        if let Some(expected) = pin {
+            let actual = sha256_of(&mut vetted.file)
+                .map_err(|e| LoadError::Other { path: path.to_path_buf(), detail: format!("cannot read: {e}") })?;
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(LoadError::PinMismatch {
                     path: path.to_path_buf(),
-                    why: format!("its directory {} is world-writable", dir.display()),
+                    expected: expected.to_ascii_lowercase(),
+                    actual,
                 });
             }
         }
+        Ok(vetted)
     }
     #[cfg(not(unix))]
-    if !path.is_file() {
-        return Err(LoadError::MissingFile(path.to_path_buf()));
+    {
+        let _ = (policy, pin);
+        Err(LoadError::Other { path: path.to_path_buf(), detail: "plugin loading is supported on Unix only".into() })
+    }
+}
+
+/// The owner of a file or directory must be root or the current user, and
+/// no one else may write to it: not others, and not the group unless it is
+/// the owner's own (user-private) group. Sticky directories, whose entries
+/// only their owners can replace, may be writable by anyone.
+#[cfg(unix)]
+fn check_owner_and_mode(what: &str, meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = unsafe_euid();
+    let (uid, gid, mode) = (meta.uid(), meta.gid(), meta.mode());
+    if uid != 0 && uid != me {
+        return Err(format!("{what} is owned by {}, not by root or the current user", user_name(uid)));
+    }
+    let sticky_dir = meta.is_dir() && mode & 0o1000 != 0;
+    if mode & 0o002 != 0 && !sticky_dir {
+        return Err(format!("{what} is world-writable"));
+    }
+    if mode & 0o020 != 0 && !sticky_dir && !is_private_group(uid, gid) {
+        return Err(format!("{what} is writable by group {}", group_name(gid)));
     }
     Ok(())
 }
 
-static LOADED: Mutex<Option<HashMap<PathBuf, PluginRoot_Ref>>> = Mutex::new(None);
-
-/// Vets and loads one plugin file: existence, permissions, the optional pin,
-/// then the library, its root module, interface version and layout.
-pub fn load_file(path: &Path, pin: Option<&str>) -> Result<Loaded, LoadError> {
-    if !path.exists() {
-        return Err(LoadError::MissingFile(path.to_path_buf()));
+/// Every directory from `/` down to `dir` (canonical).
+#[cfg(unix)]
+fn check_directories(dir: &Path) -> Result<(), String> {
+    for d in dir.ancestors() {
+        let meta = std::fs::metadata(d).map_err(|e| format!("cannot read directory {}: {e}", d.display()))?;
+        check_owner_and_mode(&format!("its directory {}", d.display()), &meta)?;
     }
-    vet_permissions(path)?;
-    if let Some(expected) = pin {
-        let actual = sha256_file(path)
-            .map_err(|e| LoadError::Other { path: path.to_path_buf(), detail: format!("cannot read: {e}") })?;
-        if !actual.eq_ignore_ascii_case(expected) {
-            return Err(LoadError::PinMismatch {
-                path: path.to_path_buf(),
-                expected: expected.to_ascii_lowercase(),
-                actual,
-            });
+    Ok(())
+}
+
+#[cfg(unix)]
+fn unsafe_euid() -> u32 {
+    // SAFETY: geteuid cannot fail and has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// Whether `gid` is the user-private group of `uid`: the user's primary
+/// group, named like the user.
+#[cfg(unix)]
+fn is_private_group(uid: u32, gid: u32) -> bool {
+    match (passwd_entry(uid), group_name_of(gid)) {
+        (Some((name, primary)), Some(group)) => primary == gid && group == name,
+        _ => false,
+    }
+}
+
+#[cfg(unix)]
+fn user_name(uid: u32) -> String {
+    passwd_entry(uid).map_or_else(|| format!("uid {uid}"), |(name, _)| format!("user {name} (uid {uid})"))
+}
+
+#[cfg(unix)]
+fn group_name(gid: u32) -> String {
+    group_name_of(gid).map_or_else(|| format!("gid {gid}"), |name| format!("{name} (gid {gid})"))
+}
+
+/// The user name and primary group of `uid`.
+#[cfg(unix)]
+fn passwd_entry(uid: u32) -> Option<(String, u32)> {
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids).
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: the buffers outlive the call; getpwuid_r writes only within them.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points to a NUL-terminated string in `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }.to_string_lossy().into_owned();
+    Some((name, pwd.pw_gid))
+}
+
+/// The name of group `gid`.
+#[cfg(unix)]
+fn group_name_of(gid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    // SAFETY: all-zero is a valid `group` (null pointers, zero id).
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: the buffers outlive the call; getgrgid_r writes only within them.
+    let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() || grp.gr_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success gr_name points to a NUL-terminated string in `buf`.
+    Some(unsafe { std::ffi::CStr::from_ptr(grp.gr_name) }.to_string_lossy().into_owned())
+}
+
+/// Step 3: an ELF file must hold every segment and table its headers point
+/// to. A file cut short would otherwise be mapped, and the first access past
+/// its end would kill the process (SIGBUS) with no message.
+#[cfg(unix)]
+fn check_elf(v: &mut Vetted) -> Result<(), LoadError> {
+    use std::os::unix::fs::FileExt;
+    let not_lib = |detail: String| LoadError::NotALibrary { path: v.path.clone(), detail };
+    let mut header = [0u8; 64];
+    let n = v.file.read_at(&mut header, 0).map_err(|e| not_lib(format!("cannot read: {e}")))?;
+    if n < 52 || header[..4] != *b"\x7fELF" {
+        if cfg!(target_os = "linux") {
+            return Err(not_lib("it is not an ELF file".into()));
+        }
+        return Ok(());
+    }
+    let is64 = match header[4] {
+        1 => false,
+        2 => true,
+        _ => return Err(not_lib("unknown ELF class".into())),
+    };
+    let little = match header[5] {
+        1 => true,
+        2 => false,
+        _ => return Err(not_lib("unknown ELF byte order".into())),
+    };
+    let u16_at = |b: &[u8], o: usize| {
+        let x = [b[o], b[o + 1]];
+        if little {
+            u16::from_le_bytes(x)
+        } else {
+            u16::from_be_bytes(x)
+        }
+    };
+    let u32_at = |b: &[u8], o: usize| {
+        let x = [b[o], b[o + 1], b[o + 2], b[o + 3]];
+        if little {
+            u32::from_le_bytes(x)
+        } else {
+            u32::from_be_bytes(x)
+        }
+    };
+    let u64_at = |b: &[u8], o: usize| {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[o..o + 8]);
+        if little {
+            u64::from_le_bytes(x)
+        } else {
+            u64::from_be_bytes(x)
+        }
+    };
+    if is64 && n < 64 {
+        return Err(not_lib("its ELF header is cut short".into()));
+    }
+    let (phoff, shoff, phentsize, phnum, shentsize, shnum) = if is64 {
+        (
+            u64_at(&header, 32),
+            u64_at(&header, 40),
+            u16_at(&header, 54),
+            u16_at(&header, 56),
+            u16_at(&header, 58),
+            u16_at(&header, 60),
+        )
+    } else {
+        (
+            u64::from(u32_at(&header, 28)),
+            u64::from(u32_at(&header, 32)),
+            u16_at(&header, 42),
+            u16_at(&header, 44),
+            u16_at(&header, 46),
+            u16_at(&header, 48),
+        )
+    };
+    let size = v.size;
+    let cut = |what: &str, end: u64| {
+        not_lib(format!(
+            "it is cut short: its {what} ends at byte {end}, but the file has {size} bytes (an interrupted copy?)"
+        ))
+    };
+    let ph_end = phoff.saturating_add(u64::from(phentsize) * u64::from(phnum));
+    if ph_end > size {
+        return Err(cut("program header table", ph_end));
+    }
+    if shnum > 0 {
+        let sh_end = shoff.saturating_add(u64::from(shentsize) * u64::from(shnum));
+        if sh_end > size {
+            return Err(cut("section header table", sh_end));
         }
     }
-    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut table = vec![0u8; (ph_end - phoff) as usize];
+    v.file.read_exact_at(&mut table, phoff).map_err(|e| not_lib(format!("cannot read its program headers: {e}")))?;
+    for entry in table.chunks_exact(usize::from(phentsize.max(1))) {
+        let (offset, filesz) = if is64 {
+            if entry.len() < 40 {
+                return Err(not_lib("malformed program header".into()));
+            }
+            (u64_at(entry, 8), u64_at(entry, 32))
+        } else {
+            if entry.len() < 20 {
+                return Err(not_lib("malformed program header".into()));
+            }
+            (u64::from(u32_at(entry, 4)), u64::from(u32_at(entry, 16)))
+        };
+        let end = offset.saturating_add(filesz);
+        if end > size {
+            return Err(cut("segment", end));
+        }
+    }
+    Ok(())
+}
+
+/// Loaded libraries by (device, inode).
+static LOADED: Mutex<Option<HashMap<(u64, u64), PluginRoot_Ref>>> = Mutex::new(None);
+
+/// Vets and loads one plugin file (steps 1-6).
+pub fn load_file(path: &Path, pin: Option<&str>, policy: Policy) -> Result<Loaded, LoadError> {
+    let vetted = vet(path, pin, policy)?;
+    load_vetted(vetted)
+}
+
+/// Steps 5-6: loads the library through the vetted handle.
+pub fn load_vetted(vetted: Vetted) -> Result<Loaded, LoadError> {
+    let path = vetted.path.clone();
     let mut cache = LOADED.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(root) = cache.get_or_insert_with(HashMap::new).get(&key) {
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some(root) = cache.get(&vetted.id) {
         return Ok(Loaded { root: *root });
     }
-    let header = lib_header_from_path(&key).map_err(|e| map_library_error(path, e))?;
+    #[cfg(target_os = "linux")]
+    let load_path = {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", vetted.file.as_raw_fd()))
+    };
+    #[cfg(not(target_os = "linux"))]
+    let load_path = path.clone();
+    let id = vetted.id;
+    // Once a library was opened under a name, the dynamic loader answers that
+    // name with it for ever (libraries are never unloaded): the handle must
+    // stay open, whatever happens next, so that no other file ever gets its
+    // number and name.
+    KEPT.lock().unwrap_or_else(|p| p.into_inner()).push(vetted.file);
+    let header = lib_header_from_path(&load_path).map_err(|e| map_library_error(&path, e))?;
     // Later interface minors: on a layout mismatch, retry here with the frozen
-    // snapshot types of each older released minor (none exist before 1.1).
-    let root = header.init_root_module::<PluginRoot_Ref>().map_err(|e| map_library_error(path, e))?;
-    cache.get_or_insert_with(HashMap::new).insert(key, root);
-    Ok(Loaded { root })
+    // snapshot types of each older released minor.
+    let root = header.init_root_module::<PluginRoot_Ref>().map_err(|e| map_library_error(&path, e))?;
+    let loaded = Loaded { root };
+    check_panic_strategy(&path, &loaded.info())?;
+    cache.insert(id, root);
+    Ok(loaded)
+}
+
+/// Every handle a library was loaded through (see [`load_vetted`]).
+static KEPT: Mutex<Vec<File>> = Mutex::new(Vec::new());
+
+/// Refuses a plugin that aborts on panic; one that does not say (built by
+/// hand or by an older kit) loads with a note.
+fn check_panic_strategy(path: &Path, info: &PluginInfo) -> Result<(), LoadError> {
+    match info.panic_strategy() {
+        Some("abort") => Err(LoadError::AbortsOnPanic(path.to_path_buf())),
+        Some(_) => Ok(()),
+        None => {
+            tracing::info!(
+                target: "credhost::loader",
+                file = %path.display(),
+                "the plugin does not record its panic strategy (built by hand or by an older kit); if it was built with panic = \"abort\", a panic in it ends this process"
+            );
+            Ok(())
+        }
+    }
 }
 
 fn map_library_error(path: &Path, e: LibraryError) -> LoadError {
@@ -290,5 +590,52 @@ fn map_library_error(path: &Path, e: LibraryError) -> LoadError {
             let first = text.lines().next().unwrap_or("unknown error").to_owned();
             LoadError::Other { path, detail: first }
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn this_exe_copy(dir: &Path) -> PathBuf {
+        // Any ELF file will do for the checks before loading.
+        let p = dir.join("libcredhost_x.so");
+        std::fs::copy(std::env::current_exe().unwrap(), &p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn truncated_files_are_refused_before_loading() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = this_exe_copy(dir.path());
+        assert!(vet(&p, None, Policy::default()).is_ok());
+        let len = std::fs::metadata(&p).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len / 2).unwrap();
+        let e = vet(&p, None, Policy::default()).err().unwrap().to_string();
+        assert!(e.contains("is cut short"), "{e}");
+        std::fs::write(&p, b"\x7fELF").unwrap();
+        assert!(vet(&p, None, Policy::default()).is_err());
+    }
+
+    #[test]
+    fn links_open_files_and_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = this_exe_copy(dir.path());
+        let link = dir.path().join("libcredhost_link.so");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        let e = vet(&link, None, Policy::default()).err().unwrap().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = vet(&p, None, Policy::default()).err().unwrap().to_string();
+        assert!(e.contains("world-writable"), "{e}");
+        assert!(vet(&p, None, Policy { allow_insecure_permissions: true }).is_ok());
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sha = sha256_file(&p).unwrap();
+        assert!(vet(&p, Some(&sha), Policy::default()).is_ok());
+        let e = vet(&p, Some(&"0".repeat(64)), Policy::default()).err().unwrap().to_string();
+        assert!(e.contains("but the configuration pins"), "{e}");
     }
 }

@@ -1,9 +1,16 @@
 //! A provider of one plugin instance, as the embedding service uses it.
 
 use std::{
+    future::Future,
     io::Read,
     path::{Path, PathBuf},
-    sync::Arc,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use abi_stable::{
@@ -16,7 +23,7 @@ use credhost_plugin_api::{
     ProgressBox, Progress_TO, ProviderBox, RegistryAuth, RegistryRequest, TransferResult, UploadRequest, UploadSource,
 };
 
-use crate::{names, token_cache::TokenCache, Error, Result};
+use crate::{config::Limits, names, token_cache::TokenCache, Error, Result};
 
 /// Receives the progress of a transfer. Called from the plugin's threads:
 /// keep it quick and never block.
@@ -62,6 +69,10 @@ struct Inner {
     info: PluginInfo,
     provider: ProviderBox,
     tokens: TokenCache,
+    limits: Limits,
+    /// Set when the plugin panicked: from then on every call is refused at
+    /// once, until a new provider is built.
+    failed: AtomicBool,
 }
 
 /// The operations, with the capability each needs.
@@ -85,6 +96,10 @@ impl Op {
         }
     }
 
+    fn is_transfer(self) -> bool {
+        matches!(self, Op::Upload | Op::Download)
+    }
+
     fn capability(self) -> Capabilities {
         match self {
             Op::Registry => Capabilities::REGISTRY,
@@ -97,8 +112,23 @@ impl Op {
 }
 
 impl ProviderHandle {
-    pub(crate) fn new(instance: String, plugin: String, info: PluginInfo, provider: ProviderBox) -> Self {
-        Self { inner: Arc::new(Inner { instance, plugin, info, provider, tokens: TokenCache::default() }) }
+    pub(crate) fn new(
+        instance: String,
+        plugin: String,
+        info: PluginInfo,
+        provider: ProviderBox,
+        limits: Limits,
+    ) -> Self {
+        let tokens = TokenCache::default();
+        Self {
+            inner: Arc::new(Inner { instance, plugin, info, provider, tokens, limits, failed: AtomicBool::new(false) }),
+        }
+    }
+
+    /// Whether the plugin panicked in this provider, which then refuses
+    /// every call; build a new provider to use the instance again.
+    pub fn is_failed(&self) -> bool {
+        self.inner.failed.load(Ordering::Acquire)
     }
 
     /// The instance name.
@@ -140,11 +170,54 @@ impl ProviderHandle {
         })
     }
 
-    async fn call<T>(&self, op: Op, fut: FfiFuture<PResult<T>>) -> Result<T> {
-        fut.await.into_result().map_err(|source| self.plugin_error(op, source))
+    /// Calls into the plugin under the instance's limits: a deadline for
+    /// calls, an idle-progress watchdog for transfers (`watch`). Whatever the
+    /// plugin's future does, the host survives it: a panic reported by its
+    /// poll becomes an error of kind panicked and takes the provider out of
+    /// service; a deadline that passes drops the future, which cancels the
+    /// plugin's task.
+    async fn call<T>(&self, op: Op, fut: FfiFuture<PResult<T>>, watch: Option<&Watch>) -> Result<T> {
+        if self.is_failed() {
+            return Err(self.plugin_error(
+                op,
+                PluginError::new(
+                    PluginKind::PANICKED,
+                    "the plugin panicked earlier and this provider is out of service until it is built again",
+                ),
+            ));
+        }
+        let guarded = Guarded(Some(fut));
+        let outcome = match watch {
+            Some(w) if op.is_transfer() => {
+                tokio::select! {
+                    r = guarded => Some(r),
+                    () = w.stalled(self.inner.limits.transfer_idle) => None,
+                }
+            }
+            _ => tokio::time::timeout(self.inner.limits.call, guarded).await.ok(),
+        };
+        let after = if op.is_transfer() { self.inner.limits.transfer_idle } else { self.inner.limits.call };
+        match outcome {
+            None => Err(Error::Timeout { instance: self.inner.instance.clone(), op: op.name(), after }),
+            Some(Err(Panicked)) => {
+                self.inner.failed.store(true, Ordering::Release);
+                let source =
+                    PluginError::new(PluginKind::PANICKED, "the plugin panicked (its future reported a panic)");
+                Err(self.plugin_error(op, source))
+            }
+            Some(Ok(r)) => r.into_result().map_err(|source| {
+                if source.kind == PluginKind::PANICKED {
+                    self.inner.failed.store(true, Ordering::Release);
+                }
+                self.plugin_error(op, source)
+            }),
+        }
     }
 
-    fn plugin_error(&self, op: Op, source: PluginError) -> Error {
+    fn plugin_error(&self, op: Op, mut source: PluginError) -> Error {
+        // Transport errors quote the URL they failed on, and such URLs can be
+        // credentials themselves (signed queries, session ids, user:pass@).
+        source.message = credhost_plugin_api::rules::scrub_urls(&source.message).into();
         Error::Plugin { instance: self.inner.instance.clone(), op: op.name(), source }
     }
 
@@ -174,7 +247,7 @@ impl ProviderHandle {
                 if let Some(scope) = scope {
                     req = req.with_scope(scope);
                 }
-                let auth = self.call(Op::Registry, self.inner.provider.registry_auth(req)).await?;
+                let auth = self.call(Op::Registry, self.inner.provider.registry_auth(req), None).await?;
                 Ok(auth.into_option())
             })
             .await
@@ -198,14 +271,15 @@ impl ProviderHandle {
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
         let abs = std::path::absolute(path).map_err(|e| Error::io("cannot resolve", path, e))?;
+        let watch = Watch::new(opts.progress.clone());
         let req = UploadRequest {
             name: name.into(),
             source: UploadSource::Path(abs.display().to_string().into()),
             size_hint: ROption::RSome(size),
-            progress: progress_box(&opts.progress),
+            progress: watch.progress_box(),
             extra: Extra::new(),
         };
-        self.call(Op::Upload, self.inner.provider.upload(req)).await
+        self.call(Op::Upload, self.inner.provider.upload(req), Some(&watch)).await
     }
 
     /// Uploads a stream of unknown length (a request body, a pipe). `reader`
@@ -220,15 +294,16 @@ impl ProviderHandle {
     ) -> Result<TransferResult> {
         self.require(Op::Upload)?;
         names::validate_name(name)?;
-        let source = ByteSource_TO::from_value(ReadSource(reader), TD_Opaque);
+        let watch = Watch::new(progress);
+        let source = ByteSource_TO::from_value(ReadSource { reader, watch: watch.clone() }, TD_Opaque);
         let req = UploadRequest {
             name: name.into(),
             source: UploadSource::Stream(source),
             size_hint: size_hint.into(),
-            progress: progress_box(&progress),
+            progress: watch.progress_box(),
             extra: Extra::new(),
         };
-        self.call(Op::Upload, self.inner.provider.upload(req)).await
+        self.call(Op::Upload, self.inner.provider.upload(req), Some(&watch)).await
     }
 
     /// Downloads `bucket`/`name` to `dest`. The bytes go to a private
@@ -265,14 +340,15 @@ impl ProviderHandle {
             .map_err(|e| Error::io("cannot create a directory in", &dir, e))?;
         let part = std::path::absolute(work.path().join(file_name))
             .map_err(|e| Error::io("cannot resolve", work.path(), e))?;
+        let watch = Watch::new(opts.progress.clone());
         let req = DownloadRequest {
             bucket: bucket.into(),
             name: name.into(),
             dest: DownloadDest::Path(part.display().to_string().into()),
-            progress: progress_box(&opts.progress),
+            progress: watch.progress_box(),
             extra: Extra::new(),
         };
-        let result = self.call(Op::Download, self.inner.provider.download(req)).await?;
+        let result = self.call(Op::Download, self.inner.provider.download(req), Some(&watch)).await?;
         persist(&part, dest, opts.force)?;
         Ok(result)
     }
@@ -281,14 +357,14 @@ impl ProviderHandle {
     pub async fn credentials(&self) -> Result<Vec<CredentialEntry>> {
         self.require(Op::Credentials)?;
         let entries =
-            self.call(Op::Credentials, self.inner.provider.credentials(CredentialsRequest::default())).await?;
+            self.call(Op::Credentials, self.inner.provider.credentials(CredentialsRequest::default()), None).await?;
         Ok(entries.into_vec())
     }
 
     /// The plugin's live probe.
     pub async fn check(&self) -> Result<CheckReport> {
         self.require(Op::Check)?;
-        self.call(Op::Check, self.inner.provider.check(CheckRequest::default())).await
+        self.call(Op::Check, self.inner.provider.check(CheckRequest::default()), None).await
     }
 
     /// Waits (at most `timeout`) for the clean-up work of cancelled
@@ -329,30 +405,127 @@ fn persist(part: &Path, dest: &Path, force: bool) -> Result<()> {
     }
 }
 
-/// The caller's progress receiver as the interface's progress object.
-fn progress_box(progress: &Option<Arc<dyn Progress>>) -> ROption<ProgressBox> {
-    progress.as_ref().map(|p| Progress_TO::from_value(ProgressAdapter(p.clone()), TD_Opaque)).into()
+/// Watches a transfer for progress: every report of the plugin (and every
+/// read of a streamed source) counts, and is passed on to the caller's
+/// progress receiver.
+#[derive(Clone)]
+struct Watch(Arc<WatchInner>);
+
+struct WatchInner {
+    started: Instant,
+    /// Milliseconds after `started` of the latest sign of progress.
+    last: AtomicU64,
+    forward: Option<Arc<dyn Progress>>,
 }
 
-struct ProgressAdapter(Arc<dyn Progress>);
+impl Watch {
+    fn new(forward: Option<Arc<dyn Progress>>) -> Self {
+        Self(Arc::new(WatchInner { started: Instant::now(), last: AtomicU64::new(0), forward }))
+    }
 
-impl credhost_plugin_api::Progress for ProgressAdapter {
+    fn touch(&self) {
+        let ms = u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// Completes once nothing moved for `idle`.
+    async fn stalled(&self, idle: Duration) {
+        loop {
+            let last = Duration::from_millis(self.0.last.load(Ordering::Relaxed));
+            let quiet = self.0.started.elapsed().saturating_sub(last);
+            if quiet >= idle {
+                return;
+            }
+            tokio::time::sleep((idle - quiet).min(Duration::from_secs(1))).await;
+        }
+    }
+
+    fn progress_box(&self) -> ROption<ProgressBox> {
+        ROption::RSome(Progress_TO::from_value(self.clone(), TD_Opaque))
+    }
+}
+
+impl credhost_plugin_api::Progress for Watch {
     fn set_total(&self, total: u64) {
-        self.0.set_total(total);
+        self.touch();
+        if let Some(p) = &self.0.forward {
+            p.set_total(total);
+        }
     }
     fn advance(&self, bytes: u64) {
-        self.0.advance(bytes);
+        self.touch();
+        if let Some(p) = &self.0.forward {
+            p.advance(bytes);
+        }
     }
 }
 
-/// A `std::io::Read` as a plugin byte source.
-struct ReadSource<R>(R);
+/// A plugin future whose poll may report a panic (a plugin not built with
+/// the kit): async-ffi raises it again in the host, where it is caught
+/// here. The future is then leaked rather than dropped: its state is
+/// unknown, and its drop could panic again (which would abort).
+struct Guarded<F>(Option<F>);
+
+/// The plugin's future panicked.
+struct Panicked;
+
+impl<F: Future + Unpin> Future for Guarded<F> {
+    type Output = std::result::Result<F::Output, Panicked>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(fut) = self.0.as_mut() else { return Poll::Ready(Err(Panicked)) };
+        let polled = quiet_panics(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Pin::new(fut).poll(cx))));
+        match polled {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => {
+                std::mem::forget(payload);
+                if let Some(f) = self.0.take() {
+                    std::mem::forget(f);
+                }
+                Poll::Ready(Err(Panicked))
+            }
+        }
+    }
+}
+
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the panic message of a caught plugin panic kept off
+/// standard error (the error says what happened). Installs, once, a panic
+/// hook that defers to the one in place for every other panic.
+fn quiet_panics<R>(f: impl FnOnce() -> R) -> R {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let r = f();
+    QUIET.with(|q| q.set(false));
+    r
+}
+
+/// A `std::io::Read` as a plugin byte source; every read counts as progress.
+struct ReadSource<R> {
+    reader: R,
+    watch: Watch,
+}
 
 impl<R: Read + Send> ByteSource for ReadSource<R> {
     fn read(&mut self, mut buf: RSliceMut<'_, u8>) -> PResult<usize> {
         loop {
-            match self.0.read(buf.as_mut_slice()) {
-                Ok(n) => return PResult::ROk(n),
+            match self.reader.read(buf.as_mut_slice()) {
+                Ok(n) => {
+                    self.watch.touch();
+                    return PResult::ROk(n);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     return PResult::RErr(PluginError::new(PluginKind::IO, format!("reading the upload source: {e}")))
