@@ -100,7 +100,7 @@ struct ReloadState {
 /// What an attempt prepared, without holding any lock.
 enum Prepared {
     /// Only things around the provider changed: keep it, take the new configuration.
-    SameProvider(Config, String),
+    SameProvider(Box<Config>, String),
     /// A new provider, built and checked.
     NewProvider(Active),
 }
@@ -253,7 +253,7 @@ impl Shared {
         let config = Config::from_text(&self.path, text, self.platform_override.as_deref())?;
         let identity = provider_identity(&config);
         if identity == self.active().identity {
-            return Ok(Prepared::SameProvider(config, identity));
+            return Ok(Prepared::SameProvider(Box::new(config), identity));
         }
         let platform = config.platform.clone();
         let provider = build_provider(config.clone()).await?;
@@ -281,7 +281,7 @@ impl Shared {
             Prepared::SameProvider(config, identity) => {
                 // Comments, other instances or [registries] changed: keep the
                 // provider and its token cache.
-                let active = Active { config: Arc::new(config), provider: old.provider.clone(), identity };
+                let active = Active { config: Arc::new(*config), provider: old.provider.clone(), identity };
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
                 self.status.send_if_modified(|s| s.last_error.take().is_some());
                 false
