@@ -199,7 +199,7 @@ fn pins() {
 
     // `--pin` prints what to paste.
     let out = ws.run(&["plugins", "--pin"]).ok();
-    assert!(out.contains(&format!("[plugins.local]")) && out.contains(&format!("sha256 = \"{sha}\"")), "{out}");
+    assert!(out.contains("[plugins.local]") && out.contains(&format!("sha256 = \"{sha}\"")), "{out}");
 
     ws.write_config(&base.replace(
         "[plugins.local.settings]",
