@@ -3,7 +3,7 @@
 //! provider, download it again, and check the bytes are identical.
 //!
 //! ```text
-//! cargo build --release && cargo run --release --example roundtrip [-- PLUGINS_TOML]
+//! cargo build --release -p credhost-local && cargo run --release --example roundtrip [-- PLUGINS_TOML]
 //! ```
 
 use std::{io::Write, path::Path, time::Instant};

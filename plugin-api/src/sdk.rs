@@ -597,16 +597,52 @@ fn install_host_logging(plugin: &'static str, host: HostServicesBox) {
             panic_host.log(LogLevel::ERROR, "panic".into(), msg.as_str().into());
         }));
         let filter_host = host.clone();
+        let dependencies = std::env::var(LOG_DEPENDENCIES_VAR).is_ok_and(|v| v == "1");
         // Asked per event, so a host that changes its log level (or sets up
         // logging after loading the plugin) is obeyed.
         let filter = tracing_subscriber::filter::DynFilterFn::new(move |meta, _cx| {
             let max = filter_host.max_log_level();
-            max != LogLevel(0) && to_level(*meta.level()) <= max
+            let level = to_level(*meta.level());
+            if level > LogLevel::INFO && !dependencies && is_transport(meta.target()) {
+                return false;
+            }
+            max != LogLevel(0) && level <= max
         });
         let layer = HostLog { plugin, host: ArcHost(host).into_box() };
         let subscriber = tracing_subscriber::registry().with(layer.with_filter(filter));
         let _ = tracing::subscriber::set_global_default(subscriber);
     });
+}
+
+/// Set to `1`, forwards the debug and trace records of the HTTP, TLS and
+/// cloud-SDK libraries a plugin uses; without it they stay in the plugin.
+/// Those records can hold credentials: request and response bodies (an ECR
+/// authorization token), headers, signed URLs.
+pub const LOG_DEPENDENCIES_VAR: &str = "CREDHOST_LOG_DEPENDENCIES";
+
+/// Whether `target` is a module of a transport library (an HTTP client or
+/// server, TLS, a cloud SDK's runtime).
+fn is_transport(target: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "aws_smithy",
+        "aws_sdk_",
+        "aws_config",
+        "aws_runtime",
+        "aws_sigv4",
+        "aws_credential_types",
+        "aws_types",
+        "hyper",
+        "h2",
+        "reqwest",
+        "rustls",
+        "tokio_rustls",
+        "hyper_rustls",
+        "tower",
+        "http",
+        "ring",
+        "want",
+    ];
+    PREFIXES.iter().any(|p| target.starts_with(p))
 }
 
 /// Shares one host-services object between the log layer and the panic hook.

@@ -13,6 +13,27 @@ fn aws_ws(svc: &Services) -> Workspace {
     Workspace::aws(svc, &svc.var("CREDHOST_TEST_S3_ENDPOINT"), "")
 }
 
+/// The SDK's own trace records stay in the plugin unless asked for, and even
+/// then ECR's answer (a registry password) shows as redacted.
+#[test]
+fn the_ecr_answer_never_reaches_a_trace_record() {
+    let svc = Services::get();
+    let ws = aws_ws(&svc);
+    let password = svc.var("CREDHOST_TEST_AWS_REGISTRY_PASSWORD");
+    for forward in [false, true] {
+        let mut cmd = ws.cmd(&["credentials", "--format", "json"]);
+        cmd.env("CREDHOST_LOG", "trace");
+        if forward {
+            cmd.env("CREDHOST_LOG_DEPENDENCIES", "1");
+        }
+        let run = Run(cmd.output().unwrap());
+        assert_eq!(run.code(), 0, "{}", run.stderr());
+        let err = run.stderr();
+        assert_eq!(err.contains("read HTTP response body"), forward, "dependency records forwarded only when asked");
+        assert!(!err.contains(&password), "the ECR password in a trace record (forwarding: {forward})");
+    }
+}
+
 #[test]
 fn ecr_token_is_fetched_decoded_and_matched_by_host() {
     let svc = Services::get();

@@ -3,156 +3,13 @@
 //! issued by the local OAuth token endpoint, the metadata-server stand-in,
 //! and the Python google-cloud-storage client as a second real client.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use credhost_e2e::*;
+use credhost_e2e::{gcp::*, *};
 
 const MIB: u64 = 1 << 20;
 /// The plugin's resumable chunk size.
 const CHUNK: u64 = 16 * MIB;
-
-/// Variables that would let the machine's own Google credentials in.
-const GOOGLE_VARS: [&str; 4] = ["GOOGLE_APPLICATION_CREDENTIALS", "GCE_METADATA_HOST", "CLOUDSDK_CONFIG", "DEPLOY_KEY"];
-
-/// A workspace with the gcp plugin active; `credentials` is the TOML value
-/// of the `credentials` setting, or `None` for the default order.
-fn gcp_ws(svc: &Services, credentials: Option<&str>) -> Workspace {
-    let ws = Workspace::new();
-    let credentials = credentials.map(|c| format!("credentials = {c}\n")).unwrap_or_default();
-    ws.write_config(&format!(
-        "platform = \"gcp\"\nplugin_dir = {:?}\n\n[plugins.gcp.settings]\nproject_id = \"{}\"\nlocation = \"us-central1\"\nregistry = \"us-central1-docker.pkg.dev\"\nbucket = \"{}\"\nstorage_endpoint = \"{}\"\n{credentials}",
-        release_dir().display().to_string(),
-        svc.var("CREDHOST_TEST_GCP_PROJECT"),
-        svc.var("CREDHOST_TEST_GCS_BUCKET"),
-        svc.var("CREDHOST_TEST_GCS_ENDPOINT"),
-    ));
-    ws
-}
-
-/// A workspace using a fresh service-account key (tokens living `lifetime`
-/// seconds) from `key.json`; returns the key JSON too.
-fn keyed_ws(svc: &Services, lifetime: u64) -> (Workspace, serde_json::Value) {
-    let ws = gcp_ws(svc, Some("{ service_account_file = \"key.json\" }"));
-    let key = new_key(svc, lifetime);
-    std::fs::write(ws.path("key.json"), key.to_string()).unwrap();
-    (ws, key)
-}
-
-/// Runs credhost with the Google variables of this machine removed, `HOME`
-/// in the workspace (no gcloud file), and `env` set.
-fn run(ws: &Workspace, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut c = ws.cmd(args);
-    for k in GOOGLE_VARS {
-        c.env_remove(k);
-    }
-    c.env("HOME", ws.dir.path());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    Run(c.output().expect("spawn credhost"))
-}
-
-const HTTP: &str = r#"
-import json, os, sys, urllib.request, urllib.error
-def call(method, url, body=None, headers=None):
-    req = urllib.request.Request(url, data=body.encode() if body else None, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-"#;
-
-/// `METHOD URL [BODY]` against a stand-in's control API; the JSON answer.
-fn control(svc: &Services, method: &str, url: &str, body: Option<&str>) -> serde_json::Value {
-    let script = format!("{HTTP}\ncode, text = call(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)\nassert code == 200, (code, text)\nprint(text)");
-    let mut args = vec![method, url];
-    args.extend(body);
-    serde_json::from_str(&python(svc, &script, &args)).expect("control JSON")
-}
-
-fn new_key(svc: &Services, lifetime: u64) -> serde_json::Value {
-    control(
-        svc,
-        "POST",
-        &format!("{}/_test/service-account?lifetime={lifetime}", svc.var("CREDHOST_TEST_GCP_AUTH")),
-        None,
-    )
-}
-
-fn fault(svc: &Services, fault: serde_json::Value) {
-    control(svc, "POST", &format!("{}/_proxy/fault", svc.var("CREDHOST_TEST_GCS_ENDPOINT")), Some(&fault.to_string()));
-}
-
-fn stats(svc: &Services, object: &str) -> serde_json::Value {
-    control(svc, "GET", &format!("{}/_proxy/stats?object={object}", svc.var("CREDHOST_TEST_GCS_ENDPOINT")), None)
-}
-
-/// Who the token endpoint issued `token` to, or `None` when it is not current.
-fn token_account(svc: &Services, token: &str) -> Option<String> {
-    let script = format!("{HTTP}\nimport urllib.parse\ncode, text = call('GET', os.environ['CREDHOST_TEST_GCP_AUTH'] + '/_test/tokeninfo?access_token=' + urllib.parse.quote(sys.argv[1]))\nprint(json.loads(text)['account'] if code == 200 else '')");
-    Some(python(svc, &script, &[token]).trim().to_owned()).filter(|a| !a.is_empty())
-}
-
-/// Python prelude: a google-cloud-storage client on the emulator itself.
-const GCS_CLIENT: &str = r#"
-import hashlib, os, sys
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
-client = storage.Client(project=os.environ["CREDHOST_TEST_GCP_PROJECT"], credentials=AnonymousCredentials(),
-                        client_options={"api_endpoint": os.environ["CREDHOST_TEST_GCS_EMULATOR"]})
-bucket = client.bucket(os.environ["CREDHOST_TEST_GCS_BUCKET"])
-"#;
-
-fn python_sha256(svc: &Services, name: &str) -> String {
-    let script = format!("{GCS_CLIENT}\nprint(hashlib.sha256(bucket.blob(sys.argv[1]).download_as_bytes(checksum='crc32c')).hexdigest())");
-    python(svc, &script, &[name]).trim().to_owned()
-}
-
-/// Frees the emulator's memory (it keeps every object in RAM, and the
-/// services outlive test runs).
-fn delete_object(svc: &Services, name: &str) {
-    let script = format!(
-        "{HTTP}\nimport urllib.parse\ncode, text = call('DELETE', os.environ['CREDHOST_TEST_GCS_EMULATOR'] + '/storage/v1/b/' + os.environ['CREDHOST_TEST_GCS_BUCKET'] + '/o/' + urllib.parse.quote(sys.argv[1], safe=''))\nassert code in (200, 204), (code, text)"
-    );
-    python(svc, &script, &[name]);
-}
-
-fn json_of(out: &str) -> serde_json::Value {
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-fn decode_b64(s: &str) -> String {
-    python(&Services::get(), "import base64,sys; print(base64.b64decode(sys.argv[1]).decode())", &[s])
-        .trim_end()
-        .to_owned()
-}
-
-#[test]
-fn round_trips_including_half_gib() {
-    let svc = Services::get();
-    let (ws, _) = keyed_ws(&svc, 3600);
-    // One request, just under one chunk, four chunks, and 32 chunks.
-    for (size, seed) in [(1000u64, 31u64), (CHUNK - 200, 32), (3 * CHUNK + 5, 33), (512 * MIB, 34)] {
-        let name = unique("gcs-rt");
-        write_zip(&ws.path("src.zip"), size, seed);
-        let put = json_of(&run(&ws, &["upload", "src.zip", "--name", &name, "--json"], &[]).ok());
-        assert_eq!((put["bucket"].as_str(), put["name"].as_str()), (Some("projects"), Some(name.as_str())));
-        let got = json_of(&run(&ws, &["download", "projects", &name, "-o", "dst.zip", "--force", "--json"], &[]).ok());
-        assert_eq!(got["checksum"], put["checksum"], "size {size}");
-        assert_eq!(got["size"], put["size"]);
-        assert_eq!(sha256(&ws.path("src.zip")), sha256(&ws.path("dst.zip")), "size {size}");
-        let s = stats(&svc, &name);
-        let resumable = size > CHUNK;
-        assert_eq!(s["initiations"], u64::from(resumable), "{s}");
-        assert_eq!(s["denied"], 0, "{s}");
-        delete_object(&svc, &name);
-    }
-}
 
 #[test]
 fn an_upload_cut_mid_way_resumes_where_the_server_stands() {
@@ -454,40 +311,6 @@ fn bad_settings_name_the_key_and_line() {
     ws.write_config(&text);
     let err = run(&ws, &["check"], &[]).fails_with(2);
     assert!(err.contains("storage_endpoint"), "{err}");
-}
-
-#[test]
-fn a_missing_object_is_not_found_and_leaves_nothing() {
-    let svc = Services::get();
-    let (ws, _) = keyed_ws(&svc, 3600);
-    let err = run(&ws, &["download", "projects", &unique("gcs-missing"), "-o", "x.zip"], &[]).fails_with(3);
-    assert!(err.contains("no object gs://projects/"), "{err}");
-    assert!(!ws.path("x.zip").exists());
-}
-
-#[test]
-fn secrets_stay_out_of_output_and_logs() {
-    let svc = Services::get();
-    let (ws, key) = keyed_ws(&svc, 3600);
-    let pem: Vec<String> = key["private_key"].as_str().unwrap().lines().skip(1).take(3).map(str::to_owned).collect();
-    write_zip(&ws.path("a.zip"), CHUNK + 3, 91);
-    let name = unique("gcs-quiet");
-    for args in [
-        vec!["-vvv", "upload", "a.zip", "--name", name.as_str()],
-        vec!["-vvv", "download", "projects", name.as_str(), "-o", "b.zip"],
-        vec!["-vvv", "credentials"],
-        vec!["-vvv", "credentials", "--format", "json"],
-        vec!["-vvv", "check"],
-    ] {
-        let r = run(&ws, &args, &[]);
-        let all = r.ok() + &r.stderr();
-        // Every token the test endpoints issue starts like this.
-        assert!(!all.contains("ya29."), "token in output of {args:?}");
-        assert!(
-            !all.contains("PRIVATE KEY") && pem.iter().all(|l| !all.contains(l.as_str())),
-            "key in output of {args:?}"
-        );
-    }
 }
 
 /// A reader of `len` pseudo-random bytes: a request body of unknown length.

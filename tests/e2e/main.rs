@@ -3,12 +3,14 @@
 
 mod aws;
 mod bad_input;
+mod conformance;
+mod contract;
 mod credhelper;
 mod fs_store;
 mod gcp;
 mod job_env;
 mod loading;
 mod registry;
-mod s3_conformance;
+mod s3;
 mod service;
 mod switching;

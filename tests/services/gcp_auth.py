@@ -50,7 +50,8 @@ proxy (--proxy-port) in front of gcp-storage-emulator (--upstream), which
     GET /_proxy/stats?object=NAME  what the proxy saw for NAME: requests,
         denied, tokens (distinct tokens used), initiations, chunks,
         status_queries, bytes_up (chunk bytes forwarded), media_gets,
-        range_gets, bytes_down (media bytes relayed), faults.
+        range_gets, bytes_down (media bytes relayed), faults, cancellations
+        (DELETEs of upload sessions).
 
 Every token decision is logged to stderr as one line, `token-issued {json}`,
 `token-denied {json}` or `proxy-denied {json}`; tokens never appear in it.
@@ -111,7 +112,7 @@ class State:
     def stat(self, name):
         return self.stats.setdefault(name, {
             "requests": 0, "denied": 0, "tokens": set(), "initiations": 0, "chunks": 0, "status_queries": 0,
-            "bytes_up": 0, "media_gets": 0, "range_gets": 0, "bytes_down": 0, "faults": 0})
+            "bytes_up": 0, "media_gets": 0, "range_gets": 0, "bytes_down": 0, "faults": 0, "cancellations": 0})
 
 
 STATE = None
@@ -391,6 +392,10 @@ class ProxyHandler(Handler):
             fault = self.take_fault(name, "download", count)
         if fault:
             log("proxy-fault", object=name, op=fault["op"], mode=fault["mode"], n=fault["n"])
+        if self.command == "DELETE" and "upload_id" in query and name:
+            # A client cancelling its resumable upload session.
+            with STATE.lock:
+                stats["cancellations"] += 1
         data_chunk = chunk and not content_range.startswith("bytes */")
         return self.forward(query, name, length, fault, data_chunk, media)
 

@@ -5,6 +5,8 @@
 //! A missing binary or service is a test failure with a message saying what
 //! to run, never a skip.
 
+pub mod gcp;
+
 use std::{
     collections::HashMap,
     io::{Read, Write},

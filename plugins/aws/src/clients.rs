@@ -74,7 +74,8 @@ impl Clients {
             let provider = AssumeRoleProvider::builder(role).session_name("credhost").configure(&sdk).build().await;
             sdk = sdk.into_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build();
         }
-        let mut ecr = aws_sdk_ecr::config::Builder::from(&sdk);
+        // ECR's answer is a registry password: never in a trace record.
+        let mut ecr = aws_sdk_ecr::config::Builder::from(&sdk).interceptor(SensitiveAnswers);
         if let Some(url) = &s.ecr_endpoint_url {
             ecr = ecr.endpoint_url(url);
         }
@@ -100,5 +101,26 @@ impl Clients {
         provider.provide_credentials().await.map_err(|e| {
             PluginError::new(ErrorKind::UNAUTHENTICATED, format!("no usable AWS credentials: {}", error_chain(&e)))
         })
+    }
+}
+
+/// Marks every answer of a client as sensitive, so that the SDK's own trace
+/// records show a redaction marker instead of the response body (unless the
+/// user sets the SDK's `LOG_SENSITIVE_BODIES`).
+#[derive(Debug)]
+struct SensitiveAnswers;
+
+impl aws_sdk_ecr::config::Intercept for SensitiveAnswers {
+    fn name(&self) -> &'static str {
+        "SensitiveAnswers"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &aws_sdk_ecr::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut aws_sdk_ecr::config::ConfigBag,
+    ) -> Result<(), aws_sdk_ecr::error::BoxError> {
+        cfg.interceptor_state().store_put(aws_smithy_runtime_api::client::orchestrator::SensitiveOutput);
+        Ok(())
     }
 }

@@ -1,0 +1,518 @@
+//! The provider guarantees, as one suite run over every storage backend,
+//! each against its real server: the filesystem store, the local plugin on
+//! SeaweedFS, the aws plugin on SeaweedFS and on moto, and the gcp plugin on
+//! the GCS emulator (behind the token-checking proxy). Every backend has a
+//! registry with credentials too, so that every secret a platform handles
+//! is looked for in every output.
+//!
+//! A check a backend cannot do is listed with the reason in
+//! [`Backend::cannot`].
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use credhost_e2e::*;
+
+const MIB: u64 = 1 << 20;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Fs,
+    LocalS3,
+    AwsSeaweed,
+    AwsMoto,
+    Gcp,
+}
+
+struct Backend {
+    kind: Kind,
+    svc: Services,
+}
+
+/// Checks of the suite, for [`Backend::cannot`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    WrongCredentials,
+}
+
+impl Backend {
+    fn new(kind: Kind) -> Self {
+        let b = Self { kind, svc: Services::get() };
+        if kind == Kind::AwsMoto {
+            // moto starts empty: create the projects bucket (idempotent).
+            b.py(
+                &format!("{BOTO3_CLIENT}\ntry:\n    s3.create_bucket(Bucket=bucket)\nexcept s3.exceptions.BucketAlreadyOwnedByYou:\n    pass"),
+                &[],
+            );
+        }
+        b
+    }
+
+    /// Why this backend cannot do `check`, when it cannot.
+    fn cannot(&self, check: Check) -> Option<&'static str> {
+        match (self.kind, check) {
+            (Kind::Fs, Check::WrongCredentials) => Some("the filesystem store has no credentials"),
+            (Kind::AwsMoto, Check::WrongCredentials) => Some("moto accepts any keys"),
+            _ => None,
+        }
+    }
+
+    /// A workspace on this backend, with a registry that needs credentials.
+    fn ws(&self) -> Workspace {
+        let svc = &self.svc;
+        let basic = format!(
+            "{{ url = \"http://{}\", auth = \"basic\", username_env = \"REG_USER\", password_env = \"REG_PASS\" }}",
+            svc.var("CREDHOST_TEST_REGISTRY_BASIC")
+        );
+        let mut ws = match self.kind {
+            Kind::Fs => Workspace::local(&format!(
+                "registry = {basic}\nstorage = {{ kind = \"fs\", root = \"store\", bucket = \"projects\" }}"
+            )),
+            Kind::LocalS3 => Workspace::local_s3(svc, &basic),
+            Kind::AwsSeaweed => Workspace::aws(svc, &svc.var("CREDHOST_TEST_S3_ENDPOINT"), ""),
+            Kind::AwsMoto => Workspace::aws(svc, &svc.var("CREDHOST_TEST_MOTO_ENDPOINT"), ""),
+            Kind::Gcp => gcp::keyed_ws(svc, 3600).0,
+        };
+        ws.set_env("REG_USER", &svc.var("CREDHOST_TEST_REGISTRY_USER"));
+        ws.set_env("REG_PASS", &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+        ws
+    }
+
+    /// The size at which uploads become multi-part (S3 parts are set to
+    /// 8 MiB in the test workspaces; GCS resumable chunks are 16 MiB).
+    fn part_size(&self) -> u64 {
+        match self.kind {
+            Kind::Gcp => 16 * MIB,
+            _ => 8 * MIB,
+        }
+    }
+
+    fn py(&self, script: &str, args: &[&str]) -> String {
+        let s3_env = match self.kind {
+            Kind::AwsMoto => {
+                vec![("CREDHOST_TEST_S3_ENDPOINT".to_owned(), self.svc.var("CREDHOST_TEST_MOTO_ENDPOINT"))]
+            }
+            _ => Vec::new(),
+        };
+        python_with(&self.svc, &s3_env, script, args)
+    }
+
+    /// Whether the object is in the store.
+    fn object_exists(&self, ws: &Workspace, name: &str) -> bool {
+        match self.kind {
+            Kind::Fs => ws.path("store/projects").join(name).exists(),
+            Kind::LocalS3 | Kind::AwsSeaweed | Kind::AwsMoto => {
+                let script = format!(
+                    "{BOTO3_CLIENT}\nimport botocore\ntry:\n    s3.head_object(Bucket=bucket, Key=sys.argv[1]); print('yes')\nexcept botocore.exceptions.ClientError:\n    print('no')"
+                );
+                self.py(&script, &[name]).trim() == "yes"
+            }
+            Kind::Gcp => {
+                let script = format!(
+                    "{}\nimport urllib.parse\ncode, _ = call('GET', os.environ['CREDHOST_TEST_GCS_EMULATOR'] + '/storage/v1/b/' + os.environ['CREDHOST_TEST_GCS_BUCKET'] + '/o/' + urllib.parse.quote(sys.argv[1], safe=''))\nprint('yes' if code == 200 else 'no')",
+                    gcp::HTTP
+                );
+                self.py(&script, &[name]).trim() == "yes"
+            }
+        }
+    }
+
+    /// Whether the server shows an upload of `name` under way: a partial
+    /// temporary file, an open multipart upload with parts, a resumable
+    /// session that received bytes.
+    fn upload_under_way(&self, ws: &Workspace, name: &str) -> bool {
+        match self.kind {
+            Kind::Fs => part_files(&ws.path("store/projects")).iter().any(|p| size_of(p) > 0),
+            Kind::LocalS3 | Kind::AwsSeaweed | Kind::AwsMoto => {
+                let script = format!(
+                    "{BOTO3_CLIENT}\nups = s3.list_multipart_uploads(Bucket=bucket, Prefix=sys.argv[1]).get('Uploads', [])\nparts = sum(len(s3.list_parts(Bucket=bucket, Key=u['Key'], UploadId=u['UploadId']).get('Parts', [])) for u in ups)\nprint(parts)"
+                );
+                self.py(&script, &[name]).trim().parse::<u64>().unwrap_or(0) > 0
+            }
+            Kind::Gcp => gcp::stats(&self.svc, name)["bytes_up"].as_u64().unwrap_or(0) > 0,
+        }
+    }
+
+    /// What an interrupted or failed upload of `name` left behind, if anything.
+    fn leftovers(&self, ws: &Workspace, name: &str) -> Option<String> {
+        if self.object_exists(ws, name) {
+            return Some("an object".into());
+        }
+        match self.kind {
+            Kind::Fs => {
+                let parts = part_files(&ws.path("store/projects"));
+                (!parts.is_empty()).then(|| format!("temporary files {parts:?}"))
+            }
+            Kind::LocalS3 | Kind::AwsSeaweed | Kind::AwsMoto => {
+                let script = format!(
+                    "{BOTO3_CLIENT}\nprint(len(s3.list_multipart_uploads(Bucket=bucket, Prefix=sys.argv[1]).get('Uploads', [])))"
+                );
+                let open = self.py(&script, &[name]).trim().to_owned();
+                (open != "0").then(|| format!("{open} open multipart upload(s)"))
+            }
+            Kind::Gcp => {
+                // An open resumable session is invisible but holds the bytes
+                // until it expires (a week): it must have been cancelled.
+                let s = gcp::stats(&self.svc, name);
+                let opened = s["initiations"].as_u64().unwrap_or(0);
+                (opened > s["cancellations"].as_u64().unwrap_or(0)).then(|| format!("an upload session left open: {s}"))
+            }
+        }
+    }
+
+    /// Makes the workspace's storage credentials wrong.
+    fn break_credentials(&self, ws: &mut Workspace) {
+        match self.kind {
+            Kind::LocalS3 => ws.set_env("TEST_S3_SECRET", "definitely-wrong-secret"),
+            Kind::AwsSeaweed | Kind::AwsMoto => ws.set_env("AWS_SECRET_ACCESS_KEY", "definitely-wrong-secret"),
+            Kind::Gcp => {
+                // A well-formed key the token endpoint never issued.
+                let mut key = gcp::new_key(&self.svc, 3600);
+                let other = gcp::new_key(&self.svc, 3600);
+                key["private_key"] = other["private_key"].clone();
+                std::fs::write(ws.path("key.json"), key.to_string()).unwrap();
+            }
+            Kind::Fs => unreachable!("the filesystem store has no credentials"),
+        }
+    }
+
+    /// Every secret the platform handles in `ws`: storage keys, registry
+    /// passwords and tokens, private keys. Each is also looked for in base64.
+    fn secrets(&self, ws: &Workspace) -> Vec<String> {
+        let svc = &self.svc;
+        let mut secrets = vec![svc.var("CREDHOST_TEST_REGISTRY_PASSWORD")];
+        match self.kind {
+            Kind::Fs => {}
+            Kind::LocalS3 | Kind::AwsSeaweed => secrets.push(svc.var("CREDHOST_TEST_S3_SECRET_KEY")),
+            Kind::AwsMoto => secrets.push(svc.var("CREDHOST_TEST_S3_SECRET_KEY")),
+            Kind::Gcp => {
+                let key: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(ws.path("key.json")).unwrap()).unwrap();
+                let pem = key["private_key"].as_str().unwrap();
+                secrets.extend(pem.lines().filter(|l| !l.starts_with("-----")).take(4).map(str::to_owned));
+            }
+        }
+        // The registry credentials the plugin hands out: asked for explicitly
+        // here, so that the test knows them.
+        let token = ws.run(&["token", "--format", "json"]).ok();
+        let v: serde_json::Value = serde_json::from_str(&token).unwrap();
+        if let Some(password) = v["password"].as_str() {
+            secrets.push(password.to_owned());
+            secrets.push(ws.run(&["token"]).ok().trim().to_owned());
+        }
+        secrets.sort();
+        secrets.dedup();
+        secrets
+    }
+
+    fn forget(&self, name: &str) {
+        if self.kind == Kind::Gcp {
+            gcp::delete_object(&self.svc, name);
+        }
+    }
+}
+
+fn size_of(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Temporary files (`*.part`) anywhere under `dir`.
+fn part_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.to_string_lossy().ends_with(".part") {
+                out.push(p.clone());
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn base64(s: &str) -> String {
+    python(&Services::get(), "import base64,sys; print(base64.b64encode(sys.argv[1].encode()).decode())", &[s])
+        .trim()
+        .to_owned()
+}
+
+// ----------------------------------------------------------------- the checks
+
+/// Round trips below, at and above the multi-part size, and half a GiB.
+fn round_trips(b: &Backend) {
+    let ws = b.ws();
+    let part = b.part_size();
+    for (size, seed) in [(1000u64, 11u64), (part, 12), (3 * part + 5, 13), (512 * MIB, 14)] {
+        let name = unique("rt");
+        let src = ws.path("src.zip");
+        write_zip(&src, size, seed);
+        let put: serde_json::Value =
+            serde_json::from_str(&ws.run(&["upload", "src.zip", "--name", &name, "--json"]).ok()).unwrap();
+        assert_eq!((put["bucket"].as_str(), put["name"].as_str()), (Some("projects"), Some(name.as_str())));
+        let got: serde_json::Value =
+            serde_json::from_str(&ws.run(&["download", "projects", &name, "-o", "dest.zip", "--force", "--json"]).ok())
+                .unwrap();
+        assert_eq!((got["size"].clone(), got["checksum"].clone()), (put["size"].clone(), put["checksum"].clone()));
+        assert_eq!(sha256(&src), sha256(&ws.path("dest.zip")), "size {size}");
+        b.forget(&name);
+    }
+}
+
+/// Names with `/` are stored and fetched under their full name; a download
+/// without `-o` lands under the last segment.
+fn names_with_slashes(b: &Backend) {
+    let ws = b.ws();
+    let name = format!("team a/{}/", std::process::id()) + &unique("nested");
+    write_zip(&ws.path("src.zip"), 4096, 21);
+    assert_eq!(ws.run(&["upload", "src.zip", "--name", &name]).ok().trim(), format!("projects {name}"));
+    assert!(b.object_exists(&ws, &name), "stored under its full name");
+    let out = ws.run(&["download", "projects", &name]).ok();
+    let last = name.rsplit('/').next().unwrap();
+    assert_eq!(out.trim(), format!("./{last}"));
+    assert_eq!(sha256(&ws.path(last)), sha256(&ws.path("src.zip")));
+    b.forget(&name);
+}
+
+/// A missing object is exit 3 and leaves nothing at the destination; so is a
+/// missing bucket.
+fn missing_object_and_bucket(b: &Backend) {
+    let ws = b.ws();
+    let err = ws.run(&["download", "projects", &unique("missing"), "-o", "x.zip"]).fails_with(3);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!ws.path("x.zip").exists());
+    assert!(part_files(ws.dir.path()).is_empty());
+    let err = ws.run(&["download", "no-such-bucket-here", &unique("missing"), "-o", "x.zip"]).fails_with(3);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// Wrong storage credentials are an authentication failure (exit 4), on one
+/// line that holds no secret, for upload, download and check.
+fn wrong_credentials(b: &Backend) {
+    if let Some(why) = b.cannot(Check::WrongCredentials) {
+        println!("not applicable on {:?}: {why}", b.kind);
+        return;
+    }
+    let mut ws = b.ws();
+    b.break_credentials(&mut ws);
+    write_zip(&ws.path("a.zip"), 1000, 1);
+    let err = ws.run(&["upload", "a.zip", "--name", &unique("wrong")]).fails_with(4);
+    assert!(!err.contains("definitely-wrong-secret"), "secret leaked: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let err = ws.run(&["download", "projects", "whatever.zip"]).fails_with(4);
+    assert!(!err.contains("definitely-wrong-secret"));
+    let run = ws.run(&["check"]);
+    run.fails_with(6);
+    assert!(run.stdout().contains("FAIL storage"), "{}", run.stdout());
+}
+
+/// A reader that fails after `left` bytes, like a client that disconnects.
+struct FailingReader {
+    left: u64,
+}
+
+impl std::io::Read for FailingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "client went away"));
+        }
+        let n = (buf.len() as u64).min(self.left) as usize;
+        buf[..n].fill(7);
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// An upload whose source fails midway stores nothing and leaves nothing.
+fn source_failing_midway(b: &Backend) {
+    let ws = b.ws();
+    let name = unique("abort");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt.block_on(async {
+        // In-process: the library with the same configuration and environment.
+        ws.apply_env();
+        let host = credhost::Host::from_file(&ws.path("plugins.toml"), None).unwrap();
+        let provider = host.active().await.unwrap();
+        let err =
+            provider.upload_reader(&name, FailingReader { left: 3 * b.part_size() }, None, None).await.unwrap_err();
+        provider.wait_idle(Duration::from_secs(10)).await;
+        err
+    });
+    assert!(err.to_string().contains("client went away"), "{err}");
+    if let Some(left) = b.leftovers(&ws, &name) {
+        panic!("a failed upload left {left}");
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let st = std::process::Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap();
+    assert!(st.success());
+}
+
+/// Waits until `ready` says the transfer is under way, then sends `sig`.
+fn interrupt_when(child: &mut std::process::Child, what: &str, sig: &str, code: i32, ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} never got going");
+        assert!(child.try_wait().unwrap().is_none(), "{what} ended before it could be interrupted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(child.id(), sig);
+    assert_eq!(child.wait().unwrap().code(), Some(code), "{what} after SIG{sig}: exit code");
+}
+
+/// An upload and a download interrupted once the server shows them under
+/// way (SIGTERM, as Kubernetes and CI runners send, and SIGINT) leave
+/// nothing behind: no object, no open upload, nothing at the destination.
+fn cancellation_leaves_nothing(b: &Backend) {
+    let ws = b.ws();
+    write_zip(&ws.path("big.zip"), 512 * MIB, 31);
+    let name = unique("cancel");
+
+    let mut child = ws.cmd(&["upload", "big.zip", "--name", &name]).spawn().unwrap();
+    interrupt_when(&mut child, "upload", "TERM", 143, || b.upload_under_way(&ws, &name));
+    if let Some(left) = b.leftovers(&ws, &name) {
+        panic!("an interrupted upload left {left}");
+    }
+
+    ws.run(&["upload", "big.zip", "--name", &name]).ok();
+    let mut child = ws.cmd(&["download", "projects", &name, "-o", "dl.zip"]).spawn().unwrap();
+    interrupt_when(&mut child, "download", "INT", 130, || part_files(ws.dir.path()).iter().any(|p| size_of(p) > 0));
+    assert!(!ws.path("dl.zip").exists(), "an interrupted download left a file at the destination");
+    let parts = part_files(ws.dir.path());
+    assert!(parts.is_empty(), "temporary files left: {parts:?}");
+    b.forget(&name);
+}
+
+/// A download onto an existing file: refused (exit 7, the file untouched)
+/// unless `--force`, which replaces it.
+fn download_onto_an_existing_file(b: &Backend) {
+    let ws = b.ws();
+    let name = unique("exists");
+    write_zip(&ws.path("src.zip"), 3000, 41);
+    ws.run(&["upload", "src.zip", "--name", &name]).ok();
+    std::fs::write(ws.path("there.zip"), b"precious").unwrap();
+    let err = ws.run(&["download", "projects", &name, "-o", "there.zip"]).fails_with(7);
+    assert!(err.contains("already exists (use --force to overwrite)"), "{err}");
+    assert_eq!(std::fs::read(ws.path("there.zip")).unwrap(), b"precious");
+    ws.run(&["download", "projects", &name, "-o", "there.zip", "--force"]).ok();
+    assert_eq!(sha256(&ws.path("there.zip")), sha256(&ws.path("src.zip")));
+    assert!(part_files(ws.dir.path()).is_empty());
+    b.forget(&name);
+}
+
+/// No secret the platform handles, nor its base64, appears in any output at
+/// `-vvv` or `CREDHOST_LOG=trace`, in any credentials form (unless asked
+/// for), and `REGISTRY_TOKEN` is redacted in every form.
+fn secrets_stay_out_of_output_and_logs(b: &Backend) {
+    let ws = b.ws();
+    let secrets = b.secrets(&ws);
+    let mut needles: Vec<String> = secrets.iter().flat_map(|s| [s.clone(), base64(s)]).collect();
+    needles.retain(|n| n.len() >= 8);
+    write_zip(&ws.path("a.zip"), b.part_size() + 3, 5);
+    let name = unique("quiet");
+    let check = |what: &str, text: &str| {
+        for n in &needles {
+            assert!(!text.contains(n.as_str()), "a secret appeared in {what}: …{}…", &n[..4]);
+        }
+    };
+    let forms = ["env", "json", "dotenv", "shell", "k8s-secret"];
+    for verbose in [&["-vvv"][..], &[]] {
+        let mut commands: Vec<Vec<&str>> = vec![
+            vec!["upload", "a.zip", "--name", name.as_str()],
+            vec!["download", "projects", name.as_str(), "-o", "b.zip", "--force"],
+            vec!["check"],
+            vec!["plugins"],
+            vec!["docker-config", "-o", "-"],
+        ];
+        commands.extend(forms.iter().map(|f| vec!["credentials", "--format", f]));
+        for args in commands {
+            let mut full = verbose.to_vec();
+            full.extend(args.iter());
+            let run = ws.run(&full);
+            assert!(matches!(run.code(), 0 | 6), "{full:?}: {}", run.stderr());
+            check(&format!("{full:?}"), &(run.stdout() + &run.stderr()));
+        }
+    }
+    for form in forms {
+        let out = ws.run(&["credentials", "--format", form]).ok();
+        assert!(out.contains("REGISTRY_TOKEN") && out.contains("<redacted>"), "{form}: {out}");
+    }
+    // Asked for, the credentials print; the logs still hold no secret.
+    for args in [&["-vvv", "token", "--format", "json"][..], &["-vvv", "credentials", "--show-secrets"]] {
+        let run = ws.run(args);
+        assert_eq!(run.code(), 0, "{}", run.stderr());
+        check(&format!("the log of {args:?}"), &run.stderr());
+    }
+    for args in [&["upload", "a.zip", "--name", name.as_str()][..], &["credentials", "--format", "json"], &["check"]] {
+        let mut traced = ws.cmd(args);
+        traced.env("CREDHOST_LOG", "trace");
+        let run = Run(traced.output().unwrap());
+        assert!(matches!(run.code(), 0 | 6), "{}", run.stderr());
+        check(&format!("CREDHOST_LOG=trace {args:?}"), &(run.stdout() + &run.stderr()));
+        if args[0] == "upload" {
+            assert!(run.stderr().contains("INFO"), "CREDHOST_LOG=trace took effect: {}", run.stderr());
+        }
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&ws.run(&["credentials", "--format", "json", "--show-secrets"]).ok()).unwrap();
+    assert_eq!(v["PROJECTS_BUCKET"], "projects");
+    b.forget(&name);
+}
+
+macro_rules! suite {
+    ($module:ident, $kind:expr) => {
+        mod $module {
+            use super::*;
+
+            fn backend() -> Backend {
+                Backend::new($kind)
+            }
+
+            #[test]
+            fn round_trips_including_multi_part_and_half_gib() {
+                round_trips(&backend());
+            }
+            #[test]
+            fn names_with_slashes() {
+                super::names_with_slashes(&backend());
+            }
+            #[test]
+            fn missing_object_and_bucket_are_not_found() {
+                missing_object_and_bucket(&backend());
+            }
+            #[test]
+            fn wrong_credentials_are_an_auth_failure() {
+                wrong_credentials(&backend());
+            }
+            #[test]
+            fn an_upload_whose_source_fails_midway_leaves_nothing() {
+                source_failing_midway(&backend());
+            }
+            #[test]
+            fn cancelled_transfers_leave_nothing() {
+                cancellation_leaves_nothing(&backend());
+            }
+            #[test]
+            fn download_onto_an_existing_file() {
+                super::download_onto_an_existing_file(&backend());
+            }
+            #[test]
+            fn secrets_stay_out_of_output_and_logs() {
+                super::secrets_stay_out_of_output_and_logs(&backend());
+            }
+        }
+    };
+}
+
+suite!(fs, Kind::Fs);
+suite!(local_seaweedfs, Kind::LocalS3);
+suite!(aws_seaweedfs, Kind::AwsSeaweed);
+suite!(aws_moto, Kind::AwsMoto);
+suite!(gcp_emulator, Kind::Gcp);
