@@ -198,7 +198,7 @@ impl Config {
             instances.insert(name, instance);
         }
         let (platform, platform_source) = match (platform_override, platform_env, raw.platform) {
-            (Some(p), _, _) => (p.to_owned(), "--platform".to_owned()),
+            (Some(p), _, _) => (p.to_owned(), "the platform asked for".to_owned()),
             (None, Some(p), _) => (p.to_owned(), PLATFORM_ENV.to_owned()),
             (None, None, Some(p)) => (p, at(&["platform"])),
             (None, None, None) if instances.len() == 1 => {

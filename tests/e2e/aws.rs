@@ -1,7 +1,7 @@
 //! The aws plugin's registry tokens and credentials, against moto (ECR, STS)
 //! and the htpasswd registry (as a stand-in ECR that accepts moto's token).
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 use credhost_e2e::*;
 
@@ -219,4 +219,42 @@ fn settings_errors_name_the_key() {
     ws.write_config(&text.replace("force_path_style = true", "force_path_style = true\nrole_arn = \"deployer\""));
     let err = ws.run(&["check"]).fails_with(2);
     assert!(err.contains("role_arn") && err.contains("not an ARN"), "{err}");
+}
+
+/// A server that accepts connections and never answers.
+fn silent_server() -> (String, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        // Hold every connection open, reading nothing, until the test ends.
+        for stream in listener.incoming().take(64).flatten() {
+            held.push(stream);
+        }
+    });
+    (format!("http://{addr}"), handle)
+}
+
+/// Against ECR and S3 endpoints that accept connections and never answer,
+/// `token` and `check` end within the instance's `timeout`, and say so.
+#[test]
+fn endpoints_that_never_answer_cost_a_bounded_wait() {
+    let svc = Services::get();
+    let (silent, _server) = silent_server();
+    let ws = Workspace::aws(&svc, &silent, "");
+    let text = std::fs::read_to_string(ws.path("plugins.toml")).unwrap();
+    let text = text
+        .replace(
+            &format!("ecr_endpoint_url = \"{}\"", svc.var("CREDHOST_TEST_MOTO_ENDPOINT")),
+            &format!("ecr_endpoint_url = \"{silent}\""),
+        )
+        .replace("[plugins.aws.settings]", "[plugins.aws]\ntimeout = 3\n\n[plugins.aws.settings]");
+    ws.write_config(&text);
+    for args in [&["token"][..], &["check"]] {
+        let started = std::time::Instant::now();
+        let err = ws.run(args).fails_with(1);
+        assert!(started.elapsed() < Duration::from_secs(20), "{args:?} took {:?}", started.elapsed());
+        assert!(err.contains("no answer within 3 s"), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
 }
