@@ -2,7 +2,13 @@
 //! filled in, shorthands expanded, combinations checked. The command
 //! functions in [`crate::commands`] take these and nothing else.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// How long a presigned URL works unless `--expires` says.
+const DEFAULT_EXPIRY: Duration = Duration::from_secs(3600);
 
 use crate::{
     error::{Error, Result},
@@ -18,12 +24,20 @@ pub struct Global {
     pub platform: Option<String>,
     /// Only errors; no progress bars, no notes.
     pub quiet: bool,
+    /// How much to tell (`-v`, repeated).
+    pub verbose: u8,
 }
 
 /// One command, resolved.
 pub enum Command {
     /// `credhost plugins`
     Plugins { json: bool, pin: bool },
+    /// `credhost plugins inspect`
+    Inspect { file: PathBuf, json: bool },
+    /// `credhost presign get|put`
+    Presign { method: credhost::api::PresignMethod, bucket: String, name: String, expires: Duration, json: bool },
+    /// `credhost delete`
+    Delete { bucket: String, name: String },
     /// `credhost check`
     Check,
     /// `credhost token`
@@ -33,7 +47,7 @@ pub enum Command {
     /// `credhost download`
     Download { bucket: String, name: String, dest: PathBuf, force: bool, json: bool },
     /// `credhost credentials`
-    Credentials { format: job_env::Format, show_secrets: bool },
+    Credentials { format: job_env::Format, show_secrets: bool, project: Option<(String, String, Duration)> },
     /// `credhost docker-config`
     DockerConfig(DockerConfig),
 }
@@ -54,9 +68,29 @@ pub struct DockerConfig {
 
 /// Resolves the parsed command line.
 pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
-    let global = Global { config: cli.config, platform: cli.platform, quiet: cli.quiet };
+    let global = Global { config: cli.config, platform: cli.platform, quiet: cli.quiet, verbose: cli.verbose };
     let command = match cli.command {
-        flags::Command::Plugins { json, pin } => Command::Plugins { json, pin },
+        flags::Command::Plugins { action: Some(flags::PluginsAction::Inspect { file, json }), .. } => {
+            Command::Inspect { file, json }
+        }
+        flags::Command::Plugins { json, pin, .. } => Command::Plugins { json, pin },
+        flags::Command::Presign { action } => match action {
+            flags::PresignAction::Get { bucket, name, expires, json } => Command::Presign {
+                method: credhost::api::PresignMethod::GET,
+                bucket,
+                name,
+                expires: expires.unwrap_or(DEFAULT_EXPIRY),
+                json,
+            },
+            flags::PresignAction::Put { name, expires, json } => Command::Presign {
+                method: credhost::api::PresignMethod::PUT,
+                bucket: String::new(),
+                name,
+                expires: expires.unwrap_or(DEFAULT_EXPIRY),
+                json,
+            },
+        },
+        flags::Command::Delete { bucket, name } => Command::Delete { bucket, name },
         flags::Command::Check => Command::Check,
         flags::Command::Token { registry, scope, repository, format } => {
             let scope = scope.or_else(|| repository.map(|r| format!("repository:{r}:pull,push")));
@@ -72,7 +106,7 @@ pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
             };
             Command::Download { bucket, name, dest, force, json }
         }
-        flags::Command::Credentials { format, show_secrets, name, namespace } => {
+        flags::Command::Credentials { format, show_secrets, name, namespace, project, expires } => {
             let format = match format {
                 CredFormat::Env => job_env::Format::Env,
                 CredFormat::Json => job_env::Format::Json,
@@ -82,7 +116,18 @@ pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
             };
             // The form's own options are checked before any plugin is asked.
             job_env::check_format(&format)?;
-            Command::Credentials { format, show_secrets }
+            let project = match project {
+                None => None,
+                Some(p) => match p.split_once('/') {
+                    Some((bucket, name)) if !bucket.is_empty() && !name.is_empty() => {
+                        Some((bucket.to_owned(), name.to_owned(), expires.unwrap_or(DEFAULT_EXPIRY)))
+                    }
+                    _ => {
+                        return Err(Error::Usage(format!("--project {p:?}: give BUCKET/NAME, e.g. projects/1234.zip")))
+                    }
+                },
+            };
+            Command::Credentials { format, show_secrets, project }
         }
         flags::Command::DockerConfig { output, merge, static_auths, registries, force } => {
             let target = match (output, &merge) {

@@ -2,7 +2,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use credhost::{DownloadOptions, Host, ProviderHandle, Registries, UploadOptions, REDACTED};
+use credhost::{
+    api::PresignMethod, CredentialEntry, DownloadOptions, Host, ProviderHandle, Registries, UploadOptions, REDACTED,
+};
 
 use crate::{
     args::{Command, DockerConfig, Global},
@@ -35,6 +37,13 @@ impl Active {
 
 /// Runs `command` and returns the exit code.
 pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<i32> {
+    if let Command::Inspect { file, json } = command {
+        // A file is inspected with or without a configuration.
+        return match Host::from_file(&global.config, global.platform.as_deref()) {
+            Ok(host) => inspect(&host, file, *json, global.verbose),
+            Err(_) => inspect_with(credhost::loader::Policy::default(), file, *json, global.verbose),
+        };
+    }
     let host = Host::from_file(&global.config, global.platform.as_deref())?;
     match command {
         Command::Plugins { pin: true, .. } => pins(&host),
@@ -93,9 +102,14 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
             }
             Ok(exit::OK)
         }
-        Command::Credentials { format, show_secrets } => {
+        Command::Credentials { format, show_secrets, project } => {
             let provider = active.take(&host).await?;
-            let entries = provider.credentials().await?;
+            let mut entries = provider.credentials().await?;
+            if let Some((bucket, name, expires)) = project {
+                // Whoever holds this URL can read the project: a secret.
+                let signed = provider.presign(PresignMethod::GET, bucket, name, *expires).await?;
+                entries.push(CredentialEntry::secret("PROJECT_URL", signed.url));
+            }
             let text = zeroize::Zeroizing::new(job_env::render(&entries, *show_secrets, format)?);
             print(&text)?;
             let redacted = job_env::redacted_count(&entries, *show_secrets);
@@ -106,8 +120,99 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
             }
             Ok(exit::OK)
         }
+        Command::Presign { method, bucket, name, expires, json } => {
+            let provider = active.take(&host).await?;
+            let signed = provider.presign(*method, bucket, name, *expires).await?;
+            if *json {
+                let headers: serde_json::Map<String, serde_json::Value> = signed
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_string(), serde_json::Value::String(h.value.to_string())))
+                    .collect();
+                print_json(&serde_json::json!({
+                    "method": signed.method.as_str(),
+                    "url": signed.url.expose(),
+                    "headers": headers,
+                    "expires_at": signed.expires_at,
+                }))?;
+            } else {
+                println(signed.url.expose())?;
+                if !signed.headers.is_empty() && !global.quiet {
+                    for h in signed.headers.iter() {
+                        eprintln!("credhost: note: send the header `{}: {}` with this URL", h.name, h.value);
+                    }
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Delete { bucket, name } => {
+            let provider = active.take(&host).await?;
+            provider.delete(bucket, name).await?;
+            if !global.quiet {
+                eprintln!("credhost: deleted {bucket}/{name} (if it existed)");
+            }
+            Ok(exit::OK)
+        }
+        Command::Inspect { file, json } => inspect(&host, file, *json, global.verbose),
         Command::DockerConfig(args) => docker_config(&host, args, global.quiet).await,
     }
+}
+
+fn inspect(host: &Host, file: &std::path::Path, json: bool, verbose: u8) -> Result<i32> {
+    let policy = credhost::loader::Policy { allow_insecure_permissions: host.config().allow_insecure_permissions };
+    inspect_with(policy, file, json, verbose)
+}
+
+fn inspect_with(policy: credhost::loader::Policy, file: &std::path::Path, json: bool, verbose: u8) -> Result<i32> {
+    let found = credhost::loader::inspect(file, policy);
+    let info = found.info.as_ref();
+    let capabilities: Vec<&str> = info.map(|i| i.capabilities.names()).unwrap_or_default();
+    let panic = info.map(|i| i.panic_strategy().unwrap_or("not recorded"));
+    let verdict = match &found.refused {
+        None => "would load here".to_owned(),
+        Some(e) => format!("refused: {e}"),
+    };
+    if json {
+        print_json(&serde_json::json!({
+            "path": file.display().to_string(),
+            "sha256": found.sha256,
+            "name": info.map(|i| i.name.to_string()),
+            "version": info.map(|i| i.version.to_string()),
+            "api_version": info.map(|i| i.api_version.to_string()),
+            "interface": found.interface,
+            "capabilities": capabilities,
+            "panic": panic,
+            "description": info.and_then(|i| i.description()),
+            "status": verdict,
+        }))?;
+    } else {
+        let mut text = format!("file:        {}\n", file.display());
+        text.push_str(&format!("sha256:      {}\n", found.sha256.as_deref().unwrap_or("-")));
+        if let Some(i) = info {
+            text.push_str(&format!("plugin:      {} {}\n", i.name, i.version));
+            if let Some(d) = i.description() {
+                text.push_str(&format!("             {d}\n"));
+            }
+            text.push_str(&format!(
+                "interface:   {} (built against {})\n",
+                found.interface.unwrap_or("-"),
+                i.api_version
+            ));
+            text.push_str(&format!("offers:      {}\n", capabilities.join(", ")));
+            text.push_str(&format!("panic:       {}\n", panic.unwrap_or("-")));
+        }
+        text.push_str(&format!("status:      {verdict}\n"));
+        if verbose > 0 {
+            if let Some(credhost::loader::LoadError::LayoutMismatch { report, .. }) = &found.refused {
+                text.push_str(&format!("layout check:\n{report}\n"));
+            }
+        }
+        print(&text)?;
+    }
+    Ok(match &found.refused {
+        None => exit::OK,
+        Some(e) => crate::error::exit_code(e.kind()),
+    })
 }
 
 fn pins(host: &Host) -> Result<i32> {

@@ -29,7 +29,10 @@ pub struct Cli {
 pub enum Command {
     /// List the configured plugin instances and whether their files load, and
     /// the other plugin files in the plugin directory (listed, never loaded).
+    #[command(args_conflicts_with_subcommands = true)]
     Plugins {
+        #[command(subcommand)]
+        action: Option<PluginsAction>,
         /// Print a JSON array of {name, plugin, version, api_version, capabilities, path, sha256, status}.
         #[arg(long, conflicts_with = "pin")]
         json: bool,
@@ -86,6 +89,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a time-limited URL that reads (get) or stores (put) a project
+    /// without any other credentials. The URL is a credential: keep it secret.
+    Presign {
+        #[command(subcommand)]
+        action: PresignAction,
+    },
+    /// Delete a project archive (deleting one that does not exist succeeds).
+    Delete {
+        /// Bucket.
+        bucket: String,
+        /// Object name.
+        name: String,
+    },
     /// Print the credentials a build job needs.
     Credentials {
         /// env: KEY=value lines; json: one object; dotenv: a .env file (quoted
@@ -102,6 +118,13 @@ pub enum Command {
         /// k8s-secret: the Secret's namespace (none: kubectl's current one).
         #[arg(long, value_name = "NS")]
         namespace: Option<String>,
+        /// Add PROJECT_URL, a presigned URL that reads this project (BUCKET/NAME),
+        /// so that the job needs no storage keys to fetch it. A secret.
+        #[arg(long, value_name = "BUCKET/NAME")]
+        project: Option<String>,
+        /// How long PROJECT_URL works (e.g. 30m, 2h, 7d; default 1h).
+        #[arg(long, value_name = "DURATION", requires = "project", value_parser = parse_duration)]
+        expires: Option<std::time::Duration>,
     },
     /// Write a docker config.json whose credHelpers send the registries credhost
     /// serves to docker-credential-credhost (or, with --static, holding their
@@ -140,4 +163,62 @@ pub enum CredFormat {
     Dotenv,
     Shell,
     K8sSecret,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginsAction {
+    /// Describe a plugin file (name, version, interface version, capabilities,
+    /// panic strategy) and whether it would load here. The file is vetted
+    /// as for loading, then loaded: inspect only files you would load.
+    Inspect {
+        /// The plugin file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PresignAction {
+    /// A URL that GETs BUCKET/NAME.
+    Get {
+        /// Bucket.
+        bucket: String,
+        /// Object name.
+        name: String,
+        /// How long the URL works (e.g. 30m, 2h, 7d; default 1h, at most 7d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        expires: Option<std::time::Duration>,
+        /// Print {"method","url","headers","expires_at"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A URL that PUTs NAME into the projects bucket.
+    Put {
+        /// Object name.
+        name: String,
+        /// How long the URL works (e.g. 30m, 2h, 7d; default 1h, at most 7d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        expires: Option<std::time::Duration>,
+        /// Print {"method","url","headers","expires_at"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `90s`, `15m`, `2h`, `7d`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as 90s, 15m, 2h or 7d"))?;
+    let unit = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit `{other}` in `{text}`: use s, m, h or d")),
+    };
+    n.checked_mul(unit).map(std::time::Duration::from_secs).ok_or_else(|| format!("`{text}` is too long"))
 }

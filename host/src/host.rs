@@ -11,7 +11,7 @@ use credhost_plugin_api::{ErrorKind as PluginKind, HostServices_TO, PluginInfo};
 use crate::{
     config::{Config, Instance},
     loader::{self, LoadError, Loaded},
-    provider::ProviderHandle,
+    provider::{AnyProvider, ProviderHandle},
     registries::RegistryMap,
     services::Services,
     Error, Result,
@@ -176,7 +176,6 @@ impl Host {
         let info = loaded.info();
         let settings = self.config.settings_json(name);
         let services = Services::new(&instance.plugin, &self.config.base_dir);
-        let new_provider = loaded.root.new_provider();
         // Plugin constructors are synchronous and may wait for their own
         // runtime, so they run on a thread of their own, never on an async
         // worker. One that never returns costs that thread, not the caller:
@@ -186,7 +185,16 @@ impl Host {
             .name(format!("credhost-init-{name}"))
             .spawn(move || {
                 let services = HostServices_TO::from_value(services, TD_Opaque);
-                let _ = tx.send(new_provider(RStr::from_str(&settings), services).into_result());
+                let settings = RStr::from_str(&settings);
+                let built = match loaded {
+                    Loaded::V1_1(root) => {
+                        (root.new_provider())(settings, services).into_result().map(AnyProvider::V1_1)
+                    }
+                    Loaded::V1_0(root) => {
+                        (root.new_provider())(settings, services).into_result().map(AnyProvider::V1_0)
+                    }
+                };
+                let _ = tx.send(built);
             })
             .map_err(|e| Error::Internal(format!("cannot start a thread for the plugin constructor: {e}")))?;
         let limit = instance.limits.call;
@@ -214,7 +222,7 @@ impl Host {
             }
             Error::Plugin { instance: name.to_owned(), op: "init", source }
         })?;
-        Ok(ProviderHandle::new(instance.name, instance.plugin, info, provider, instance.limits))
+        Ok(ProviderHandle::new(instance.name, instance.plugin, info, loaded.interface(), provider, instance.limits))
     }
 }
 

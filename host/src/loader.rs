@@ -37,7 +37,7 @@ use std::{
 };
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
-use credhost_plugin_api::{PluginInfo, PluginRoot_Ref};
+use credhost_plugin_api::{v1_0, PluginInfo, PluginRoot_Ref};
 use sha2::Digest;
 
 /// Why a plugin file was refused.
@@ -136,17 +136,30 @@ pub struct Policy {
     pub allow_insecure_permissions: bool,
 }
 
-/// A loaded plugin library.
+/// A loaded plugin library, by the interface version it speaks.
 #[derive(Clone, Copy)]
-pub struct Loaded {
-    /// Its root module.
-    pub root: PluginRoot_Ref,
+pub enum Loaded {
+    /// The current interface (1.1).
+    V1_1(PluginRoot_Ref),
+    /// The released 1.0 interface: the newer methods answer "unsupported".
+    V1_0(v1_0::PluginRoot_Ref),
 }
 
 impl Loaded {
     /// The plugin's self-description.
     pub fn info(&self) -> PluginInfo {
-        (self.root.info())()
+        match self {
+            Loaded::V1_1(root) => (root.info())(),
+            Loaded::V1_0(root) => (root.info())(),
+        }
+    }
+
+    /// The interface minor the plugin speaks, e.g. `1.0`.
+    pub fn interface(&self) -> &'static str {
+        match self {
+            Loaded::V1_1(_) => "1.1",
+            Loaded::V1_0(_) => "1.0",
+        }
     }
 }
 
@@ -498,7 +511,7 @@ fn check_elf(v: &mut Vetted) -> Result<(), LoadError> {
 }
 
 /// Loaded libraries by (device, inode).
-static LOADED: Mutex<Option<HashMap<(u64, u64), PluginRoot_Ref>>> = Mutex::new(None);
+static LOADED: Mutex<Option<HashMap<(u64, u64), Loaded>>> = Mutex::new(None);
 
 /// Vets and loads one plugin file (steps 1-6).
 pub fn load_file(path: &Path, pin: Option<&str>, policy: Policy) -> Result<Loaded, LoadError> {
@@ -509,10 +522,49 @@ pub fn load_file(path: &Path, pin: Option<&str>, policy: Policy) -> Result<Loade
 /// Steps 5-6: loads the library through the vetted handle.
 pub fn load_vetted(vetted: Vetted) -> Result<Loaded, LoadError> {
     let path = vetted.path.clone();
+    let loaded = load_library(vetted)?;
+    check_panic_strategy(&path, &loaded.info())?;
+    Ok(loaded)
+}
+
+/// What `credhost plugins inspect` reports about a file.
+pub struct Inspection {
+    /// The file's sha256, when readable.
+    pub sha256: Option<String>,
+    /// What the plugin says about itself, when its library could be loaded.
+    pub info: Option<PluginInfo>,
+    /// The interface minor it speaks, when loaded.
+    pub interface: Option<&'static str>,
+    /// Why a host would refuse it; `None` when it would load.
+    pub refused: Option<LoadError>,
+}
+
+/// Vets and loads `path` (as a configured plugin would be, without a pin)
+/// and describes it, including when a host would refuse it. Loading runs
+/// the library's code: inspect only files you would load.
+pub fn inspect(path: &Path, policy: Policy) -> Inspection {
+    let sha256 = sha256_file(path).ok();
+    let vetted = match vet(path, None, policy) {
+        Ok(v) => v,
+        Err(e) => return Inspection { sha256, info: None, interface: None, refused: Some(e) },
+    };
+    match load_library(vetted) {
+        Ok(loaded) => {
+            let info = loaded.info();
+            let refused = check_panic_strategy(path, &info).err();
+            Inspection { sha256, interface: Some(loaded.interface()), info: Some(info), refused }
+        }
+        Err(e) => Inspection { sha256, info: None, interface: None, refused: Some(e) },
+    }
+}
+
+/// Step 5 and the interface checks of step 6.
+fn load_library(vetted: Vetted) -> Result<Loaded, LoadError> {
+    let path = vetted.path.clone();
     let mut cache = LOADED.lock().unwrap_or_else(|p| p.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
-    if let Some(root) = cache.get(&vetted.id) {
-        return Ok(Loaded { root: *root });
+    if let Some(loaded) = cache.get(&vetted.id) {
+        return Ok(*loaded);
     }
     #[cfg(target_os = "linux")]
     let load_path = {
@@ -528,12 +580,21 @@ pub fn load_vetted(vetted: Vetted) -> Result<Loaded, LoadError> {
     // number and name.
     KEPT.lock().unwrap_or_else(|p| p.into_inner()).push(vetted.file);
     let header = lib_header_from_path(&load_path).map_err(|e| map_library_error(&path, e))?;
-    // Later interface minors: on a layout mismatch, retry here with the frozen
-    // snapshot types of each older released minor.
-    let root = header.init_root_module::<PluginRoot_Ref>().map_err(|e| map_library_error(&path, e))?;
-    let loaded = Loaded { root };
-    check_panic_strategy(&path, &loaded.info())?;
-    cache.insert(id, root);
+    // The current interface first. A plugin built against an older released
+    // minor fails that check (its version is lower, its provider's table of
+    // methods shorter): retry with the frozen types of each older minor.
+    let loaded = match header.init_root_module::<PluginRoot_Ref>() {
+        Ok(root) => Loaded::V1_1(root),
+        Err(current) => match header.init_root_module::<v1_0::PluginRoot_Ref>() {
+            Ok(root) => Loaded::V1_0(root),
+            // The older interface's own complaint, once the version matched, says more.
+            Err(older) if !matches!(older, LibraryError::IncompatibleVersionNumber { .. }) => {
+                return Err(map_library_error(&path, older))
+            }
+            Err(_) => return Err(map_library_error(&path, current)),
+        },
+    };
+    cache.insert(id, loaded);
     Ok(loaded)
 }
 

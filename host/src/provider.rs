@@ -15,12 +15,13 @@ use std::{
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{ROption, RSliceMut},
+    std_types::{ROption, RResult, RSliceMut, RVec},
 };
 use credhost_plugin_api::{
-    AuthForm, ByteSource, ByteSource_TO, Capabilities, CheckReport, CheckRequest, CredentialEntry, CredentialsRequest,
-    DownloadDest, DownloadRequest, ErrorKind as PluginKind, Extra, FfiFuture, PResult, PluginError, PluginInfo,
-    ProgressBox, Progress_TO, ProviderBox, RegistryAuth, RegistryRequest, TransferResult, UploadRequest, UploadSource,
+    v1_0, AuthForm, ByteSource, ByteSource_TO, Capabilities, CheckReport, CheckRequest, CredentialEntry,
+    CredentialsRequest, DeleteRequest, DownloadDest, DownloadRequest, ErrorKind as PluginKind, Extra, FfiFuture,
+    PResult, PluginError, PluginInfo, PresignMethod, PresignRequest, Presigned, ProgressBox, Progress_TO, ProviderBox,
+    RegistryAuth, RegistryRequest, TransferResult, UploadRequest, UploadSource,
 };
 
 use crate::{config::Limits, names, token_cache::TokenCache, Error, Result};
@@ -35,6 +36,10 @@ pub trait Progress: Send + Sync {
     /// `bytes` more bytes were transferred.
     fn advance(&self, bytes: u64);
 }
+
+/// The longest a presigned URL may last: 7 days, the limit of S3's and
+/// GCS's signatures.
+pub const MAX_PRESIGN_SECS: u64 = 7 * 24 * 3600;
 
 /// Options of [`ProviderHandle::upload_file`].
 #[derive(Clone, Default)]
@@ -63,11 +68,74 @@ pub struct ProviderHandle {
     inner: Arc<Inner>,
 }
 
+/// A plugin's provider, by the interface version the plugin speaks.
+pub(crate) enum AnyProvider {
+    /// The current interface.
+    V1_1(ProviderBox),
+    /// The released 1.0 interface.
+    V1_0(v1_0::ProviderBox),
+}
+
+impl AnyProvider {
+    fn registry_auth(&self, req: RegistryRequest) -> FfiFuture<PResult<ROption<RegistryAuth>>> {
+        match self {
+            AnyProvider::V1_1(p) => p.registry_auth(req),
+            AnyProvider::V1_0(p) => p.registry_auth(req),
+        }
+    }
+    fn upload(&self, req: UploadRequest) -> FfiFuture<PResult<TransferResult>> {
+        match self {
+            AnyProvider::V1_1(p) => p.upload(req),
+            AnyProvider::V1_0(p) => p.upload(req),
+        }
+    }
+    fn download(&self, req: DownloadRequest) -> FfiFuture<PResult<TransferResult>> {
+        match self {
+            AnyProvider::V1_1(p) => p.download(req),
+            AnyProvider::V1_0(p) => p.download(req),
+        }
+    }
+    fn credentials(&self, req: CredentialsRequest) -> FfiFuture<PResult<RVec<CredentialEntry>>> {
+        match self {
+            AnyProvider::V1_1(p) => p.credentials(req),
+            AnyProvider::V1_0(p) => p.credentials(req),
+        }
+    }
+    fn check(&self, req: CheckRequest) -> FfiFuture<PResult<CheckReport>> {
+        match self {
+            AnyProvider::V1_1(p) => p.check(req),
+            AnyProvider::V1_0(p) => p.check(req),
+        }
+    }
+    fn wait_idle(&self) -> FfiFuture<PResult<()>> {
+        match self {
+            AnyProvider::V1_1(p) => p.wait_idle(),
+            AnyProvider::V1_0(p) => p.wait_idle(),
+        }
+    }
+    /// `None` for a plugin that predates the method.
+    fn presign(&self, req: PresignRequest) -> Option<FfiFuture<PResult<Presigned>>> {
+        match self {
+            AnyProvider::V1_1(p) => Some(p.presign(req)),
+            AnyProvider::V1_0(_) => None,
+        }
+    }
+    /// `None` for a plugin that predates the method.
+    fn delete(&self, req: DeleteRequest) -> Option<FfiFuture<PResult<()>>> {
+        match self {
+            AnyProvider::V1_1(p) => Some(p.delete(req)),
+            AnyProvider::V1_0(_) => None,
+        }
+    }
+}
+
 struct Inner {
     instance: String,
     plugin: String,
     info: PluginInfo,
-    provider: ProviderBox,
+    /// The interface minor the plugin speaks (`1.0`, `1.1`).
+    interface: &'static str,
+    provider: AnyProvider,
     tokens: TokenCache,
     limits: Limits,
     /// Set when the plugin panicked: from then on every call is refused at
@@ -83,6 +151,8 @@ enum Op {
     Download,
     Credentials,
     Check,
+    Presign,
+    Delete,
 }
 
 impl Op {
@@ -93,6 +163,16 @@ impl Op {
             Op::Download => "download",
             Op::Credentials => "credentials",
             Op::Check => "check",
+            Op::Presign => "presigned URLs",
+            Op::Delete => "delete",
+        }
+    }
+
+    /// The interface minor that introduced the operation.
+    fn since(self) -> &'static str {
+        match self {
+            Op::Presign | Op::Delete => "1.1",
+            _ => "1.0",
         }
     }
 
@@ -107,6 +187,8 @@ impl Op {
             Op::Download => Capabilities::DOWNLOAD,
             Op::Credentials => Capabilities::CREDENTIALS,
             Op::Check => Capabilities::CHECK,
+            Op::Presign => Capabilities::PRESIGN,
+            Op::Delete => Capabilities::DELETE,
         }
     }
 }
@@ -116,13 +198,18 @@ impl ProviderHandle {
         instance: String,
         plugin: String,
         info: PluginInfo,
-        provider: ProviderBox,
+        interface: &'static str,
+        provider: AnyProvider,
         limits: Limits,
     ) -> Self {
         let tokens = TokenCache::default();
-        Self {
-            inner: Arc::new(Inner { instance, plugin, info, provider, tokens, limits, failed: AtomicBool::new(false) }),
-        }
+        let failed = AtomicBool::new(false);
+        Self { inner: Arc::new(Inner { instance, plugin, info, interface, provider, tokens, limits, failed }) }
+    }
+
+    /// The interface minor the plugin speaks (`1.0`, `1.1`).
+    pub fn interface(&self) -> &str {
+        self.inner.interface
     }
 
     /// Whether the plugin panicked in this provider, which then refuses
@@ -153,6 +240,21 @@ impl ProviderHandle {
 
     /// Refuses an operation the plugin does not offer, before calling it.
     fn require(&self, op: Op) -> Result<()> {
+        if op.since() > self.inner.interface {
+            return Err(Error::Unsupported {
+                instance: self.inner.instance.clone(),
+                op: op.name(),
+                why: format!(
+                    "plugin `{}` {} implements plugin interface {}, and {} need interface {}; a build of the plugin against credhost-plugin-api {} or later would offer them",
+                    self.inner.plugin,
+                    self.inner.info.version,
+                    self.inner.interface,
+                    op.name(),
+                    op.since(),
+                    op.since()
+                ),
+            });
+        }
         let caps = self.capabilities();
         if caps.contains(op.capability()) {
             return Ok(());
@@ -361,6 +463,59 @@ impl ProviderHandle {
         Ok(entries.into_vec())
     }
 
+    /// A time-limited URL (and the headers a client must send with it) to
+    /// GET `bucket`/`name` (`method` GET), or to PUT an object `name` into
+    /// the instance's projects bucket (`method` PUT, `bucket` ignored),
+    /// working for `expires` (1 second to 7 days). The URL is a credential.
+    pub async fn presign(
+        &self,
+        method: PresignMethod,
+        bucket: &str,
+        name: &str,
+        expires: Duration,
+    ) -> Result<Presigned> {
+        self.require(Op::Presign)?;
+        names::validate_name(name)?;
+        if method == PresignMethod::GET {
+            names::validate_bucket(bucket)?;
+        }
+        let secs = expires.as_secs();
+        if !(1..=MAX_PRESIGN_SECS).contains(&secs) {
+            return Err(Error::InvalidInput(format!(
+                "a presigned URL lasts from 1 second to 7 days ({MAX_PRESIGN_SECS} s), not {secs} s"
+            )));
+        }
+        let bucket = if method == PresignMethod::PUT { "" } else { bucket };
+        let req = PresignRequest {
+            method,
+            bucket: bucket.into(),
+            name: name.into(),
+            expires_secs: secs,
+            extra: Extra::new(),
+        };
+        let Some(fut) = self.inner.provider.presign(req) else { return Err(self.too_old(Op::Presign)) };
+        self.call(Op::Presign, fut, None).await
+    }
+
+    /// Deletes `bucket`/`name`. Idempotent: deleting what does not exist
+    /// succeeds. Names are checked as for uploads.
+    pub async fn delete(&self, bucket: &str, name: &str) -> Result<()> {
+        self.require(Op::Delete)?;
+        names::validate_bucket(bucket)?;
+        names::validate_name(name)?;
+        let req = DeleteRequest { bucket: bucket.into(), name: name.into(), extra: Extra::new() };
+        let Some(fut) = self.inner.provider.delete(req) else { return Err(self.too_old(Op::Delete)) };
+        self.call(Op::Delete, fut, None).await
+    }
+
+    fn too_old(&self, op: Op) -> Error {
+        Error::Unsupported {
+            instance: self.inner.instance.clone(),
+            op: op.name(),
+            why: format!("plugin `{}` implements plugin interface {}", self.inner.plugin, self.inner.interface),
+        }
+    }
+
     /// The plugin's live probe.
     pub async fn check(&self) -> Result<CheckReport> {
         self.require(Op::Check)?;
@@ -372,10 +527,7 @@ impl ProviderHandle {
     /// when the process is about to exit, so that nothing partial is left
     /// behind. Returns whether the plugin became idle in time.
     pub async fn wait_idle(&self, timeout: std::time::Duration) -> bool {
-        matches!(
-            tokio::time::timeout(timeout, self.inner.provider.wait_idle()).await,
-            Ok(abi_stable::std_types::RResult::ROk(()))
-        )
+        matches!(tokio::time::timeout(timeout, self.inner.provider.wait_idle()).await, Ok(RResult::ROk(())))
     }
 }
 

@@ -22,6 +22,7 @@ mod root;
 pub mod rules;
 mod secret;
 mod types;
+pub mod v1_0;
 
 #[cfg(feature = "sdk")]
 pub mod sdk;

@@ -8,8 +8,8 @@ use abi_stable::{
 use async_ffi::FfiFuture;
 
 use crate::{
-    CheckReport, CheckRequest, CredentialEntry, CredentialsRequest, DownloadRequest, PResult, RegistryAuth,
-    RegistryRequest, TransferResult, UploadRequest,
+    CheckReport, CheckRequest, CredentialEntry, CredentialsRequest, DeleteRequest, DownloadRequest, PResult,
+    PluginError, PresignRequest, Presigned, RegistryAuth, RegistryRequest, TransferResult, UploadRequest,
 };
 use abi_stable::std_types::RVec;
 
@@ -17,7 +17,8 @@ use abi_stable::std_types::RVec;
 ///
 /// Interface evolution: **add methods only at the end**, after the current last
 /// one, each with a default body answering [`crate::ErrorKind::UNSUPPORTED`];
-/// never reorder, remove or change a method. Every I/O method returns an
+/// never reorder, remove or change a method. 1.0 ended with `wait_idle`;
+/// 1.1 added `presign` and `delete`. Every I/O method returns an
 /// [`FfiFuture`] that the host may poll from any executor and may drop to
 /// cancel the work.
 #[sabi_trait]
@@ -46,6 +47,29 @@ pub trait Provider: Send + Sync {
     /// bound the wait with a timeout.
     #[sabi(last_prefix_field)]
     fn wait_idle(&self) -> FfiFuture<PResult<()>>;
+
+    // ---- interface 1.1 --------------------------------------------------
+
+    /// A time-limited URL (and the headers a client must send with it) to
+    /// GET `bucket`/`name`, or to PUT an object `name` into the projects
+    /// bucket, with no other credentials. The URL is a credential itself:
+    /// whoever holds it can read (or write) the object until it expires.
+    /// Since 1.1; plugins built for 1.0 answer "unsupported".
+    fn presign(&self, req: PresignRequest) -> FfiFuture<PResult<Presigned>> {
+        let _ = req;
+        async_ffi::FutureExt::into_ffi(async {
+            abi_stable::std_types::RResult::RErr(PluginError::unsupported("presigned URLs"))
+        })
+    }
+
+    /// Deletes `bucket`/`name`. Idempotent: deleting an object that does not
+    /// exist succeeds. Since 1.1; plugins built for 1.0 answer "unsupported".
+    fn delete(&self, req: DeleteRequest) -> FfiFuture<PResult<()>> {
+        let _ = req;
+        async_ffi::FutureExt::into_ffi(async {
+            abi_stable::std_types::RResult::RErr(PluginError::unsupported("deleting projects"))
+        })
+    }
 }
 
 /// An owned provider trait object, as returned by a plugin's constructor.

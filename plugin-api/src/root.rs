@@ -26,9 +26,25 @@ impl Capabilities {
     pub const CREDENTIALS: Self = Self(1 << 3);
     /// Live probe.
     pub const CHECK: Self = Self(1 << 4);
+    /// Presigned URLs (interface 1.1).
+    pub const PRESIGN: Self = Self(1 << 5);
+    /// Deleting projects (interface 1.1).
+    pub const DELETE: Self = Self(1 << 6);
 
+    /// What interface 1.0 could offer: registry, upload, download, credentials, check.
+    pub const V1_0: Self = Self(0b1_1111);
     /// All of the above.
-    pub const ALL: Self = Self(0b1_1111);
+    pub const ALL: Self = Self(0b111_1111);
+
+    /// Both sets (usable in constants, unlike `|`).
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// This set without `other`'s bits.
+    pub const fn without(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
 
     /// Whether every bit of `other` is set.
     pub fn contains(self, other: Self) -> bool {
@@ -43,6 +59,8 @@ impl Capabilities {
             (Self::DOWNLOAD, "download"),
             (Self::CREDENTIALS, "credentials"),
             (Self::CHECK, "check"),
+            (Self::PRESIGN, "presign"),
+            (Self::DELETE, "delete"),
         ]
         .into_iter()
         .filter(|(c, _)| self.contains(*c))
@@ -109,4 +127,4 @@ impl RootModule for PluginRoot_Ref {
 /// and what the loader checks. It is not the crate's version: additions that
 /// change no layout (helpers, constants, accessors) leave it alone; it moves
 /// to the next minor only when the interface itself grows.
-pub const API_VERSION: &str = "1.0.0";
+pub const API_VERSION: &str = "1.1.0";

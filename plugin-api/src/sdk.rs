@@ -53,8 +53,8 @@ pub trait Plugin: CredentialProvider + Sized {
     const NAME: &'static str;
     /// The plugin's own version (usually `env!("CARGO_PKG_VERSION")`).
     const VERSION: &'static str;
-    /// What the plugin offers.
-    const CAPABILITIES: Capabilities = Capabilities::ALL;
+    /// What the plugin offers (this kit offers the 1.0 operations).
+    const CAPABILITIES: Capabilities = Capabilities::V1_0;
 
     /// Builds a provider from the plugin's settings (a JSON object). Runs on
     /// the plugin runtime; it must not block, but may await I/O.
@@ -276,6 +276,11 @@ pub fn runtime() -> Result<&'static tokio::runtime::Runtime, PluginError> {
             .enable_all()
             .build()
             .map_err(|e| PluginError::new(ErrorKind::OTHER, format!("cannot start the plugin runtime: {e}")))?;
+        if !current.is_null() {
+            // A runtime of another process: this one was forked, and the
+            // parent's operations never finish here.
+            BUSY.store(0, std::sync::atomic::Ordering::SeqCst);
+        }
         let fresh = Box::into_raw(Box::new(RuntimeSlot { pid, runtime }));
         match RUNTIME.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
             // The replaced slot (another process's) stays leaked.
@@ -302,6 +307,53 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 fn panicked(what: &str, payload: &(dyn std::any::Any + Send)) -> PluginError {
     PluginError::new(ErrorKind::PANICKED, format!("plugin panicked in {what}: {}", panic_message(payload)))
+}
+
+/// Operation tasks still running (or being dropped after a cancellation)
+/// and clean-up tasks: what [`wait_idle`] waits for. Connection pools and
+/// other background tasks of the plugin's libraries are not counted: they
+/// leave nothing behind.
+static BUSY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts as busy from creation to drop.
+struct Busy;
+
+impl Busy {
+    fn new() -> Self {
+        BUSY.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        BUSY.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Spawns clean-up work that must finish before the process may exit
+/// (aborting a multipart upload, cancelling an upload session): the host
+/// waits for it through `wait_idle`. Runs on the current runtime, else on
+/// the plugin runtime.
+pub fn spawn_cleanup<F>(fut: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let busy = Busy::new();
+    let task = async move {
+        let _busy = busy;
+        fut.await;
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(task);
+        }
+        Err(_) => {
+            if let Ok(rt) = runtime() {
+                rt.spawn(task);
+            }
+        }
+    }
 }
 
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -331,7 +383,13 @@ where
         Ok(f) => f,
         Err(p) => return ready(panicked(what, &*p)),
     };
-    let mut task = AbortOnDrop(rt.spawn(fut));
+    let busy = Busy::new();
+    let mut task = AbortOnDrop(rt.spawn(async move {
+        // Counted until the task's future is gone: completed, or dropped
+        // after an abort (when its clean-up has been spawned).
+        let _busy = busy;
+        fut.await
+    }));
     async move {
         match (&mut task.0).await {
             Ok(Ok(v)) => RResult::ROk(v),
@@ -410,12 +468,11 @@ impl<P: CredentialProvider> Provider for Adapter<P> {
 #[doc(hidden)]
 pub fn wait_idle() -> FfiFuture<PResult<()>> {
     spawn_guarded("wait_idle", || async {
-        // Clean-up runs as tasks on this plugin's runtime (e.g. the abort
-        // of a multipart upload spawned when an upload is dropped): wait
-        // until this task is the only one left.
-        let handle = tokio::runtime::Handle::current();
-        while handle.metrics().num_alive_tasks() > 1 {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // Operations cancelled by the host drop their state (and spawn their
+        // clean-up) when their task is next polled; wait until only this
+        // task is left.
+        while BUSY.load(std::sync::atomic::Ordering::SeqCst) > 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         Ok(())
     })

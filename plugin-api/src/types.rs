@@ -304,3 +304,91 @@ impl CheckItem {
         Self { component: RString::from(component.into()), ok: false, detail: RString::from(detail.into()) }
     }
 }
+
+// ---- interface 1.1 ------------------------------------------------------
+
+/// What a presigned URL lets its holder do.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PresignMethod(pub u8);
+
+impl PresignMethod {
+    /// Read an object (HTTP GET).
+    pub const GET: Self = Self(0);
+    /// Store an object (HTTP PUT).
+    pub const PUT: Self = Self(1);
+
+    /// `GET` or `PUT`.
+    pub fn as_str(self) -> &'static str {
+        if self == Self::PUT {
+            "PUT"
+        } else {
+            "GET"
+        }
+    }
+}
+
+/// Ask for a presigned URL (since 1.1).
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug)]
+pub struct PresignRequest {
+    /// GET an existing object, or PUT a new one.
+    pub method: PresignMethod,
+    /// The bucket (for PUT: the projects bucket, filled in by the plugin when empty).
+    pub bucket: RString,
+    /// The object name (validated by the host).
+    pub name: RString,
+    /// How long the URL works, in seconds (at most 7 days).
+    pub expires_secs: u64,
+    /// Reserved for later options.
+    pub extra: Extra,
+}
+
+/// One HTTP header a client must send with a presigned URL.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Its name.
+    pub name: RString,
+    /// Its value.
+    pub value: RString,
+}
+
+/// A presigned URL (since 1.1). The URL is a credential: it is a [`Secret`].
+#[repr(C)]
+#[derive(StableAbi, Clone)]
+pub struct Presigned {
+    /// `GET` or `PUT`.
+    pub method: RString,
+    /// The URL.
+    pub url: Secret,
+    /// Headers the client must send (e.g. a content type the signature covers).
+    pub headers: RVec<Header>,
+    /// Unix time (seconds) after which the URL stops working.
+    pub expires_at: i64,
+    /// Reserved for later results.
+    pub extra: Extra,
+}
+
+impl fmt::Debug for Presigned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Presigned")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("headers", &self.headers)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Delete an object (since 1.1).
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug)]
+pub struct DeleteRequest {
+    /// The bucket.
+    pub bucket: RString,
+    /// The object name (validated by the host).
+    pub name: RString,
+    /// Reserved for later options.
+    pub extra: Extra,
+}

@@ -14,7 +14,8 @@ use credhost_plugin_api::{
 };
 
 use crate::{
-    Dest, Download, Entry, Plugin, Probe, Progress, Provider, RegistryRequest, Source, Stored, StreamReader, Upload,
+    DeleteRequest, Dest, Download, Entry, Method, Plugin, PresignRequest, Probe, Progress, Provider, RegistryRequest,
+    Source, Stored, StreamReader, Upload,
 };
 
 struct Adapter<P>(Arc<P>);
@@ -143,5 +144,46 @@ impl<P: Provider> credhost_plugin_api::Provider for Adapter<P> {
 
     fn wait_idle(&self) -> FfiFuture<PResult<()>> {
         credhost_plugin_api::sdk::wait_idle()
+    }
+
+    fn presign(&self, req: credhost_plugin_api::PresignRequest) -> FfiFuture<PResult<credhost_plugin_api::Presigned>> {
+        let p = self.0.clone();
+        spawn_guarded("presign", move || async move {
+            let method = if req.method == credhost_plugin_api::PresignMethod::PUT { Method::Put } else { Method::Get };
+            let request = PresignRequest {
+                method,
+                bucket: req.bucket.into_string(),
+                name: req.name.into_string(),
+                expires: std::time::Duration::from_secs(req.expires_secs),
+                extra: extra_to_map(req.extra),
+            };
+            let signed = p.presign(request).await?;
+            Ok(credhost_plugin_api::Presigned {
+                method: match signed.method {
+                    Method::Get => "GET".into(),
+                    Method::Put => "PUT".into(),
+                },
+                url: signed.url,
+                headers: signed
+                    .headers
+                    .into_iter()
+                    .map(|(name, value)| credhost_plugin_api::Header { name: name.into(), value: value.into() })
+                    .collect(),
+                expires_at: signed.expires_at,
+                extra: Extra::new(),
+            })
+        })
+    }
+
+    fn delete(&self, req: credhost_plugin_api::DeleteRequest) -> FfiFuture<PResult<()>> {
+        let p = self.0.clone();
+        spawn_guarded("delete", move || async move {
+            let request = DeleteRequest {
+                bucket: req.bucket.into_string(),
+                name: req.name.into_string(),
+                extra: extra_to_map(req.extra),
+            };
+            p.delete(request).await
+        })
     }
 }

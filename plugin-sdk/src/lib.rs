@@ -36,6 +36,8 @@ mod adapter;
 mod io;
 mod types;
 
+pub mod testing;
+
 use std::future::Future;
 
 pub use credhost_plugin_api as api;
@@ -43,16 +45,20 @@ pub use credhost_plugin_api::{
     abi_stable,
     rules::{check_http_url, registry_host, unix_now},
     sdk::{
-        error_chain, parse_settings, secret_from_env, Context, ProgressHandle as Progress, SinkWriter,
+        error_chain, parse_settings, secret_from_env, spawn_cleanup, Context, ProgressHandle as Progress, SinkWriter,
         SourceReader as StreamReader,
     },
     AuthForm, AuthKind, Capabilities, ErrorKind, PluginError as Error, Secret,
 };
 pub use serde;
 pub use serde_json;
+pub use tokio;
 
 pub use io::{copy, AtomicFile, Copied, DestWriter, IoContext};
-pub use types::{expires_in, Dest, Download, Entry, Probe, RegistryAuth, RegistryRequest, Source, Stored, Upload};
+pub use types::{
+    expires_in, DeleteRequest, Dest, Download, Entry, Method, PresignRequest, Presigned, Probe, RegistryAuth,
+    RegistryRequest, Source, Stored, Upload,
+};
 
 /// The result of every provider operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -138,6 +144,22 @@ pub trait Provider: Send + Sync + 'static {
     /// A cheap live probe: one [`Probe`] per component (storage, registry).
     fn check(&self) -> impl Future<Output = Result<Vec<Probe>>> + Send {
         async { Err(Error::unsupported("check")) }
+    }
+
+    /// A time-limited URL to GET `req.bucket`/`req.name`, or to PUT an
+    /// object `req.name` into the projects bucket, usable without any other
+    /// credentials (interface 1.1). A store that has no URLs answers
+    /// [`ErrorKind::UNSUPPORTED`] saying so.
+    fn presign(&self, req: PresignRequest) -> impl Future<Output = Result<Presigned>> + Send {
+        let _ = req;
+        async { Err(Error::unsupported("presigned URLs")) }
+    }
+
+    /// Deletes `req.bucket`/`req.name` (interface 1.1). Idempotent: an
+    /// object that does not exist is not an error.
+    fn delete(&self, req: DeleteRequest) -> impl Future<Output = Result<()>> + Send {
+        let _ = req;
+        async { Err(Error::unsupported("deleting projects")) }
     }
 }
 

@@ -262,3 +262,64 @@ mod tests {
         assert_eq!(format!("{:?}", Entry::plain("K", "v")), "Entry { key: \"K\", value: \"v\" }");
     }
 }
+
+/// What a presigned URL lets its holder do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Read an existing object.
+    Get,
+    /// Store an object.
+    Put,
+}
+
+/// Ask for a presigned URL.
+#[derive(Clone, Debug)]
+pub struct PresignRequest {
+    /// GET an existing object, or PUT a new one.
+    pub method: Method,
+    /// The bucket; for [`Method::Put`] the instance's projects bucket (the
+    /// host sends it empty: fill it in).
+    pub bucket: String,
+    /// The object name, validated by the host.
+    pub name: String,
+    /// How long the URL works (at most 7 days).
+    pub expires: Duration,
+    /// Options this kit does not know by name.
+    pub extra: HashMap<String, String>,
+}
+
+/// A presigned URL. The URL is a credential: whoever holds it can use it
+/// until it expires, so it is a [`Secret`].
+#[derive(Clone)]
+pub struct Presigned {
+    /// What it allows.
+    pub method: Method,
+    /// The URL.
+    pub url: Secret,
+    /// Headers a client must send with it, `(name, value)`.
+    pub headers: Vec<(String, String)>,
+    /// Unix time (seconds) after which it stops working.
+    pub expires_at: i64,
+}
+
+impl fmt::Debug for Presigned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Presigned")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("headers", &self.headers)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Delete an object.
+#[derive(Clone, Debug)]
+pub struct DeleteRequest {
+    /// The bucket.
+    pub bucket: String,
+    /// The object name, validated by the host.
+    pub name: String,
+    /// Options this kit does not know by name.
+    pub extra: HashMap<String, String>,
+}

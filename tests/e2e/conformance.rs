@@ -35,6 +35,8 @@ struct Backend {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Check {
     WrongCredentials,
+    PresignedUrls,
+    SignatureChecked,
 }
 
 impl Backend {
@@ -55,6 +57,8 @@ impl Backend {
         match (self.kind, check) {
             (Kind::Fs, Check::WrongCredentials) => Some("the filesystem store has no credentials"),
             (Kind::AwsMoto, Check::WrongCredentials) => Some("moto accepts any keys"),
+            (Kind::Fs, Check::PresignedUrls | Check::SignatureChecked) => Some("the filesystem store has no URLs"),
+            (Kind::AwsMoto, Check::SignatureChecked) => Some("moto serves tampered and expired presigned URLs"),
             _ => None,
         }
     }
@@ -466,6 +470,127 @@ fn secrets_stay_out_of_output_and_logs(b: &Backend) {
     b.forget(&name);
 }
 
+/// `curl` of `url` with `headers`, `-T upload` for a PUT; (status, body file).
+fn curl_url(
+    ws: &Workspace,
+    method: &str,
+    url: &str,
+    headers: &serde_json::Value,
+    upload: Option<&Path>,
+    out: &str,
+) -> String {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "-o", ws.path(out).to_str().unwrap(), "-w", "%{http_code}", "-X", method]);
+    for (k, v) in headers.as_object().into_iter().flatten() {
+        cmd.args(["-H", &format!("{k}: {}", v.as_str().unwrap_or_default())]);
+    }
+    if let Some(file) = upload {
+        cmd.args(["-T", file.to_str().unwrap()]);
+    }
+    let done = cmd.arg(url).output().unwrap();
+    String::from_utf8_lossy(&done.stdout).into_owned()
+}
+
+fn presign_json(ws: &Workspace, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["presign"];
+    full.extend_from_slice(args);
+    full.push("--json");
+    serde_json::from_str(&ws.run(&full).ok()).unwrap()
+}
+
+/// Presigned URLs: plain curl reads an object through a GET URL, byte for
+/// byte, and stores one through a PUT URL that credhost then reads; where
+/// the server checks signatures, a tampered or expired URL is refused.
+fn presigned_urls(b: &Backend) {
+    let ws = b.ws();
+    if let Some(why) = b.cannot(Check::PresignedUrls) {
+        println!("not applicable on {:?}: {why}", b.kind);
+        let err = ws.run(&["presign", "get", "projects", "a.zip"]).fails_with(1);
+        assert!(err.contains("has no URLs"), "{err}");
+        return;
+    }
+    let name = unique("presigned");
+    write_zip(&ws.path("src.zip"), 3 * MIB + 11, 51);
+    ws.run(&["upload", "src.zip", "--name", &name]).ok();
+    let get = presign_json(&ws, &["get", "projects", &name, "--expires", "10m"]);
+    assert_eq!(get["method"], "GET");
+    let expires_at = get["expires_at"].as_i64().unwrap();
+    let now = credhost::api::rules::unix_now();
+    assert!((now + 590..=now + 610).contains(&expires_at), "{get}");
+    let url = get["url"].as_str().unwrap();
+    assert_eq!(curl_url(&ws, "GET", url, &get["headers"], None, "got.zip"), "200");
+    assert_eq!(sha256(&ws.path("got.zip")), sha256(&ws.path("src.zip")));
+    // Printed plainly, the URL is the one line of output.
+    let plain = ws.run(&["presign", "get", "projects", &name]).ok();
+    assert_eq!(plain.lines().count(), 1);
+
+    let put_name = unique("presigned-put");
+    let put = presign_json(&ws, &["put", &put_name]);
+    assert_eq!(put["method"], "PUT");
+    assert_eq!(
+        curl_url(&ws, "PUT", put["url"].as_str().unwrap(), &put["headers"], Some(&ws.path("src.zip")), "put.out"),
+        "200"
+    );
+    ws.run(&["download", "projects", &put_name, "-o", "put-back.zip"]).ok();
+    assert_eq!(sha256(&ws.path("put-back.zip")), sha256(&ws.path("src.zip")));
+
+    // A job's PROJECT_URL: a secret, redacted unless asked for.
+    let redacted = ws.run(&["credentials", "--project", &format!("projects/{name}")]).ok();
+    assert!(redacted.contains("PROJECT_URL=<redacted>"), "{redacted}");
+    let v: serde_json::Value = serde_json::from_str(
+        &ws.run(&[
+            "credentials",
+            "--format",
+            "json",
+            "--show-secrets",
+            "--project",
+            &format!("projects/{name}"),
+            "--expires",
+            "5m",
+        ])
+        .ok(),
+    )
+    .unwrap();
+    assert_eq!(
+        curl_url(&ws, "GET", v["PROJECT_URL"].as_str().unwrap(), &serde_json::json!({}), None, "job.zip"),
+        "200"
+    );
+    assert_eq!(sha256(&ws.path("job.zip")), sha256(&ws.path("src.zip")));
+
+    if let Some(why) = b.cannot(Check::SignatureChecked) {
+        println!("signature checks not applicable on {:?}: {why}", b.kind);
+    } else {
+        // One character of the signature changed.
+        let (head, last) = url.split_at(url.len() - 1);
+        let tampered = format!("{head}{}", if last == "0" { "1" } else { "0" });
+        assert_eq!(curl_url(&ws, "GET", &tampered, &get["headers"], None, "tampered.out"), "403");
+        let short = presign_json(&ws, &["get", "projects", &name, "--expires", "1s"]);
+        std::thread::sleep(Duration::from_millis(2500));
+        assert_eq!(curl_url(&ws, "GET", short["url"].as_str().unwrap(), &short["headers"], None, "expired.out"), "403");
+    }
+    let err = ws.run(&["presign", "get", "projects", &name, "--expires", "8d"]).fails_with(2);
+    assert!(err.contains("7 days"), "{err}");
+    b.forget(&name);
+    b.forget(&put_name);
+}
+
+/// Delete: the object is gone (a download is not found), and deleting again
+/// succeeds; names an upload would refuse are refused.
+fn delete_is_final_and_idempotent(b: &Backend) {
+    let ws = b.ws();
+    let name = unique("delete");
+    write_zip(&ws.path("src.zip"), 2000, 61);
+    ws.run(&["upload", "src.zip", "--name", &name]).ok();
+    ws.run(&["delete", "projects", &name]).ok();
+    assert!(!b.object_exists(&ws, &name));
+    ws.run(&["download", "projects", &name, "-o", "gone.zip"]).fails_with(3);
+    ws.run(&["delete", "projects", &name]).ok();
+    ws.run(&["delete", "projects", &unique("never-there")]).ok();
+    for bad in ["../escape.zip", "/abs.zip", "a\u{202e}b.zip"] {
+        ws.run(&["delete", "projects", bad]).fails_with(2);
+    }
+}
+
 macro_rules! suite {
     ($module:ident, $kind:expr) => {
         mod $module {
@@ -506,6 +631,14 @@ macro_rules! suite {
             #[test]
             fn secrets_stay_out_of_output_and_logs() {
                 super::secrets_stay_out_of_output_and_logs(&backend());
+            }
+            #[test]
+            fn presigned_urls() {
+                super::presigned_urls(&backend());
+            }
+            #[test]
+            fn delete_is_final_and_idempotent() {
+                super::delete_is_final_and_idempotent(&backend());
             }
         }
     };

@@ -59,6 +59,7 @@ Every token decision is logged to stderr as one line, `token-issued {json}`,
 
 import argparse
 import base64
+import calendar
 import hashlib
 import http.client
 import json
@@ -71,8 +72,9 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform", "https://www.googleapis.com/auth/devstorage")
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -91,6 +93,7 @@ class State:
         self.users = {}  # client_id -> {"secret", "refresh", "lifetime"}
         self.tokens = {}  # token -> (expires_at, account)
         self.issued = {}  # account -> count
+        self.signed = {}  # account -> signBlob calls
         self.uploads = {}  # upload_id -> object name
         self.stats = {}  # object name -> counters
         self.faults = []
@@ -116,6 +119,10 @@ class State:
 
 
 STATE = None
+
+
+def calendar_timegm(t):
+    return calendar.timegm(t)
 
 
 def log(event, **fields):
@@ -160,16 +167,23 @@ def new_key_pair():
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption()).decode()
-    return key.public_key(), pem
+    return key, pem
+
+
+def register_account(email, key, lifetime):
+    """Google's side of an account: its key (IAM signBlob signs with it) and
+    the lifetime of the tokens it gets."""
+    key_id = secrets.token_hex(20)
+    with STATE.lock:
+        STATE.accounts[email] = {"key_id": key_id, "public": key.public_key(), "private": key, "lifetime": lifetime}
+    return key_id
 
 
 def new_service_account(token_uri, lifetime):
-    public, pem = new_key_pair()
+    key, pem = new_key_pair()
     n = STATE.next_id()
     email = f"sa-{n}@{STATE.project}.iam.gserviceaccount.com"
-    key_id = secrets.token_hex(20)
-    with STATE.lock:
-        STATE.accounts[email] = {"key_id": key_id, "public": public, "lifetime": lifetime}
+    key_id = register_account(email, key, lifetime)
     return {
         "type": "service_account",
         "project_id": STATE.project,
@@ -215,7 +229,7 @@ class TokenHandler(Handler):
         if path == "/_test/account":
             email = (query.get("email") or [""])[0]
             with STATE.lock:
-                return self.reply(200, {"issued": STATE.issued.get(email, 0)})
+                return self.reply(200, {"issued": STATE.issued.get(email, 0), "signed": STATE.signed.get(email, 0)})
         self.reply(404, {"error": "not_found"})
 
     def do_POST(self):
@@ -227,6 +241,8 @@ class TokenHandler(Handler):
         if path == "/_test/authorized-user":
             self.body()
             return self.reply(200, new_authorized_user(self.token_uri(), lifetime))
+        if path.startswith("/v1/projects/-/serviceAccounts/") and path.endswith(":signBlob"):
+            return self.sign_blob(urllib.parse.unquote(path[len("/v1/projects/-/serviceAccounts/"):-len(":signBlob")]))
         if path != "/token":
             return self.reply(404, {"error": "not_found"})
         form = {k: v[0] for k, v in urllib.parse.parse_qs(self.body().decode(errors="replace")).items()}
@@ -236,6 +252,25 @@ class TokenHandler(Handler):
         if grant == "refresh_token":
             return self.refresh_grant(form)
         self.deny(400, "unsupported_grant_type", f"grant_type {grant!r} is not supported")
+
+    def sign_blob(self, email):
+        """The IAM Credentials API's signBlob: signs the payload with the
+        account's key, for a caller holding a current token of that account."""
+        body = json.loads(self.body() or b"{}")
+        auth = self.headers.get("Authorization", "")
+        token = auth[7:] if auth.startswith("Bearer ") else None
+        with STATE.lock:
+            entry = STATE.tokens.get(token) if token else None
+            account = STATE.accounts.get(email)
+        if entry is None or entry[0] <= time.time():
+            return self.reply(401, {"error": {"code": 401, "message": "Request had invalid authentication credentials."}})
+        if entry[1] != email or account is None or "private" not in account:
+            return self.reply(403, {"error": {"code": 403, "message": f"Permission 'iam.serviceAccounts.signBlob' denied on {email}"}})
+        signature = account["private"].sign(base64.b64decode(body.get("payload", "")), padding.PKCS1v15(), hashes.SHA256())
+        with STATE.lock:
+            STATE.signed[email] = STATE.signed.get(email, 0) + 1
+        log("sign-blob", account=email)
+        self.reply(200, {"keyId": account["key_id"], "signedBlob": base64.b64encode(signature).decode()})
 
     def jwt_grant(self, assertion):
         try:
@@ -342,6 +377,8 @@ class ProxyHandler(Handler):
         path, query = self.split()
         if path.startswith("/_proxy/"):
             return self.control(path, query)
+        if "X-Goog-Signature" in query:
+            return self.signed_url(path, query)
         name = self.object_of(path, query)
         auth = self.headers.get("Authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else None
@@ -398,6 +435,83 @@ class ProxyHandler(Handler):
                 stats["cancellations"] += 1
         data_chunk = chunk and not content_range.startswith("bytes */")
         return self.forward(query, name, length, fault, data_chunk, media)
+
+    def signed_url(self, path, query):
+        """A V4 signed URL of the XML API (`/BUCKET/OBJECT?X-Goog-...`), which
+        the emulator lacks: the signature is checked the way GCS checks it
+        (canonical request, string to sign, RSA-SHA256 with the key of the
+        account in X-Goog-Credential, expiry), then the request is carried
+        out through the emulator's JSON API."""
+        def refuse(why):
+            self.body()
+            log("signed-url-denied", method=self.command, reason=why)
+            STATE.signed_denied = getattr(STATE, "signed_denied", 0) + 1
+            return self.reply(403, f"<Error><Code>SignatureDoesNotMatch</Code><Message>{why}</Message></Error>",
+                              "application/xml")
+        one = {k: v[0] for k, v in query.items()}
+        if one.get("X-Goog-Algorithm") != "GOOG4-RSA-SHA256":
+            return refuse("unknown algorithm")
+        try:
+            email, date, location, service, request = one["X-Goog-Credential"].split("/")
+            stamp = time.strptime(one["X-Goog-Date"], "%Y%m%dT%H%M%SZ")
+            expires = int(one["X-Goog-Expires"])
+        except (KeyError, ValueError):
+            return refuse("malformed signature parameters")
+        signed_at = calendar_timegm(stamp)
+        if not 1 <= expires <= 604800:
+            return refuse("X-Goog-Expires out of range")
+        if signed_at > time.time() + 60:
+            return refuse("signed in the future")
+        if signed_at + expires < time.time():
+            return refuse("the URL has expired")
+        with STATE.lock:
+            account = STATE.accounts.get(email)
+        if account is None:
+            return refuse(f"unknown account {email}")
+        raw_path = urllib.parse.urlsplit(self.path).path
+        raw_query = urllib.parse.urlsplit(self.path).query
+        pairs = [p.split("=", 1) for p in raw_query.split("&") if p]
+        canonical_query = "&".join(
+            sorted(f"{urllib.parse.quote(urllib.parse.unquote(k), safe='-_.~')}={urllib.parse.quote(urllib.parse.unquote(v), safe='-_.~')}"
+                   for k, v in pairs if urllib.parse.unquote(k) != "X-Goog-Signature"))
+        signed_headers = one.get("X-Goog-SignedHeaders", "host").split(";")
+        headers = "".join(f"{h}:{(self.headers.get(h) or '').strip()}\n" for h in signed_headers)
+        canonical = f"{self.command}\n{raw_path}\n{canonical_query}\n{headers}\n{';'.join(signed_headers)}\nUNSIGNED-PAYLOAD"
+        to_sign = "\n".join(["GOOG4-RSA-SHA256", one["X-Goog-Date"], f"{date}/{location}/{service}/{request}",
+                              hashlib.sha256(canonical.encode()).hexdigest()])
+        try:
+            account["public"].verify(bytes.fromhex(one["X-Goog-Signature"]), to_sign.encode(), padding.PKCS1v15(),
+                                     hashes.SHA256())
+        except (InvalidSignature, ValueError):
+            return refuse("the signature does not match")
+        bucket, _, name = raw_path.lstrip("/").partition("/")
+        name = urllib.parse.unquote(name)
+        up = http.client.HTTPConnection(self.server.upstream[0], self.server.upstream[1], timeout=600)
+        quoted = urllib.parse.quote(name, safe="")
+        if self.command == "GET":
+            up.request("GET", f"/download/storage/v1/b/{bucket}/o/{quoted}?alt=media")
+            resp = up.getresponse()
+            if resp.status != 200:
+                resp.read()
+                return self.reply(404, "<Error><Code>NoSuchKey</Code></Error>", "application/xml")
+            self.send_response(200)
+            self.send_header("Content-Length", resp.getheader("Content-Length") or "0")
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            while True:
+                piece = resp.read(PIECE)
+                if not piece:
+                    break
+                self.wfile.write(piece)
+            return None
+        if self.command == "PUT":
+            body = self.body()
+            up.request("POST", f"/upload/storage/v1/b/{bucket}/o?uploadType=media&name={urllib.parse.quote(name)}",
+                       body=body, headers={"Content-Type": "application/octet-stream"})
+            resp = up.getresponse()
+            resp.read()
+            return self.reply(200 if resp.status == 200 else 502, b"", "application/xml")
+        return refuse(f"method {self.command} is not signed for")
 
     def forward(self, query, name, length, fault, data_chunk, media):
         mode = fault["mode"] if fault else None
@@ -503,6 +617,10 @@ def main():
     p.add_argument("--metadata-lifetime", type=int, default=3600)
     a = p.parse_args()
     STATE = State(a.project, a.token_lifetime, a.metadata_lifetime)
+    # The metadata server's account: Google holds its key, and signs with it
+    # through signBlob.
+    register_account(f"metadata-default@{a.project}.iam.gserviceaccount.com",
+                     new_key_pair()[0], a.metadata_lifetime)
     host, port = a.upstream.rsplit(":", 1)
     servers = [Server(("127.0.0.1", a.metadata_port), MetadataHandler),
                Server(("127.0.0.1", a.proxy_port), ProxyHandler)]

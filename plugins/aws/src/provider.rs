@@ -1,8 +1,8 @@
 //! The provider: ECR for the registry, S3 for the projects bucket.
 
 use credhost_plugin_sdk::{
-    parse_settings, registry_host, Context, Download, Entry, Error, ErrorKind, Plugin, Probe, Provider, RegistryAuth,
-    RegistryRequest, Result, Secret, Stored, Upload,
+    parse_settings, registry_host, Context, DeleteRequest, Download, Entry, Error, ErrorKind, Plugin, PresignRequest,
+    Presigned, Probe, Provider, RegistryAuth, RegistryRequest, Result, Secret, Stored, Upload,
 };
 use credhost_s3_transfer::store::S3Bucket;
 
@@ -111,5 +111,13 @@ impl Provider for AwsProvider {
             Err(e) => Probe::failed("registry", format!("ECR token for {}: {}", self.registry, e.message)),
         };
         Ok(vec![self.store.check().await, registry])
+    }
+
+    async fn presign(&self, req: PresignRequest) -> Result<Presigned> {
+        self.store.presign(req).await
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<()> {
+        self.store.delete(req).await
     }
 }

@@ -4,8 +4,8 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use credhost_plugin_sdk::{
-    parse_settings, Context, Download, Entry, Error as PluginError, Plugin, Probe, Provider, RegistryAuth,
-    RegistryRequest, Stored, Upload,
+    parse_settings, Context, DeleteRequest, Download, Entry, Error as PluginError, Method, Plugin, PresignRequest,
+    Presigned, Probe, Provider, RegistryAuth, RegistryRequest, Stored, Upload,
 };
 
 use crate::{
@@ -13,7 +13,7 @@ use crate::{
     error::send_error,
     registry,
     settings::Settings,
-    store::{download, upload, Gcs},
+    store::{download, presign, upload, Gcs},
 };
 
 /// The provider.
@@ -23,6 +23,7 @@ pub struct GcpProvider {
     registry: String,
     bucket: String,
     gcs: Arc<Gcs>,
+    iam: reqwest::Url,
     chunk: usize,
 }
 
@@ -58,12 +59,14 @@ impl GcpProvider {
         let tokens = Arc::new(TokenSource::new(source, http.clone())?);
         tracing::debug!("credentials: {}", tokens.source().describe());
         let gcs = Arc::new(Gcs::new(settings.storage_base()?, http, tokens));
+        let iam = settings.iam_base()?;
         Ok(Self {
             project_id: settings.project_id,
             location: settings.location,
             registry: settings.registry,
             bucket: settings.bucket,
             gcs,
+            iam,
             chunk: upload::DEFAULT_CHUNK,
         })
     }
@@ -163,5 +166,17 @@ impl Provider for GcpProvider {
             Err(e) => Probe::failed("storage", format!("{label}: {}", e.message)),
         };
         Ok(vec![storage, registry])
+    }
+
+    async fn presign(&self, req: PresignRequest) -> Result<Presigned, PluginError> {
+        let bucket = match req.method {
+            Method::Get => req.bucket.as_str(),
+            Method::Put => self.bucket.as_str(),
+        };
+        presign::presign(&self.gcs, &self.iam, req.method, bucket, &req.name, req.expires).await
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<(), PluginError> {
+        self.gcs.delete(&req.bucket, &req.name, None).await
     }
 }

@@ -19,6 +19,9 @@ pub struct Settings {
     pub credentials: Option<CredentialsSetting>,
     /// Base URL of the storage JSON API (an emulator); absent: Google's.
     pub storage_endpoint: Option<String>,
+    /// Base URL of the IAM Credentials API, which signs URLs for accounts
+    /// whose key the plugin does not hold; absent: Google's.
+    pub iam_endpoint: Option<String>,
 }
 
 /// `credentials = ...`: one pinned source.
@@ -38,6 +41,8 @@ pub enum CredentialsSetting {
 
 /// Google's storage endpoint.
 pub const DEFAULT_STORAGE_ENDPOINT: &str = "https://storage.googleapis.com";
+/// Google's IAM Credentials endpoint.
+pub const DEFAULT_IAM_ENDPOINT: &str = "https://iamcredentials.googleapis.com";
 
 impl Settings {
     /// Checks each value, naming the setting at fault.
@@ -49,11 +54,21 @@ impl Settings {
         if let Some(ep) = &self.storage_endpoint {
             storage_url(ep)?;
         }
+        self.iam_base()?;
         match &self.credentials {
             Some(CredentialsSetting::ServiceAccountFile(p)) => non_empty("credentials.service_account_file", p),
             Some(CredentialsSetting::ServiceAccountJsonEnv(v)) => non_empty("credentials.service_account_json_env", v),
             _ => Ok(()),
         }
+    }
+
+    /// The IAM Credentials base URL.
+    pub fn iam_base(&self) -> Result<reqwest::Url, PluginError> {
+        let endpoint = self.iam_endpoint.as_deref().unwrap_or(DEFAULT_IAM_ENDPOINT);
+        credhost_plugin_sdk::check_http_url(endpoint)
+            .map_err(|why| PluginError::config("iam_endpoint", format!("`iam_endpoint`: {why}")))?;
+        reqwest::Url::parse(endpoint)
+            .map_err(|e| PluginError::config("iam_endpoint", format!("`iam_endpoint` is not a URL: {e}")))
     }
 
     /// The storage base URL, without a trailing slash.

@@ -1,8 +1,8 @@
 //! The provider: the registry and the store its settings describe.
 
 use credhost_plugin_sdk::{
-    parse_settings, Context, Download, Entry, Error, ErrorKind, Plugin, Probe, Provider, RegistryAuth, RegistryRequest,
-    Result, Stored, Upload,
+    parse_settings, Context, DeleteRequest, Download, Entry, Error, ErrorKind, Plugin, PresignRequest, Presigned,
+    Probe, Provider, RegistryAuth, RegistryRequest, Result, Stored, Upload,
 };
 
 use crate::{registry::Registry, settings::Settings, store::Store};
@@ -87,5 +87,13 @@ impl Provider for LocalProvider {
 
     async fn check(&self) -> Result<Vec<Probe>> {
         Ok(vec![self.store.check().await, self.registry.check().await])
+    }
+
+    async fn presign(&self, req: PresignRequest) -> Result<Presigned> {
+        self.store.presign(req).await
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<()> {
+        self.store.delete(req).await
     }
 }

@@ -4,7 +4,8 @@ pub mod fs;
 pub mod s3;
 
 use credhost_plugin_sdk::{
-    check_http_url, secret_from_env, Context, Download, Entry, Error, Probe, Result, Stored, Upload,
+    check_http_url, secret_from_env, Context, DeleteRequest, Download, Entry, Error, ErrorKind, PresignRequest,
+    Presigned, Probe, Result, Stored, Upload,
 };
 
 use crate::settings::StorageSettings;
@@ -61,6 +62,25 @@ impl Store {
         match self {
             Store::Fs(s) => s.download(req).await,
             Store::S3(s) => s.bucket.download(req).await,
+        }
+    }
+
+    /// A presigned URL; only S3 has them.
+    pub async fn presign(&self, req: PresignRequest) -> Result<Presigned> {
+        match self {
+            Store::Fs(_) => Err(Error::new(
+                ErrorKind::UNSUPPORTED,
+                "the filesystem store has no URLs: presigned URLs need `storage.kind = \"s3\"`",
+            )),
+            Store::S3(s) => s.bucket.presign(req).await,
+        }
+    }
+
+    /// Deletes an object; deleting a missing one succeeds.
+    pub async fn delete(&self, req: DeleteRequest) -> Result<()> {
+        match self {
+            Store::Fs(s) => s.delete(&req.bucket, &req.name).await,
+            Store::S3(s) => s.bucket.delete(req).await,
         }
     }
 

@@ -142,6 +142,14 @@ impl<'a> Op<'a> {
         Self { verb: "check", bucket, key: None }
     }
 
+    pub(crate) fn presign(bucket: &'a str, key: &'a str) -> Self {
+        Self { verb: "presigning", bucket, key: Some(key) }
+    }
+
+    pub(crate) fn delete(bucket: &'a str, key: &'a str) -> Self {
+        Self { verb: "delete", bucket, key: Some(key) }
+    }
+
     /// An error of `kind` in this operation: "`<op>` failed: `<detail>`".
     pub(crate) fn err(&self, kind: TransferErrorKind, detail: impl fmt::Display) -> TransferError {
         TransferError::new(kind, format!("{self} failed: {detail}"))

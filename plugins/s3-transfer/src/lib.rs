@@ -54,6 +54,7 @@ mod download;
 mod error;
 mod options;
 mod pool;
+mod presign;
 #[cfg(feature = "sdk")]
 pub mod store;
 mod upload;
@@ -62,6 +63,7 @@ pub use client::{build_client, transfer_timeouts, tune_config, ClientSettings};
 pub use download::{download_to_path, download_to_writer, head_bucket};
 pub use error::{TransferError, TransferErrorKind};
 pub use options::{Progress, TransferOptions, Transferred, MAX_PARTS, MIN_PART_SIZE};
+pub use presign::{delete_object, presign_get, presign_put, PresignedUrl};
 pub use upload::{upload_path, upload_reader};
 
 /// User-metadata key (without the `x-amz-meta-` prefix) holding the CRC32C of

@@ -3,7 +3,8 @@
 //! S3-backed provider.
 
 use credhost_plugin_sdk::{
-    error_chain, Dest, Download, Error as PluginError, ErrorKind, Probe, Source, Stored, Upload,
+    error_chain, expires_in, DeleteRequest, Dest, Download, Error as PluginError, ErrorKind, Method, PresignRequest,
+    Presigned, Probe, Secret, Source, Stored, Upload,
 };
 
 use crate::{TransferError, TransferErrorKind, TransferOptions};
@@ -67,6 +68,26 @@ impl S3Bucket {
         };
         let location = format!("s3://{}/{}", req.bucket, req.name);
         Ok(Stored::new(req.bucket, req.name, done.size, format!("crc32c:{:08x}", done.crc32c)).at(location))
+    }
+
+    /// A presigned URL: GET of an object, or PUT of one into the projects bucket.
+    pub async fn presign(&self, req: PresignRequest) -> Result<Presigned, PluginError> {
+        let signed = match req.method {
+            Method::Get => crate::presign_get(&self.client, &req.bucket, &req.name, req.expires).await,
+            Method::Put => crate::presign_put(&self.client, &self.bucket, &req.name, req.expires).await,
+        }
+        .map_err(plugin_error)?;
+        Ok(Presigned {
+            method: req.method,
+            url: Secret::new(signed.url),
+            headers: signed.headers,
+            expires_at: expires_in(req.expires),
+        })
+    }
+
+    /// Deletes an object; deleting a missing one succeeds.
+    pub async fn delete(&self, req: DeleteRequest) -> Result<(), PluginError> {
+        crate::delete_object(&self.client, &req.bucket, &req.name).await.map_err(plugin_error)
     }
 
     /// `HeadBucket` on the projects bucket.

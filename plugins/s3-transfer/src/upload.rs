@@ -542,6 +542,10 @@ impl Drop for AbortGuard {
             std::mem::take(&mut self.key),
             std::mem::take(&mut self.upload_id),
         );
+        // In a plugin, as work the host waits for before it exits.
+        #[cfg(feature = "sdk")]
+        credhost_plugin_sdk::spawn_cleanup(fut);
+        #[cfg(not(feature = "sdk"))]
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(fut);
         } else {

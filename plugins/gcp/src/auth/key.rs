@@ -231,6 +231,15 @@ impl ServiceAccountKey {
         Ok(Secret::new(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))))
     }
 
+    /// An RSA-SHA256 (PKCS#1 v1.5) signature of `data` with the key.
+    pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, PluginError> {
+        let mut signature = vec![0u8; self.key_pair.public().modulus_len()];
+        self.key_pair
+            .sign(&ring::signature::RSA_PKCS1_SHA256, &SystemRandom::new(), data, &mut signature)
+            .map_err(|_| PluginError::new(ErrorKind::OTHER, format!("cannot sign with the key in {}", self.origin)))?;
+        Ok(signature)
+    }
+
     /// The public half, DER (PKCS#1 `RSAPublicKey`), for verifying assertions.
     pub fn public_key_der(&self) -> &[u8] {
         self.key_pair.public().as_ref()

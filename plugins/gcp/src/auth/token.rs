@@ -177,6 +177,29 @@ impl TokenSource {
         Err(PluginError::new(ErrorKind::UNAUTHENTICATED, format!("{what} rejected {who} ({status}{detail})")))
     }
 
+    /// The metadata server's service account (its email).
+    pub async fn metadata_email(&self, host: &str) -> Result<String, PluginError> {
+        let url = format!("http://{host}/computeMetadata/v1/instance/service-accounts/default/email");
+        let what = format!("metadata server at {host}");
+        let resp = self
+            .metadata_http
+            .get(&url)
+            .header("Metadata-Flavor", "Google")
+            .send()
+            .await
+            .map_err(|e| send_error(&what, &e))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| send_error(&what, &e))?;
+        let email = body.trim();
+        if !status.is_success() || email.is_empty() || email.len() > 320 || email.contains(char::is_whitespace) {
+            return Err(PluginError::new(
+                ErrorKind::UNAUTHENTICATED,
+                format!("{what} names no service account ({status})"),
+            ));
+        }
+        Ok(email.to_owned())
+    }
+
     async fn token_from_metadata(&self, host: &str, tried: Option<&str>) -> Result<AccessToken, PluginError> {
         let url = format!("http://{host}/computeMetadata/v1/instance/service-accounts/default/token");
         let what = format!("metadata server at {host}");

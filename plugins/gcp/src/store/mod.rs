@@ -13,6 +13,7 @@ use crate::{
 
 pub mod checksum;
 pub mod download;
+pub mod presign;
 pub mod upload;
 
 use checksum::Reported;
@@ -45,6 +46,11 @@ impl Gcs {
     /// A client for the API under `base` (e.g. `https://storage.googleapis.com`).
     pub fn new(base: Url, http: reqwest::Client, tokens: Arc<TokenSource>) -> Self {
         Self { base, http, tokens }
+    }
+
+    /// The endpoint's base URL.
+    pub fn base_url(&self) -> Url {
+        self.base.clone()
     }
 
     /// The endpoint, for messages.

@@ -508,11 +508,11 @@ struct SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        let (Some(gcs), Ok(handle)) = (self.gcs.take(), tokio::runtime::Handle::try_current()) else {
+        let Some(gcs) = self.gcs.take() else {
             return;
         };
         let session = self.session.clone();
-        handle.spawn(async move {
+        credhost_plugin_sdk::spawn_cleanup(async move {
             // The JSON API answers 499 to a cancelled session; any answer will do.
             match gcs.authorize(gcs.http().delete(session)).await {
                 Ok((rb, _)) => match rb.header(CONTENT_LENGTH, 0).send().await {

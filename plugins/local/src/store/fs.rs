@@ -97,6 +97,18 @@ impl FsStore {
         Ok(Stored::new(req.bucket, req.name, done.size, done.checksum()))
     }
 
+    /// Removes an object; removing a missing one succeeds.
+    pub async fn delete(&self, bucket: &str, name: &str) -> Result<()> {
+        let path = self.object_path(bucket, name)?;
+        match tokio::fs::remove_file(&path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::from(e)).map_err(|mut e: Error| {
+                e.message = format!("cannot delete {}: {}", path.display(), e.message).into();
+                e
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The bucket directory exists, or its parent can hold it.
     pub async fn check(&self) -> Probe {
         let dir = self.root.join(&self.bucket);
