@@ -371,3 +371,47 @@ fn streamed_uploads_resume_and_refuse_corrupted_content() {
     std::thread::sleep(Duration::from_millis(100));
     run(&ws, &["download", "projects", &bad, "-o", "bad.bin"], &[]).fails_with(3);
 }
+
+/// Without a key, a V4 signed URL is signed through the IAM Credentials
+/// API's signBlob as the metadata server's account; the proxy in front of
+/// the emulator checks the signature as GCS does. User credentials cannot sign.
+#[test]
+fn signed_urls_without_a_key_go_through_sign_blob() {
+    let svc = Services::get();
+    let metadata = svc.var("CREDHOST_TEST_GCP_METADATA_HOST");
+    let env = [("GCE_METADATA_HOST", metadata.as_str())];
+    let ws = gcp_ws(&svc, Some("\"metadata\""));
+    let text = std::fs::read_to_string(ws.path("plugins.toml")).unwrap();
+    ws.write_config(&format!("{text}iam_endpoint = \"{}\"\n", svc.var("CREDHOST_TEST_GCP_AUTH")));
+    let account = format!("metadata-default@{}.iam.gserviceaccount.com", svc.var("CREDHOST_TEST_GCP_PROJECT"));
+    let signed_before =
+        control(&svc, "GET", &format!("{}/_test/account?email={account}", svc.var("CREDHOST_TEST_GCP_AUTH")), None)
+            ["signed"]
+            .as_u64()
+            .unwrap();
+    let name = unique("gcs-signblob");
+    write_zip(&ws.path("a.zip"), 5000, 81);
+    run(&ws, &["upload", "a.zip", "--name", &name], &env).ok();
+    let url = run(&ws, &["presign", "get", "projects", &name], &env).ok();
+    let (_, code) = curl(&["-o", ws.path("got.zip").to_str().unwrap(), url.trim()]);
+    assert_eq!(code, "200");
+    assert_eq!(sha256(&ws.path("got.zip")), sha256(&ws.path("a.zip")));
+    let signed_after =
+        control(&svc, "GET", &format!("{}/_test/account?email={account}", svc.var("CREDHOST_TEST_GCP_AUTH")), None)
+            ["signed"]
+            .as_u64()
+            .unwrap();
+    assert_eq!(signed_after, signed_before + 1, "signed through signBlob");
+    delete_object(&svc, &name);
+
+    let user = control(&svc, "POST", &format!("{}/_test/authorized-user", svc.var("CREDHOST_TEST_GCP_AUTH")), None);
+    let ws = gcp_ws(&svc, Some("\"adc\""));
+    std::fs::write(ws.path("user.json"), user.to_string()).unwrap();
+    let err = run(
+        &ws,
+        &["presign", "get", "projects", "x.zip"],
+        &[("GOOGLE_APPLICATION_CREDENTIALS", ws.path("user.json").to_str().unwrap())],
+    )
+    .fails_with(1);
+    assert!(err.contains("user credentials cannot sign"), "{err}");
+}

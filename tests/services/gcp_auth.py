@@ -19,7 +19,11 @@ token endpoint (--token-port): the OAuth2 token endpoint service-account keys
                  Google would hand out; only its public half is kept.
     POST /_test/authorized-user[?lifetime=S]  new authorized_user credentials.
     GET  /_test/tokeninfo?access_token=T  {"account", "expires_in"} or 400.
-    GET  /_test/account?email=E  {"issued": N}.
+    GET  /_test/account?email=E  {"issued": N, "signed": M}.
+    POST /v1/projects/-/serviceAccounts/EMAIL:signBlob {"payload": B64}: the
+                 IAM Credentials API's signBlob, for a caller holding a current
+                 token of that account (the metadata server's account
+                 included): {"keyId", "signedBlob"}.
     GET  /healthz  readiness.
 
 metadata server (--metadata-port): what GCE_METADATA_HOST points at.
@@ -30,7 +34,11 @@ metadata server (--metadata-port): what GCE_METADATA_HOST points at.
 proxy (--proxy-port) in front of gcp-storage-emulator (--upstream), which
     never checks `Authorization`. The proxy refuses (401) every request that
     does not carry a current token from the endpoints above, and forwards the
-    rest. It also injects the failures a real server cannot be made to
+    rest. V4 signed URLs of the XML API (`/BUCKET/OBJECT?X-Goog-Signature=...`,
+    which the emulator lacks) need no token: the proxy checks them as GCS
+    does (canonical request, string to sign, the account's key, expiry),
+    refuses a bad one with 403, and carries out a good GET or PUT through the
+    emulator's JSON API. It also injects the failures a real server cannot be made to
     produce on demand -- this part is a mock, and says so:
     POST /_proxy/fault {"object": NAME, "op": "upload"|"download", "n": N,
                         "mode": M, "keep": BYTES, "delay": SECONDS, "every": BOOL}
