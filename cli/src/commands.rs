@@ -124,17 +124,14 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
             let provider = active.take(&host).await?;
             let signed = provider.presign(*method, bucket, name, *expires).await?;
             if *json {
-                let headers: serde_json::Map<String, serde_json::Value> = signed
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_string(), serde_json::Value::String(h.value.to_string())))
-                    .collect();
-                print_json(&serde_json::json!({
-                    "method": signed.method.as_str(),
-                    "url": signed.url.expose(),
-                    "headers": headers,
-                    "expires_at": signed.expires_at,
-                }))?;
+                let headers: std::collections::BTreeMap<&str, &str> =
+                    signed.headers.iter().map(|h| (h.name.as_str(), h.value.as_str())).collect();
+                print_json(&PresignJson {
+                    method: signed.method.as_str(),
+                    url: signed.url.expose(),
+                    headers,
+                    expires_at: signed.expires_at,
+                })?;
             } else {
                 println(signed.url.expose())?;
                 if !signed.headers.is_empty() && !global.quiet {
@@ -290,12 +287,12 @@ async fn token(
     match (format, auth) {
         (TokenFormat::Docker, Some(a)) => println(a.registry_token().expose())?,
         (TokenFormat::Docker, None) => {}
-        (TokenFormat::Json, Some(a)) => print_json(&serde_json::json!({
-            "server": a.server.as_str(),
-            "username": a.username.as_str(),
-            "password": a.secret.expose(),
-            "expires_at": a.expires_at.into_option(),
-        }))?,
+        (TokenFormat::Json, Some(a)) => print_json(&TokenJson {
+            server: a.server.as_str(),
+            username: a.username.as_str(),
+            password: a.secret.expose(),
+            expires_at: a.expires_at.into_option(),
+        })?,
         (TokenFormat::Json, None) => println("null")?,
     }
     Ok(exit::OK)
@@ -337,6 +334,24 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
     }
+}
+
+/// `token --format json`, borrowed: the password is copied only into the output.
+#[derive(serde::Serialize)]
+struct TokenJson<'a> {
+    server: &'a str,
+    username: &'a str,
+    password: &'a str,
+    expires_at: Option<i64>,
+}
+
+/// `presign --json`, borrowed: the URL is copied only into the output.
+#[derive(serde::Serialize)]
+struct PresignJson<'a> {
+    method: &'a str,
+    url: &'a str,
+    headers: std::collections::BTreeMap<&'a str, &'a str>,
+    expires_at: i64,
 }
 
 fn transfer_json(r: &credhost::TransferResult) -> serde_json::Value {

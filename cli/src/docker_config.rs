@@ -133,10 +133,23 @@ pub async fn build(registries: &Registries, mut base: Map<String, Value>, opts: 
         }
     }
     drop_empty(&mut base, "credHelpers");
-    let mut text = serde_json::to_string_pretty(&Value::Object(base))
-        .map_err(|e| Error::Usage(format!("cannot format JSON: {e}")))?;
+    let mut doc = Value::Object(base);
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::Usage(format!("cannot format JSON: {e}")));
+    // The document held the credentials: wipe them before it is dropped.
+    wipe(&mut doc);
+    let mut text = text?;
     text.push('\n');
     Ok(text)
+}
+
+/// Overwrites every string in `v` with zeros.
+fn wipe(v: &mut Value) {
+    match v {
+        Value::String(s) => zeroize::Zeroize::zeroize(s),
+        Value::Array(a) => a.iter_mut().for_each(wipe),
+        Value::Object(o) => o.values_mut().for_each(wipe),
+        _ => {}
+    }
 }
 
 /// The object under `key`, created when missing.

@@ -31,14 +31,19 @@ pub enum Format {
 /// Keys that the form cannot carry (a shell variable name, a Secret key) are
 /// an error rather than being mangled.
 pub fn render(entries: &[CredentialEntry], show_secrets: bool, format: &Format) -> Result<String> {
-    let value = |e: &CredentialEntry| -> String {
+    // Values are borrowed and quoted copies wiped: the text is the only
+    // copy of a secret made here, and it has room for all of it from the
+    // start, so it is never moved (leaving a copy behind) while it grows.
+    fn shown(e: &CredentialEntry, show_secrets: bool) -> &str {
         if e.secret && !show_secrets {
-            REDACTED.to_owned()
+            REDACTED
         } else {
-            e.value.expose().to_owned()
+            e.value.expose()
         }
-    };
-    let mut out = String::new();
+    }
+    let value = |e| shown(e, show_secrets);
+    let room: usize = entries.iter().map(|e| 2 * (e.key.len() + value(e).len()) + 32).sum::<usize>() + 512;
+    let mut out = String::with_capacity(room);
     match format {
         Format::Env => {
             for e in entries {
@@ -46,21 +51,26 @@ pub fn render(entries: &[CredentialEntry], show_secrets: bool, format: &Format) 
             }
         }
         Format::Json => {
-            let map: serde_json::Map<String, serde_json::Value> =
-                entries.iter().map(|e| (e.key.to_string(), serde_json::Value::String(value(e)))).collect();
-            out = serde_json::to_string_pretty(&map).map_err(|e| Error::Usage(format!("cannot format JSON: {e}")))?;
-            out.push('\n');
+            let map: std::collections::BTreeMap<&str, &str> =
+                entries.iter().map(|e| (e.key.as_str(), value(e))).collect();
+            let mut bytes = Vec::with_capacity(room);
+            serde_json::to_writer_pretty(&mut bytes, &map)
+                .map_err(|e| Error::Usage(format!("cannot format JSON: {e}")))?;
+            bytes.push(b'\n');
+            out = String::from_utf8(bytes).map_err(|e| Error::Usage(format!("cannot format JSON: {e}")))?;
         }
         Format::Dotenv => {
             for e in entries {
                 check_variable_name(&e.key)?;
-                let _ = writeln!(out, "{}={}", e.key, dotenv_quote(&value(e)));
+                let quoted = zeroize::Zeroizing::new(dotenv_quote(value(e)));
+                let _ = writeln!(out, "{}={}", e.key, quoted.as_str());
             }
         }
         Format::Shell => {
             for e in entries {
                 check_variable_name(&e.key)?;
-                let _ = writeln!(out, "export {}={}", e.key, shell_quote(&value(e)));
+                let quoted = zeroize::Zeroizing::new(shell_quote(value(e)));
+                let _ = writeln!(out, "export {}={}", e.key, quoted.as_str());
             }
         }
         Format::K8sSecret { name, namespace } => {
@@ -80,7 +90,8 @@ pub fn render(entries: &[CredentialEntry], show_secrets: bool, format: &Format) 
             out.push('\n');
             for e in entries {
                 check_secret_key(&e.key)?;
-                let _ = writeln!(out, "  {}: {}", yaml_quote(&e.key), yaml_quote(&value(e)));
+                let quoted = zeroize::Zeroizing::new(yaml_quote(value(e)));
+                let _ = writeln!(out, "  {}: {}", yaml_quote(&e.key), quoted.as_str());
             }
         }
     }

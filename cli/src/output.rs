@@ -24,9 +24,11 @@ pub fn println(line: &str) -> Result<()> {
 /// Writes `value` as pretty JSON and a line break. The text is wiped
 /// afterwards: some answers hold secrets the user asked to see.
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    let mut text = zeroize::Zeroizing::new(
-        serde_json::to_string_pretty(value).map_err(|e| Error::Usage(format!("cannot format JSON: {e}")))?,
-    );
-    text.push('\n');
-    print(&text)
+    // Room from the start, so that the buffer is never moved (leaving a
+    // copy behind) while it grows.
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(64 * 1024));
+    serde_json::to_writer_pretty(&mut *bytes, value).map_err(|e| Error::Usage(format!("cannot format JSON: {e}")))?;
+    bytes.push(b'\n');
+    let mut out = std::io::stdout().lock();
+    std::io::Write::write_all(&mut out, &bytes).and_then(|()| std::io::Write::flush(&mut out)).map_err(Error::Stdout)
 }

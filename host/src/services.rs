@@ -37,6 +37,9 @@ impl HostServices for Services {
     }
 
     fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
+        // Transport errors quote URLs, and URLs can be credentials (signed
+        // queries, upload session ids, user:password@).
+        let message = credhost_plugin_api::rules::scrub_urls(message.as_str());
         let (plugin, target, message) = (self.plugin.as_str(), target.as_str(), message.as_str());
         match level {
             LogLevel::ERROR => tracing::error!(target: "credhost::plugin", plugin, target, "{message}"),

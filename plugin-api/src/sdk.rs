@@ -295,13 +295,27 @@ pub fn runtime() -> Result<&'static tokio::runtime::Runtime, PluginError> {
     }
 }
 
+/// A panic's message as it may be shown: its first line, URLs reduced to
+/// scheme, host and path, at most 200 characters. (A panic message is
+/// written by whoever panicked, for a developer: it may hold anything.)
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
+    let text = if let Some(s) = payload.downcast_ref::<&str>() {
+        s
     } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
+        s.as_str()
     } else {
-        "unknown panic payload".to_owned()
+        "unknown panic payload"
+    };
+    reduce_panic_text(text)
+}
+
+fn reduce_panic_text(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("").trim();
+    let line = crate::rules::scrub_urls(line);
+    if line.chars().count() > 200 {
+        format!("{}…", line.chars().take(200).collect::<String>())
+    } else {
+        line
     }
 }
 
@@ -650,7 +664,9 @@ fn install_host_logging(plugin: &'static str, host: HostServicesBox) {
         // This library has its own copy of std, so this hook sees only the
         // plugin's panics: they go to the host log instead of stderr.
         std::panic::set_hook(Box::new(move |info| {
-            let msg = format!("panic: {info}");
+            let payload = info.payload();
+            let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            let msg = format!("panic{location}: {}", panic_message(payload));
             panic_host.log(LogLevel::ERROR, "panic".into(), msg.as_str().into());
         }));
         let filter_host = host.clone();

@@ -2,6 +2,16 @@
 
 use credhost_e2e::*;
 
+#[track_caller]
+fn assert_no_temporaries(dir: &std::path::Path) {
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+}
+
 #[test]
 fn download_defaults_to_name_and_never_overwrites_without_force() {
     let ws = Workspace::local_fs("127.0.0.1:1");
@@ -26,12 +36,7 @@ fn download_defaults_to_name_and_never_overwrites_without_force() {
 
     ws.run(&["download", "projects", "dir/1234.zip", "--force"]).ok();
     assert_eq!(sha256(&src), first);
-    let leftovers: Vec<_> = std::fs::read_dir(ws.dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
-        .collect();
-    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+    assert_no_temporaries(ws.dir.path());
 }
 
 #[test]
@@ -76,4 +81,99 @@ fn plugin_logs_reach_the_host_log_with_the_plugin_name() {
     let quiet = ws.run(&["upload", "a.zip", "--name", "b.zip"]);
     quiet.ok();
     assert_eq!(quiet.stderr(), "", "default output has no logs");
+}
+
+#[test]
+fn links_and_special_files_in_the_store_are_refused() {
+    use std::os::unix::fs::symlink;
+    let ws = Workspace::local_fs("127.0.0.1:1");
+    write_zip(&ws.path("a.zip"), 2000, 1);
+    ws.run(&["upload", "a.zip"]).ok();
+    let bucket = ws.path("store/projects");
+
+    // A link to a file outside the store is not followed.
+    symlink("/etc/passwd", bucket.join("passwd")).unwrap();
+    let err = ws.run(&["download", "projects", "passwd", "-o", "out1"]).fails_with(2);
+    assert!(err.contains("symbolic link") && err.lines().count() == 1, "{err}");
+    assert!(!ws.path("out1").exists());
+
+    // A link to a device that never ends is not followed either.
+    symlink("/dev/zero", bucket.join("zero")).unwrap();
+    let err = ws.run(&["download", "projects", "zero", "-o", "out2"]).fails_with(2);
+    assert!(err.contains("symbolic link"), "{err}");
+
+    // A FIFO would hang a reader: refused at once.
+    let fifo = bucket.join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let err = ws.run(&["download", "projects", "fifo", "-o", "out3"]).fails_with(2);
+    assert!(err.contains("not a regular file"), "{err}");
+
+    // A directory link inside the bucket leads nowhere, for reads and writes.
+    let outside = tempfile::tempdir().unwrap();
+    symlink(outside.path(), bucket.join("escape")).unwrap();
+    let err = ws.run(&["upload", "a.zip", "--name", "escape/a.zip"]).fails_with(2);
+    assert!(err.contains("symbolic link"), "{err}");
+    let err = ws.run(&["download", "projects", "escape/a.zip", "-o", "out4"]).fails_with(2);
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing written outside the bucket");
+
+    // Uploading over a link replaces the link, never writes through it.
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, b"untouched").unwrap();
+    symlink(&victim, bucket.join("over.zip")).unwrap();
+    ws.run(&["upload", "a.zip", "--name", "over.zip"]).ok();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+    assert!(std::fs::symlink_metadata(bucket.join("over.zip")).unwrap().is_file());
+
+    // Deleting a link removes the link only.
+    ws.run(&["delete", "projects", "passwd"]).ok();
+    assert!(std::fs::metadata("/etc/passwd").is_ok());
+    assert!(std::fs::symlink_metadata(bucket.join("passwd")).is_err());
+}
+
+#[test]
+fn a_damaged_object_is_detected_and_no_file_is_left() {
+    let ws = Workspace::local_fs("127.0.0.1:1");
+    write_zip(&ws.path("a.zip"), 100_000, 2);
+    ws.run(&["upload", "a.zip"]).ok();
+    let stored = ws.path("store/projects/a.zip");
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[50_000] ^= 0x01;
+    std::fs::write(&stored, &bytes).unwrap();
+    // Rewriting the file in place kept its recorded checksum.
+    let err = ws.run(&["download", "projects", "a.zip", "-o", "back.zip"]).fails_with(1);
+    assert!(err.contains("damaged") && err.lines().count() == 1, "{err}");
+    assert!(!ws.path("back.zip").exists(), "a damaged download leaves no file");
+    assert_no_temporaries(ws.dir.path());
+
+    // A truncated object is caught by its size as well.
+    std::fs::write(&stored, &bytes[..1000]).unwrap();
+    let err = ws.run(&["download", "projects", "a.zip", "-o", "back.zip"]).fails_with(1);
+    assert!(err.contains("damaged"), "{err}");
+}
+
+#[test]
+fn the_store_keeps_no_temporary_files_and_creates_nothing_for_a_refused_name() {
+    let ws = Workspace::local_fs("127.0.0.1:1");
+    write_zip(&ws.path("a.zip"), 1000, 3);
+    for name in ["../a.zip", "x/../../a.zip", "x//a.zip", "/a.zip", "x/./a.zip"] {
+        let err = ws.run(&["upload", "a.zip", "--name", name]).fails_with(2);
+        assert!(err.lines().count() == 1, "{name}: {err}");
+    }
+    assert!(!ws.path("store/projects/x").exists(), "no directory made for a refused name");
+    assert!(!ws.path("store/a.zip").exists() && !ws.path("a.zip.part").exists());
+    ws.run(&["upload", "a.zip", "--name", "deep/er/a.zip"]).ok();
+    let mut all = Vec::new();
+    let mut stack = vec![ws.path("store")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                all.push(e.path().strip_prefix(ws.path("store")).unwrap().display().to_string());
+            }
+        }
+    }
+    assert_eq!(all, ["projects/deep/er/a.zip"]);
 }

@@ -61,6 +61,28 @@ pub fn server_message(body: &str) -> Option<String> {
 
 pub use credhost_plugin_sdk::api::sdk::io_error;
 
+/// The longest answer read from a token endpoint, the metadata server or the
+/// JSON API (not object data): they are a few KiB, and a larger one is a
+/// fault or an attack on memory.
+pub const MAX_ANSWER: usize = 1 << 20;
+
+/// Reads an answer's body as text, at most [`MAX_ANSWER`] bytes.
+pub async fn read_text(mut resp: reqwest::Response, what: &str) -> Result<String, PluginError> {
+    let too_long =
+        || PluginError::new(ErrorKind::OTHER, format!("{what}: the answer is longer than {MAX_ANSWER} bytes"));
+    if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+        return Err(too_long());
+    }
+    let mut body = zeroize::Zeroizing::new(Vec::new());
+    while let Some(chunk) = resp.chunk().await.map_err(|e| send_error(what, &e))? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 /// A task of the plugin runtime failed to run to completion.
 pub fn join_error(what: &str, e: tokio::task::JoinError) -> PluginError {
     PluginError::new(ErrorKind::OTHER, format!("{what}: {e}"))

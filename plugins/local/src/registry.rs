@@ -202,14 +202,16 @@ impl Registry {
             )
             .retryable(status.is_server_error()));
         }
-        let body = read_limited(resp, MAX_TOKEN_ANSWER).await?;
-        let body: TokenResponse = serde_json::from_slice(&body)
+        let body = zeroize::Zeroizing::new(read_limited(resp, MAX_TOKEN_ANSWER).await?);
+        let mut body: TokenResponse = serde_json::from_slice(&body)
             .map_err(|e| PluginError::new(ErrorKind::OTHER, format!("token server sent an unreadable answer: {e}")))?;
         let token = body
             .token
-            .or(body.access_token)
+            .take()
+            .or_else(|| body.access_token.take())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| PluginError::new(ErrorKind::OTHER, "token server answered without a token"))?;
+        let token = Secret::new(token.as_str());
         // Distribution's default lifetime when the server does not say.
         let expires_in = body.expires_in.filter(|s| *s > 0).unwrap_or(60);
         let issued = body.issued_at.as_deref().and_then(parse_rfc3339).unwrap_or_else(unix_now);
@@ -217,7 +219,7 @@ impl Registry {
         // A server whose clock is off may date the token in the past or the
         // future: trust the lifetime more than the date.
         let expires_at = (issued + expires_in).min(expires_in_secs(expires_in));
-        Ok((Secret::new(token), expires_at))
+        Ok((token, expires_at))
     }
 
     /// The token realm a challenge named, if the password may be sent there:
@@ -282,8 +284,9 @@ impl RegistrySettings {
 
 #[derive(serde::Deserialize)]
 struct TokenResponse {
-    token: Option<String>,
-    access_token: Option<String>,
+    // Wiped when dropped: Distribution sends the token twice.
+    token: Option<zeroize::Zeroizing<String>>,
+    access_token: Option<zeroize::Zeroizing<String>>,
     expires_in: Option<i64>,
     issued_at: Option<String>,
 }

@@ -124,8 +124,22 @@ pub fn transfer_options(
         }
         opts.concurrency = c;
     }
+    // A transfer holds up to concurrency + 1 parts in memory.
+    let held = (opts.part_size >> 20) * (opts.concurrency as u64 + 1);
+    if held > MAX_HELD_MIB {
+        let key = format!("{prefix}part_size_mib");
+        return Err(PluginError::config(
+            &key,
+            format!(
+                "`{prefix}part_size_mib` × (`{prefix}concurrency` + 1) is {held} MiB, the memory a transfer may hold; the limit is {MAX_HELD_MIB}"
+            ),
+        ));
+    }
     Ok(opts)
 }
+
+/// The most memory a transfer's parts may take, in MiB.
+const MAX_HELD_MIB: u64 = 2048;
 
 /// A transfer error as a plugin error, its causes folded into the message.
 pub fn plugin_error(e: TransferError) -> PluginError {

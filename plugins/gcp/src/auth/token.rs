@@ -163,7 +163,7 @@ impl TokenSource {
         let what = format!("token endpoint {token_uri}");
         let resp = self.http.post(token_uri).form(form).send().await.map_err(|e| send_error(&what, &e))?;
         let status = resp.status();
-        let body = resp.text().await.map_err(|e| send_error(&what, &e))?;
+        let body = zeroize::Zeroizing::new(crate::error::read_text(resp, &what).await?);
         if status.is_success() {
             return parse_token(&body, &what);
         }
@@ -189,7 +189,7 @@ impl TokenSource {
             .await
             .map_err(|e| send_error(&what, &e))?;
         let status = resp.status();
-        let body = resp.text().await.map_err(|e| send_error(&what, &e))?;
+        let body = zeroize::Zeroizing::new(crate::error::read_text(resp, &what).await?);
         let email = body.trim();
         if !status.is_success() || email.is_empty() || email.len() > 320 || email.contains(char::is_whitespace) {
             return Err(PluginError::new(
@@ -223,7 +223,7 @@ impl TokenSource {
             }
         };
         let status = resp.status();
-        let body = resp.text().await.map_err(|e| send_error(&what, &e))?;
+        let body = zeroize::Zeroizing::new(crate::error::read_text(resp, &what).await?);
         match status {
             s if s.is_success() => parse_token(&body, &what),
             StatusCode::NOT_FOUND | StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Err(PluginError::new(

@@ -115,7 +115,7 @@ impl Fetch<'_> {
                     continue;
                 }
                 s => {
-                    let body = resp.text().await.unwrap_or_default();
+                    let body = crate::error::read_text(resp, &what).await.unwrap_or_default();
                     return Err(status_error(&what, s, &body));
                 }
             };

@@ -142,7 +142,7 @@ impl Gcs {
         if status.is_success() {
             return Ok(());
         }
-        let body = resp.text().await.unwrap_or_default();
+        let body = crate::error::read_text(resp, &what).await.unwrap_or_default();
         Err(status_error(&what, status, &body))
     }
 
@@ -152,7 +152,7 @@ impl Gcs {
         let url = self.object_url(bucket, name);
         let resp = self.send(&what, |http| http.get(url.clone())).await?;
         let status = resp.status();
-        let body = resp.text().await.map_err(|e| send_error(&what, &e))?;
+        let body = crate::error::read_text(resp, &what).await?;
         if status == StatusCode::NOT_FOUND {
             return Err(PluginError::new(
                 ErrorKind::NOT_FOUND,
@@ -178,7 +178,7 @@ impl Gcs {
         if status.is_success() || status == StatusCode::NOT_FOUND || status == StatusCode::PRECONDITION_FAILED {
             return Ok(());
         }
-        let body = resp.text().await.unwrap_or_default();
+        let body = crate::error::read_text(resp, &what).await.unwrap_or_default();
         Err(status_error(&what, status, &body))
     }
 }

@@ -14,7 +14,7 @@ use ring::digest::{digest, SHA256};
 
 use crate::{
     auth::{key::Credentials, Source},
-    error::{send_error, status_error},
+    error::status_error,
     store::Gcs,
 };
 
@@ -160,7 +160,7 @@ async fn sign_blob(gcs: &Gcs, iam: &reqwest::Url, email: &str, data: &[u8]) -> R
     let body = serde_json::json!({"payload": base64::engine::general_purpose::STANDARD.encode(data)});
     let resp = gcs.send(&what, |http| http.post(url.clone()).json(&body)).await?;
     let status = resp.status();
-    let text = resp.text().await.map_err(|e| send_error(&what, &e))?;
+    let text = crate::error::read_text(resp, &what).await?;
     if !status.is_success() {
         return Err(status_error(&what, status, &text));
     }

@@ -238,7 +238,7 @@ impl Target<'_> {
             .send(&what, |http| http.post(url.clone()).header(CONTENT_TYPE, content_type.as_str()).body(body.clone()))
             .await?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| send_error(&what, &e))?;
+        let text = crate::error::read_text(resp, &what).await?;
         if !status.is_success() {
             return Err(finish_error(&what, status, &text));
         }
@@ -328,7 +328,7 @@ impl Target<'_> {
             .await?;
         let status = resp.status();
         if !status.is_success() {
-            let text = resp.text().await.unwrap_or_default();
+            let text = crate::error::read_text(resp, &what).await.unwrap_or_default();
             return Err(status_error(&what, status, &text));
         }
         let location =
@@ -411,7 +411,7 @@ impl Target<'_> {
             let status = resp.status();
             match status.as_u16() {
                 200 | 201 => {
-                    let text = resp.text().await.map_err(|e| send_error(&what, &e))?;
+                    let text = crate::error::read_text(resp, &what).await?;
                     return parse_object(&text, &what).map(Put::Done);
                 }
                 308 => {
@@ -457,7 +457,7 @@ impl Target<'_> {
                     ask = true;
                 }
                 _ => {
-                    let text = resp.text().await.unwrap_or_default();
+                    let text = crate::error::read_text(resp, &what).await.unwrap_or_default();
                     return Err(finish_error(&what, status, &text));
                 }
             }
