@@ -5,8 +5,11 @@
 //! never sees a second request. With `[credential_helper] cache = true` the
 //! answers are kept in files instead:
 //!
-//! - the directory is created with mode 0700 and refused when group or others
-//!   may use it; each file has mode 0600 and is refused (and removed) otherwise;
+//! - the directory (and any parent it needs) is created with mode 0700, and
+//!   refused unless it belongs to this user and group and others have no
+//!   access; each entry is opened relative to that checked directory handle,
+//!   never through a link, and read from the handle it was checked on: one
+//!   that is not a regular file of this user with mode 0600 is removed;
 //! - a file is named by plugin, registry and identity (a digest of everything
 //!   that picks the credentials: the configuration file, the plugin's settings
 //!   and the environment variables those settings name, plus the usual cloud
@@ -21,7 +24,13 @@
 //! being handed out until the entry expires.
 
 use std::{
-    io::Write,
+    ffi::{CString, OsStr, OsString},
+    fs::File,
+    io::{Read, Write},
+    os::{
+        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        unix::{ffi::OsStrExt, fs::DirBuilderExt},
+    },
     path::{Path, PathBuf},
 };
 
@@ -42,9 +51,11 @@ const LEGACY_VAR_PREFIXES: &[&str] = &["AWS_", "GOOGLE_", "CLOUDSDK_", "GCE_META
 /// Likewise: variables that move the files credential chains read.
 const LEGACY_VARS: &[&str] = &["HOME", "USERPROFILE", "XDG_CONFIG_HOME"];
 
-/// A cache directory, checked to be private.
+/// A cache directory, checked to be private. Every entry is opened, checked
+/// and read relative to the checked directory handle, never by path.
 pub struct DiskCache {
     dir: PathBuf,
+    handle: OwnedFd,
 }
 
 #[derive(Serialize)]
@@ -193,36 +204,37 @@ fn named_vars(value: &toml::Value, out: &mut Vec<String>) {
 }
 
 impl DiskCache {
-    /// Creates `dir` (mode 0700) or checks that an existing one is private,
-    /// then removes the entries that have expired.
+    /// Creates `dir` and its missing parents (mode 0700) or checks that an
+    /// existing one belongs to this user and is private, then removes the
+    /// entries that have expired.
     pub fn open(dir: &Path) -> Result<Self> {
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io("cannot create", dir, e))?;
+        let handle = open_at(libc::AT_FDCWD, dir.as_os_str(), libc::O_DIRECTORY)
+            .map_err(|e| Error::io("cannot open", dir, e))?;
+        let meta = fstat(handle.as_fd()).map_err(|e| Error::io("cannot read", dir, e))?;
+        let refuse = |why: String| Error::InvalidInput(format!("credential cache {}: {why}", dir.display()));
+        if meta.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return Err(refuse("not a directory".into()));
         }
-        let mut builder = std::fs::DirBuilder::new();
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        match builder.create(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io("cannot create", dir, e)),
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if meta.st_uid != me {
+            return Err(refuse(format!(
+                "owned by user {}, not by this user ({me}): its entries could have been planted",
+                meta.st_uid
+            )));
         }
-        let meta = std::fs::metadata(dir).map_err(|e| Error::io("cannot read", dir, e))?;
-        if !meta.is_dir() {
-            return Err(Error::InvalidInput(format!("credential cache {} is not a directory", dir.display())));
+        let mode = meta.st_mode & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(refuse(format!(
+                "has mode {mode:03o}: others could read or plant credentials; use a directory with mode 0700"
+            )));
         }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(Error::InvalidInput(format!(
-                    "credential cache {} has mode {mode:03o}: others could read or plant credentials; use a directory with mode 0700",
-                    dir.display()
-                )));
-            }
-        }
-        let cache = Self { dir: dir.to_path_buf() };
+        let cache = Self { dir: dir.to_path_buf(), handle };
         cache.sweep();
         Ok(cache)
     }
@@ -234,9 +246,10 @@ impl DiskCache {
     }
 
     /// The entry in `file`, when it is private and still live. Anything else
-    /// (expired, unreadable, too open) is removed and reads as a miss.
+    /// (expired, unreadable, another user's, too open) is removed and reads
+    /// as a miss.
     pub fn load(&self, file: &Path) -> Option<RegistryAuth> {
-        let entry = self.read(file)?;
+        let entry = self.read(file.file_name()?)?;
         let auth =
             RegistryAuth::new(&entry.server, &entry.username, Secret::new(entry.secret.as_str()), entry.expires_at);
         Some(match entry.kind.as_deref() {
@@ -246,21 +259,47 @@ impl DiskCache {
         })
     }
 
-    fn read(&self, file: &Path) -> Option<EntryIn> {
-        let meta = std::fs::symlink_metadata(file).ok()?;
-        if !meta.is_file() || !private_file(&meta) {
-            tracing::warn!(target: "credhost::cache", file = %file.display(), "removing a cache entry that is not a private regular file");
-            self.remove(file);
+    fn read(&self, name: &OsStr) -> Option<EntryIn> {
+        let file = match open_at(self.handle.as_raw_fd(), name, libc::O_NOFOLLOW | libc::O_NONBLOCK) {
+            Ok(fd) => File::from(fd),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(_) => {
+                // A link, a FIFO, an unreadable file: not ours to serve.
+                self.refuse(name, "not a readable regular file");
+                return None;
+            }
+        };
+        let meta = match fstat(file.as_fd()) {
+            Ok(m) => m,
+            Err(_) => return None,
+        };
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if meta.st_mode & libc::S_IFMT != libc::S_IFREG {
+            self.refuse(name, "not a regular file");
             return None;
         }
-        let text = Zeroizing::new(std::fs::read_to_string(file).ok()?);
+        if meta.st_uid != me || meta.st_mode & 0o077 != 0 {
+            self.refuse(name, "not a private file of this user");
+            return None;
+        }
+        let mut text = Zeroizing::new(String::new());
+        if (&file).take(MAX_ENTRY_BYTES + 1).read_to_string(&mut text).is_err() || text.len() as u64 > MAX_ENTRY_BYTES {
+            self.remove(name);
+            return None;
+        }
         match serde_json::from_str::<EntryIn>(&text) {
             Ok(entry) if entry.version == FORMAT_VERSION && entry.live(unix_now()) => Some(entry),
             _ => {
-                self.remove(file);
+                self.remove(name);
                 None
             }
         }
+    }
+
+    fn refuse(&self, name: &OsStr, why: &str) {
+        tracing::warn!(target: "credhost::cache", file = %self.dir.join(name).display(), "removing a cache entry: {why}");
+        self.remove(name);
     }
 
     /// Writes `auth` to `file` (mode 0600, atomically) when it may be cached:
@@ -269,6 +308,9 @@ impl DiskCache {
         let now = unix_now();
         let expires_at = auth.expires_at.into_option();
         let Some(until) = use_until(now, expires_at) else { return Ok(false) };
+        let Some(name) = file.file_name() else {
+            return Err(Error::Internal(format!("cache entry {} has no file name", file.display())));
+        };
         let entry = EntryOut {
             version: FORMAT_VERSION,
             plugin,
@@ -286,39 +328,98 @@ impl DiskCache {
         let bytes = Zeroizing::new(
             serde_json::to_vec(&entry).map_err(|e| Error::Internal(format!("cannot encode a cache entry: {e}")))?,
         );
-        // tempfile creates the file with mode 0600 before anything is written.
-        let mut temp = tempfile::Builder::new()
-            .prefix(".entry-")
-            .tempfile_in(&self.dir)
-            .map_err(|e| Error::io("cannot create a file in", &self.dir, e))?;
-        temp.write_all(&bytes).map_err(|e| Error::io("cannot write", temp.path().to_path_buf(), e))?;
-        temp.persist(file).map_err(|e| Error::io("cannot write", file, e.error))?;
+        let dir = self.handle.as_raw_fd();
+        let temp = OsString::from(format!(".entry-{:016x}", random_u64()));
+        // Created with mode 0600 before anything is written, never through a link.
+        let mut out = File::from(
+            open_at(dir, &temp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW)
+                .map_err(|e| Error::io("cannot create a file in", &self.dir, e))?,
+        );
+        let written = out.write_all(&bytes).and_then(|()| out.sync_all());
+        let renamed = written.and_then(|()| {
+            let (from, to) = (cstring(&temp)?, cstring(name)?);
+            // SAFETY: both names are NUL-terminated and relative to the open directory `dir`.
+            if unsafe { libc::renameat(dir, from.as_ptr(), dir, to.as_ptr()) } == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+        if let Err(e) = renamed {
+            self.remove(&temp);
+            return Err(Error::io("cannot write", file, e));
+        }
         Ok(true)
     }
 
     /// Removes every entry that is no longer live, and left-over temporary files.
     pub fn sweep(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", self.handle.as_raw_fd()))
+            .or_else(|_| std::fs::read_dir(&self.dir))
+        else {
+            return;
+        };
         for entry in entries.flatten() {
-            let path = entry.path();
             let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.ends_with(".json") && !name.starts_with('.') {
+            let shown = name.to_string_lossy();
+            if shown.ends_with(".json") && !shown.starts_with('.') {
                 // `read` removes what is dead.
-                let _ = self.read(&path);
-            } else if name.starts_with(".entry-") && is_stale(&entry) {
-                self.remove(&path);
+                let _ = self.read(&name);
+            } else if shown.starts_with(".entry-") && is_stale(&entry) {
+                self.remove(&name);
             }
         }
     }
 
-    fn remove(&self, file: &Path) {
-        if let Err(e) = std::fs::remove_file(file) {
+    fn remove(&self, name: &OsStr) {
+        let Ok(c) = cstring(name) else { return };
+        // SAFETY: `c` is NUL-terminated and relative to the open cache directory.
+        if unsafe { libc::unlinkat(self.handle.as_raw_fd(), c.as_ptr(), 0) } != 0 {
+            let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(target: "credhost::cache", file = %file.display(), "cannot remove a cache entry: {e}");
+                tracing::warn!(target: "credhost::cache", file = %self.dir.join(name).display(), "cannot remove a cache entry: {e}");
             }
         }
     }
+}
+
+/// Entries are a few hundred bytes; anything larger is not one.
+const MAX_ENTRY_BYTES: u64 = 64 * 1024;
+
+fn cstring(name: &OsStr) -> std::io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in a name"))
+}
+
+/// Opens `name` relative to `dir` (close-on-exec; mode 0600 when created).
+fn open_at(dir: libc::c_int, name: &OsStr, flags: libc::c_int) -> std::io::Result<OwnedFd> {
+    let c = cstring(name)?;
+    let rw = if flags & (libc::O_WRONLY | libc::O_RDWR) == 0 { libc::O_RDONLY } else { 0 };
+    // SAFETY: `c` is NUL-terminated; the returned descriptor is owned below.
+    let fd = unsafe { libc::openat(dir, c.as_ptr(), flags | rw | libc::O_CLOEXEC, 0o600 as libc::c_uint) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn fstat(fd: BorrowedFd<'_>) -> std::io::Result<libc::stat> {
+    // SAFETY: an all-zero `stat` is a valid value for fstat to fill in.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open and `st` is writable.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// A name for a temporary file that no other writer picks.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish()
 }
 
 /// A temporary file of a writer that died more than a minute ago.
@@ -329,19 +430,6 @@ fn is_stale(entry: &std::fs::DirEntry) -> bool {
         .ok()
         .and_then(|t| t.elapsed().ok())
         .is_some_and(|age| age.as_secs() > 60)
-}
-
-fn private_file(meta: &std::fs::Metadata) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        meta.permissions().mode() & 0o077 == 0
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = meta;
-        true
-    }
 }
 
 #[cfg(test)]
@@ -409,6 +497,54 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(cache.load(&file).is_none());
         assert!(!file.exists());
+    }
+
+    /// Entries planted by another user, links and FIFOs are never served,
+    /// and missing parents are created private. Changing a file's owner
+    /// needs root: as another user the ownership half is checked with a
+    /// directory that already belongs to root.
+    #[test]
+    fn another_users_directory_or_entry_links_and_fifos_are_refused() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("new/parents/cache");
+        let cache = DiskCache::open(&dir).unwrap();
+        for p in [tmp.path().join("new"), tmp.path().join("new/parents")] {
+            assert_eq!(mode(&p), 0o700, "{}", p.display());
+        }
+        let file = cache.file_for("local", "r", "id");
+        let name = |f: &Path| f.file_name().unwrap().to_owned();
+
+        // A link to a valid entry elsewhere is not followed.
+        let elsewhere = DiskCache::open(&tmp.path().join("other")).unwrap();
+        let real = elsewhere.file_for("local", "r", "id");
+        elsewhere.store(&real, "local", "r", &auth(None)).unwrap();
+        symlink(&real, &file).unwrap();
+        assert!(cache.load(&file).is_none());
+        assert!(std::fs::symlink_metadata(&file).is_err(), "the link is removed");
+        assert!(real.exists(), "its target is not");
+
+        // A FIFO does not hang the reader.
+        let c = CString::new(file.as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(cache.load(&file).is_none());
+        assert!(cache.read(&name(&file)).is_none());
+
+        if unsafe { libc::geteuid() } == 0 {
+            cache.store(&file, "local", "r", &auth(None)).unwrap();
+            std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+            assert!(cache.load(&file).is_none(), "another user's entry is not served");
+            assert!(!file.exists());
+            std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+            let e = DiskCache::open(&dir).err().unwrap().to_string();
+            assert!(e.contains("owned by user 65534"), "{e}");
+        } else {
+            let root_owned = Path::new("/root");
+            if std::fs::metadata(root_owned).is_ok_and(|m| m.permissions().mode() & 0o077 == 0) {
+                let e = DiskCache::open(root_owned).err().unwrap().to_string();
+                assert!(e.contains("owned by user 0") || e.contains("cannot open"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -431,6 +431,8 @@ impl ProviderHandle {
             _ => PathBuf::from("."),
         };
         let file_name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("download");
+        let swept = dir.clone();
+        let _ = tokio::task::spawn_blocking(move || sweep_stale_downloads(&swept)).await;
         // A directory rather than a file: a cancelled plugin task may still
         // (re)create its output file after the host gave up, and it cannot
         // once the directory is gone. Removed with everything in it on error
@@ -684,5 +686,63 @@ impl<R: Read + Send> ByteSource for ReadSource<R> {
                 }
             }
         }
+    }
+}
+
+/// How old a download's temporary directory must be before a later download
+/// beside it takes it for the remains of a killed process.
+const STALE_DOWNLOAD: Duration = Duration::from_secs(24 * 3600);
+
+/// Removes the temporary directories that downloads killed outright (power
+/// loss, SIGKILL) left in `dir` more than a day ago: directories of this
+/// user named `.NAME.XXXXXX.part` holding at most the one file `NAME`.
+fn sweep_stale_downloads(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(inner) = stale_part_name(name) else { continue };
+        let path = entry.path();
+        if is_stale_download(&path, inner) {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(target: "credhost::download", dir = %path.display(), "removed the remains of an interrupted download")
+                }
+                Err(e) => {
+                    tracing::debug!(target: "credhost::download", dir = %path.display(), "cannot remove an old temporary directory: {e}")
+                }
+            }
+        }
+    }
+}
+
+/// `NAME` of a `.NAME.XXXXXX.part` directory name.
+fn stale_part_name(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".part")?;
+    let (inner, random) = rest.rsplit_once('.')?;
+    (random.len() == 6 && random.bytes().all(|b| b.is_ascii_alphanumeric()) && !inner.is_empty()).then_some(inner)
+}
+
+fn is_stale_download(path: &Path, inner: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return false };
+    // SAFETY: geteuid has no preconditions.
+    if !meta.is_dir() || meta.uid() != unsafe { libc::geteuid() } {
+        return false;
+    }
+    let old =
+        |m: &std::fs::Metadata| m.modified().ok().and_then(|t| t.elapsed().ok()).is_some_and(|a| a > STALE_DOWNLOAD);
+    if !old(&meta) {
+        return false;
+    }
+    let Ok(mut contents) = std::fs::read_dir(path) else { return false };
+    match contents.next() {
+        None => true,
+        Some(Ok(e)) => {
+            e.file_name() == inner
+                && contents.next().is_none()
+                && std::fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_file() && old(&m))
+        }
+        Some(Err(_)) => false,
     }
 }

@@ -418,6 +418,8 @@ fn secrets_stay_out_of_output_and_logs(b: &Backend) {
     let ws = b.ws();
     let secrets = b.secrets(&ws);
     let mut needles: Vec<String> = secrets.iter().flat_map(|s| [s.clone(), base64(s)]).collect();
+    // The wrong secret the failure paths below use is a secret too.
+    needles.push("definitely-wrong-secret".into());
     needles.retain(|n| n.len() >= 8);
     write_zip(&ws.path("a.zip"), b.part_size() + 3, 5);
     let name = unique("quiet");
@@ -467,6 +469,31 @@ fn secrets_stay_out_of_output_and_logs(b: &Backend) {
     let v: serde_json::Value =
         serde_json::from_str(&ws.run(&["credentials", "--format", "json", "--show-secrets"]).ok()).unwrap();
     assert_eq!(v["PROJECTS_BUCKET"], "projects");
+    // Failure paths, at -vvv and at CREDHOST_LOG=trace: a missing object, a
+    // missing bucket, and (where there are any) credentials the server rejects.
+    let missing = unique("missing");
+    let mut failing: Vec<Vec<&str>> = vec![
+        vec!["download", "projects", missing.as_str(), "-o", "m.zip"],
+        vec!["download", "no-such-bucket-here", missing.as_str(), "-o", "m.zip"],
+        vec!["delete", "projects", missing.as_str()],
+    ];
+    let mut broken = b.ws();
+    if b.kind != Kind::Fs {
+        b.break_credentials(&mut broken);
+        failing.push(vec!["upload", "a.zip", "--name", missing.as_str()]);
+        std::fs::copy(ws.path("a.zip"), broken.path("a.zip")).unwrap();
+    }
+    for (i, args) in failing.iter().enumerate() {
+        let target = if i >= 3 { &broken } else { &ws };
+        for traced in [false, true] {
+            let mut cmd = if traced { target.cmd(args) } else { target.cmd(&[&["-vvv"][..], args].concat()) };
+            if traced {
+                cmd.env("CREDHOST_LOG", "trace");
+            }
+            let run = Run(cmd.output().unwrap());
+            check(&format!("{args:?} (traced: {traced})"), &(run.stdout() + &run.stderr()));
+        }
+    }
     b.forget(&name);
 }
 

@@ -177,3 +177,34 @@ fn the_store_keeps_no_temporary_files_and_creates_nothing_for_a_refused_name() {
     }
     assert_eq!(all, ["projects/deep/er/a.zip"]);
 }
+
+/// The remains of a download killed outright (SIGKILL, power loss) are
+/// removed by a later download beside them once they are a day old; recent
+/// ones (another download may be running) and look-alikes are kept.
+#[test]
+fn a_later_download_sweeps_day_old_remains_of_killed_downloads() {
+    let ws = Workspace::local_fs("127.0.0.1:1");
+    write_zip(&ws.path("a.zip"), 1000, 5);
+    ws.run(&["upload", "a.zip"]).ok();
+    let day_and_more = std::time::SystemTime::now() - std::time::Duration::from_secs(25 * 3600);
+    let make = |dir: &str, inner: &str, old: bool| {
+        let d = ws.path(dir);
+        std::fs::create_dir(&d).unwrap();
+        let f = d.join(inner);
+        std::fs::write(&f, b"partial").unwrap();
+        if old {
+            std::fs::File::options().write(true).open(&f).unwrap().set_modified(day_and_more).unwrap();
+            std::fs::File::open(&d).unwrap().set_modified(day_and_more).unwrap();
+        }
+        d
+    };
+    let stale = make(".x.zip.Ab3dE9.part", "x.zip", true);
+    let recent = make(".y.zip.Zz9aB1.part", "y.zip", false);
+    let lookalike = make(".z.zip.notrandom.part", "z.zip", true);
+    let other_content = make(".w.zip.Qq1wE2.part", "unexpected", true);
+    ws.run(&["download", "projects", "a.zip", "-o", "b.zip"]).ok();
+    assert!(!stale.exists(), "a day-old temporary directory is swept");
+    for kept in [recent, lookalike, other_content] {
+        assert!(kept.exists(), "{} is kept", kept.display());
+    }
+}

@@ -415,3 +415,28 @@ fn signed_urls_without_a_key_go_through_sign_blob() {
     .fails_with(1);
     assert!(err.contains("user credentials cannot sign"), "{err}");
 }
+
+/// A resumable upload that fails after its session began: the session URI
+/// (a bearer credential for a week) appears nowhere, at any verbosity.
+#[test]
+fn a_failed_resumable_upload_never_shows_its_session_uri() {
+    let svc = Services::get();
+    let (ws, _) = keyed_ws(&svc, 3600);
+    write_zip(&ws.path("src.zip"), 2 * CHUNK + 5, 61);
+    for (args, env) in [
+        (&["upload", "src.zip", "--name"][..], &[][..]),
+        (&["-vvv", "upload", "src.zip", "--name"], &[]),
+        (&["upload", "src.zip", "--name"], &[("CREDHOST_LOG", "trace")]),
+    ] {
+        let name = unique("gcs-session");
+        fault(&svc, serde_json::json!({"object": name, "op": "upload", "n": 2, "mode": "error", "every": true}));
+        let full: Vec<&str> = args.iter().copied().chain([name.as_str()]).collect();
+        let r = run(&ws, &full, env);
+        assert_ne!(r.code(), 0, "{}", r.stderr());
+        let all = r.stdout() + &r.stderr();
+        assert!(stats(&svc, &name)["initiations"].as_u64() >= Some(1), "a session was opened");
+        for leak in ["upload_id", "upload_type=resumable", "/upload/storage/v1"] {
+            assert!(!all.contains(leak), "{full:?} {env:?} showed the session URI ({leak}): {all}");
+        }
+    }
+}

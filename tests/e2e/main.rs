@@ -9,6 +9,7 @@ mod credhelper;
 mod evolution;
 mod fs_store;
 mod gcp;
+mod hardening;
 mod job_env;
 mod kit;
 mod loading;
