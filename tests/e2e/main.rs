@@ -12,6 +12,7 @@ mod gcp;
 mod hardening;
 mod job_env;
 mod kit;
+mod load;
 mod loading;
 mod registry;
 mod s3;
