@@ -9,13 +9,30 @@ Implements the token endpoint of the Docker/Distribution token auth spec:
         ->  same JSON (some clients use this form)
     GET /healthz  ->  200 "ok" (readiness probe)
 
-Wrong or missing credentials get 401.  Tokens are RS256 JWTs whose header carries
+Wrong or missing credentials get 401.
+
+For tests of clients' retries it also answers with the failures a healthy
+server cannot be made to produce on demand -- this part is a mock, and says so:
+
+    POST /_test/fault {"scope": TEXT, "status": 500|502|503|504|429|401|403,
+                       "n": N, "retry_after": SECONDS}
+        the next N token requests (default 1) whose scope parameter contains
+        TEXT get that status instead of a token, whatever their credentials;
+        429 and 503 carry `Retry-After: SECONDS` when it is given. With
+        "status": 0 the request is read and the connection closed unanswered.
+        Faults armed for different TEXTs do not disturb each other, so tests
+        running at once each use a scope of their own.
+    GET /_test/stats?scope=TEXT  ->  {"requests", "faults", "issued", "denied",
+        "first", "last"}: the token requests whose scope contained TEXT, how
+        many got an injected fault, a token, or a refusal, and the times
+        (Unix seconds) of the first and the last of them.  Tokens are RS256 JWTs whose header carries
 an `x5c` chain holding a self-signed certificate; Distribution verifies the chain
 against `auth.token.rootcertbundle`, which is the cert.pem this server writes into
 --dir at start (a fresh key pair every start).
 
 Every request that reaches /token is logged to stderr (which up.sh sends to the
-log file) as one line:  `token-issued {json}` or `token-denied {json}`.
+log file) as one line:  `token-issued {json}`, `token-denied {json}` or
+`token-fault {json}`.
 """
 
 import argparse
@@ -160,6 +177,8 @@ class TokenHandler(BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
         if url.path == "/healthz":
             self.reply(200, b"ok\n", "text/plain")
+        elif url.path == "/_test/stats":
+            self.reply(200, json.dumps(self.server.stats((query.get("scope") or [""])[0])))
         elif url.path == "/token":
             user, password = self.basic_credentials()
             self.issue(user, password, query.get("service", [""])[0], query.get("scope", []))
@@ -170,6 +189,14 @@ class TokenHandler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        if url.path == "/_test/fault":
+            try:
+                fault = self.server.arm(json.loads(body or "{}"))
+            except (ValueError, TypeError) as e:
+                self.reply(400, json.dumps({"error": str(e)}))
+                return
+            self.reply(200, json.dumps({"armed": fault}))
+            return
         if url.path != "/token":
             self.reply(404, json.dumps({"error": "not found"}))
             return
@@ -180,18 +207,45 @@ class TokenHandler(BaseHTTPRequestHandler):
             password = form.get("password", [None])[0]
         self.issue(user, password, form.get("service", [""])[0], form.get("scope", []))
 
+    def inject(self, fault, scope_params):
+        """Answers with an armed fault instead of a token."""
+        status = fault["status"]
+        log.info("token-fault %s", json.dumps({"status": status, "scopes": scope_params, "match": fault["scope"]}))
+        if status == 0:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(2)
+            except OSError:
+                pass
+            return
+        headers = []
+        if status in (429, 503) and fault.get("retry_after") is not None:
+            headers.append(("Retry-After", str(int(fault["retry_after"]))))
+        if status == 401:
+            headers.append(("WWW-Authenticate", 'Basic realm="credhost-test-token"'))
+        message = {401: "UNAUTHORIZED", 403: "DENIED", 429: "TOOMANYREQUESTS"}.get(status, "UNAVAILABLE")
+        self.reply(status, json.dumps({"errors": [{"code": message, "message": "injected fault"}]}),
+                   extra_headers=headers)
+
     def issue(self, user, password, service, scope_params):
         cfg = self.server.cfg
+        fault = self.server.take_fault(scope_params)
+        if fault is not None:
+            self.inject(fault, scope_params)
+            return
         if user is None:
+            self.server.record(scope_params, "denied")
             self.unauthorized(None, "missing credentials", service, scope_params)
             return
         # Constant-time comparison of both fields.
         ok_user = secrets.compare_digest(user.encode(), cfg.user.encode())
         ok_pw = secrets.compare_digest((password or "").encode(), cfg.password.encode())
         if not (ok_user and ok_pw):
+            self.server.record(scope_params, "denied")
             self.unauthorized(user, "bad credentials", service, scope_params)
             return
         if service and service != cfg.service:
+            self.server.record(scope_params, "denied")
             # Distribution would reject a token whose aud differs anyway; say so early.
             self.reply(400, json.dumps({"error": f"unknown service {service!r}"}))
             log.info("token-denied %s", json.dumps({"user": user, "reason": "unknown service", "service": service}))
@@ -222,6 +276,7 @@ class TokenHandler(BaseHTTPRequestHandler):
         with self.server.counter_lock:
             self.server.issued += 1
             count = self.server.issued
+        self.server.record(scope_params, "issued")
         log.info(
             "token-issued %s",
             json.dumps(
@@ -242,6 +297,65 @@ class TokenHandler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # several test binaries may ask at once (default 5)
+
+    # Token requests remembered for /_test/stats (the oldest are forgotten).
+    MAX_RECORDS = 100_000
+    FAULT_STATUSES = {0, 401, 403, 429, 500, 502, 503, 504}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.faults = []
+        self.records = []
+        self.state_lock = threading.Lock()
+
+    def arm(self, fault):
+        """Validates and arms a fault; returns it as armed."""
+        scope = fault.get("scope")
+        if not isinstance(scope, str) or not scope:
+            raise ValueError("a fault needs a non-empty \"scope\" to match")
+        status = int(fault.get("status", 500))
+        if status not in self.FAULT_STATUSES:
+            raise ValueError(f"status {status} is not one of {sorted(self.FAULT_STATUSES)}")
+        n = int(fault.get("n", 1))
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        armed = {"scope": scope, "status": status, "n": n, "retry_after": fault.get("retry_after")}
+        with self.state_lock:
+            self.faults.append(armed)
+        return dict(armed)
+
+    def take_fault(self, scope_params):
+        """The first armed fault matching one of the request's scopes, used up
+        by one; records the request when one matches."""
+        joined = " ".join(scope_params)
+        with self.state_lock:
+            for f in self.faults:
+                if f["scope"] in joined:
+                    f["n"] -= 1
+                    if f["n"] <= 0:
+                        self.faults.remove(f)
+                    self._record(joined, "fault")
+                    return dict(f)
+        return None
+
+    def record(self, scope_params, outcome):
+        with self.state_lock:
+            self._record(" ".join(scope_params), outcome)
+
+    def _record(self, joined, outcome):
+        self.records.append((time.time(), joined, outcome))
+        if len(self.records) > self.MAX_RECORDS:
+            del self.records[: len(self.records) - self.MAX_RECORDS]
+
+    def stats(self, text):
+        with self.state_lock:
+            seen = [r for r in self.records if text in r[1]]
+        out = {"requests": len(seen), "faults": 0, "issued": 0, "denied": 0,
+               "first": seen[0][0] if seen else None, "last": seen[-1][0] if seen else None}
+        for _, _, outcome in seen:
+            key = {"fault": "faults", "issued": "issued", "denied": "denied"}[outcome]
+            out[key] += 1
+        return out
 
 
 def main():

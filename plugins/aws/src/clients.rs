@@ -79,9 +79,13 @@ impl Clients {
         if let Some(url) = &s.ecr_endpoint_url {
             ecr = ecr.endpoint_url(url);
         }
+        // Transfers retry only idempotent requests, a bounded number of times
+        // with jittered backoff, whatever count the environment or a profile
+        // sets for other AWS calls.
         let mut s3 = credhost_s3_transfer::tune_config(aws_sdk_s3::config::Builder::from(&sdk))
             .force_path_style(s.force_path_style)
-            .timeout_config(credhost_s3_transfer::transfer_timeouts());
+            .timeout_config(credhost_s3_transfer::transfer_timeouts())
+            .retry_config(credhost_s3_transfer::transfer_retries());
         if let Some(url) = &s.s3_endpoint_url {
             s3 = s3.endpoint_url(url);
         }

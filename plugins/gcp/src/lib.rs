@@ -25,6 +25,7 @@ pub mod auth;
 pub mod error;
 pub mod provider;
 pub mod registry;
+pub mod retry;
 pub mod settings;
 pub mod store;
 

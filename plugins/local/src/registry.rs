@@ -1,12 +1,15 @@
 //! Registry credentials: none, basic (htpasswd) or Distribution token auth.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use credhost_plugin_sdk::{
-    expires_in, registry_host, secret_from_env, unix_now, AuthForm, Error as PluginError, ErrorKind, Probe,
-    RegistryAuth, Secret,
+    error_chain, expires_in, registry_host, secret_from_env, unix_now, AuthForm, Error as PluginError, ErrorKind,
+    Probe, RegistryAuth, Secret,
 };
-use reqwest::{header::WWW_AUTHENTICATE, StatusCode};
+use reqwest::{
+    header::{RETRY_AFTER, WWW_AUTHENTICATE},
+    StatusCode,
+};
 
 use crate::{
     error::http_error,
@@ -29,6 +32,25 @@ pub struct Registry {
 
 /// The largest token-server answer read: tokens are a few KiB.
 const MAX_TOKEN_ANSWER: usize = 1 << 20;
+
+/// Time allowed for one request to the registry or its token server.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Attempts at one registry or token-server request, counting the first.
+const ATTEMPTS: u32 = 4;
+
+/// Retrying stops this long after the first attempt began: no attempt starts
+/// later, and a retried attempt's own time limit ends there. (The host's
+/// deadline for the whole call, `plugins.NAME.timeout`, cancels it earlier
+/// when shorter.)
+const RETRY_BUDGET: Duration = Duration::from_secs(10);
+
+/// Upper end of the first retry's random pause; it doubles per retry.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+
+/// The longest `Retry-After` honoured; a server asking for more than what is
+/// left of [`RETRY_BUDGET`] is not asked again.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(5);
 
 /// A `WWW-Authenticate: Bearer` challenge.
 #[derive(Debug, PartialEq, Eq)]
@@ -82,7 +104,7 @@ impl Registry {
         };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
+            .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("credhost-local/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| http_error("cannot build the HTTP client", &e))?;
@@ -111,12 +133,9 @@ impl Registry {
             AuthMode::Basic => {
                 // Prove the credentials work before handing them out, so a
                 // wrong password fails here rather than in the build job.
-                let resp = self
-                    .get_v2()
-                    .basic_auth(user, Some(pass.expose()))
-                    .send()
-                    .await
-                    .map_err(|e| http_error(&format!("registry {} unreachable", self.host), &e))?;
+                let what = format!("registry {}", self.host);
+                let (resp, _) =
+                    self.send_retrying(&what, || self.get_v2().basic_auth(user, Some(pass.expose()))).await?;
                 if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
                     return Err(PluginError::new(
                         ErrorKind::UNAUTHENTICATED,
@@ -145,8 +164,8 @@ impl Registry {
 
     /// `GET /v2/` without credentials; the Bearer challenge if the registry sent one.
     async fn challenge(&self) -> Result<Option<Challenge>, PluginError> {
-        let resp =
-            self.get_v2().send().await.map_err(|e| http_error(&format!("registry {} unreachable", self.host), &e))?;
+        let what = format!("registry {}", self.host);
+        let (resp, _) = self.send_retrying(&what, || self.get_v2()).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(None);
         }
@@ -162,6 +181,60 @@ impl Registry {
         let mut url = self.base.clone();
         url.set_path("/v2/");
         self.http.get(url)
+    }
+
+    /// Sends the GET that `build` makes, and again after a transport failure
+    /// or a 429, 500, 502, 503 or 504 answer: at most [`ATTEMPTS`] times
+    /// within [`RETRY_BUDGET`], pausing a random time in
+    /// `0..=100 ms × 2^(n-1)` before retry `n`, or what a 429 or 503 answer's
+    /// `Retry-After` asks (up to [`RETRY_AFTER_CAP`]). These requests change
+    /// nothing on the server, so repeating them is safe. Any other answer,
+    /// 401 and 403 included, is returned at once, and so is the last
+    /// transient one when attempts or time run out; with it, the number of
+    /// attempts made.
+    async fn send_retrying(
+        &self,
+        what: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<(reqwest::Response, u32), PluginError> {
+        let start = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = build();
+            if attempt > 1 {
+                let left = RETRY_BUDGET.saturating_sub(start.elapsed());
+                request = request.timeout(left.min(REQUEST_TIMEOUT));
+            }
+            let sent = request.send().await;
+            let retry = match &sent {
+                Ok(resp) if is_transient_status(resp.status()) => {
+                    Some((retry_after(resp).unwrap_or_else(|| jittered(attempt)), resp.status().to_string()))
+                }
+                Err(e) if is_transient(e) => Some((jittered(attempt), error_chain(e))),
+                _ => None,
+            };
+            let left = RETRY_BUDGET.saturating_sub(start.elapsed());
+            let pause = match retry {
+                Some((pause, why)) if attempt < ATTEMPTS && pause < left => {
+                    tracing::debug!(
+                        "{what}: {why} (attempt {attempt} of {ATTEMPTS}); trying again in {} ms",
+                        pause.as_millis()
+                    );
+                    pause
+                }
+                _ => {
+                    return sent.map(|resp| (resp, attempt)).map_err(|e| {
+                        let mut err = http_error(&format!("{what} unreachable"), &e);
+                        if attempt > 1 {
+                            err.message = format!("{} (after {attempt} attempts)", err.message).into();
+                        }
+                        err
+                    })
+                }
+            };
+            tokio::time::sleep(pause).await;
+        }
     }
 
     async fn fetch_token(
@@ -181,26 +254,20 @@ impl Registry {
                 q.append_pair("scope", scope);
             }
         }
-        let resp = self
-            .http
-            .get(url)
-            .basic_auth(user, Some(pass.expose()))
-            .send()
-            .await
-            .map_err(|e| http_error("token server unreachable", &e))?;
+        let what = format!("token server for {}", self.host);
+        let (resp, attempts) =
+            self.send_retrying(&what, || self.http.get(url.clone()).basic_auth(user, Some(pass.expose()))).await?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(PluginError::new(
                 ErrorKind::UNAUTHENTICATED,
-                format!("token server for {} rejected the credentials of user `{user}` ({status})", self.host),
+                format!("{what} rejected the credentials of user `{user}` ({status})"),
             ));
         }
         if !status.is_success() {
-            return Err(PluginError::new(
-                ErrorKind::UNAVAILABLE,
-                format!("token server for {} answered {status}", self.host),
-            )
-            .retryable(status.is_server_error()));
+            let tries = if attempts > 1 { format!(" (after {attempts} attempts)") } else { String::new() };
+            return Err(PluginError::new(ErrorKind::UNAVAILABLE, format!("{what} answered {status}{tries}"))
+                .retryable(is_transient_status(status)));
         }
         let body = zeroize::Zeroizing::new(read_limited(resp, MAX_TOKEN_ANSWER).await?);
         let mut body: TokenResponse = serde_json::from_slice(&body)
@@ -255,13 +322,16 @@ impl Registry {
     /// Probes the registry: reachable, and credentials accepted where needed.
     pub async fn check(&self) -> Probe {
         let label = format!("registry {} (auth {:?})", self.host, self.mode).to_lowercase();
-        let request = match self.auth(None, AuthForm::Any).await {
-            Ok(None) => self.get_v2(),
-            Ok(Some(a)) if self.mode == AuthMode::Token => self.get_v2().bearer_auth(a.secret.expose()),
-            Ok(Some(a)) => self.get_v2().basic_auth(a.username.as_str(), Some(a.secret.expose())),
+        let auth = match self.auth(None, AuthForm::Any).await {
+            Ok(auth) => auth,
             Err(e) => return Probe::failed("registry", format!("{label}: {}", e.message)),
         };
-        match request.send().await {
+        let request = || match &auth {
+            None => self.get_v2(),
+            Some(a) if self.mode == AuthMode::Token => self.get_v2().bearer_auth(a.secret.expose()),
+            Some(a) => self.get_v2().basic_auth(a.username.as_str(), Some(a.secret.expose())),
+        };
+        match self.send_retrying(&label, request).await.map(|(r, _)| r) {
             Ok(r) if r.status().is_success() => Probe::ok("registry", format!("{label}: reachable, access granted")),
             Ok(r) if r.status() == StatusCode::UNAUTHORIZED && self.mode == AuthMode::None => Probe::failed(
                 "registry",
@@ -271,7 +341,7 @@ impl Registry {
                 Probe::failed("registry", format!("{label}: credentials rejected (401)"))
             }
             Ok(r) => Probe::failed("registry", format!("{label}: unexpected answer {}", r.status())),
-            Err(e) => Probe::failed("registry", format!("{label}: {}", http_error("unreachable", &e).message)),
+            Err(e) => Probe::failed("registry", e.message.to_string()),
         }
     }
 }
@@ -294,6 +364,50 @@ struct TokenResponse {
 /// Unix seconds `secs` from now.
 fn expires_in_secs(secs: i64) -> i64 {
     expires_in(std::time::Duration::from_secs(secs.max(0) as u64))
+}
+
+/// Answers worth asking again for: the server is overloaded or failed on
+/// the way (429, 500, 502, 503, 504).
+fn is_transient_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
+}
+
+/// Failures to get an answer that may heal: refused, reset or timed out
+/// connections, an answer cut short. A request that could not be built or a
+/// redirect loop will fail the same way again.
+fn is_transient(e: &reqwest::Error) -> bool {
+    !(e.is_builder() || e.is_redirect() || e.is_status())
+}
+
+/// The pause a 429 or 503 answer asks for in whole seconds (`Retry-After: N`),
+/// at most [`RETRY_AFTER_CAP`]. A date or anything else is not honoured.
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    if !matches!(resp.status(), StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+        return None;
+    }
+    let secs = resp.headers().get(RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs).min(RETRY_AFTER_CAP))
+}
+
+/// The pause before retry `retry` (1 for the first): random in
+/// `0..=min(100 ms × 2^(retry-1), 2 s)` ("full jitter"), so that clients that
+/// failed together do not come back together.
+fn jittered(retry: u32) -> Duration {
+    let ceiling = BACKOFF_BASE.saturating_mul(1 << retry.saturating_sub(1).min(16)).min(Duration::from_secs(2));
+    ceiling.mul_f64(unit_random())
+}
+
+/// A number in `[0, 1)` that differs between calls and processes: the
+/// standard library's randomly keyed hasher over a counter and the clock.
+/// Spreads retries; not for anything secret.
+fn unit_random() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    // The top 53 bits make an exact f64 in [0, 1).
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// `127.0.0.0/8`, `::1` or `localhost`.
@@ -398,6 +512,31 @@ mod tests {
         assert_eq!(c.scope.as_deref(), Some("repository:demo:pull,push"));
         assert!(parse_bearer_challenge(r#"Basic realm="x""#).is_none());
         assert_eq!(parse_bearer_challenge(r#"bearer realm="r""#).unwrap().service, None);
+    }
+
+    #[test]
+    fn retry_pauses_are_jittered_and_bounded() {
+        for retry in 1..=6u32 {
+            let ceiling = (BACKOFF_BASE * 2u32.pow(retry - 1)).min(Duration::from_secs(2));
+            let pauses: Vec<Duration> = (0..100).map(|_| jittered(retry)).collect();
+            assert!(pauses.iter().all(|p| *p <= ceiling), "retry {retry}: {pauses:?}");
+            let distinct: std::collections::HashSet<_> = pauses.iter().collect();
+            assert!(distinct.len() > 50, "retry {retry}: {} distinct pauses", distinct.len());
+        }
+        // Four attempts fit the budget even at the ceiling of every pause.
+        let worst: Duration = (1..ATTEMPTS).map(|r| (BACKOFF_BASE * 2u32.pow(r - 1)).min(Duration::from_secs(2))).sum();
+        assert!(worst < RETRY_BUDGET);
+        assert!(RETRY_AFTER_CAP < RETRY_BUDGET);
+    }
+
+    #[test]
+    fn transient_statuses() {
+        for s in [429, 500, 502, 503, 504] {
+            assert!(is_transient_status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+        for s in [200, 400, 401, 403, 404, 501] {
+            assert!(!is_transient_status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
     }
 
     #[test]

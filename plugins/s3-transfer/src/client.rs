@@ -7,11 +7,12 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Builder, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     StalledStreamProtectionConfig,
 };
-use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 
+use crate::retry::transfer_retries;
+
 /// Time allowed to open a TCP (and TLS) connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Time allowed from the start of one HTTP request until its response headers
 /// arrive. The SDK counts the upload of the request body in it, so it must
@@ -23,10 +24,6 @@ const READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// The SDK default (5 s) misfires on a busy 2-core machine where the server
 /// shares the CPU with the client.
 const STALL_GRACE: Duration = Duration::from_secs(30);
-
-/// Attempts per request, counting the first (SDK standard retry mode with
-/// exponential backoff and jitter).
-const MAX_ATTEMPTS: u32 = 4;
 
 /// Connection settings for an S3-compatible endpoint with static keys.
 ///
@@ -70,8 +67,10 @@ impl fmt::Debug for ClientSettings {
 /// On top of [`tune_config`] it sets the latest behavior version, a 10 s
 /// connect timeout, a 5 minute limit from sending a request to receiving its
 /// response headers (the SDK counts the request body in it), stalled-stream
-/// protection with a 30 s grace period for bodies in both directions, and up
-/// to 4 attempts per request with standard backoff.
+/// protection with a 30 s grace period for bodies in both directions, and
+/// the retry policy of [`transfer_retries`](crate::transfer_retries): up to
+/// 4 attempts of an idempotent request with jittered backoff (Create and
+/// Complete of a multipart upload are never retried by the SDK).
 ///
 /// Building does no I/O; a wrong endpoint or bad keys show up on the first
 /// request (see [`head_bucket`](crate::head_bucket) to check early).
@@ -90,7 +89,7 @@ pub fn build_client(s: &ClientSettings) -> aws_sdk_s3::Client {
         .credentials_provider(credentials)
         .force_path_style(s.force_path_style)
         .timeout_config(transfer_timeouts())
-        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+        .retry_config(transfer_retries())
         .stalled_stream_protection(StalledStreamProtectionConfig::enabled().grace_period(STALL_GRACE).build());
     if let Some(endpoint) = &s.endpoint {
         builder = builder.endpoint_url(endpoint.clone());
@@ -102,7 +101,9 @@ pub fn build_client(s: &ClientSettings) -> aws_sdk_s3::Client {
 /// sending a request to its response headers (the SDK counts the request
 /// body in it, so it must cover one part), and no limit on a whole
 /// operation: a large object may take as long as it needs while it moves.
-/// Stalls are caught by stalled-stream protection instead.
+/// Stalls are caught by stalled-stream protection instead. With the bounded
+/// attempts of [`transfer_retries`](crate::transfer_retries), each request
+/// (one part, one range) is bounded in total time all the same.
 #[must_use]
 pub fn transfer_timeouts() -> TimeoutConfig {
     TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).read_timeout(READ_TIMEOUT).build()

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::crc;
 use crate::error::{lacks_code, Op, TransferError, TransferErrorKind};
 use crate::options::{Progress, TransferOptions, Transferred};
+use crate::retry::jittered;
 use crate::{META_CRC32C, META_SIZE};
 
 /// Size of each write to the destination. Writes above ~1 MiB were measured
@@ -31,8 +32,13 @@ const WRITE_CHUNK: usize = 1 << 20;
 const PROGRESS_STEP: u64 = 1 << 20;
 
 /// Times a range whose body broke off is requested again for its remainder
-/// (the SDK only retries until the response headers arrive).
+/// (the SDK only retries until the response headers arrive). Ranged GETs
+/// are idempotent; the pause before resume `n` is random in
+/// `0..=min(200 ms × 2^(n-1), 2 s)`.
 const MAX_RESUMES: u32 = 3;
+
+/// Upper end of the pause before the first resume.
+const RESUME_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Downloads `bucket`/`key` into the file at `dest`, created or truncated.
 ///
@@ -431,7 +437,7 @@ impl Source<'_> {
                 });
             }
             tracing::warn!(bucket = self.bucket, key = self.key, at = start + done, error = %why, "download stream broke; resuming");
-            tokio::time::sleep(Duration::from_millis(200 * u64::from(resumes))).await;
+            tokio::time::sleep(jittered(RESUME_BACKOFF, resumes, Duration::from_secs(2))).await;
         }
         sink.finish().await.map_err(|e| e.into_transfer(op))?;
         report(progress, unreported);

@@ -27,6 +27,13 @@
 //!   CRC32C (`x-amz-checksum-type: FULL_OBJECT`), which covers streamed
 //!   readers. Downloads verify the size always and the CRC32C whenever either
 //!   record is present.
+//! * **Only idempotent requests are repeated.** Parts, single PUTs, GETs and
+//!   HEADs are retried a bounded number of times with jittered backoff; the
+//!   Create and Complete of a multipart upload are not (see [`transfer_retries`]).
+//!   When a Complete fails, even with its answer lost, the stored object is
+//!   checked (size and CRC32C) and accepted if it is this upload's; when a
+//!   Create fails with its answer lost, the uploads of the key it may have
+//!   started are aborted.
 //!
 //! # Cheap on the wire
 //!
@@ -55,6 +62,7 @@ mod error;
 mod options;
 mod pool;
 mod presign;
+mod retry;
 #[cfg(feature = "sdk")]
 pub mod store;
 mod upload;
@@ -62,8 +70,9 @@ mod upload;
 pub use client::{build_client, transfer_timeouts, tune_config, ClientSettings};
 pub use download::{download_to_path, download_to_writer, head_bucket};
 pub use error::{TransferError, TransferErrorKind};
-pub use options::{Progress, TransferOptions, Transferred, MAX_PARTS, MIN_PART_SIZE};
+pub use options::{check_bucket_name, Progress, TransferOptions, Transferred, MAX_PARTS, MIN_PART_SIZE};
 pub use presign::{delete_object, presign_get, presign_put, PresignedUrl};
+pub use retry::transfer_retries;
 pub use upload::{upload_path, upload_reader};
 
 /// User-metadata key (without the `x-amz-meta-` prefix) holding the CRC32C of

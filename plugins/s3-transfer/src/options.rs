@@ -98,6 +98,26 @@ pub struct Transferred {
     pub crc32c: u32,
 }
 
+/// S3's bucket naming rules: 3-63 lower-case letters, digits, `.` and `-`,
+/// starting and ending with a letter or digit, no `..`. A name outside them
+/// would only fail at the first request, with a misleading answer (even a
+/// signature mismatch), so settings are checked against them up front.
+pub fn check_bucket_name(bucket: &str) -> Result<(), String> {
+    let edge = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && edge(bucket.bytes().next())
+        && edge(bucket.bytes().last())
+        && !bucket.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid bucket {bucket:?}: use 3-63 lower-case letters, digits, `.` and `-`, starting and ending with a letter or digit"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

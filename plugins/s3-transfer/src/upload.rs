@@ -2,29 +2,50 @@
 //! the rest.
 
 use std::fs::File;
+use std::future::Future;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::list_multipart_uploads::ListMultipartUploadsError;
 use aws_sdk_s3::operation::put_object::PutObjectError;
-use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::primitives::{ByteStream, DateTime, Length};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::client::transfer_timeouts;
 use crate::crc;
 use crate::error::{Op, TransferError, TransferErrorKind};
 use crate::options::{Progress, TransferOptions, Transferred, MAX_PARTS};
 use crate::pool::{BufferPool, PooledBuf};
+use crate::retry::{
+    control_timeouts, jittered, server_busy, single_attempt, Budget, CONTROL_ATTEMPTS, CONTROL_BACKOFF, CONTROL_BUDGET,
+    CONTROL_TIMEOUT,
+};
 use crate::{META_CRC32C, META_SIZE};
 
 /// Read size for the checksum pass over a file and for `PutObject` bodies.
 const READ_BUFFER: usize = 1 << 20;
+
+/// How far the server's clock may be from this machine's when telling which
+/// multipart uploads a failed Create may have started (the server stamps
+/// them with its own time).
+const CLOCK_SKEW: Duration = Duration::from_secs(5);
+
+/// Pages of `ListMultipartUploads` read when cleaning up after a failed
+/// Create (1000 uploads each on AWS).
+const MAX_SWEEP_PAGES: usize = 10;
+
+/// HEAD requests made to find the object of a Complete whose answer was lost
+/// (the server may still be assembling it); one when the server answered.
+const LOST_COMPLETE_LOOKS: u32 = 3;
 
 /// Uploads the file at `path` to `bucket`/`key`, replacing any object there.
 ///
@@ -334,37 +355,177 @@ impl Target<'_> {
                     .build()
             })
             .collect();
-        let completed = self
-            .client
-            .complete_multipart_upload()
-            .bucket(self.bucket)
-            .key(self.key)
-            .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
-            .set_checksum_crc32_c(mode.full_object.then(|| crc::to_base64(whole_crc)))
-            .set_checksum_type(mode.full_object.then_some(ChecksumType::FullObject))
-            .mpu_object_size(to_i64(size))
-            .send()
-            .await;
-        match completed {
-            Ok(_) => {}
-            Err(e) if misnamed_complete_result(&e) => {
-                tracing::debug!(
+        self.complete(upload_id, mode, completed, size, whole_crc).await?;
+        Ok(Transferred { size, crc32c: whole_crc })
+    }
+
+    /// Completes the multipart upload of `size` bytes whose CRC32C is
+    /// `whole_crc`; `Ok` when the object is stored.
+    ///
+    /// The SDK does not retry this request: were its answer lost, a second
+    /// attempt would find the upload gone (`NoSuchUpload`) though the object
+    /// is stored. Instead, after any failure (an error answer, a lost or
+    /// unreadable answer, `NoSuchUpload`) the key is looked at, and an object
+    /// there of `size` bytes with this CRC32C counts as this upload's. Failing
+    /// that, the request is sent again only when the server answered that it
+    /// is busy or failed internally (for an `InternalError` AWS asks for a
+    /// retry), at most [`CONTROL_ATTEMPTS`] times within [`CONTROL_BUDGET`]
+    /// with jittered pauses; otherwise the error is returned (and the caller
+    /// aborts the upload).
+    async fn complete(
+        &self,
+        upload_id: &str,
+        mode: PartChecksums,
+        completed: Vec<CompletedPart>,
+        size: u64,
+        whole_crc: u32,
+    ) -> Result<(), TransferError> {
+        let budget = Budget::new(CONTROL_BUDGET);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = self
+                .client
+                .complete_multipart_upload()
+                .bucket(self.bucket)
+                .key(self.key)
+                .upload_id(upload_id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed.clone())).build())
+                .set_checksum_crc32_c(mode.full_object.then(|| crc::to_base64(whole_crc)))
+                .set_checksum_type(mode.full_object.then_some(ChecksumType::FullObject))
+                .mpu_object_size(to_i64(size))
+                .customize()
+                .config_override(single_attempt(transfer_timeouts()))
+                .send()
+                .await;
+            let err = match sent {
+                Ok(_) => return Ok(()),
+                Err(e) if misnamed_complete_result(&e) => {
+                    tracing::debug!(
+                        bucket = self.bucket,
+                        key = self.key,
+                        "multipart upload completed (non-standard answer)"
+                    );
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            let answered = matches!(err, SdkError::ServiceError(_));
+            let looks = if answered { 1 } else { LOST_COMPLETE_LOOKS };
+            if self.stored_matches(size, whole_crc, looks).await {
+                tracing::info!(
                     bucket = self.bucket,
                     key = self.key,
-                    "multipart upload completed (non-standard answer)"
+                    upload_id,
+                    error = %DisplayErrorContext(&err),
+                    "CompleteMultipartUpload failed, but the key holds this upload's object (size and crc32c match)"
                 );
+                return Ok(());
             }
-            Err(e) => return Err(self.op.sdk(e)),
+            if attempt < CONTROL_ATTEMPTS && (server_busy(&err) || failed_internally(&err)) {
+                let pause = jittered(CONTROL_BACKOFF, attempt, CONTROL_BUDGET);
+                if budget.allows(pause) {
+                    tracing::debug!(
+                        bucket = self.bucket,
+                        key = self.key,
+                        upload_id,
+                        error = %DisplayErrorContext(&err),
+                        "CompleteMultipartUpload refused for now; sending it again"
+                    );
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            }
+            return Err(self.op.sdk(err));
         }
-        Ok(Transferred { size, crc32c: whole_crc })
+    }
+
+    /// Whether the key holds an object of `size` bytes whose CRC32C is `crc`,
+    /// by our metadata record when it has one (as downloads judge it), else
+    /// by the server's full-object CRC32C. An object with neither cannot be
+    /// told apart and does not count. Looks up to `looks` times, with short
+    /// jittered pauses, while the answer is "no".
+    async fn stored_matches(&self, size: u64, crc: u32, looks: u32) -> bool {
+        for look in 1..=looks {
+            if look > 1 {
+                tokio::time::sleep(jittered(CONTROL_BACKOFF, look, Duration::from_secs(2))).await;
+            }
+            let head = self
+                .client
+                .head_object()
+                .bucket(self.bucket)
+                .key(self.key)
+                .checksum_mode(ChecksumMode::Enabled)
+                .send()
+                .await;
+            let head = match head {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::debug!(bucket = self.bucket, key = self.key, error = %DisplayErrorContext(&e), "no object to check");
+                    continue;
+                }
+            };
+            if head.content_length().and_then(|n| u64::try_from(n).ok()) != Some(size) {
+                continue;
+            }
+            let meta = head.metadata();
+            let recorded_crc = meta.and_then(|m| m.get(META_CRC32C)).and_then(|v| crc::from_hex(v));
+            let recorded_size = meta.and_then(|m| m.get(META_SIZE)).and_then(|v| v.parse::<u64>().ok());
+            let composite = head.checksum_type() == Some(&ChecksumType::Composite);
+            let full_object = head.checksum_crc32_c().filter(|_| !composite).and_then(crc::from_base64);
+            let matches = match recorded_crc {
+                Some(recorded) => recorded == crc && recorded_size.is_none_or(|n| n == size),
+                None => full_object == Some(crc),
+            };
+            if matches {
+                return true;
+            }
+        }
+        false
     }
 
     /// Starts the multipart upload, asking for per-part and full-object
     /// CRC32C. A server that rejects that request as unsupported gets a
     /// plain multipart upload instead (then parts carry no checksum header,
     /// which AWS would refuse for an upload created without an algorithm).
+    ///
+    /// The SDK does not retry this request; it is sent again only after an
+    /// answer that the server is busy (nothing was started then). A failure
+    /// that leaves unknown whether an upload was started (no answer, a lost
+    /// answer, a server error) ends with aborting the uploads of this key
+    /// started since the first attempt, and so does dropping the returned
+    /// future before it finishes: no upload is left that nobody knows of.
     async fn create(&self, meta: Option<(u32, u64)>) -> Result<(String, PartChecksums), TransferError> {
+        let sweep = SweepGuard {
+            client: self.client.clone(),
+            bucket: self.bucket.to_owned(),
+            key: self.key.to_owned(),
+            since: SystemTime::now(),
+            armed: true,
+        };
+        match self.try_create(meta).await {
+            Ok(created) => {
+                sweep.disarm();
+                Ok(created)
+            }
+            Err(CreateFailure { error, maybe_started: false }) => {
+                sweep.disarm();
+                Err(error)
+            }
+            Err(CreateFailure { error, maybe_started: true }) => {
+                tracing::debug!(
+                    bucket = self.bucket,
+                    key = self.key,
+                    error = %error,
+                    "CreateMultipartUpload may have started an upload; aborting what it left"
+                );
+                sweep.sweep().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn try_create(&self, meta: Option<(u32, u64)>) -> Result<(String, PartChecksums), CreateFailure> {
         let request = |with_checksums: bool| {
             let mut r = self.client.create_multipart_upload().bucket(self.bucket).key(self.key);
             if let Some((whole_crc, size)) = meta {
@@ -373,21 +534,38 @@ impl Target<'_> {
             if with_checksums {
                 r = r.checksum_algorithm(ChecksumAlgorithm::Crc32C).checksum_type(ChecksumType::FullObject);
             }
-            r.send()
+            r.customize().config_override(single_attempt(control_timeouts())).send()
         };
+        let budget = Budget::new(CONTROL_BUDGET);
         let mut asked = true;
-        let created = match request(true).await {
-            Err(e) if rejects_checksum(&e) => {
-                tracing::warn!(
-                    bucket = self.bucket,
-                    key = self.key,
-                    error = %DisplayErrorContext(&e),
-                    "server rejected CreateMultipartUpload with CRC32C; uploading parts without checksums"
-                );
-                asked = false;
-                request(false).await
+        let mut busy = 0;
+        let created = loop {
+            match request(asked).await {
+                Err(e) if asked && rejects_checksum(&e) => {
+                    tracing::warn!(
+                        bucket = self.bucket,
+                        key = self.key,
+                        error = %DisplayErrorContext(&e),
+                        "server rejected CreateMultipartUpload with CRC32C; uploading parts without checksums"
+                    );
+                    asked = false;
+                }
+                Err(e) if server_busy(&e) && busy + 1 < CONTROL_ATTEMPTS => {
+                    busy += 1;
+                    let pause = jittered(CONTROL_BACKOFF, busy, CONTROL_BUDGET);
+                    if !budget.allows(pause) {
+                        break Err(e);
+                    }
+                    tracing::debug!(
+                        bucket = self.bucket,
+                        key = self.key,
+                        error = %DisplayErrorContext(&e),
+                        "CreateMultipartUpload refused for now; sending it again"
+                    );
+                    tokio::time::sleep(pause).await;
+                }
+                other => break other,
             }
-            other => other,
         };
         let (upload_id, full_object_echoed) = match created {
             Ok(out) => {
@@ -402,11 +580,17 @@ impl Target<'_> {
                     );
                     (id, false)
                 }
-                None => return Err(self.op.sdk(e)),
+                None => {
+                    let maybe_started = !create_refused(&e);
+                    return Err(CreateFailure { error: self.op.sdk(e), maybe_started });
+                }
             },
         };
         if upload_id.is_empty() {
-            return Err(self.op.err(TransferErrorKind::Other, "server returned no upload id"));
+            return Err(CreateFailure {
+                error: self.op.err(TransferErrorKind::Other, "server returned no upload id"),
+                maybe_started: true,
+            });
         }
         // Only promise a full-object checksum at completion if the server
         // acknowledged that type; one that ignored the header would compare
@@ -504,6 +688,166 @@ struct PartChecksums {
     full_object: bool,
 }
 
+/// A failed `CreateMultipartUpload`, and whether it may have started an
+/// upload nonetheless.
+struct CreateFailure {
+    error: TransferError,
+    maybe_started: bool,
+}
+
+/// Whether a failed `CreateMultipartUpload` certainly started nothing: the
+/// request was never built, the connection was refused, or the server
+/// answered with a refusal (4xx) or that it was busy.
+fn create_refused<E>(err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::ConstructionFailure(_) => true,
+        SdkError::DispatchFailure(_) => connection_refused(err),
+        SdkError::ServiceError(ctx) => ctx.raw().status().as_u16() < 500 || server_busy(err),
+        _ => false,
+    }
+}
+
+/// Whether an error comes from a refused connection: nothing was sent.
+fn connection_refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Whether the server answered a request with an internal error (500
+/// `InternalError`), for which AWS documents a retry.
+fn failed_internally<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::ServiceError(ctx) => ctx.raw().status().as_u16() == 500 || ctx.err().code() == Some("InternalError"),
+        _ => false,
+    }
+}
+
+/// Runs a clean-up future after its owner is gone: in a plugin as work the
+/// host waits for before it exits, else on the current tokio runtime.
+fn spawn_cleanup(what: &str, fut: impl Future<Output = ()> + Send + 'static) {
+    #[cfg(feature = "sdk")]
+    {
+        let _ = what;
+        credhost_plugin_sdk::spawn_cleanup(fut);
+    }
+    #[cfg(not(feature = "sdk"))]
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(fut);
+    } else {
+        tracing::warn!("upload dropped outside a tokio runtime; {what} is left behind");
+    }
+}
+
+/// Aborts the multipart uploads of a key started since `since`, unless
+/// disarmed: awaited after a Create whose outcome is unknown, and spawned
+/// when the upload future is dropped while the Create is in flight.
+struct SweepGuard {
+    client: Client,
+    bucket: String,
+    key: String,
+    since: SystemTime,
+    armed: bool,
+}
+
+impl SweepGuard {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+
+    async fn sweep(mut self) {
+        self.armed = false;
+        sweep_uploads(self.client.clone(), std::mem::take(&mut self.bucket), std::mem::take(&mut self.key), self.since)
+            .await;
+    }
+}
+
+impl Drop for SweepGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let fut = sweep_uploads(
+            self.client.clone(),
+            std::mem::take(&mut self.bucket),
+            std::mem::take(&mut self.key),
+            self.since,
+        );
+        spawn_cleanup("any multipart upload its create started", fut);
+    }
+}
+
+/// Aborts the multipart uploads of `key` initiated between `since` and now
+/// (widened by [`CLOCK_SKEW`], as the server's clock stamps them): what a
+/// Create whose answer was lost may have started. Best effort, and bounded
+/// by [`CONTROL_TIMEOUT`]; a bucket lifecycle rule must clean up what it
+/// misses. An upload of the same key that another client started within
+/// that window is aborted too, and fails as it could when racing this one
+/// for the key.
+async fn sweep_uploads(client: Client, bucket: String, key: String, since: SystemTime) {
+    match tokio::time::timeout(CONTROL_TIMEOUT, abort_started_since(&client, &bucket, &key, since)).await {
+        Ok(Ok(n)) => tracing::debug!(bucket, key, aborted = n, "cleaned up after a failed CreateMultipartUpload"),
+        Ok(Err(e)) => tracing::warn!(
+            bucket,
+            key,
+            error = %DisplayErrorContext(&e),
+            "could not list the multipart uploads a failed create may have started; a bucket lifecycle rule must clean them up"
+        ),
+        Err(_) => tracing::warn!(
+            bucket,
+            key,
+            "timed out cleaning up after a failed CreateMultipartUpload; a bucket lifecycle rule must clean up"
+        ),
+    }
+}
+
+async fn abort_started_since(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    since: SystemTime,
+) -> Result<usize, SdkError<ListMultipartUploadsError, HttpResponse>> {
+    let from = DateTime::from(since.checked_sub(CLOCK_SKEW).unwrap_or(since));
+    let to = DateTime::from(SystemTime::now() + CLOCK_SKEW);
+    let (mut key_marker, mut id_marker) = (None, None);
+    let mut aborted = 0;
+    for _ in 0..MAX_SWEEP_PAGES {
+        let page = client
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .prefix(key)
+            .set_key_marker(key_marker)
+            .set_upload_id_marker(id_marker)
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::default().timeout_config(control_timeouts()))
+            .send()
+            .await?;
+        for upload in page.uploads() {
+            let (Some(k), Some(id), Some(at)) = (upload.key(), upload.upload_id(), upload.initiated()) else {
+                continue;
+            };
+            if k == key && (from..=to).contains(at) {
+                abort_upload(client.clone(), bucket.to_owned(), key.to_owned(), id.to_owned()).await;
+                aborted += 1;
+            }
+        }
+        key_marker = page.next_key_marker().map(str::to_owned);
+        id_marker = page.next_upload_id_marker().map(str::to_owned);
+        if page.is_truncated() != Some(true) || (key_marker.is_none() && id_marker.is_none()) {
+            break;
+        }
+    }
+    Ok(aborted)
+}
+
 /// Aborts the multipart upload unless disarmed: awaited on error paths, and
 /// spawned on the current runtime when the upload future is dropped.
 struct AbortGuard {
@@ -542,20 +886,23 @@ impl Drop for AbortGuard {
             std::mem::take(&mut self.key),
             std::mem::take(&mut self.upload_id),
         );
-        // In a plugin, as work the host waits for before it exits.
-        #[cfg(feature = "sdk")]
-        credhost_plugin_sdk::spawn_cleanup(fut);
-        #[cfg(not(feature = "sdk"))]
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(fut);
-        } else {
-            tracing::warn!("upload dropped outside a tokio runtime; its multipart upload is left behind");
-        }
+        spawn_cleanup("its multipart upload", fut);
     }
 }
 
+/// Aborts a multipart upload. Aborting is idempotent (a second abort finds
+/// the upload gone, which counts as done), so the SDK retries it like any
+/// idempotent request, each attempt bounded by [`CONTROL_TIMEOUT`].
 async fn abort_upload(client: Client, bucket: String, key: String, upload_id: String) {
-    let result = client.abort_multipart_upload().bucket(&bucket).key(&key).upload_id(&upload_id).send().await;
+    let result = client
+        .abort_multipart_upload()
+        .bucket(&bucket)
+        .key(&key)
+        .upload_id(&upload_id)
+        .customize()
+        .config_override(aws_sdk_s3::config::Builder::default().timeout_config(control_timeouts()))
+        .send()
+        .await;
     match result {
         Ok(_) => tracing::debug!(bucket, key, upload_id, "multipart upload aborted"),
         Err(SdkError::ServiceError(e)) if e.err().code() == Some("NoSuchUpload") => {}
@@ -732,4 +1079,41 @@ fn to_usize(n: u64) -> usize {
 
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::error::ConnectorError;
+    use aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadError;
+
+    type CreateError = SdkError<CreateMultipartUploadError, HttpResponse>;
+
+    /// An error wrapping another, as connector errors nest.
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    fn dispatch(kind: std::io::ErrorKind) -> CreateError {
+        SdkError::dispatch_failure(ConnectorError::io(Box::new(Wrapped(std::io::Error::new(kind, "tcp connect")))))
+    }
+
+    #[test]
+    fn only_a_refused_connection_or_a_refusal_settles_a_failed_create() {
+        assert!(create_refused(&dispatch(std::io::ErrorKind::ConnectionRefused)));
+        assert!(!create_refused(&dispatch(std::io::ErrorKind::ConnectionReset)));
+        assert!(!create_refused(&dispatch(std::io::ErrorKind::UnexpectedEof)));
+        assert!(create_refused(&CreateError::construction_failure("bad input")));
+    }
 }

@@ -18,13 +18,17 @@ use crate::{
         Source,
     },
     error::{is_transient_status, send_error, server_message},
+    retry::{backoff, Budget, RETRY_BUDGET},
 };
 
 /// Full access to the project's Google Cloud resources; what Artifact
 /// Registry and GCS both accept.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
-/// Attempts at a token fetch that fails transiently.
+/// Attempts at a token fetch that fails transiently (no answer, 408, 429,
+/// 5xx). Fetching a token changes nothing, so it may be repeated; the
+/// pauses are jittered ([`backoff`]) and none starts later than
+/// [`RETRY_BUDGET`] after the first attempt.
 const ATTEMPTS: u32 = 3;
 
 /// An access token and when it stops working.
@@ -122,6 +126,7 @@ impl TokenSource {
     }
 
     async fn fetch(&self) -> Result<AccessToken, PluginError> {
+        let budget = Budget::new(RETRY_BUDGET);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -130,10 +135,11 @@ impl TokenSource {
                 Source::File(Credentials::AuthorizedUser(u)) => self.token_for_authorized_user(u).await,
                 Source::Metadata { host, tried } => self.token_from_metadata(host, tried.as_deref()).await,
             };
+            let pause = backoff(attempt);
             match result {
-                Err(e) if e.retryable && attempt < ATTEMPTS => {
+                Err(e) if e.retryable && attempt < ATTEMPTS && budget.allows(pause) => {
                     tracing::debug!("token fetch failed (attempt {attempt}), retrying: {}", e.message);
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    tokio::time::sleep(pause).await;
                 }
                 other => return other,
             }

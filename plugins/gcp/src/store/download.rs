@@ -11,6 +11,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 
 use crate::{
     error::{io_error, is_transient, is_transient_status, send_error, status_error},
+    retry::{Budget, RETRY_BUDGET},
     store::{
         backoff,
         checksum::{verify, Hasher},
@@ -72,18 +73,24 @@ impl Fetch<'_> {
         let mut offset = 0u64;
         let mut failures = 0u32;
         let mut last_error = String::new();
+        // Since the first failure of the current series without progress.
+        let mut series: Option<Budget> = None;
         while offset < size {
-            if failures >= ATTEMPTS {
-                return Err(PluginError::new(
-                    ErrorKind::UNAVAILABLE,
-                    format!(
-                        "{what}: giving up at byte {offset} of {size} after {failures} failed attempts: {last_error}"
-                    ),
-                )
-                .retryable(true));
-            }
-            if failures > 0 {
-                tokio::time::sleep(backoff(failures)).await;
+            if failures == 0 {
+                series = None;
+            } else {
+                let budget = *series.get_or_insert_with(|| Budget::new(RETRY_BUDGET));
+                let pause = backoff(failures);
+                if failures >= ATTEMPTS || !budget.allows(pause) {
+                    return Err(PluginError::new(
+                        ErrorKind::UNAVAILABLE,
+                        format!(
+                            "{what}: giving up at byte {offset} of {size} after {failures} failed attempts: {last_error}"
+                        ),
+                    )
+                    .retryable(true));
+                }
+                tokio::time::sleep(pause).await;
             }
             let from = offset;
             let resp = self

@@ -1,7 +1,7 @@
 //! The GCS JSON API: URLs, authorized requests with retries, bucket and
 //! object metadata.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use credhost_plugin_sdk::{Error as PluginError, ErrorKind, Secret};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
@@ -9,6 +9,7 @@ use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use crate::{
     auth::token::TokenSource,
     error::{is_transient, is_transient_status, send_error, status_error},
+    retry::{Budget, Repeat, RETRY_BUDGET},
 };
 
 pub mod checksum;
@@ -18,13 +19,7 @@ pub mod upload;
 
 use checksum::Reported;
 
-/// Attempts at one request that fails transiently.
-pub const ATTEMPTS: u32 = 5;
-
-/// The pause before attempt `attempt + 1`: 250 ms, doubling, at most 4 s.
-pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(250u64 << attempt.saturating_sub(1).min(4))
-}
+pub use crate::retry::{backoff, ATTEMPTS};
 
 /// A storage endpoint and the tokens to use on it.
 pub struct Gcs {
@@ -100,36 +95,55 @@ impl Gcs {
         Ok((rb.bearer_auth(token.secret.expose()), token.secret))
     }
 
-    /// Sends the request `build` makes, with the current token. Retries when
-    /// no answer comes or the answer is 408/429/5xx, and once after a 401
-    /// with a fresh token. Returns the last answer whatever its status.
+    /// Sends the idempotent request `build` makes, with the current token;
+    /// see [`Gcs::send_with`].
     pub async fn send(
         &self,
         what: &str,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, PluginError> {
+        self.send_with(what, Repeat::Idempotent, build).await
+    }
+
+    /// Sends the request `build` makes, with the current token. Sends it
+    /// again, as `repeat` allows, when no answer comes or the answer is
+    /// 408/429/5xx: at most [`ATTEMPTS`] times, after jittered pauses
+    /// ([`backoff`]), none starting later than [`RETRY_BUDGET`] after the
+    /// first attempt; and once after a 401 with a fresh token. Returns the
+    /// last answer whatever its status.
+    pub async fn send_with(
+        &self,
+        what: &str,
+        repeat: Repeat,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, PluginError> {
+        let budget = Budget::new(RETRY_BUDGET);
         let mut attempt = 0;
         let mut refreshed = false;
         loop {
             attempt += 1;
             let (rb, token) = self.authorize(build(&self.http)).await?;
-            match rb.send().await {
+            let sent = rb.send().await;
+            let why = match &sent {
                 Ok(r) if r.status() == StatusCode::UNAUTHORIZED && !refreshed => {
                     tracing::debug!("{what}: token refused (401); fetching a new one");
                     self.tokens.reject(&token).await;
                     refreshed = true;
+                    continue;
                 }
-                Ok(r) if is_transient_status(r.status()) && attempt < ATTEMPTS => {
-                    tracing::debug!("{what}: {} (attempt {attempt}), retrying", r.status());
-                    tokio::time::sleep(backoff(attempt)).await;
+                Ok(r) if is_transient_status(r.status()) => Some(r.status().to_string()),
+                Err(e) if is_transient(e) && (repeat == Repeat::Idempotent || e.is_connect()) => Some(e.to_string()),
+                _ => None,
+            };
+            if let Some(why) = why {
+                let pause = backoff(attempt);
+                if attempt < ATTEMPTS && budget.allows(pause) {
+                    tracing::debug!("{what}: {why} (attempt {attempt}), retrying");
+                    tokio::time::sleep(pause).await;
+                    continue;
                 }
-                Ok(r) => return Ok(r),
-                Err(e) if is_transient(&e) && attempt < ATTEMPTS => {
-                    tracing::debug!("{what}: {e} (attempt {attempt}), retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                Err(e) => return Err(send_error(what, &e)),
             }
+            return sent.map_err(|e| send_error(what, &e));
         }
     }
 
@@ -214,11 +228,5 @@ mod tests {
         let m = parse_object(r#"{"size":5,"generation":3}"#, "t").unwrap();
         assert_eq!((m.reported.size, m.generation.as_deref(), m.reported.md5), (5, Some("3"), None));
         assert!(parse_object(r#"{"generation":"1"}"#, "t").is_err());
-    }
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let ms: Vec<u128> = (1..=7).map(|a| backoff(a).as_millis()).collect();
-        assert_eq!(ms, [250, 500, 1000, 2000, 4000, 4000, 4000]);
     }
 }

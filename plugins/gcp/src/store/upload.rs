@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::{
     error::{io_error, is_transient, is_transient_status, send_error, server_message, status_error},
+    retry::{Budget, Repeat, RETRY_BUDGET},
     store::{
         backoff,
         checksum::{verify, Digests, Hasher},
@@ -307,6 +308,13 @@ impl Target<'_> {
     }
 
     /// Starts a session; its URI is where the chunks go.
+    ///
+    /// Starting one is not idempotent, so the request is repeated only when
+    /// the server answered without starting a session or the connection
+    /// could not be opened ([`Repeat::IfNotReceived`]). When the answer is
+    /// lost, the upload fails (retryable); a session the request may have
+    /// started holds no data, is visible nowhere, and GCS forgets it within a
+    /// week (the JSON API offers no way to list sessions).
     async fn initiate(&self, digests: Option<&Digests>) -> Result<Url, PluginError> {
         let mut url = self.gcs.upload_url(self.bucket);
         url.query_pairs_mut().append_pair("uploadType", "resumable").append_pair("name", self.name);
@@ -314,7 +322,7 @@ impl Target<'_> {
         let what = format!("{}: starting the session", self.what());
         let resp = self
             .gcs
-            .send(&what, |http| {
+            .send_with(&what, Repeat::IfNotReceived, |http| {
                 let mut rb = http
                     .post(url.clone())
                     .header(CONTENT_TYPE, "application/json; charset=UTF-8")
@@ -354,6 +362,9 @@ impl Target<'_> {
     /// request states the total `size`. On a transient failure the session
     /// is asked how much it holds (`Content-Range: bytes */TOTAL`) and the
     /// rest of the chunk goes from there; a 401 gets a fresh token once.
+    /// Failures in a row without progress end the upload after [`ATTEMPTS`]
+    /// of them or [`RETRY_BUDGET`] after the first, with jittered pauses
+    /// ([`backoff`]) before each status query.
     async fn put(
         &self,
         session: &Url,
@@ -370,16 +381,22 @@ impl Target<'_> {
         let mut failures = 0u32;
         let mut refreshed = false;
         let mut last_error = String::new();
+        // Since the first failure of the current series without progress.
+        let mut series: Option<Budget> = None;
         loop {
-            if failures >= ATTEMPTS {
-                return Err(PluginError::new(
-                    ErrorKind::UNAVAILABLE,
-                    format!("{what}: giving up at byte {offset} after {failures} failed attempts: {last_error}"),
-                )
-                .retryable(true));
-            }
-            if failures > 0 && ask {
-                tokio::time::sleep(backoff(failures)).await;
+            if failures == 0 {
+                series = None;
+            } else {
+                let budget = *series.get_or_insert_with(|| Budget::new(RETRY_BUDGET));
+                let pause = if ask { backoff(failures) } else { std::time::Duration::ZERO };
+                if failures >= ATTEMPTS || !budget.allows(pause) {
+                    return Err(PluginError::new(
+                        ErrorKind::UNAVAILABLE,
+                        format!("{what}: giving up at byte {offset} after {failures} failed attempts: {last_error}"),
+                    )
+                    .retryable(true));
+                }
+                tokio::time::sleep(pause).await;
             }
             let body = data.slice((offset - start) as usize..);
             if body.is_empty() && last.is_none() {

@@ -1,0 +1,438 @@
+//! Multipart uploads whose Create or Complete answers are lost, against a
+//! real S3-compatible server (SeaweedFS in CI) behind a small proxy.
+//!
+//! A real server cannot be made to act on a request and then lose its
+//! answer, so the proxy does that part: it forwards a request, reads the
+//! server's whole answer (the server has acted), and closes the client's
+//! connection without passing the answer on. It can also close a connection
+//! without forwarding the request, or answer `503 SlowDown` itself. Those
+//! three faults are the only mock here; everything else is the real server.
+//!
+//! The server comes from the environment, as for `seaweedfs.rs`:
+//! CREDHOST_TEST_S3_ENDPOINT, CREDHOST_TEST_S3_ACCESS_KEY,
+//! CREDHOST_TEST_S3_SECRET_KEY, CREDHOST_TEST_S3_REGION and
+//! CREDHOST_TEST_S3_BUCKET. Without them every test fails.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use credhost_s3_transfer::{
+    build_client, download_to_path, upload_path, upload_reader, ClientSettings, TransferErrorKind, TransferOptions,
+    Transferred,
+};
+
+const MIB: u64 = 1024 * 1024;
+const PART: u64 = 5 * MIB;
+
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("credhost_s3_transfer=debug")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: these tests need a running S3-compatible server. Start one with \
+             tests/services/up.sh and source its env file"
+        )
+    })
+}
+
+fn settings(endpoint: String) -> ClientSettings {
+    ClientSettings {
+        endpoint: Some(endpoint),
+        region: var("CREDHOST_TEST_S3_REGION"),
+        access_key_id: var("CREDHOST_TEST_S3_ACCESS_KEY"),
+        secret_access_key: var("CREDHOST_TEST_S3_SECRET_KEY"),
+        session_token: None,
+        force_path_style: true,
+    }
+}
+
+/// A client talking to the server directly, for checking what it holds.
+fn direct() -> (Client, String) {
+    init_logging();
+    (build_client(&settings(var("CREDHOST_TEST_S3_ENDPOINT"))), var("CREDHOST_TEST_S3_BUCKET"))
+}
+
+/// A key unique to this test run.
+fn key(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("s3-transfer-tests/lost-answers/{}-{nanos}/{name}", std::process::id())
+}
+
+fn opts() -> TransferOptions {
+    TransferOptions { part_size: PART, concurrency: 2, single_put_threshold: PART }
+}
+
+/// Deterministic incompressible bytes.
+fn data(len: u64, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len as usize + 8);
+    while (out.len() as u64) < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len as usize);
+    out
+}
+
+/// The S3 request a proxied request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Call {
+    Create,
+    UploadPart,
+    Complete,
+    Abort,
+    ListUploads,
+    Other,
+}
+
+/// What the proxy does to a request instead of relaying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Forward the request, read the server's whole answer, then close the
+    /// client's connection unanswered: the server acted, the client never
+    /// hears so.
+    LoseAnswer,
+    /// Close the client's connection without forwarding: the server never
+    /// sees the request.
+    Swallow,
+    /// Answer `503 SlowDown` without forwarding.
+    Busy,
+}
+
+#[derive(Default)]
+struct State {
+    /// Armed faults: each applies to the next request of its call.
+    faults: Vec<(Call, Fault)>,
+    /// Requests seen per call.
+    seen: HashMap<Call, usize>,
+}
+
+/// An HTTP/1.1 proxy in front of the server, one request per connection.
+struct Proxy {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl Proxy {
+    fn start() -> Self {
+        let endpoint = var("CREDHOST_TEST_S3_ENDPOINT");
+        let upstream: SocketAddr = endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap_or_else(|e| panic!("CREDHOST_TEST_S3_ENDPOINT {endpoint} is not http://IP:PORT: {e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let state = shared.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = relay(conn, upstream, &state) {
+                        eprintln!("proxy: {e}");
+                    }
+                });
+            }
+        });
+        Self { addr, state }
+    }
+
+    /// A client that talks to the server through this proxy.
+    fn client(&self) -> Client {
+        build_client(&settings(format!("http://{}", self.addr)))
+    }
+
+    fn arm(&self, call: Call, fault: Fault) {
+        self.state.lock().unwrap().faults.push((call, fault));
+    }
+
+    fn seen(&self, call: Call) -> usize {
+        self.state.lock().unwrap().seen.get(&call).copied().unwrap_or(0)
+    }
+}
+
+/// Which call a request line names, from its method and query keys.
+fn classify(method: &str, target: &str) -> Call {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let has = |name: &str| query.split('&').any(|kv| kv.split('=').next() == Some(name));
+    match method {
+        "POST" if has("uploads") => Call::Create,
+        "POST" if has("uploadId") => Call::Complete,
+        "PUT" if has("partNumber") && has("uploadId") => Call::UploadPart,
+        "DELETE" if has("uploadId") => Call::Abort,
+        "GET" if has("uploads") => Call::ListUploads,
+        _ => Call::Other,
+    }
+}
+
+/// The head of an HTTP message (through the blank line), or `None` at the
+/// end of the stream.
+fn read_head(r: &mut impl BufRead) -> io::Result<Option<Vec<String>>> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let line = line.trim_end_matches(['\r', '\n']).to_owned();
+        if line.is_empty() {
+            return Ok(Some(lines));
+        }
+        lines.push(line);
+    }
+}
+
+/// The head with any `Connection` header replaced by `Connection: close`, so
+/// that both sides end the connection after one exchange.
+fn closing(head: &[String]) -> Vec<u8> {
+    let mut out = String::new();
+    for line in head.iter().filter(|l| !l.to_ascii_lowercase().starts_with("connection:")) {
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out.into_bytes()
+}
+
+fn relay(client: TcpStream, upstream: SocketAddr, state: &Mutex<State>) -> io::Result<()> {
+    let mut from_client = BufReader::new(client.try_clone()?);
+    let Some(head) = read_head(&mut from_client)? else { return Ok(()) };
+    let mut parts = head.first().map(String::as_str).unwrap_or_default().split(' ');
+    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let header = |name: &str| {
+        head.iter().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    };
+    assert!(header("transfer-encoding").is_none(), "the proxy only relays bodies with a Content-Length");
+    let length: usize = header("content-length").map_or(Ok(0), |v| v.parse()).map_err(io::Error::other)?;
+    let mut body = vec![0; length];
+    from_client.read_exact(&mut body)?;
+
+    let call = classify(method, target);
+    let fault = {
+        let mut s = state.lock().unwrap();
+        *s.seen.entry(call).or_default() += 1;
+        let found = s.faults.iter().position(|(c, _)| *c == call);
+        found.map(|i| s.faults.remove(i).1)
+    };
+    let mut client = client;
+    match fault {
+        Some(Fault::Swallow) => return client.shutdown(Shutdown::Both),
+        Some(Fault::Busy) => {
+            let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                       <Message>Please reduce your request rate.</Message></Error>";
+            let answer = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                xml.len()
+            );
+            client.write_all(answer.as_bytes())?;
+            return client.shutdown(Shutdown::Both);
+        }
+        _ => {}
+    }
+
+    let mut server = TcpStream::connect(upstream)?;
+    server.write_all(&closing(&head))?;
+    server.write_all(&body)?;
+    let mut from_server = BufReader::new(server);
+    let Some(answer_head) = read_head(&mut from_server)? else {
+        return Err(io::Error::other("the server closed the connection unanswered"));
+    };
+    // Asked to close, the server ends the stream after its answer.
+    let mut answer_body = Vec::new();
+    from_server.read_to_end(&mut answer_body)?;
+    if fault == Some(Fault::LoseAnswer) {
+        return client.shutdown(Shutdown::Both);
+    }
+    client.write_all(&closing(&answer_head))?;
+    client.write_all(&answer_body)?;
+    client.shutdown(Shutdown::Both)
+}
+
+/// Multipart uploads of `key` still open on the server.
+async fn open_uploads(client: &Client, bucket: &str, key: &str) -> Vec<String> {
+    let out = client.list_multipart_uploads().bucket(bucket).prefix(key).send().await.expect("ListMultipartUploads");
+    out.uploads().iter().filter(|u| u.key() == Some(key)).filter_map(|u| u.upload_id().map(str::to_owned)).collect()
+}
+
+/// Asserts that the server holds exactly `content` at `key`.
+async fn assert_stored(client: &Client, bucket: &str, key: &str, content: &[u8]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dest = dir.path().join("back");
+    let got = download_to_path(client, bucket, key, &dest, &opts(), None).await.expect("download");
+    assert_eq!(got, Transferred { size: content.len() as u64, crc32c: crc32c::crc32c(content) });
+    assert!(std::fs::read(&dest).expect("read back") == content, "stored bytes of {key} differ");
+}
+
+async fn assert_absent(client: &Client, bucket: &str, key: &str) {
+    let head = client.head_object().bucket(bucket).key(key).send().await;
+    assert!(head.is_err(), "object {key} exists");
+}
+
+/// Writes `content` to a file in `dir` and returns its path.
+fn source(dir: &tempfile::TempDir, content: &[u8]) -> std::path::PathBuf {
+    let path = dir.path().join("source.bin");
+    std::fs::write(&path, content).expect("write source");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_whose_answer_is_lost_succeeds_when_the_object_is_stored() {
+    let (direct, bucket) = direct();
+    let proxy = Proxy::start();
+    let content = data(PART * 2 + 777, 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("complete-lost/path");
+    proxy.arm(Call::Complete, Fault::LoseAnswer);
+
+    let up = upload_path(&proxy.client(), &bucket, &k, &source(&dir, &content), &opts(), None)
+        .await
+        .expect("the object is stored, so the upload succeeds");
+    assert_eq!(up, Transferred { size: content.len() as u64, crc32c: crc32c::crc32c(&content) });
+    // Sent once: neither the SDK nor the upload sent it again.
+    assert_eq!(proxy.seen(Call::Complete), 1);
+    assert_eq!(proxy.seen(Call::Abort), 0);
+    assert_stored(&direct, &bucket, &k, &content).await;
+    assert!(open_uploads(&direct, &bucket, &k).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_complete_whose_answer_is_lost_succeeds_by_the_full_object_checksum() {
+    let (direct, bucket) = direct();
+    let proxy = Proxy::start();
+    let content = data(PART * 2 + 999, 2);
+    let k = key("complete-lost/stream");
+    proxy.arm(Call::Complete, Fault::LoseAnswer);
+
+    let up = upload_reader(&proxy.client(), &bucket, &k, &content[..], &opts(), None)
+        .await
+        .expect("the object is stored, so the upload succeeds");
+    assert_eq!(up, Transferred { size: content.len() as u64, crc32c: crc32c::crc32c(&content) });
+    assert_eq!(proxy.seen(Call::Complete), 1);
+    assert_stored(&direct, &bucket, &k, &content).await;
+    assert!(open_uploads(&direct, &bucket, &k).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_that_never_arrives_fails_and_leaves_nothing() {
+    let (direct, bucket) = direct();
+    let proxy = Proxy::start();
+    let content = data(PART + 1, 3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("complete-swallowed");
+    proxy.arm(Call::Complete, Fault::Swallow);
+
+    let err = upload_path(&proxy.client(), &bucket, &k, &source(&dir, &content), &opts(), None)
+        .await
+        .expect_err("nothing was stored");
+    assert_eq!(err.kind(), TransferErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(proxy.seen(Call::Complete), 1, "CompleteMultipartUpload was sent again");
+    assert!(proxy.seen(Call::Abort) >= 1, "the upload was not aborted");
+    assert_absent(&direct, &bucket, &k).await;
+    assert!(open_uploads(&direct, &bucket, &k).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_whose_answer_is_lost_leaves_no_upload_and_a_second_try_succeeds() {
+    let (direct, bucket) = direct();
+    let proxy = Proxy::start();
+    let content = data(PART * 2, 4);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = source(&dir, &content);
+    let k = key("create-lost");
+    proxy.arm(Call::Create, Fault::LoseAnswer);
+
+    let client = proxy.client();
+    let err = upload_path(&client, &bucket, &k, &path, &opts(), None).await.expect_err("the create answer was lost");
+    assert_eq!(err.kind(), TransferErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(proxy.seen(Call::Create), 1, "CreateMultipartUpload was sent again");
+    assert_eq!(proxy.seen(Call::UploadPart), 0);
+    // The upload the lost create started was found and aborted.
+    assert!(proxy.seen(Call::ListUploads) >= 1);
+    assert_eq!(proxy.seen(Call::Abort), 1);
+    assert!(open_uploads(&direct, &bucket, &k).await.is_empty(), "an upload was left behind");
+    assert_absent(&direct, &bucket, &k).await;
+
+    // The caller tries again.
+    upload_path(&client, &bucket, &k, &path, &opts(), None).await.expect("second try");
+    assert_stored(&direct, &bucket, &k, &content).await;
+    assert!(open_uploads(&direct, &bucket, &k).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_that_never_arrives_aborts_nothing_else() {
+    let (direct, bucket) = direct();
+    let proxy = Proxy::start();
+    let content = data(PART * 2, 5);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("create-swallowed");
+    // An upload of the key started long enough before this one is not its own.
+    let earlier = direct.create_multipart_upload().bucket(&bucket).key(&k).send().await.expect("earlier upload");
+    let earlier = earlier.upload_id().expect("upload id").to_owned();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    proxy.arm(Call::Create, Fault::Swallow);
+
+    let err = upload_path(&proxy.client(), &bucket, &k, &source(&dir, &content), &opts(), None)
+        .await
+        .expect_err("the create never arrived");
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(proxy.seen(Call::Create), 1);
+    assert_eq!(proxy.seen(Call::Abort), 0, "an upload started before this one was aborted");
+    assert_eq!(open_uploads(&direct, &bucket, &k).await, vec![earlier.clone()]);
+    direct.abort_multipart_upload().bucket(&bucket).key(&k).upload_id(&earlier).send().await.expect("abort");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_answers_to_create_and_complete_are_sent_again() {
+    let (direct, bucket) = direct();
+    let proxy = Proxy::start();
+    let content = data(PART + 12_345, 6);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("busy");
+    proxy.arm(Call::Create, Fault::Busy);
+    proxy.arm(Call::Complete, Fault::Busy);
+
+    upload_path(&proxy.client(), &bucket, &k, &source(&dir, &content), &opts(), None).await.expect("upload");
+    assert_eq!(proxy.seen(Call::Create), 2);
+    assert_eq!(proxy.seen(Call::Complete), 2);
+    assert_eq!(proxy.seen(Call::ListUploads), 0, "a refused create started nothing to clean up");
+    assert_stored(&direct, &bucket, &k, &content).await;
+    assert!(open_uploads(&direct, &bucket, &k).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_whose_answers_are_lost_are_retried_by_the_sdk() {
+    let (direct, bucket) = direct();
+    let proxy = Proxy::start();
+    let content = data(PART * 3, 7);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("part-lost");
+    proxy.arm(Call::UploadPart, Fault::LoseAnswer);
+    proxy.arm(Call::UploadPart, Fault::Swallow);
+
+    upload_path(&proxy.client(), &bucket, &k, &source(&dir, &content), &opts(), None).await.expect("upload");
+    assert_eq!(proxy.seen(Call::UploadPart), 5, "3 parts, 2 of them twice");
+    assert_eq!(proxy.seen(Call::Complete), 1);
+    assert_stored(&direct, &bucket, &k, &content).await;
+    assert!(open_uploads(&direct, &bucket, &k).await.is_empty());
+}

@@ -1,0 +1,178 @@
+//! Retries of the local plugin's registry token fetch against the real token
+//! server, which answers with injected faults on request (a healthy server
+//! cannot be made to fail on demand; see `tests/services/token_server.py`).
+//!
+//! Every test asks for a repository of its own, and the faults and the
+//! request counts are keyed by that scope, so tests running at once do not
+//! disturb each other.
+
+use std::time::Instant;
+
+use credhost_e2e::*;
+
+/// Exit code of an authentication failure (`cli/src/error.rs`).
+const EXIT_AUTH: i32 = 4;
+/// Exit code of every other failure, an unavailable service included.
+const EXIT_OTHER: i32 = 1;
+
+/// The local plugin with token auth on the token-auth registry and `password`.
+fn token_ws(svc: &Services, password: &str) -> Workspace {
+    let mut ws = Workspace::local(&format!(
+        "registry = {{ url = \"http://{}\", auth = \"token\", username_env = \"REG_USER\", password_env = \"REG_PASS\" }}\nstorage = {{ kind = \"fs\", root = \"store\", bucket = \"projects\" }}",
+        svc.var("CREDHOST_TEST_REGISTRY_TOKEN")
+    ));
+    ws.set_env("REG_USER", &svc.var("CREDHOST_TEST_REGISTRY_USER"));
+    ws.set_env("REG_PASS", password);
+    ws
+}
+
+/// A repository name no other test uses.
+fn repository(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("retries-{tag}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// The token server's base URL (its realm without `/token`).
+fn token_server(svc: &Services) -> String {
+    svc.var("CREDHOST_TEST_TOKEN_REALM").trim_end_matches("/token").to_owned()
+}
+
+/// Arms `fault` (without its scope, which is `repo`'s) on the token server.
+fn arm(svc: &Services, repo: &str, mut fault: serde_json::Value) {
+    fault["scope"] = format!("repository:{repo}:").into();
+    let (body, code) = curl(&["-XPOST", &format!("{}/_test/fault", token_server(svc)), "-d", &fault.to_string()]);
+    assert_eq!(code, "200", "arming {fault}: {body}");
+}
+
+/// What the token server saw for `repo`: requests, faults, issued, denied,
+/// first, last.
+fn stats(svc: &Services, repo: &str) -> serde_json::Value {
+    let (body, code) = curl(&[&format!("{}/_test/stats?scope=repository:{repo}:", token_server(svc))]);
+    assert_eq!(code, "200", "stats: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats are not JSON ({e}): {body}"))
+}
+
+/// `(requests, faults, issued)` from [`stats`].
+fn counts(s: &serde_json::Value) -> (u64, u64, u64) {
+    let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("no {k} in {s}"));
+    (n("requests"), n("faults"), n("issued"))
+}
+
+/// `credhost token --repository REPO --format json` in `ws`.
+fn token(ws: &Workspace, repo: &str) -> Run {
+    ws.run(&["token", "--repository", repo, "--format", "json"])
+}
+
+/// Asserts that `run` printed a registry token (a JWT) for the registry.
+#[track_caller]
+fn assert_token(svc: &Services, run: &Run) {
+    let json: serde_json::Value = serde_json::from_str(&run.ok()).expect("token JSON");
+    assert_eq!(json["server"], svc.var("CREDHOST_TEST_REGISTRY_TOKEN").as_str());
+    assert_eq!(json["password"].as_str().unwrap_or_default().split('.').count(), 3, "a JWT: {json}");
+}
+
+#[test]
+fn token_server_500_then_200_is_retried_and_succeeds() {
+    let svc = Services::get();
+    let ws = token_ws(&svc, &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+    let repo = repository("500");
+    arm(&svc, &repo, serde_json::json!({"status": 500}));
+    assert_token(&svc, &token(&ws, &repo));
+    let s = stats(&svc, &repo);
+    assert_eq!(counts(&s), (2, 1, 1), "requests, faults, tokens: {s}");
+}
+
+#[test]
+fn token_server_429_then_200_waits_for_retry_after_and_succeeds() {
+    let svc = Services::get();
+    let ws = token_ws(&svc, &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+    let repo = repository("429");
+    arm(&svc, &repo, serde_json::json!({"status": 429, "retry_after": 1}));
+    assert_token(&svc, &token(&ws, &repo));
+    let s = stats(&svc, &repo);
+    assert_eq!(counts(&s), (2, 1, 1), "requests, faults, tokens: {s}");
+    // The second request came after the second the server asked for.
+    let waited = s["last"].as_f64().unwrap() - s["first"].as_f64().unwrap();
+    assert!(waited >= 0.95, "retried after {waited:.3} s despite Retry-After: 1");
+}
+
+#[test]
+fn a_dropped_token_answer_is_retried_and_succeeds() {
+    let svc = Services::get();
+    let ws = token_ws(&svc, &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+    let repo = repository("drop");
+    // Status 0: the server reads the request and closes the connection unanswered.
+    arm(&svc, &repo, serde_json::json!({"status": 0}));
+    assert_token(&svc, &token(&ws, &repo));
+    let s = stats(&svc, &repo);
+    assert_eq!(counts(&s), (2, 1, 1), "requests, faults, tokens: {s}");
+}
+
+#[test]
+fn three_transient_failures_then_200_use_the_fourth_and_last_attempt() {
+    let svc = Services::get();
+    let ws = token_ws(&svc, &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+    let repo = repository("5xx");
+    for status in [503, 502, 504] {
+        arm(&svc, &repo, serde_json::json!({"status": status}));
+    }
+    assert_token(&svc, &token(&ws, &repo));
+    let s = stats(&svc, &repo);
+    assert_eq!(counts(&s), (4, 3, 1), "requests, faults, tokens: {s}");
+}
+
+#[test]
+fn a_token_server_failing_on_every_attempt_gives_up_after_four() {
+    let svc = Services::get();
+    let ws = token_ws(&svc, &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+    let repo = repository("down");
+    // As many faults as attempts: a fifth attempt would get a token.
+    arm(&svc, &repo, serde_json::json!({"status": 503, "n": 4}));
+    let started = Instant::now();
+    let err = token(&ws, &repo).fails_with(EXIT_OTHER);
+    let took = started.elapsed();
+    assert!(err.contains("503") && err.contains("after 4 attempts"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    let s = stats(&svc, &repo);
+    assert_eq!(counts(&s), (4, 4, 0), "requests, faults, tokens: {s}");
+    // Three pauses of at most 100, 200 and 400 ms, far within the budget.
+    assert!(took.as_secs() < 10, "took {took:?}");
+}
+
+#[test]
+fn token_server_401_is_not_retried_and_is_an_auth_failure() {
+    let svc = Services::get();
+    let ws = token_ws(&svc, &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+    let repo = repository("401");
+    arm(&svc, &repo, serde_json::json!({"status": 401}));
+    let err = token(&ws, &repo).fails_with(EXIT_AUTH);
+    assert!(err.contains("rejected") && err.contains("401"), "{err}");
+    let s = stats(&svc, &repo);
+    assert_eq!(counts(&s), (1, 1, 0), "requests, faults, tokens: {s}");
+}
+
+#[test]
+fn token_server_403_is_not_retried_and_is_an_auth_failure() {
+    let svc = Services::get();
+    let ws = token_ws(&svc, &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+    let repo = repository("403");
+    arm(&svc, &repo, serde_json::json!({"status": 403}));
+    let err = token(&ws, &repo).fails_with(EXIT_AUTH);
+    assert!(err.contains("rejected") && err.contains("403"), "{err}");
+    let s = stats(&svc, &repo);
+    assert_eq!(counts(&s), (1, 1, 0), "requests, faults, tokens: {s}");
+}
+
+#[test]
+fn a_wrong_password_is_asked_once() {
+    let svc = Services::get();
+    let ws = token_ws(&svc, "not-the-password");
+    let repo = repository("wrong");
+    let err = token(&ws, &repo).fails_with(EXIT_AUTH);
+    assert!(err.contains("rejected"), "{err}");
+    assert!(!err.contains("not-the-password"), "secret leaked: {err}");
+    let s = stats(&svc, &repo);
+    assert_eq!((counts(&s), s["denied"].as_u64()), ((1, 0, 0), Some(1)), "{s}");
+}
