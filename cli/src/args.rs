@@ -93,6 +93,9 @@ pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
         flags::Command::Delete { bucket, name } => Command::Delete { bucket, name },
         flags::Command::Check => Command::Check,
         flags::Command::Token { registry, scope, repository, format } => {
+            if registry.as_deref().is_some_and(|r| r.trim().is_empty()) {
+                return Err(Error::Usage("--registry is empty: give a registry host, e.g. 127.0.0.1:5000".into()));
+            }
             let scope = scope.or_else(|| repository.map(|r| format!("repository:{r}:pull,push")));
             Command::Token { registry, scope, format }
         }
@@ -100,7 +103,7 @@ pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
         flags::Command::Download { bucket, name, output, force, json } => {
             let dest = match output {
                 // An existing directory receives the object under its own name.
-                Some(p) if p.is_dir() => p.join(default_destination(&name)?),
+                Some(p) if p.is_dir() => p.join(object_file_name(&name)?),
                 Some(p) => p,
                 None => default_destination(&name)?,
             };
@@ -151,7 +154,11 @@ pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
 /// `NAME`'s last path segment (`1234.zip` for `dir/1234.zip`), relative to
 /// the current directory.
 fn default_destination(name: &str) -> Result<PathBuf> {
+    Ok(Path::new(".").join(object_file_name(name)?))
+}
+
+/// `NAME`'s last path segment, once `NAME` is known to be a valid name.
+fn object_file_name(name: &str) -> Result<&str> {
     credhost::names::validate_name(name)?;
-    let file = name.rsplit('/').next().unwrap_or(name);
-    Ok(Path::new(".").join(file))
+    Ok(name.rsplit('/').next().unwrap_or(name))
 }

@@ -96,24 +96,40 @@ fn fail(message: &str) -> i32 {
     1
 }
 
-fn read_stdin() -> Result<Zeroizing<String>> {
-    let mut text = Zeroizing::new(String::new());
+/// Reads standard input, up to one byte more than [`MAX_STDIN`].
+fn read_stdin() -> Result<Zeroizing<Vec<u8>>> {
+    let mut bytes = Zeroizing::new(Vec::with_capacity(4096));
     std::io::stdin()
-        .take(MAX_STDIN)
-        .read_to_string(&mut text)
+        .take(MAX_STDIN + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| credhost::Error::io("cannot read", Path::new("standard input"), e))?;
-    Ok(text)
+    Ok(bytes)
+}
+
+/// The server URL of a `get` request, from what was read on standard input
+/// (surrounding white space removed), or the one-line reason it is none.
+#[doc(hidden)]
+pub fn get_request(input: &[u8]) -> std::result::Result<&str, String> {
+    if input.len() as u64 > MAX_STDIN {
+        return Err(format!("standard input is over {MAX_STDIN} bytes; `get` expects one server URL"));
+    }
+    let text = std::str::from_utf8(input)
+        .map_err(|_| "standard input is not UTF-8 text; `get` expects one server URL".to_owned())?;
+    let server = text.trim();
+    if server.is_empty() {
+        return Err("no credentials server URL".into());
+    }
+    Ok(server)
 }
 
 fn run(action: &str) -> Result<i32> {
+    let input = if action == "get" { read_stdin()? } else { Zeroizing::new(Vec::new()) };
     let server = if action == "get" {
-        let input = read_stdin()?;
-        let server = input.trim().to_owned();
-        if server.is_empty() {
-            return Ok(fail("no credentials server URL"));
+        match get_request(&input) {
+            // The URL is not logged: a client may pass `user:password@host`.
+            Ok(server) => Some(server),
+            Err(why) => return Ok(fail(&why)),
         }
-        // The URL is not logged: a client may pass `user:password@host`.
-        Some(server)
     } else {
         None
     };
@@ -129,10 +145,10 @@ fn run(action: &str) -> Result<i32> {
         .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
     let result = runtime.block_on(async {
         match server {
-            Some(server) => match registries.get(&server).await? {
+            Some(server) => match registries.get(server).await? {
                 Some(auth) => {
                     let answer =
-                        Answer { server_url: &server, username: auth.username.as_str(), secret: auth.secret.expose() };
+                        Answer { server_url: server, username: auth.username.as_str(), secret: auth.secret.expose() };
                     let text = Zeroizing::new(
                         serde_json::to_string(&answer).map_err(|e| Error::Usage(format!("cannot format JSON: {e}")))?,
                     );

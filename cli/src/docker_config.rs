@@ -31,7 +31,12 @@ const MAX_CONFIG_JSON: u64 = 1 << 20;
 
 /// Reads an existing config.json as a JSON object; a missing file reads as `{}`.
 pub fn read(path: &Path) -> Result<Map<String, Value>> {
-    let file = match std::fs::File::open(path) {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    // O_NONBLOCK: opening a FIFO for reading must not wait for a writer; the
+    // type check below then refuses it.
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = match options.open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
         Err(e) => return Err(credhost::Error::io("cannot read", path, e).into()),

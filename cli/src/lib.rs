@@ -22,10 +22,21 @@ use crate::error::exit;
 pub fn run() -> i32 {
     let cli = match flags::Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+        Err(e) if !e.use_stderr() => {
+            // `--help` and `--version`.
             let _ = e.print();
-            return code;
+            return exit::OK;
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // clap would print the whole help; one line says what is missing.
+            let rendered = e.render().to_string();
+            let usage = rendered.lines().find_map(|l| l.trim().strip_prefix("Usage: ")).unwrap_or("credhost <COMMAND>");
+            eprintln!("credhost: a command is missing; usage: {usage} (`--help` lists the commands)");
+            return exit::USAGE;
+        }
+        Err(e) => {
+            eprintln!("credhost: {}", usage_error_line(&e.render().to_string()));
+            return exit::USAGE;
         }
     };
     logging::init(cli.verbose, cli.quiet);
@@ -43,10 +54,18 @@ pub fn run() -> i32 {
     let active = commands::Active::default();
     let code = runtime.block_on(async {
         tokio::select! {
-            r = commands::run(&global, &command, &active) => match r {
-                Ok(code) => code,
-                Err(e) => report(e),
-            },
+            r = commands::run(&global, &command, &active) => {
+                // A failed operation's clean-up (aborting a multipart upload,
+                // cancelling a resumable session) runs after the error came
+                // back: wait for it, within bounds, before the process ends.
+                if let Some(p) = active.get() {
+                    p.wait_idle(std::time::Duration::from_secs(10)).await;
+                }
+                match r {
+                    Ok(code) => code,
+                    Err(e) => report(e),
+                }
+            }
             signal = termination() => {
                 // The operation's future is dropped here, which cancels it in
                 // the plugin and removes a download's temporary directory;
@@ -64,6 +83,40 @@ pub fn run() -> i32 {
     // process exits regardless.
     runtime.shutdown_background();
     code
+}
+
+/// A command-line error as clap renders it (an `error:` line, indented
+/// details, a tip, a `Usage:` line and a pointer to `--help`, on several
+/// lines), on one line: the parts joined by `; `, the pointer left out.
+pub fn usage_error_line(rendered: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut after_blank = true;
+    for line in rendered.lines() {
+        let text = line.trim();
+        if text.is_empty() {
+            after_blank = true;
+            continue;
+        }
+        if text.starts_with("For more information, try") {
+            continue;
+        }
+        let indented = line.starts_with(char::is_whitespace);
+        match parts.last_mut() {
+            Some(last) if indented && !after_blank => {
+                last.push(' ');
+                last.push_str(text);
+            }
+            _ => {
+                let text = text.strip_prefix("error: ").unwrap_or(text);
+                parts.push(match text.strip_prefix("Usage: ") {
+                    Some(usage) => format!("usage: {usage}"),
+                    None => text.to_owned(),
+                });
+            }
+        }
+        after_blank = false;
+    }
+    parts.join("; ")
 }
 
 fn report(e: error::Error) -> i32 {
@@ -124,5 +177,29 @@ async fn termination() -> Termination {
     {
         let _ = tokio::signal::ctrl_c().await;
         Termination::Interrupt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_errors_fit_on_one_line() {
+        let rendered = "error: the following required arguments were not provided:\n  <FILE>\n\nUsage: credhost upload <FILE>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_error_line(rendered),
+            "the following required arguments were not provided: <FILE>; usage: credhost upload <FILE>"
+        );
+        let rendered = "error: unexpected argument '--format' found\n\n  tip: 'token --format' exists\n\nUsage: credhost [OPTIONS] <COMMAND>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_error_line(rendered),
+            "unexpected argument '--format' found; tip: 'token --format' exists; usage: credhost [OPTIONS] <COMMAND>"
+        );
+        let rendered = "error: invalid value 'xml' for '--format <FORMAT>'\n  [possible values: docker, json]\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_error_line(rendered),
+            "invalid value 'xml' for '--format <FORMAT>' [possible values: docker, json]"
+        );
     }
 }

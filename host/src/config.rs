@@ -94,7 +94,7 @@ impl Default for Limits {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawConfig {
     platform: Option<String>,
     plugin_dir: Option<String>,
@@ -108,7 +108,7 @@ struct RawConfig {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawHelper {
     #[serde(default)]
     cache: bool,
@@ -116,7 +116,7 @@ struct RawHelper {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawPlugin {
     plugin: Option<String>,
     file: Option<String>,
@@ -152,13 +152,7 @@ impl Config {
     /// Parses configuration text as if read from `path`.
     pub fn parse(path: &Path, text: &str, platform_override: Option<&str>, platform_env: Option<&str>) -> Result<Self> {
         let file = path.display().to_string();
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let location = match e.span() {
-                Some(span) => format!("{file}:{}", line_of(text, span.start)),
-                None => file.clone(),
-            };
-            Error::Config { location, message: e.message().trim().replace('\n', " ") }
-        })?;
+        let raw = parse_raw(&file, text)?;
         let base_dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -216,7 +210,8 @@ impl Config {
             return Err(Error::Config {
                 location: platform_source.clone(),
                 message: format!(
-                    "unknown platform `{platform}`; known platforms: {}",
+                    "unknown platform `{}`; known platforms: {}",
+                    platform.escape_debug(),
                     if known.is_empty() { "none (no [plugins.NAME] tables)".to_owned() } else { known.join(", ") }
                 ),
             });
@@ -275,6 +270,38 @@ impl Config {
     }
 }
 
+/// Parses the file's text into its tables. An error names the line and,
+/// when it is about a value, the key path (`registries."a.example"`).
+fn parse_raw(file: &str, text: &str) -> Result<RawConfig> {
+    let located = |e: &toml::de::Error, key: &str| {
+        let location = match e.span() {
+            Some(span) => format!("{file}:{}", line_of(text, span.start)),
+            None => file.to_owned(),
+        };
+        let mut message = e.message().trim().replace('\n', " ");
+        if message == "duplicate key" {
+            let spanned = e.span().and_then(|span| text.get(span)).map(str::trim).unwrap_or("");
+            if !spanned.is_empty() && spanned.len() <= 200 && !spanned.contains(char::is_control) {
+                message = format!("duplicate key `{spanned}`");
+            }
+        }
+        let message = if key.is_empty() { message } else { format!("{key}: {message}") };
+        Error::Config { location, message }
+    };
+    let de = toml::de::Deserializer::parse(text).map_err(|e| located(&e, ""))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        // An unknown key is named by the message; the path then ends with it.
+        let key = match inner.message().starts_with("unknown field") {
+            true => path.rsplit_once('.').map(|(parent, _)| parent.to_owned()).unwrap_or_default(),
+            false if path == "." || path == "?" => String::new(),
+            false => path,
+        };
+        located(&inner, &key)
+    })
+}
+
 /// Reads a configuration file: a regular file (a FIFO or device would
 /// block or never end), opened without blocking, at most [`MAX_CONFIG_BYTES`].
 pub fn read_text(path: &Path) -> Result<String> {
@@ -284,7 +311,14 @@ pub fn read_text(path: &Path) -> Result<String> {
     #[cfg(unix)]
     // O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
     std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let file = options.open(path).map_err(|e| fail(format!("cannot read the configuration: {e}")))?;
+    let file = match options.open(path) {
+        Ok(file) => file,
+        // A socket cannot be opened at all (ENXIO).
+        Err(_) if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) => {
+            return Err(fail("the configuration is not a regular file".into()))
+        }
+        Err(e) => return Err(fail(format!("cannot read the configuration: {e}"))),
+    };
     let meta = file.metadata().map_err(|e| fail(format!("cannot read the configuration: {e}")))?;
     if !meta.is_file() {
         return Err(fail("the configuration is not a regular file".into()));
@@ -309,7 +343,10 @@ fn check_instance(instance: &Instance, at: &dyn Fn(&[&str]) -> String) -> Result
     if !valid_plugin_name(name) {
         return Err(Error::Config {
             location: at(&["plugins", name]),
-            message: format!("invalid instance name `{name}`: use lower-case letters, digits, `-` and `_`"),
+            message: format!(
+                "invalid instance name `{}`: use lower-case letters, digits, `-` and `_`",
+                name.escape_debug()
+            ),
         });
     }
     if !valid_plugin_name(&instance.plugin) {
@@ -317,7 +354,7 @@ fn check_instance(instance: &Instance, at: &dyn Fn(&[&str]) -> String) -> Result
             location: at(&["plugins", name, "plugin"]),
             message: format!(
                 "plugins.{name}.plugin: invalid plugin name `{}`: use lower-case letters, digits, `-` and `_`",
-                instance.plugin
+                instance.plugin.escape_debug()
             ),
         });
     }
@@ -339,7 +376,7 @@ fn check_instance(instance: &Instance, at: &dyn Fn(&[&str]) -> String) -> Result
         if let Err(why) = crate::registries::check_pattern(host) {
             return Err(Error::Config {
                 location: at(&["plugins", name, "registries"]),
-                message: format!("plugins.{name}.registries: invalid registry `{host}`: {why}"),
+                message: format!("plugins.{name}.registries: invalid registry `{}`: {why}", host.escape_debug()),
             });
         }
     }
@@ -349,7 +386,8 @@ fn check_instance(instance: &Instance, at: &dyn Fn(&[&str]) -> String) -> Result
             return Err(Error::Config {
                 location: at(&["plugins", name, "identity_env"]),
                 message: format!(
-                    "plugins.{name}.identity_env: `{var}` is not an environment variable name (or `PREFIX*`)"
+                    "plugins.{name}.identity_env: `{}` is not an environment variable name (or `PREFIX*`)",
+                    var.escape_debug()
                 ),
             });
         }
@@ -368,14 +406,16 @@ fn parse_registries(
     for (key, plugin) in raw {
         let location = at(&["registries", &key]);
         if let Err(why) = crate::registries::check_pattern(&key) {
-            return Err(Error::Config { location, message: format!("registries: invalid registry `{key}`: {why}") });
+            let message = format!("registries: invalid registry `{}`: {why}", key.escape_debug());
+            return Err(Error::Config { location, message });
         }
         if !plugins.contains_key(&plugin) {
             let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
             return Err(Error::Config {
                 location,
                 message: format!(
-                    "registries: `{key}` names unknown instance `{plugin}`; known instances: {}",
+                    "registries: `{key}` names unknown instance `{}`; known instances: {}",
+                    plugin.escape_debug(),
                     if known.is_empty() { "none".to_owned() } else { known.join(", ") }
                 ),
             });
@@ -475,7 +515,13 @@ region = "us-east-2"
         let e = parse(&GOOD.replace("plugin_dir", "plugins_dir")).err().unwrap().to_string();
         assert!(e.starts_with("dir/plugins.toml:2: unknown field `plugins_dir`"), "{e}");
         let e = parse("[plugins.local]\nfiel = \"x\"\n").err().unwrap().to_string();
-        assert!(e.starts_with("dir/plugins.toml:2: unknown field `fiel`"), "{e}");
+        assert!(e.starts_with("dir/plugins.toml:2: plugins.local: unknown field `fiel`"), "{e}");
+        let e = parse(&format!("{GOOD}[registries]\n\"a.example\" = 3\n")).err().unwrap().to_string();
+        assert!(e.starts_with("dir/plugins.toml:12: registries.a.example: invalid type: integer `3`"), "{e}");
+        let e = parse(&format!("{GOOD}[plugins.aws]\ntimeout = \"5\"\n")).err().unwrap().to_string();
+        assert!(e.starts_with("dir/plugins.toml:12: plugins.aws.timeout: invalid type: string"), "{e}");
+        let e = parse("platform = \"a\"\nplatform = \"b\"\n").err().unwrap().to_string();
+        assert_eq!(e, "dir/plugins.toml:2: duplicate key `platform`");
         let e = parse("platform = \n").err().unwrap().to_string();
         assert!(e.starts_with("dir/plugins.toml:1:"), "{e}");
         assert!(!e.contains('\n'));

@@ -170,7 +170,9 @@ impl Loaded {
 pub fn resolve_file(file: &str, plugin_dir: &Path, base_dir: &Path) -> PathBuf {
     let looks_like_path = file.contains('/') || file.contains('\\') || Path::new(file).extension().is_some();
     if looks_like_path {
-        base_dir.join(file)
+        // `./x.so` beside a file in `.` is `./x.so`, not `././x.so`.
+        let file = Path::new(file);
+        base_dir.join(file.strip_prefix(".").unwrap_or(file))
     } else {
         plugin_dir.join(library_file_name(file))
     }
@@ -266,6 +268,10 @@ pub fn vet(path: &Path, pin: Option<&str>, policy: Policy) -> Result<Vetted, Loa
             "it is a symbolic link; name the library file itself (a link can be pointed elsewhere after it was checked)".into(),
         ),
         _ if e.kind() == std::io::ErrorKind::NotFound => LoadError::MissingFile(path.to_path_buf()),
+        // A socket cannot be opened at all (ENXIO).
+        _ if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) => {
+            LoadError::NotALibrary { path: path.to_path_buf(), detail: "not a regular file".into() }
+        }
         _ => LoadError::Other { path: path.to_path_buf(), detail: format!("cannot open: {e}") },
     })?;
     let meta = file
@@ -400,6 +406,52 @@ fn group_name_of(gid: u32) -> Option<String> {
     Some(unsafe { std::ffi::CStr::from_ptr(grp.gr_name) }.to_string_lossy().into_owned())
 }
 
+/// `e_type` of a shared library (and of a position-independent executable).
+#[cfg(unix)]
+const ELF_SHARED_OBJECT: u16 = 3;
+
+/// `e_machine` of this host's libraries, where known.
+#[cfg(unix)]
+const HOST_MACHINE: Option<u16> = if cfg!(target_arch = "x86_64") {
+    Some(62)
+} else if cfg!(target_arch = "aarch64") {
+    Some(183)
+} else if cfg!(target_arch = "x86") {
+    Some(3)
+} else if cfg!(target_arch = "arm") {
+    Some(40)
+} else if cfg!(any(target_arch = "riscv64", target_arch = "riscv32")) {
+    Some(243)
+} else if cfg!(target_arch = "powerpc64") {
+    Some(21)
+} else if cfg!(target_arch = "powerpc") {
+    Some(20)
+} else if cfg!(target_arch = "s390x") {
+    Some(22)
+} else if cfg!(target_arch = "loongarch64") {
+    Some(258)
+} else {
+    None
+};
+
+/// A name for an ELF `e_machine` value.
+#[cfg(unix)]
+fn machine_name(machine: u16) -> &'static str {
+    match machine {
+        3 => "x86 (32-bit)",
+        8 => "MIPS",
+        20 => "PowerPC",
+        21 => "PowerPC 64",
+        22 => "s390",
+        40 => "ARM (32-bit)",
+        62 => "x86-64",
+        183 => "AArch64",
+        243 => "RISC-V",
+        258 => "LoongArch",
+        _ => "another machine",
+    }
+}
+
 /// Step 3: an ELF file must hold every segment and table its headers point
 /// to. A file cut short would otherwise be mapped, and the first access past
 /// its end would kill the process (SIGBUS) with no message.
@@ -409,6 +461,9 @@ fn check_elf(v: &mut Vetted) -> Result<(), LoadError> {
     let not_lib = |detail: String| LoadError::NotALibrary { path: v.path.clone(), detail };
     let mut header = [0u8; 64];
     let n = v.file.read_at(&mut header, 0).map_err(|e| not_lib(format!("cannot read: {e}")))?;
+    if n >= 4 && header[..4] == *b"\x7fELF" && n < 52 {
+        return Err(not_lib(format!("it is cut short: its ELF header needs 52 to 64 bytes, but the file has {n}")));
+    }
     if n < 52 || header[..4] != *b"\x7fELF" {
         if cfg!(target_os = "linux") {
             return Err(not_lib("it is not an ELF file".into()));
@@ -425,6 +480,20 @@ fn check_elf(v: &mut Vetted) -> Result<(), LoadError> {
         2 => false,
         _ => return Err(not_lib("unknown ELF byte order".into())),
     };
+    // The loader would refuse these with a terse or misleading message
+    // (another machine's library reads as "No such file or directory").
+    let bits = |wide: bool| if wide { 64 } else { 32 };
+    if is64 != cfg!(target_pointer_width = "64") {
+        return Err(not_lib(format!(
+            "it is a {}-bit ELF file; this host loads {}-bit libraries",
+            bits(is64),
+            bits(!is64)
+        )));
+    }
+    if little != cfg!(target_endian = "little") {
+        let order = |l: bool| if l { "little-endian" } else { "big-endian" };
+        return Err(not_lib(format!("it is a {} ELF file; this host is {}", order(little), order(!little))));
+    }
     let u16_at = |b: &[u8], o: usize| {
         let x = [b[o], b[o + 1]];
         if little {
@@ -451,7 +520,22 @@ fn check_elf(v: &mut Vetted) -> Result<(), LoadError> {
         }
     };
     if is64 && n < 64 {
-        return Err(not_lib("its ELF header is cut short".into()));
+        return Err(not_lib(format!("it is cut short: its ELF header needs 64 bytes, but the file has {n}")));
+    }
+    match u16_at(&header, 16) {
+        ELF_SHARED_OBJECT => {}
+        1 => return Err(not_lib("it is an object file (.o), not a shared library".into())),
+        2 => return Err(not_lib("it is an executable, not a shared library".into())),
+        4 => return Err(not_lib("it is a core dump, not a shared library".into())),
+        other => return Err(not_lib(format!("it is not a shared library (ELF type {other})"))),
+    }
+    let machine = u16_at(&header, 18);
+    if let Some(host) = HOST_MACHINE.filter(|&host| host != machine) {
+        return Err(not_lib(format!(
+            "it is built for {} (ELF machine {machine}); this host is {}",
+            machine_name(machine),
+            machine_name(host)
+        )));
     }
     let (phoff, shoff, phentsize, phnum, shentsize, shnum) = if is64 {
         (
@@ -679,6 +763,31 @@ mod tests {
         assert!(e.contains("is cut short"), "{e}");
         std::fs::write(&p, b"\x7fELF").unwrap();
         assert!(vet(&p, None, Policy::default()).is_err());
+    }
+
+    #[test]
+    #[cfg(all(target_pointer_width = "64", target_endian = "little"))]
+    fn other_machines_classes_and_types_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = this_exe_copy(dir.path());
+        let good = std::fs::read(&p).unwrap();
+        let refused = |patch: &[(usize, u8)]| {
+            let mut bytes = good.clone();
+            for &(at, value) in patch {
+                bytes[at] = value;
+            }
+            std::fs::write(&p, &bytes).unwrap();
+            vet(&p, None, Policy::default()).err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        let other = if cfg!(target_arch = "aarch64") { 62 } else { 183 };
+        let e = refused(&[(18, other), (19, 0)]);
+        assert!(e.contains("it is built for") && e.contains(&format!("(ELF machine {other}); this host is")), "{e}");
+        let e = refused(&[(4, 1)]);
+        assert!(e.contains("it is a 32-bit ELF file; this host loads 64-bit libraries"), "{e}");
+        let e = refused(&[(16, 1), (17, 0)]);
+        assert!(e.contains("it is an object file (.o), not a shared library"), "{e}");
+        let e = refused(&[(5, 2)]);
+        assert!(e.contains("it is a big-endian ELF file"), "{e}");
     }
 
     #[test]

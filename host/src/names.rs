@@ -9,17 +9,27 @@ pub const MAX_NAME_LEN: usize = 1024;
 
 /// Characters that change how text is shown without being visible: bidi
 /// controls (which can make `invoice\u{202e}gpj.zip` read as `invoicezip.jpg`),
-/// zero-width characters, the byte-order mark and the line and paragraph
-/// separators.
+/// zero-width and other invisible characters (Unicode's default-ignorable
+/// code points: `a\u{200b}.zip` and `a\u{fe0f}.zip` look like `a.zip`), the
+/// byte-order mark and the line and paragraph separators.
 fn is_deceptive(c: char) -> bool {
     matches!(c,
-        '\u{200b}'..='\u{200f}' // zero-width space, non-joiner, joiner; LRM, RLM
+        '\u{00ad}' // soft hyphen
+        | '\u{034f}' // combining grapheme joiner
+        | '\u{061c}' // Arabic letter mark
+        | '\u{115f}' | '\u{1160}' | '\u{3164}' | '\u{ffa0}' // Hangul fillers
+        | '\u{17b4}' | '\u{17b5}' // Khmer inherent vowels
+        | '\u{180b}'..='\u{180f}' // Mongolian variation selectors and vowel separator
+        | '\u{200b}'..='\u{200f}' // zero-width space, non-joiner, joiner; LRM, RLM
         | '\u{2028}' | '\u{2029}' // line and paragraph separators
         | '\u{202a}'..='\u{202e}' // bidi embeddings and overrides
-        | '\u{2060}'..='\u{2064}' // word joiner and invisible operators
-        | '\u{2066}'..='\u{2069}' // bidi isolates
-        | '\u{061c}' // Arabic letter mark
+        | '\u{2060}'..='\u{206f}' // word joiner, invisible operators, bidi isolates, deprecated format characters
+        | '\u{fe00}'..='\u{fe0f}' // variation selectors
         | '\u{feff}' // byte-order mark
+        | '\u{fff0}'..='\u{fff8}' // unassigned specials
+        | '\u{1bca0}'..='\u{1bca3}' // shorthand format controls
+        | '\u{1d173}'..='\u{1d17a}' // musical formatting controls
+        | '\u{e0000}'..='\u{e0fff}' // tags and variation selectors supplement
     )
 }
 
@@ -108,10 +118,16 @@ pub fn check_upload_file(path: &Path, zip: bool) -> Result<u64> {
     options.read(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let mut f = options.open(path).map_err(io)?;
+    let not_regular = || Error::InvalidInput(format!("{} is not a regular file", path.display()));
+    let mut f = match options.open(path) {
+        Ok(f) => f,
+        // A socket cannot be opened at all (ENXIO).
+        Err(_) if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) => return Err(not_regular()),
+        Err(e) => return Err(io(e)),
+    };
     let meta = f.metadata().map_err(io)?;
     if !meta.is_file() {
-        return Err(Error::InvalidInput(format!("{} is not a regular file", path.display())));
+        return Err(not_regular());
     }
     let len = meta.len();
     if len == 0 {
@@ -167,6 +183,11 @@ mod tests {
             "\u{feff}a.zip",
             "a\u{2028}b",
             "a\u{2067}b",
+            "a\u{180e}.zip",
+            "a\u{fe0f}.zip",
+            "a\u{e0041}.zip",
+            "a\u{3164}.zip",
+            "a\u{ad}b.zip",
         ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }

@@ -423,6 +423,7 @@ impl ProviderHandle {
         self.require(Op::Download)?;
         names::validate_bucket(bucket)?;
         names::validate_name(name)?;
+        check_destination(dest)?;
         if !opts.force && std::fs::symlink_metadata(dest).is_ok() {
             return Err(Error::Exists(dest.to_path_buf()));
         }
@@ -537,6 +538,47 @@ impl ProviderHandle {
 /// is replaced, even a `dest` that appeared during the download: a hard link
 /// fails when `dest` exists (file systems without hard links get a check and
 /// a rename).
+/// Refuses a destination whose directory does not exist, and an existing
+/// destination that is neither a regular file nor a symbolic link, with or
+/// without `--force`: the download is renamed into place, which would
+/// replace a device, FIFO or socket (as root, `/dev/null` itself) with a
+/// plain file. A link is replaced, never followed.
+fn check_destination(dest: &Path) -> Result<()> {
+    let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        let why = format!("the directory {} does not exist", dir.display());
+        return Err(Error::io("cannot write", dest, std::io::Error::new(std::io::ErrorKind::NotFound, why)));
+    }
+    let Ok(meta) = std::fs::symlink_metadata(dest) else { return Ok(()) };
+    let kind = meta.file_type();
+    if kind.is_file() || kind.is_symlink() {
+        return Ok(());
+    }
+    let what = if kind.is_dir() { "a directory" } else { special_kind(&kind) };
+    Err(Error::InvalidInput(format!("refusing to write {}: it is {what}, not a regular file", dest.display())))
+}
+
+#[cfg(unix)]
+fn special_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_: &std::fs::FileType) -> &'static str {
+    "a special file"
+}
+
 fn persist(part: &Path, dest: &Path, force: bool) -> Result<()> {
     let persisted = if force {
         std::fs::rename(part, dest)

@@ -1,7 +1,16 @@
 //! Bad input: each gets a clear one-line error with a usage exit code, and
-//! nothing is sent or stored.
+//! nothing is sent or stored. The hand-written tests here, and the corpus of
+//! `tests/bad-input/cases.toml` (see [`corpus`]).
 
 use credhost_e2e::*;
+
+mod corpus;
+
+/// Every case of `tests/bad-input/cases.toml`; all failures are reported at once.
+#[test]
+fn corpus() {
+    corpus::run_all();
+}
 
 fn stored(ws: &Workspace) -> Vec<String> {
     let dir = ws.path("store/projects");

@@ -36,6 +36,7 @@ impl Plugin for AwsProvider {
                 return Err(Error::config(key, format!("`{key}` must not be empty")));
             }
         }
+        credhost_s3_transfer::check_bucket_name(&s.bucket).map_err(|why| Error::config("bucket", why))?;
         let clients = Clients::new(&s).await?;
         let store = store::bucket(&clients, &s)?;
         Ok(Self {

@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 /// All settings.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct Settings {
     /// The container registry build jobs push to.
     pub registry: RegistrySettings,
@@ -14,7 +14,7 @@ pub struct Settings {
 
 /// How to reach and authenticate to the registry.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RegistrySettings {
     /// Base URL, e.g. `http://127.0.0.1:5000`.
     pub url: String,
@@ -48,7 +48,7 @@ pub enum AuthMode {
 
 /// The project store.
 #[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields, expecting = "a table with a `kind`")]
 pub enum StorageSettings {
     /// A directory: each bucket is a subdirectory of `root`.
     Fs {

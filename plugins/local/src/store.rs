@@ -33,6 +33,7 @@ impl Store {
                 concurrency,
             } => {
                 check_http_url(&endpoint).map_err(|why| Error::config("storage.endpoint", why))?;
+                credhost_s3_transfer::check_bucket_name(&bucket).map_err(|why| Error::config("storage.bucket", why))?;
                 let opts = credhost_s3_transfer::store::transfer_options("storage.", part_size_mib, concurrency)?;
                 let access_key_id =
                     secret_from_env("storage.access_key_id_env", &access_key_id_env)?.expose().to_owned();

@@ -36,7 +36,7 @@ pub struct FsStore {
 impl FsStore {
     /// A store rooted at `root` whose projects bucket is `bucket`.
     pub fn new(root: PathBuf, bucket: String) -> Result<Self> {
-        check_segment(&bucket)
+        check_bucket(&bucket)
             .map_err(|why| Error::config("storage.bucket", format!("invalid bucket {bucket:?}: {why}")))?;
         Ok(Self { root, bucket })
     }
@@ -201,6 +201,20 @@ fn missing_is(e: Error, not_found: &impl Fn() -> Error) -> Error {
 }
 
 /// Refuses names that are not a single plain path segment.
+/// A bucket name the host accepts for downloads and deletes too: 1-63
+/// lower-case letters, digits, `-`, `_` and `.`, not starting with `.`, no `..`.
+fn check_bucket(b: &str) -> std::result::Result<(), &'static str> {
+    let ok = (1..=63).contains(&b.len())
+        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_' | b'.'))
+        && !b.starts_with('.')
+        && !b.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err("use 1-63 lower-case letters, digits, `-`, `_` or `.` (not starting with `.`)")
+    }
+}
+
 fn check_segment(s: &str) -> std::result::Result<(), &'static str> {
     if s.is_empty() || s == "." || s == ".." || s.contains(['/', '\\', '\0']) || s.chars().any(char::is_control) {
         Err("it must be a single plain name")
