@@ -15,6 +15,7 @@ mod kit;
 mod load;
 mod loading;
 mod registry;
+mod retries;
 mod s3;
 mod service;
 mod switching;

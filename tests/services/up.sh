@@ -172,7 +172,7 @@ print(site.getuserbase() + "/bin")
 mods = {"boto3": "boto3", "jwt": "pyjwt", "cryptography": "cryptography",
         "moto": "moto[server]", "flask": "moto[server]", "flask_cors": "moto[server]",
         "gcp_storage_emulator": "gcp-storage-emulator", "google.cloud.storage": "google-cloud-storage",
-        "yaml": "pyyaml"}
+        "yaml": "pyyaml", "crc32c": "crc32c"}
 def missing(mod):
     try:
         return u.find_spec(mod) is None

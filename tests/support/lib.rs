@@ -5,6 +5,7 @@
 //! A missing binary or service is a test failure with a message saying what
 //! to run, never a skip.
 
+pub mod backend;
 pub mod gcp;
 
 use std::{
@@ -50,6 +51,11 @@ impl Services {
         let dir = std::env::var_os("CREDHOST_TEST_SERVICES_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo_root().join("tests/services/.run"));
+        Self::at(&dir)
+    }
+
+    /// The services whose env file `tests/services/up.sh DIR` wrote in `dir`.
+    pub fn at(dir: &Path) -> Self {
         let file = dir.join("env");
         let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
             panic!(

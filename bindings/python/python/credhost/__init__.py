@@ -1,0 +1,84 @@
+"""credhost: deployment credentials through provider plugins.
+
+A drop-in for the deployment service's ``Credentials`` module, over the
+credhost host library (the same plugins, ``plugins.toml``, deadlines and
+token cache as the ``credhost`` command)::
+
+    from credhost import Credentials
+
+    creds = Credentials()                              # ./plugins.toml or $CREDHOST_CONFIG
+    creds.upload_project("1234.zip", uploaded_file)    # bytes, a path or a binary file-like object
+    token = creds.get_registry_token()                 # REGISTRY_TOKEN, or None
+    env = creds.get_credentials()                      # the build job's entries; secrets are Secret
+    path = creds.download_project("projects", "1234.zip")
+
+Nothing starts at import or construction: the host runtime and the plugin's
+provider are made on first use, once per process, and again in a child after
+``fork()``. :mod:`credhost.aio` has the same operations as awaitables.
+
+Errors are subclasses of :class:`Error`, one per thing to do next
+(:class:`NotFound`, :class:`AuthError`, :class:`ConfigError`, ...).
+Secret values are :class:`Secret`, whose ``repr`` is redacted.
+"""
+
+from ._client import Credentials, LiveCredentials
+from ._credhost import __version__
+from ._errors import (
+    AlreadyExists,
+    AuthError,
+    Cancelled,
+    CheckFailed,
+    ConfigError,
+    Error,
+    InvalidInput,
+    NotFound,
+    Panicked,
+    PluginRefused,
+    Timeout,
+    Unavailable,
+    Unsupported,
+)
+from ._types import (
+    CheckItem,
+    CheckReport,
+    PluginStatus,
+    Presigned,
+    RegistryAuth,
+    Secret,
+    SwitchStatus,
+    TransferResult,
+)
+
+__all__ = [
+    "Credentials",
+    "LiveCredentials",
+    "Secret",
+    "TransferResult",
+    "RegistryAuth",
+    "Presigned",
+    "CheckItem",
+    "CheckReport",
+    "PluginStatus",
+    "SwitchStatus",
+    "Error",
+    "NotFound",
+    "AuthError",
+    "InvalidInput",
+    "ConfigError",
+    "PluginRefused",
+    "Unsupported",
+    "AlreadyExists",
+    "CheckFailed",
+    "Unavailable",
+    "Timeout",
+    "Cancelled",
+    "Panicked",
+    "__version__",
+]
+
+# Shown as credhost.NotFound, credhost.Secret, ... in tracebacks and reprs;
+# pickles (multiprocessing results) find them there too.
+for _name in __all__:
+    if _name != "__version__":
+        globals()[_name].__module__ = __name__
+del _name

@@ -1,0 +1,338 @@
+"""``Credentials`` and ``LiveCredentials``: the deployment service's interface
+over the native host."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from . import _credhost
+from ._errors import CheckFailed, InvalidInput
+from ._types import (
+    CheckItem,
+    CheckReport,
+    PluginStatus,
+    Presigned,
+    RegistryAuth,
+    Secret,
+    SwitchStatus,
+    TransferResult,
+)
+
+__all__ = ["Credentials", "LiveCredentials"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+Expires = Union[int, float, datetime.timedelta]
+
+_Token = Optional[_credhost.CancelToken]
+
+
+def _seconds(expires: Expires) -> float:
+    if isinstance(expires, datetime.timedelta):
+        return expires.total_seconds()
+    if isinstance(expires, bool) or not isinstance(expires, (int, float)):
+        raise TypeError("expires must be seconds (int or float) or a datetime.timedelta")
+    return float(expires)
+
+
+class _BufferReader:
+    """``read(n)`` over a bytes-like object, a slice at a time (no copy of the whole)."""
+
+    __slots__ = ("_view", "_pos")
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._pos = 0
+
+    def read(self, n: int = -1) -> memoryview:
+        end = len(self._view) if n is None or n < 0 else self._pos + n
+        chunk = self._view[self._pos : end]
+        self._pos += len(chunk)
+        return chunk
+
+
+def _size_hint(obj: Any) -> Optional[int]:
+    """The bytes left in a file-like object, when it says (only for progress)."""
+    size = getattr(obj, "size", None)
+    if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+        return size
+    try:
+        left = os.fstat(obj.fileno()).st_size - obj.tell()
+    except Exception:
+        return None
+    return left if left >= 0 else None
+
+
+class _Client:
+    """The operations, each taking the cancel token the asyncio wrappers set."""
+
+    _core: _credhost.Core
+
+    # -- registry
+
+    def _registry_auth(self, registry: Optional[str], scope: Optional[str], cancel: _Token) -> Optional[RegistryAuth]:
+        got = self._core.registry_auth(registry, scope, cancel)
+        if got is None:
+            return None
+        server, username, password, expires_at, kind, token = got
+        return RegistryAuth(server, username, Secret(password), expires_at, kind, Secret(token))
+
+    def _get_registry_token(self, cancel: _Token) -> Optional[Secret]:
+        auth = self._registry_auth(None, None, cancel)
+        return None if auth is None else auth.registry_token
+
+    # -- projects
+
+    def _upload_project(self, project_name: str, project_obj: Any, verify: bool, cancel: _Token) -> TransferResult:
+        if not isinstance(project_name, str):
+            raise TypeError("project_name must be a str")
+        if isinstance(project_obj, (bytes, bytearray, memoryview)):
+            view = memoryview(project_obj)
+            if not view.c_contiguous:
+                raise TypeError("project_obj: a memoryview must be contiguous")
+            if view.format != "B" or view.ndim != 1:
+                view = view.cast("B")
+            got = self._core.upload_stream(_BufferReader(view), project_name, view.nbytes, cancel)
+        elif isinstance(project_obj, (str, os.PathLike)):
+            got = self._core.upload_path(os.fspath(project_obj), project_name, verify, cancel)
+        elif callable(getattr(project_obj, "read", None)):
+            got = self._core.upload_stream(project_obj, project_name, _size_hint(project_obj), cancel)
+        else:
+            raise TypeError(
+                "project_obj must be bytes-like, a path, or a binary file-like object with read(n), "
+                f"not {type(project_obj).__name__}"
+            )
+        return TransferResult(*got)
+
+    def _download_project(
+        self, bucket_name: str, project_name: str, dest: Optional[PathLike], force: bool, cancel: _Token
+    ) -> str:
+        _credhost.Core.validate_name(project_name)
+        leaf = project_name.rsplit("/", 1)[-1]
+        made = None
+        if dest is None:
+            made = tempfile.mkdtemp(prefix="credhost-")
+            target = os.path.join(made, leaf)
+        else:
+            dest = os.fsdecode(os.fspath(dest))
+            target = os.path.join(dest, leaf) if os.path.isdir(dest) else dest
+        try:
+            self._core.download(bucket_name, project_name, target, force, cancel)
+        except BaseException:
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
+            raise
+        return target
+
+    def _delete_project(self, bucket_name: str, project_name: str, cancel: _Token) -> None:
+        self._core.delete(bucket_name, project_name, cancel)
+
+    def _presign(
+        self, method: str, bucket_name: Optional[str], project_name: str, expires: Expires, cancel: _Token
+    ) -> Presigned:
+        if not isinstance(method, str):
+            raise TypeError("method must be 'GET' or 'PUT'")
+        if bucket_name is None:
+            if method.upper() != "PUT":
+                raise InvalidInput("a GET URL needs the bucket name")
+            bucket_name = ""
+        got = self._core.presign(method, bucket_name, project_name, _seconds(expires), cancel)
+        method, url, headers, expires_at = got
+        return Presigned(method, Secret(url), dict(headers), expires_at)
+
+    # -- build jobs
+
+    def _get_credentials(
+        self, project: Optional[Tuple[str, str]], expires: Expires, cancel: _Token
+    ) -> Dict[str, str]:
+        entries = self._core.credentials(cancel)
+        result: Dict[str, str] = {k: Secret(v) if secret else v for k, v, secret in entries}
+        if project is not None:
+            bucket_name, project_name = project
+            result["PROJECT_URL"] = self._presign("GET", bucket_name, project_name, expires, cancel).url
+        return result
+
+    def _check(self, raise_on_failure: bool, cancel: _Token) -> CheckReport:
+        report = CheckReport(tuple(CheckItem(c, ok, d) for c, ok, d in self._core.check(cancel)))
+        if raise_on_failure and not report.ok:
+            failed = "; ".join(f"{i.component}: {i.detail}" for i in report.failures())
+            platform = self._core.status()[1]
+            err = CheckFailed(f"check of platform `{platform}` failed: {failed}", "check_failed")
+            err.report = report
+            raise err
+        return report
+
+    def _plugins(self) -> List[PluginStatus]:
+        return [
+            PluginStatus(
+                name=row["name"],
+                plugin=row["plugin"],
+                version=row["version"],
+                api_version=row["api_version"],
+                capabilities=tuple(row["capabilities"]),
+                path=row["path"],
+                sha256=row["sha256"],
+                status=row["status"],
+            )
+            for row in self._core.plugins()
+        ]
+
+
+class Credentials(_Client):
+    """Credentials of one platform (an instance of ``plugins.toml``).
+
+    ``Credentials(platform=None, config=None)``: ``config`` is the
+    configuration file (default ``$CREDHOST_CONFIG``, else
+    ``./plugins.toml``); ``platform`` an instance name that overrides the
+    file's ``platform`` and ``$CREDHOST_PLATFORM``. Only the file is read
+    here (a bad one raises :class:`ConfigError` at once); the plugin is
+    loaded on first use.
+
+    One object serves every thread of the process, and keeps working in
+    children forked from it (gunicorn, Celery prefork, ``multiprocessing``):
+    each process builds its own runtime and provider before its first call.
+    The GIL is released while a call waits for I/O, and Ctrl-C interrupts a
+    call on the main thread (the transfer is cancelled and cleaned up).
+    Pickled (multiprocessing's spawn method), the object travels as its
+    arguments and the receiving process reads the file again.
+
+    Registry credentials are cached until shortly before they expire.
+    """
+
+    def __init__(self, platform: Optional[str] = None, config: Optional[PathLike] = None) -> None:
+        self._platform_arg = platform
+        self._core = _credhost.Core(None if config is None else os.fspath(config), platform)
+
+    def __repr__(self) -> str:
+        return f"Credentials(platform={self.platform!r}, config={os.fspath(self.config_path)!r})"
+
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
+        # Pickled (multiprocessing's spawn and forkserver methods), an object
+        # is its arguments: the receiving process reads the file again.
+        return (type(self), (self._platform_arg, self.config_path))
+
+    @property
+    def platform(self) -> str:
+        """The active instance's name."""
+        return self._core.configured_platform
+
+    @property
+    def config_path(self) -> str:
+        """The configuration file (absolute)."""
+        return os.fspath(self._core.config_path)
+
+    def get_registry_token(self) -> Optional[Secret]:
+        """The ``REGISTRY_TOKEN`` string build jobs push with (base64 of
+        ``user:password``), or ``None`` when the registry needs no credentials."""
+        return self._get_registry_token(None)
+
+    def registry_auth(self, registry: Optional[str] = None, scope: Optional[str] = None) -> Optional[RegistryAuth]:
+        """Registry credentials for ``registry`` (``host[:port]``; the
+        platform's own registry when ``None``), optionally for a token
+        ``scope`` such as ``repository:demo:pull,push``; ``None`` when the
+        registry needs none."""
+        return self._registry_auth(registry, scope, None)
+
+    def upload_project(self, project_name: str, project_obj: Any, *, verify: bool = True) -> TransferResult:
+        """Stores a project archive in the projects bucket as ``project_name``.
+
+        ``project_obj`` is ``bytes``/``bytearray``/``memoryview``, a path
+        (``str`` or ``os.PathLike``: the file is checked to be a ZIP archive
+        unless ``verify=False``, and may be read in parallel parts), or any
+        binary file-like object with ``read(n)`` (a Django ``UploadedFile``,
+        a request stream, an open file), read 1 MiB at a time: memory stays
+        bounded whatever the size. An exception raised by ``read`` propagates
+        unchanged, and nothing is stored.
+        """
+        return self._upload_project(project_name, project_obj, verify, None)
+
+    def download_project(
+        self, bucket_name: str, project_name: str, dest: Optional[PathLike] = None, *, force: bool = False
+    ) -> str:
+        """Fetches ``bucket_name``/``project_name`` and returns the path written.
+
+        ``dest=None`` writes into a new private temporary directory, under
+        the name's last segment (the caller removes it); a directory
+        (``"."`` for the current one) gets ``DIR/LAST_SEGMENT``; any other
+        path is the file to write. The file appears only once complete and
+        verified; an existing one is replaced only with ``force=True``
+        (else :class:`AlreadyExists`).
+        """
+        return self._download_project(bucket_name, project_name, dest, force, None)
+
+    def delete_project(self, bucket_name: str, project_name: str) -> None:
+        """Deletes a project archive; deleting one that does not exist succeeds."""
+        self._delete_project(bucket_name, project_name, None)
+
+    def presign(
+        self, method: str, bucket_name: Optional[str], project_name: str, expires: Expires = 3600
+    ) -> Presigned:
+        """A time-limited URL that ``GET``s ``bucket_name``/``project_name``,
+        or that ``PUT``s an object ``project_name`` into the projects bucket
+        (``bucket_name`` is then ignored and may be ``None``). ``expires``:
+        seconds or a ``timedelta``, 1 s to 7 days. The URL is a :class:`Secret`."""
+        return self._presign(method, bucket_name, project_name, expires, None)
+
+    def get_credentials(self, *, project: Optional[Tuple[str, str]] = None, expires: Expires = 3600) -> Dict[str, str]:
+        """The build job's environment entries, with the keys of
+        ``credhost credentials`` (``PROJECTS_BUCKET``, ``REGISTRY``,
+        ``REGISTRY_TOKEN``, the storage keys...). Secret values are
+        :class:`Secret`. ``project=(bucket_name, project_name)`` adds
+        ``PROJECT_URL``, a presigned URL reading that project for ``expires``."""
+        return self._get_credentials(project, expires, None)
+
+    def check(self, *, raise_on_failure: bool = True) -> CheckReport:
+        """Probes storage (the bucket is there) and registry (reachable,
+        credentials accepted). Raises :class:`CheckFailed` (with ``.report``)
+        when a probe fails, unless ``raise_on_failure=False``."""
+        return self._check(raise_on_failure, None)
+
+    def plugins(self) -> List[PluginStatus]:
+        """Every configured instance and how its plugin file fared (loading
+        each), and the other plugin files of the plugin directory (listed,
+        never loaded)."""
+        return self._plugins()
+
+
+class LiveCredentials(Credentials):
+    """Like :class:`Credentials`, following edits of ``plugins.toml``.
+
+    ``LiveCredentials(config=None, platform=None, interval=1.0)`` watches the
+    file every ``interval`` seconds once first used (as the library's
+    ``LiveHost``): a change is validated, the new platform's provider built
+    and checked, and only then swapped in; a change that fails keeps the old
+    provider serving and shows in :meth:`status`. Each call runs on the
+    provider current when it starts. After a ``fork()`` the child starts a
+    watcher of its own.
+    """
+
+    def __init__(
+        self, config: Optional[PathLike] = None, platform: Optional[str] = None, interval: float = 1.0
+    ) -> None:
+        self._platform_arg = platform
+        self._interval = float(interval)
+        self._core = _credhost.Core(None if config is None else os.fspath(config), platform, True, self._interval)
+
+    def __repr__(self) -> str:
+        return f"LiveCredentials(config={self.config_path!r})"
+
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
+        return (type(self), (self.config_path, self._platform_arg, self._interval))
+
+    @property
+    def platform(self) -> str:
+        """The platform being served now."""
+        return self.status().platform
+
+    def status(self) -> SwitchStatus:
+        """What is being served, and why the latest change was rejected (if it was)."""
+        return SwitchStatus(*self._core.status())
+
+    def reload(self) -> bool:
+        """Reads the file now and applies it if it changed (even contents
+        rejected before): ``True`` when a new provider was swapped in. Raises
+        why a change was rejected; the old provider keeps serving."""
+        return self._core.reload()

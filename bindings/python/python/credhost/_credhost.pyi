@@ -1,0 +1,63 @@
+"""The native part of credhost (internal: use :mod:`credhost`)."""
+
+from os import PathLike
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+__version__: str
+
+_Transfer = Tuple[str, str, int, str, Optional[str]]
+
+class CancelToken:
+    """A cancellation signal for one call, set from another thread."""
+
+    def __init__(self) -> None: ...
+    def cancel(self) -> None:
+        """Asks the call using this token to stop; it raises ``Cancelled``."""
+    @property
+    def cancelled(self) -> bool:
+        """Whether ``cancel()`` was called."""
+
+class Core:
+    """One configuration and, per process, its provider or live host."""
+
+    def __init__(
+        self,
+        config: Optional[Union[str, PathLike[str]]] = None,
+        platform: Optional[str] = None,
+        live: bool = False,
+        interval: float = 1.0,
+    ) -> None: ...
+    @property
+    def config_path(self) -> Path: ...
+    @property
+    def configured_platform(self) -> str: ...
+    def registry_auth(
+        self, registry: Optional[str] = None, scope: Optional[str] = None, cancel: Optional[CancelToken] = None
+    ) -> Optional[Tuple[str, str, str, Optional[int], Optional[str], str]]: ...
+    def upload_path(
+        self, path: Union[str, PathLike[str]], name: str, verify: bool = True, cancel: Optional[CancelToken] = None
+    ) -> _Transfer: ...
+    def upload_stream(
+        self, file: Any, name: str, size_hint: Optional[int] = None, cancel: Optional[CancelToken] = None
+    ) -> _Transfer: ...
+    def download(
+        self,
+        bucket: str,
+        name: str,
+        dest: Union[str, PathLike[str]],
+        force: bool = False,
+        cancel: Optional[CancelToken] = None,
+    ) -> _Transfer: ...
+    def credentials(self, cancel: Optional[CancelToken] = None) -> List[Tuple[str, str, bool]]: ...
+    def check(self, cancel: Optional[CancelToken] = None) -> List[Tuple[str, bool, str]]: ...
+    def presign(
+        self, method: str, bucket: str, name: str, expires: float, cancel: Optional[CancelToken] = None
+    ) -> Tuple[str, str, List[Tuple[str, str]], int]: ...
+    def delete(self, bucket: str, name: str, cancel: Optional[CancelToken] = None) -> None: ...
+    def plugins(self) -> List[Dict[str, Any]]: ...
+    def status(self) -> Tuple[int, str, Optional[str]]: ...
+    def reload(self) -> bool: ...
+    @staticmethod
+    def validate_name(name: str) -> None: ...
+    def is_started(self) -> bool: ...

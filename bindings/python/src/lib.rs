@@ -1,0 +1,520 @@
+//! `credhost._credhost`: the Python package's native part, over the
+//! `credhost` library. The public classes live in Python (`credhost`),
+//! which turns these plain results into objects with redacted secrets.
+//!
+//! Fork safety: nothing starts at import or construction. The host runtime
+//! is one per process (see `runtime`), and each `Core` keeps its provider
+//! (or live host) in a slot tagged with the process that built it: a child
+//! forked after the parent used the object builds fresh ones before its
+//! first call, and leaks the parent's instead of dropping them.
+
+mod errors;
+mod reader;
+mod runtime;
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use credhost::{
+    api::{AuthKind, PresignMethod},
+    DownloadOptions, Host, LiveHost, ProviderHandle, UploadOptions, WatchOptions,
+};
+use pyo3::{
+    prelude::*,
+    types::{PyDict, PyList},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::ProcessLocal;
+
+/// How often a blocking call looks for a pending signal (Ctrl-C), so that
+/// a long transfer stays interruptible.
+const SIGNAL_POLL: Duration = Duration::from_millis(200);
+
+/// How long an interrupted operation's clean-up (aborting a multipart
+/// upload) may take before the call returns anyway.
+const CLEANUP_WAIT: Duration = Duration::from_secs(10);
+
+/// How a call ended when it did not finish.
+enum Failure {
+    Lib(credhost::Error),
+    Py(PyErr),
+    Cancelled,
+    Runtime(String),
+}
+
+impl From<credhost::Error> for Failure {
+    fn from(e: credhost::Error) -> Self {
+        Failure::Lib(e)
+    }
+}
+
+impl Failure {
+    fn into_py(self, py: Python<'_>, what: &str) -> PyErr {
+        match self {
+            Failure::Lib(e) => errors::from_lib(py, &e),
+            Failure::Py(e) => e,
+            Failure::Cancelled => errors::cancelled(py, what),
+            Failure::Runtime(m) => errors::internal(py, &m),
+        }
+    }
+}
+
+/// A cancellation signal for one call, set from another thread (the
+/// asyncio wrappers set it when their task is cancelled).
+#[pyclass(frozen, module = "credhost._credhost")]
+#[derive(Default)]
+struct CancelToken(CancellationToken);
+
+#[pymethods]
+impl CancelToken {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the call using this token to stop; it raises `Cancelled`.
+    fn cancel(&self) {
+        self.0.cancel();
+    }
+
+    /// Whether `cancel()` was called.
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
+/// What a process built for one `Core`.
+enum Backend {
+    Fixed(ProviderHandle),
+    Live(Arc<LiveHost>),
+}
+
+/// The per-process state of one `Core`: made lazily, guarded by an async
+/// lock so that concurrent first calls build one provider.
+#[derive(Default)]
+struct Slot {
+    backend: tokio::sync::Mutex<Option<Backend>>,
+}
+
+/// One configuration and, per process, its provider or live host.
+#[pyclass(frozen, module = "credhost._credhost")]
+struct Core {
+    config_path: PathBuf,
+    platform: Option<String>,
+    /// The configuration as parsed at construction.
+    host: Host,
+    /// `Some` for a live host: how it watches the file.
+    live: Option<WatchOptions>,
+    /// Only locked while holding the GIL, for a moment: `os.fork()` also
+    /// holds the GIL, so no fork can happen while another thread holds it.
+    slot: Mutex<Option<Arc<ProcessLocal<Slot>>>>,
+}
+
+impl Core {
+    /// This process's slot, made now if the current one is another
+    /// process's (or there is none).
+    fn slot(&self) -> Arc<ProcessLocal<Slot>> {
+        let mut guard = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        match &*guard {
+            Some(s) if s.is_current() => s.clone(),
+            _ => {
+                let fresh = Arc::new(ProcessLocal::new(Slot::default()));
+                *guard = Some(fresh.clone());
+                fresh
+            }
+        }
+    }
+
+    /// The provider to run one operation on: the cached one, unless the
+    /// plugin panicked in it (then a fresh one, as `LiveHost` does), or the
+    /// live host's current one.
+    async fn provider(&self, slot: &Slot) -> credhost::Result<ProviderHandle> {
+        Ok(match self.backend(slot).await? {
+            Backend::Fixed(p) => p,
+            Backend::Live(live) => live.provider(),
+        })
+    }
+
+    async fn backend(&self, slot: &Slot) -> credhost::Result<Backend> {
+        let mut guard = slot.backend.lock().await;
+        match &*guard {
+            Some(Backend::Fixed(p)) if !p.is_failed() => return Ok(Backend::Fixed(p.clone())),
+            Some(Backend::Live(live)) => return Ok(Backend::Live(live.clone())),
+            _ => {}
+        }
+        let built = match &self.live {
+            Some(opts) => Backend::Live(Arc::new(
+                LiveHost::watch(&self.config_path, self.platform.as_deref(), opts.clone()).await?,
+            )),
+            None => Backend::Fixed(self.host.active().await?),
+        };
+        let handed = match &built {
+            Backend::Fixed(p) => Backend::Fixed(p.clone()),
+            Backend::Live(l) => Backend::Live(l.clone()),
+        };
+        *guard = Some(built);
+        Ok(handed)
+    }
+
+    /// Runs `op` on this process's provider with the GIL released, until it
+    /// finishes, `cancel` is set, or a signal handler raises (Ctrl-C). An
+    /// operation stopped that way is dropped, which cancels the plugin's
+    /// task, and its clean-up gets a moment to finish.
+    fn run<T, F, Fut>(&self, py: Python<'_>, what: &str, cancel: Option<&CancelToken>, op: F) -> PyResult<T>
+    where
+        T: Send,
+        F: FnOnce(ProviderHandle) -> Fut + Send,
+        Fut: Future<Output = Result<T, Failure>> + Send,
+    {
+        let slot = self.slot();
+        let cancel = cancel.map(|c| c.0.clone()).unwrap_or_default();
+        let outcome = py.detach(|| {
+            let rt = runtime::get().map_err(|e| Failure::Runtime(format!("cannot start the host runtime: {e}")))?;
+            rt.block_on(async {
+                let provider = stoppable(&cancel, self.provider(&slot)).await??;
+                let stopped = match stoppable(&cancel, op(provider.clone())).await {
+                    Ok(done) => return done,
+                    Err(stopped) => stopped,
+                };
+                provider.wait_idle(CLEANUP_WAIT).await;
+                Err(stopped)
+            })
+        });
+        outcome.map_err(|f| f.into_py(py, what))
+    }
+
+    /// This process's live host, if it was started.
+    fn running_live(&self) -> Option<Arc<LiveHost>> {
+        let slot = self.slot();
+        let backend = slot.backend.try_lock().ok()?;
+        match &*backend {
+            Some(Backend::Live(live)) => Some(live.clone()),
+            _ => None,
+        }
+    }
+
+    /// Like [`Core::run`] for work that needs no provider.
+    fn run_plain<T, Fut>(&self, py: Python<'_>, what: &str, fut: Fut) -> PyResult<T>
+    where
+        T: Send,
+        Fut: Future<Output = Result<T, Failure>> + Send,
+    {
+        let cancel = CancellationToken::new();
+        let outcome = py.detach(|| {
+            let rt = runtime::get().map_err(|e| Failure::Runtime(format!("cannot start the host runtime: {e}")))?;
+            rt.block_on(async { stoppable(&cancel, fut).await? })
+        });
+        outcome.map_err(|f| f.into_py(py, what))
+    }
+}
+
+/// `fut`, unless `cancel` is set or a signal handler raises first.
+async fn stoppable<T>(cancel: &CancellationToken, fut: impl Future<Output = T>) -> Result<T, Failure> {
+    tokio::select! {
+        biased;
+        r = fut => Ok(r),
+        () = cancel.cancelled() => Err(Failure::Cancelled),
+        e = interrupted() => Err(Failure::Py(e)),
+    }
+}
+
+/// Completes with the exception of a signal handler (KeyboardInterrupt for
+/// Ctrl-C). Python runs handlers only on the main thread; elsewhere this
+/// never completes.
+async fn interrupted() -> PyErr {
+    loop {
+        tokio::time::sleep(SIGNAL_POLL).await;
+        if let Some(Err(e)) = Python::try_attach(|py| py.check_signals()) {
+            return e;
+        }
+    }
+}
+
+type Transfer = (String, String, u64, String, Option<String>);
+
+fn transfer(r: &credhost::TransferResult) -> Transfer {
+    let location = r.location().map(str::to_owned);
+    (r.bucket.to_string(), r.name.to_string(), r.size, r.checksum.to_string(), location)
+}
+
+#[pymethods]
+impl Core {
+    /// Parses the configuration (`config`, else `$CREDHOST_CONFIG`, else
+    /// `./plugins.toml`) and nothing more: plugins load on first use.
+    #[new]
+    #[pyo3(signature = (config=None, platform=None, live=false, interval=1.0))]
+    fn new(
+        py: Python<'_>,
+        config: Option<PathBuf>,
+        platform: Option<String>,
+        live: bool,
+        interval: f64,
+    ) -> PyResult<Self> {
+        let path = config
+            .or_else(|| std::env::var_os("CREDHOST_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("plugins.toml"));
+        // Relative paths in the file are relative to it: pin them now, so a
+        // later chdir (daemons do) changes nothing.
+        let path = std::path::absolute(&path).unwrap_or(path);
+        let host = Host::from_file(&path, platform.as_deref()).map_err(|e| errors::from_lib(py, &e))?;
+        let live = if live {
+            if !(interval.is_finite() && interval > 0.0) {
+                return Err(pyo3::exceptions::PyValueError::new_err("interval must be a positive number of seconds"));
+            }
+            let interval = Duration::try_from_secs_f64(interval)
+                .map_err(|_| pyo3::exceptions::PyValueError::new_err("interval is out of range"))?;
+            Some(WatchOptions { interval, ..WatchOptions::default() })
+        } else {
+            None
+        };
+        Ok(Self { config_path: path, platform, host, live, slot: Mutex::new(None) })
+    }
+
+    /// The configuration file.
+    #[getter]
+    fn config_path(&self) -> PathBuf {
+        self.config_path.clone()
+    }
+
+    /// The active instance as configured at construction.
+    #[getter]
+    fn configured_platform(&self) -> String {
+        self.host.platform().to_owned()
+    }
+
+    /// `None`, or `(server, username, password, expires_at, kind, registry_token)`.
+    #[pyo3(signature = (registry=None, scope=None, cancel=None))]
+    #[allow(clippy::type_complexity)]
+    fn registry_auth(
+        &self,
+        py: Python<'_>,
+        registry: Option<String>,
+        scope: Option<String>,
+        cancel: Option<PyRef<'_, CancelToken>>,
+    ) -> PyResult<Option<(String, String, String, Option<i64>, Option<&'static str>, String)>> {
+        self.run(py, "registry credentials", cancel.as_deref(), |p| async move {
+            let auth = p.registry_auth(registry.as_deref(), scope.as_deref()).await?;
+            Ok(auth.map(|a| {
+                let kind = a.kind().map(|k| match k {
+                    AuthKind::Basic => "basic",
+                    AuthKind::Bearer => "bearer",
+                });
+                (
+                    a.server.to_string(),
+                    a.username.to_string(),
+                    a.secret.expose().to_owned(),
+                    a.expires_at.into_option(),
+                    kind,
+                    a.registry_token().expose().to_owned(),
+                )
+            }))
+        })
+    }
+
+    /// Uploads a file (checked to be a ZIP archive unless `verify` is false).
+    #[pyo3(signature = (path, name, verify=true, cancel=None))]
+    fn upload_path(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        name: String,
+        verify: bool,
+        cancel: Option<PyRef<'_, CancelToken>>,
+    ) -> PyResult<Transfer> {
+        self.run(py, "upload", cancel.as_deref(), |p| async move {
+            let opts = UploadOptions { name: Some(name), no_verify: !verify, progress: None };
+            Ok(transfer(&p.upload_file(&path, &opts).await?))
+        })
+    }
+
+    /// Uploads what `file.read(n)` returns until it returns nothing.
+    #[pyo3(signature = (file, name, size_hint=None, cancel=None))]
+    fn upload_stream(
+        &self,
+        py: Python<'_>,
+        file: Py<PyAny>,
+        name: String,
+        size_hint: Option<u64>,
+        cancel: Option<PyRef<'_, CancelToken>>,
+    ) -> PyResult<Transfer> {
+        let (reader, raised) = reader::PyReader::new(file);
+        let done = self.run(py, "upload", cancel.as_deref(), |p| async move {
+            Ok(transfer(&p.upload_reader(&name, reader, size_hint, None).await?))
+        });
+        // The source's own exception says more than the plugin's account of it.
+        let source_error = raised.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (done, source_error) {
+            (Err(_), Some(e)) => Err(e),
+            (done, _) => done,
+        }
+    }
+
+    /// Downloads `bucket`/`name` to `dest`, replacing it only with `force`.
+    #[pyo3(signature = (bucket, name, dest, force=false, cancel=None))]
+    fn download(
+        &self,
+        py: Python<'_>,
+        bucket: String,
+        name: String,
+        dest: PathBuf,
+        force: bool,
+        cancel: Option<PyRef<'_, CancelToken>>,
+    ) -> PyResult<Transfer> {
+        self.run(py, "download", cancel.as_deref(), |p| async move {
+            let opts = DownloadOptions { force, progress: None };
+            Ok(transfer(&p.download_to_path(&bucket, &name, &dest, &opts).await?))
+        })
+    }
+
+    /// The build job's entries: `[(key, value, secret)]`.
+    #[pyo3(signature = (cancel=None))]
+    fn credentials(
+        &self,
+        py: Python<'_>,
+        cancel: Option<PyRef<'_, CancelToken>>,
+    ) -> PyResult<Vec<(String, String, bool)>> {
+        self.run(py, "credentials", cancel.as_deref(), |p| async move {
+            let entries = p.credentials().await?;
+            Ok(entries.iter().map(|e| (e.key.to_string(), e.value.expose().to_owned(), e.secret)).collect())
+        })
+    }
+
+    /// The live probe: `[(component, ok, detail)]`.
+    #[pyo3(signature = (cancel=None))]
+    fn check(&self, py: Python<'_>, cancel: Option<PyRef<'_, CancelToken>>) -> PyResult<Vec<(String, bool, String)>> {
+        self.run(py, "check", cancel.as_deref(), |p| async move {
+            let report = p.check().await?;
+            Ok(report.items.iter().map(|i| (i.component.to_string(), i.ok, i.detail.to_string())).collect())
+        })
+    }
+
+    /// `(method, url, {header: value}, expires_at)`; `method` is `GET` or `PUT`.
+    #[pyo3(signature = (method, bucket, name, expires, cancel=None))]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn presign(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        bucket: String,
+        name: String,
+        expires: f64,
+        cancel: Option<PyRef<'_, CancelToken>>,
+    ) -> PyResult<(String, String, Vec<(String, String)>, i64)> {
+        let method = match method.to_ascii_uppercase().as_str() {
+            "GET" => PresignMethod::GET,
+            "PUT" => PresignMethod::PUT,
+            _ => return Err(errors::raise(py, "InvalidInput", "invalid_input", "method must be GET or PUT", false)),
+        };
+        let expires = Duration::try_from_secs_f64(expires).map_err(|_| {
+            errors::raise(py, "InvalidInput", "invalid_input", "expires must be a positive number of seconds", false)
+        })?;
+        self.run(py, "presign", cancel.as_deref(), |p| async move {
+            let signed = p.presign(method, &bucket, &name, expires).await?;
+            let headers = signed.headers.iter().map(|h| (h.name.to_string(), h.value.to_string())).collect();
+            Ok((signed.method.to_string(), signed.url.expose().to_owned(), headers, signed.expires_at))
+        })
+    }
+
+    /// Deletes `bucket`/`name` (succeeds when it does not exist).
+    #[pyo3(signature = (bucket, name, cancel=None))]
+    fn delete(
+        &self,
+        py: Python<'_>,
+        bucket: String,
+        name: String,
+        cancel: Option<PyRef<'_, CancelToken>>,
+    ) -> PyResult<()> {
+        self.run(py, "delete", cancel.as_deref(), |p| async move { Ok(p.delete(&bucket, &name).await?) })
+    }
+
+    /// Every configured instance and how its plugin file fared, plus the
+    /// unconfigured plugin files of the plugin directory (never loaded).
+    fn plugins<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let host = match &self.live {
+            None => self.host.clone(),
+            // What a live host serves, once it runs; before that the file as
+            // it is now, without starting anything (a report must work when
+            // the active plugin cannot load).
+            Some(_) => match self.running_live() {
+                Some(live) => Host::new((*live.config()).clone()),
+                None => Host::from_file(&self.config_path, self.platform.as_deref())
+                    .map_err(|e| errors::from_lib(py, &e))?,
+            },
+        };
+        let rows = py.detach(move || host.plugin_report());
+        let list = PyList::empty(py);
+        for row in rows {
+            let d = PyDict::new(py);
+            d.set_item("name", row.name)?;
+            d.set_item("plugin", row.plugin)?;
+            d.set_item("version", row.version)?;
+            d.set_item("api_version", row.api_version)?;
+            d.set_item("capabilities", row.capabilities)?;
+            d.set_item("path", row.path)?;
+            d.set_item("sha256", row.sha256)?;
+            d.set_item("status", row.status)?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
+    /// For a live host: `(generation, platform, last_error)`; for a fixed
+    /// one `(0, platform, None)`.
+    fn status(&self, py: Python<'_>) -> PyResult<(u64, String, Option<String>)> {
+        if self.live.is_none() {
+            return Ok((0, self.host.platform().to_owned(), None));
+        }
+        let slot = self.slot();
+        self.run_plain(py, "status", async {
+            match self.backend(&slot).await? {
+                Backend::Live(live) => {
+                    let s = live.status();
+                    Ok((s.generation, s.platform, s.last_error))
+                }
+                Backend::Fixed(p) => Ok((0, p.name().to_owned(), None)),
+            }
+        })
+    }
+
+    /// For a live host: reads the file now and applies it; whether a new
+    /// provider was swapped in. An error says why the change was rejected.
+    fn reload(&self, py: Python<'_>) -> PyResult<bool> {
+        if self.live.is_none() {
+            return Ok(false);
+        }
+        let slot = self.slot();
+        self.run_plain(py, "reload", async {
+            match self.backend(&slot).await? {
+                Backend::Live(live) => Ok(live.reload().await?),
+                Backend::Fixed(_) => Ok(false),
+            }
+        })
+    }
+
+    /// Checks a project name as uploads and downloads do.
+    #[staticmethod]
+    fn validate_name(py: Python<'_>, name: &str) -> PyResult<()> {
+        credhost::names::validate_name(name).map_err(|e| errors::from_lib(py, &e))
+    }
+
+    /// Whether this process built the provider (or live host) already.
+    fn is_started(&self) -> bool {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().is_some_and(|s| s.is_current() && s.backend.try_lock().is_ok_and(|b| b.is_some()))
+    }
+}
+
+/// The native part of the `credhost` package.
+#[pymodule]
+fn _credhost(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Core>()?;
+    m.add_class::<CancelToken>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
