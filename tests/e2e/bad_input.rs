@@ -105,7 +105,7 @@ fn config_errors_name_file_line_and_key() {
     ws.write_config(&good.replace("bucket = \"projects\"", "bucket = \"projects\", colour = \"blue\""));
     let err = ws.run(&["check"]).fails_with(2);
     one_line(&err);
-    assert!(err.contains("plugins.toml:6: plugins.local.settings.storage: unknown field `colour`"), "{err}");
+    assert!(err.contains("plugins.toml:6: plugins.local.settings.storage.colour: unknown field `colour`"), "{err}");
 
     ws.write_config(&good.replace("kind = \"fs\"", "kind = \"ftp\""));
     let err = ws.run(&["check"]).fails_with(2);

@@ -29,7 +29,7 @@ alive() {
   [[ $cmd == *"$marker"* ]]
 }
 
-declare -A MARKER
+declare -A MARKER=()
 while IFS=$'\t' read -r name pid marker; do
   [[ -n ${pid:-} ]] || continue
   if alive "$pid" "$marker"; then

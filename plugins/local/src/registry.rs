@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use credhost_plugin_sdk::{
-    error_chain, expires_in, registry_host, secret_from_env, unix_now, AuthForm, Error as PluginError, ErrorKind,
-    Probe, RegistryAuth, Secret,
+    check_http_url, error_chain, expires_in, registry_host, secret_from_env, unix_now, AuthForm, Error as PluginError,
+    ErrorKind, Probe, RegistryAuth, Secret,
 };
 use reqwest::{
     header::{RETRY_AFTER, WWW_AUTHENTICATE},
@@ -66,9 +66,11 @@ pub struct Challenge {
 impl Registry {
     /// Validates the settings and reads the credentials they name.
     pub fn new(s: RegistrySettings) -> Result<Self, PluginError> {
+        // Checked first: the reason never repeats a URL holding a password.
+        check_http_url(&s.url).map_err(|why| PluginError::config("registry.url", why))?;
         let base = reqwest::Url::parse(&s.url)
             .map_err(|e| PluginError::config("registry.url", format!("invalid URL {:?}: {e}", s.url)))?;
-        if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
+        if base.host_str().is_none() {
             return Err(PluginError::config("registry.url", format!("{:?} is not an http(s) URL with a host", s.url)));
         }
         let host = registry_host(&s.url);

@@ -48,7 +48,7 @@ pub enum AuthMode {
 
 /// The project store.
 #[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields, expecting = "a table with a `kind`")]
+#[serde(try_from = "StorageTable")]
 pub enum StorageSettings {
     /// A directory: each bucket is a subdirectory of `root`.
     Fs {
@@ -62,7 +62,6 @@ pub enum StorageSettings {
         /// Endpoint URL, e.g. `http://127.0.0.1:9000`.
         endpoint: String,
         /// Signing region.
-        #[serde(default = "default_region")]
         region: String,
         /// The projects bucket.
         bucket: String,
@@ -75,6 +74,78 @@ pub enum StorageSettings {
         /// Parts in flight (default 4).
         concurrency: Option<usize>,
     },
+}
+
+/// The `storage` table as written. One flat table rather than an
+/// internally tagged enum, so that an error about a key names the key
+/// (`storage.part_size_mib`), not just the table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table with a `kind`")]
+struct StorageTable {
+    kind: StorageKind,
+    root: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    bucket: Option<String>,
+    access_key_id_env: Option<String>,
+    secret_access_key_env: Option<String>,
+    part_size_mib: Option<u64>,
+    concurrency: Option<usize>,
+}
+
+#[derive(Clone, Copy)]
+enum StorageKind {
+    Fs,
+    S3,
+}
+
+impl<'de> Deserialize<'de> for StorageKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "fs" => Ok(StorageKind::Fs),
+            "s3" => Ok(StorageKind::S3),
+            other => Err(serde::de::Error::unknown_variant(other, &["fs", "s3"])),
+        }
+    }
+}
+
+impl TryFrom<StorageTable> for StorageSettings {
+    type Error = String;
+
+    fn try_from(t: StorageTable) -> Result<Self, String> {
+        fn required(value: Option<String>, key: &str) -> Result<String, String> {
+            value.ok_or_else(|| format!("missing field `{key}`"))
+        }
+        fn unused<T>(value: &Option<T>, key: &str, kind: &str) -> Result<(), String> {
+            match value {
+                Some(_) => Err(format!("`{key}` is not a setting of kind = \"{kind}\"")),
+                None => Ok(()),
+            }
+        }
+        match t.kind {
+            StorageKind::Fs => {
+                unused(&t.endpoint, "endpoint", "fs")?;
+                unused(&t.region, "region", "fs")?;
+                unused(&t.access_key_id_env, "access_key_id_env", "fs")?;
+                unused(&t.secret_access_key_env, "secret_access_key_env", "fs")?;
+                unused(&t.part_size_mib, "part_size_mib", "fs")?;
+                unused(&t.concurrency, "concurrency", "fs")?;
+                Ok(StorageSettings::Fs { root: required(t.root, "root")?, bucket: required(t.bucket, "bucket")? })
+            }
+            StorageKind::S3 => {
+                unused(&t.root, "root", "s3")?;
+                Ok(StorageSettings::S3 {
+                    endpoint: required(t.endpoint, "endpoint")?,
+                    region: t.region.unwrap_or_else(default_region),
+                    bucket: required(t.bucket, "bucket")?,
+                    access_key_id_env: required(t.access_key_id_env, "access_key_id_env")?,
+                    secret_access_key_env: required(t.secret_access_key_env, "secret_access_key_env")?,
+                    part_size_mib: t.part_size_mib,
+                    concurrency: t.concurrency,
+                })
+            }
+        }
+    }
 }
 
 fn default_region() -> String {
