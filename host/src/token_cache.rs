@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -24,11 +24,27 @@ struct Entry {
     use_until: i64,
 }
 
-/// The cache. Cheap to share; each key has its own lock so that concurrent
-/// callers of the same key wait for one fetch, while other keys proceed.
+/// The cache. Cheap to share; each key has its own slot: a hit reads it
+/// under a short synchronous lock (no waiting behind other callers), and a
+/// miss takes the key's fetch lock, so that concurrent callers of the same
+/// key wait for one fetch while other keys proceed.
 #[derive(Default)]
 pub struct TokenCache {
-    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Entry>>>>>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    cached: RwLock<Option<Entry>>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    /// The cached answer, when it is still live.
+    fn live(&self) -> Option<Option<RegistryAuth>> {
+        let cached = self.cached.read().unwrap_or_else(|p| p.into_inner());
+        cached.as_ref().filter(|e| unix_now() < e.use_until).map(|e| e.auth.clone())
+    }
 }
 
 /// When to stop using credentials fetched at `now` that expire at
@@ -53,23 +69,27 @@ impl TokenCache {
     {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots.entry(key.to_owned()).or_default().clone()
-        };
-        let mut guard = slot.lock().await;
-        if let Some(entry) = guard.as_ref() {
-            if unix_now() < entry.use_until {
-                return Ok(entry.auth.clone());
+            match slots.get(key) {
+                Some(slot) => slot.clone(),
+                None => slots.entry(key.to_owned()).or_default().clone(),
             }
+        };
+        if let Some(auth) = slot.live() {
+            return Ok(auth);
         }
-        *guard = None;
+        let _fetching = slot.fetching.lock().await;
+        // Another caller may have fetched while this one waited.
+        if let Some(auth) = slot.live() {
+            return Ok(auth);
+        }
         let auth = fetch().await?;
         let now = unix_now();
         let expires = auth.as_ref().and_then(|a| a.expires_at.into_option());
-        if let Some(until) = use_until(now, expires) {
-            *guard = Some(Entry { auth: auth.clone(), use_until: until });
-        } else {
+        let entry = use_until(now, expires).map(|until| Entry { auth: auth.clone(), use_until: until });
+        if entry.is_none() {
             tracing::debug!(target: "credhost::token", key, "not caching registry credentials: expired or about to");
         }
+        *slot.cached.write().unwrap_or_else(|p| p.into_inner()) = entry;
         Ok(auth)
     }
 }
