@@ -3,8 +3,11 @@
 //! provider, download it again, and check the bytes are identical.
 //!
 //! ```text
-//! cargo build --release -p credhost-local && cargo run --release --example roundtrip [-- PLUGINS_TOML]
+//! cargo build --release -p credhost-local -p credhost --lib --example roundtrip && target/release/examples/roundtrip [PLUGINS_TOML]
 //! ```
+//!
+//! (One `cargo build` for the plugin and the example: two invocations would
+//! resolve different feature sets and compile much of the tree twice.)
 
 use std::{io::Write, path::Path, time::Instant};
 
