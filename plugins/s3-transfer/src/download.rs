@@ -5,17 +5,17 @@ use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::types::ChecksumMode;
 use aws_sdk_s3::types::ChecksumType;
 use aws_sdk_s3::Client;
-use bytes::BytesMut;
-use futures::stream::{self, StreamExt};
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::crc;
@@ -24,9 +24,18 @@ use crate::options::{Progress, TransferOptions, Transferred};
 use crate::retry::jittered;
 use crate::{META_CRC32C, META_SIZE};
 
-/// Size of each write to the destination. Writes above ~1 MiB were measured
-/// to be much slower here (page-cache copy cost), 64 KiB–1 MiB fast.
+const MIB: u64 = 1 << 20;
+
+/// Most bytes written to the destination per call. Writes above ~1 MiB were
+/// measured to be much slower here (page-cache copy cost), 64 KiB–1 MiB fast.
 const WRITE_CHUNK: usize = 1 << 20;
+
+/// Longest range of a ranged download (unless the part size is larger).
+const MAX_RANGE: u64 = 64 * MIB;
+
+/// Writes of up to [`WRITE_CHUNK`] bytes each stream may have queued for the
+/// writer thread: enough to keep it busy, few enough to bound memory.
+const QUEUED_WRITES_PER_STREAM: usize = 2;
 
 /// Progress is reported in steps of at least this many bytes.
 const PROGRESS_STEP: u64 = 1 << 20;
@@ -43,12 +52,17 @@ const RESUME_BACKOFF: Duration = Duration::from_millis(200);
 /// Downloads `bucket`/`key` into the file at `dest`, created or truncated.
 ///
 /// Objects smaller than `opts.single_put_threshold` (or any object with
-/// `opts.concurrency == 1`) come in one streamed GET; larger ones in ranges of
-/// `part_size` bytes, `concurrency` at a time, each written at its offset
-/// into the preallocated file. All GETs are conditional on the `ETag` seen by
-/// the initial HEAD, so an object replaced mid-way fails the download
-/// (retryable) instead of mixing two versions. The result is verified against
-/// the object size and, when recorded, its CRC32C (see the crate docs).
+/// `opts.concurrency == 1`) come in one streamed GET; larger ones in ranged
+/// GETs, `concurrency` at a time (see [`range_len`] for their size). Every
+/// stream computes the CRC32C of its bytes as they arrive and hands them,
+/// without copying, to one writer thread that puts them at their offsets in
+/// the preallocated file with positional writes of at most 1 MiB (one
+/// writer: parallel writes to one file only contend for its lock). All GETs
+/// are conditional on the `ETag` seen by the initial HEAD, so an object
+/// replaced mid-way fails the download (retryable) instead of mixing two
+/// versions. A range whose body breaks off is requested again from where it
+/// stopped. The result is verified against the object size and, when
+/// recorded, its CRC32C (see the crate docs).
 ///
 /// On error the content of `dest` is unspecified: write to a temporary file
 /// (a fresh name per attempt: writes of a cancelled attempt may still land
@@ -65,37 +79,50 @@ pub async fn download_to_path(
     opts.validate().map_err(|e| op.wrap(e))?;
     let object = head_object(client, bucket, key, &op).await?;
     let size = object.size;
-    let file = Arc::new(create_dest(&op, dest, size).await?);
+    let file = create_dest(&op, dest, size).await?;
     let source = Source { client, bucket, key, op, object: &object };
 
-    let range_len = opts.part_size_for(size);
     let ranges: Vec<(u64, u64)> = if size == 0 {
         Vec::new()
-    } else if size < opts.single_put_threshold || opts.concurrency == 1 || size <= range_len {
+    } else if size < opts.single_put_threshold || opts.concurrency == 1 {
         vec![(0, size)]
     } else {
-        (0..size.div_ceil(range_len)).map(|i| (i * range_len, range_len.min(size - i * range_len))).collect()
+        let len = range_len(size, opts);
+        (0..size.div_ceil(len)).map(|i| (i * len, len.min(size - i * len))).collect()
     };
     let whole = ranges.len() == 1;
+    let streams = opts.concurrency.min(ranges.len()).max(1);
+    let writer = FileWriter::start(file, streams);
     let progress = progress.as_ref();
-    let mut results: Vec<(u64, u32, u64)> = stream::iter(ranges)
+    let fetched: Result<Vec<(u64, u32, u64)>, TransferError> = stream::iter(ranges)
         .map(|(start, len)| {
-            let sink = FileSink::new(file.clone(), start, dest.to_path_buf());
+            let sink = FileSink::new(&writer, start);
             let source = &source;
             async move {
                 let crc = source.fetch(start, len, whole, sink, progress).await?;
                 Ok::<_, TransferError>((start, crc, len))
             }
         })
-        .buffer_unordered(opts.concurrency)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
+        .buffer_unordered(streams)
+        .try_collect()
+        .await;
+    // A failed write explains a failed fetch (its sink found the writer gone).
+    writer.finish().await.map_err(|e| op.io("cannot write", dest, e))?;
+    let mut results = fetched?;
     results.sort_by_key(|r| r.0);
     let crc32c = crc::combine(results.iter().map(|r| (r.1, r.2)));
     object.verify(&op, crc32c)?;
     Ok(Transferred { size, crc32c })
+}
+
+/// The length of the ranges an object of `size` bytes is fetched in:
+/// `size / concurrency` (so every stream has work even for objects of a few
+/// parts), at least `part_size` and at most [`MAX_RANGE`] unless `part_size`
+/// is larger. Fewer, longer ranges cost fewer requests; more streams than
+/// the machine has cores only contend.
+fn range_len(size: u64, opts: &TransferOptions) -> u64 {
+    let even = size.div_ceil(opts.concurrency as u64).div_ceil(MIB) * MIB;
+    even.min(MAX_RANGE).max(opts.part_size_for(size))
 }
 
 /// Downloads `bucket`/`key` into `writer`, sequentially in one streamed GET
@@ -238,95 +265,104 @@ async fn create_dest(op: &Op<'_>, dest: &Path, size: u64) -> Result<File, Transf
 
 /// Where downloaded bytes go, in content order.
 trait Sink: Send {
-    fn write(&mut self, data: &[u8]) -> impl Future<Output = Result<(), SinkError>> + Send;
+    fn write(&mut self, data: Bytes) -> impl Future<Output = Result<(), SinkError>> + Send;
     fn finish(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
-/// A failed write, with the path when writing to a file.
-struct SinkError {
-    path: Option<PathBuf>,
-    err: io::Error,
-}
+/// A failed write.
+struct SinkError(io::Error);
 
 impl SinkError {
     fn into_transfer(self, op: &Op<'_>) -> TransferError {
-        match self.path {
-            Some(p) => op.io("cannot write", &p, self.err),
-            None => op.err(TransferErrorKind::Io, "cannot write the destination").with_source(self.err),
-        }
+        op.err(TransferErrorKind::Io, "cannot write the destination").with_source(self.0)
     }
 }
 
-/// Writes at increasing offsets of a shared file in 1 MiB blocking writes,
-/// filling the next buffer while the previous one is being written.
-struct FileSink {
-    file: Arc<File>,
-    path: PathBuf,
-    /// File offset of the first byte in `buf`.
+/// Bytes to write at an offset of the destination: received body chunks,
+/// together at most [`WRITE_CHUNK`] bytes and each written with its own call.
+struct WriteJob {
     pos: u64,
-    buf: BytesMut,
-    writing: Option<JoinHandle<io::Result<BytesMut>>>,
+    chunks: Vec<Bytes>,
+}
+
+/// The one thread writing the destination. Streams queue jobs through a
+/// bounded channel, so a slow disk holds back the network instead of
+/// filling memory.
+struct FileWriter {
+    tx: mpsc::Sender<WriteJob>,
+    thread: JoinHandle<io::Result<()>>,
+}
+
+impl FileWriter {
+    /// Starts the writer; `streams` streams feed it.
+    fn start(file: File, streams: usize) -> Self {
+        let (tx, mut rx) = mpsc::channel::<WriteJob>(streams.max(1) * QUEUED_WRITES_PER_STREAM);
+        let thread = tokio::task::spawn_blocking(move || {
+            while let Some(job) = rx.blocking_recv() {
+                let mut pos = job.pos;
+                for chunk in job.chunks {
+                    file.write_all_at(&chunk, pos)?;
+                    pos += chunk.len() as u64;
+                }
+            }
+            Ok(())
+        });
+        Self { tx, thread }
+    }
+
+    /// Waits until everything queued is written (or the first write error).
+    /// Sinks still alive are cut off: their later writes fail.
+    async fn finish(self) -> io::Result<()> {
+        drop(self.tx);
+        self.thread.await.map_err(io::Error::other)?
+    }
+}
+
+/// One stream's way to the writer thread: gathers body chunks at increasing
+/// offsets into jobs of up to [`WRITE_CHUNK`] bytes.
+struct FileSink {
+    tx: mpsc::Sender<WriteJob>,
+    /// File offset of the first byte of `batch`.
+    pos: u64,
+    batch: Vec<Bytes>,
+    batched: usize,
 }
 
 impl FileSink {
-    fn new(file: Arc<File>, pos: u64, path: PathBuf) -> Self {
-        Self { file, path, pos, buf: BytesMut::new(), writing: None }
+    fn new(writer: &FileWriter, pos: u64) -> Self {
+        Self { tx: writer.tx.clone(), pos, batch: Vec::new(), batched: 0 }
     }
 
-    fn error(&self, err: io::Error) -> SinkError {
-        SinkError { path: Some(self.path.clone()), err }
-    }
-
-    /// Waits for the write in flight; returns its buffer for reuse.
-    async fn wait(&mut self) -> Result<Option<BytesMut>, SinkError> {
-        match self.writing.take() {
-            None => Ok(None),
-            Some(handle) => match handle.await {
-                Ok(Ok(buf)) => Ok(Some(buf)),
-                Ok(Err(e)) => Err(self.error(e)),
-                Err(e) => Err(self.error(io::Error::other(e))),
-            },
-        }
-    }
-
-    /// Starts writing `buf` in the background after the previous write.
-    async fn flush_buf(&mut self) -> Result<(), SinkError> {
-        if self.buf.is_empty() {
+    async fn send(&mut self) -> Result<(), SinkError> {
+        if self.batch.is_empty() {
             return Ok(());
         }
-        let mut next = self.wait().await?.unwrap_or_default();
-        next.clear();
-        let full = std::mem::replace(&mut self.buf, next);
-        let (file, pos) = (self.file.clone(), self.pos);
-        self.pos += full.len() as u64;
-        self.writing = Some(tokio::task::spawn_blocking(move || {
-            file.write_all_at(&full, pos)?;
-            Ok(full)
-        }));
-        Ok(())
+        let job = WriteJob { pos: self.pos, chunks: std::mem::take(&mut self.batch) };
+        self.pos += self.batched as u64;
+        self.batched = 0;
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| SinkError(io::Error::new(io::ErrorKind::BrokenPipe, "the file writer stopped")))
     }
 }
 
 impl Sink for FileSink {
-    async fn write(&mut self, mut data: &[u8]) -> Result<(), SinkError> {
+    async fn write(&mut self, data: Bytes) -> Result<(), SinkError> {
+        let mut data = data;
         while !data.is_empty() {
-            if self.buf.capacity() < WRITE_CHUNK {
-                self.buf.reserve(WRITE_CHUNK - self.buf.len());
-            }
-            let n = data.len().min(WRITE_CHUNK - self.buf.len());
-            self.buf.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if self.buf.len() >= WRITE_CHUNK {
-                self.flush_buf().await?;
+            let n = data.len().min(WRITE_CHUNK - self.batched);
+            self.batch.push(data.split_to(n));
+            self.batched += n;
+            if self.batched >= WRITE_CHUNK {
+                self.send().await?;
             }
         }
         Ok(())
     }
 
     async fn finish(&mut self) -> Result<(), SinkError> {
-        self.flush_buf().await?;
-        self.wait().await?;
-        Ok(())
+        self.send().await
     }
 }
 
@@ -336,12 +372,12 @@ struct WriterSink<W> {
 }
 
 impl<W: AsyncWrite + Unpin + Send> Sink for WriterSink<W> {
-    async fn write(&mut self, data: &[u8]) -> Result<(), SinkError> {
-        self.writer.write_all(data).await.map_err(|err| SinkError { path: None, err })
+    async fn write(&mut self, data: Bytes) -> Result<(), SinkError> {
+        self.writer.write_all(&data).await.map_err(SinkError)
     }
 
     async fn finish(&mut self) -> Result<(), SinkError> {
-        self.writer.flush().await.map_err(|err| SinkError { path: None, err })
+        self.writer.flush().await.map_err(SinkError)
     }
 }
 
@@ -381,11 +417,17 @@ impl Source<'_> {
             let response = request.send().await.map_err(|e| {
                 let e = op.sdk(e);
                 if e.service_code() == Some("PreconditionFailed") {
-                    op.err(TransferErrorKind::Other, "object changed during the download").retryable(true)
+                    changed(op)
                 } else {
                     e
                 }
             })?;
+            // A server that ignores If-Match still names the version it sent.
+            if let (Some(want), Some(got)) = (&self.object.etag, response.e_tag()) {
+                if want != got {
+                    return Err(changed(op));
+                }
+            }
             let mut skip =
                 body_offset(ranged, from, to, self.object.size, response.content_range(), response.content_length())
                     .map_err(|why| op.err(TransferErrorKind::Other, why).retryable(true))?;
@@ -402,9 +444,9 @@ impl Source<'_> {
                             skip -= n as u64;
                         }
                         let take = usize::try_from(len - done).map_or(chunk.len(), |r| r.min(chunk.len()));
-                        let piece = &chunk[..take];
-                        crc = crc32c::crc32c_append(crc, piece);
-                        sink.write(piece).await.map_err(|e| e.into_transfer(op))?;
+                        chunk.truncate(take);
+                        crc = crc32c::crc32c_append(crc, &chunk);
+                        sink.write(chunk).await.map_err(|e| e.into_transfer(op))?;
                         done += take as u64;
                         unreported += take as u64;
                         if unreported >= PROGRESS_STEP {
@@ -443,6 +485,11 @@ impl Source<'_> {
         report(progress, unreported);
         Ok(crc)
     }
+}
+
+/// The error of a download whose object was replaced after the HEAD.
+fn changed(op: &Op<'_>) -> TransferError {
+    op.err(TransferErrorKind::Other, "object changed during the download").retryable(true)
 }
 
 /// Checks a GET response against the bytes `from..=to` asked for (the whole

@@ -59,6 +59,7 @@ mod client;
 mod crc;
 mod download;
 mod error;
+mod file_body;
 mod options;
 mod pool;
 mod presign;
@@ -70,7 +71,9 @@ mod upload;
 pub use client::{build_client, transfer_timeouts, tune_config, ClientSettings};
 pub use download::{download_to_path, download_to_writer, head_bucket};
 pub use error::{TransferError, TransferErrorKind};
-pub use options::{check_bucket_name, Progress, TransferOptions, Transferred, MAX_PARTS, MIN_PART_SIZE};
+pub use options::{
+    check_bucket_name, Progress, TransferOptions, Transferred, MAX_OBJECT_SIZE, MAX_PARTS, MIN_PART_SIZE,
+};
 pub use presign::{delete_object, presign_get, presign_put, PresignedUrl};
 pub use retry::transfer_retries;
 pub use upload::{upload_path, upload_reader};

@@ -12,6 +12,10 @@ pub const MIN_PART_SIZE: u64 = 5 * MIB;
 /// Largest part, and largest single `PutObject`, S3 accepts (5 GiB).
 const MAX_PART_SIZE: u64 = 5 * 1024 * MIB;
 
+/// Largest object S3 stores (5 TiB); larger files are refused before any
+/// of them is read.
+pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * MIB;
+
 /// Most parts one multipart upload may have.
 pub const MAX_PARTS: u64 = 10_000;
 

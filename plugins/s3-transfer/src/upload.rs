@@ -3,8 +3,7 @@
 
 use std::fs::File;
 use std::future::Future;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -12,7 +11,7 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::list_multipart_uploads::ListMultipartUploadsError;
 use aws_sdk_s3::operation::put_object::PutObjectError;
-use aws_sdk_s3::primitives::{ByteStream, DateTime, Length};
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
@@ -23,7 +22,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::client::transfer_timeouts;
 use crate::crc;
 use crate::error::{Op, TransferError, TransferErrorKind};
-use crate::options::{Progress, TransferOptions, Transferred, MAX_PARTS};
+use crate::file_body::{range_crcs, FileBodyError, FileRange};
+use crate::options::{Progress, TransferOptions, Transferred, MAX_OBJECT_SIZE, MAX_PARTS};
 use crate::pool::{BufferPool, PooledBuf};
 use crate::retry::{
     control_timeouts, jittered, server_busy, single_attempt, Budget, CONTROL_ATTEMPTS, CONTROL_BACKOFF, CONTROL_BUDGET,
@@ -31,7 +31,7 @@ use crate::retry::{
 };
 use crate::{META_CRC32C, META_SIZE};
 
-/// Read size for the checksum pass over a file and for `PutObject` bodies.
+/// Largest read from a streamed source between two CRC32C updates.
 const READ_BUFFER: usize = 1 << 20;
 
 /// How far the server's clock may be from this machine's when telling which
@@ -49,14 +49,18 @@ const LOST_COMPLETE_LOOKS: u32 = 3;
 
 /// Uploads the file at `path` to `bucket`/`key`, replacing any object there.
 ///
-/// Reads the file once to compute its CRC32C (recorded as metadata so
-/// downloads can verify it), then sends it: in one `PutObject` streamed with a
-/// 1 MiB buffer when smaller than `opts.single_put_threshold`, otherwise as a
-/// multipart upload reading `opts.concurrency` parts in parallel at their
-/// offsets. The first `len` bytes as of the start are sent; if the file
-/// changes meanwhile the upload fails with
-/// [`Integrity`](TransferErrorKind::Integrity) and nothing is stored. A
-/// 0-byte file makes a 0-byte object.
+/// A file larger than S3's largest object (5 TiB) is refused before any of
+/// it is read. Otherwise the file is measured first: the CRC32C of each part
+/// is computed by positional reads on up to four threads, and the whole
+/// file's CRC32C (combined from them) is recorded as metadata so downloads
+/// can verify it. Then the data is streamed straight from the file, with
+/// each request's CRC32C in its checksum header: in one `PutObject` when the
+/// file is at most `opts.single_put_threshold` bytes, otherwise as a
+/// multipart upload of `opts.concurrency` parts at a time, each read at its
+/// offset. No part is held in memory. The first `len` bytes as of the start
+/// are sent; if the file changes meanwhile the upload fails with
+/// [`Integrity`](TransferErrorKind::Integrity) (retryable) and nothing is
+/// stored. A 0-byte file makes a 0-byte object.
 ///
 /// Either the whole object is stored or nothing is: a failed or dropped
 /// multipart upload is aborted.
@@ -71,36 +75,39 @@ pub async fn upload_path(
     let op = Op::upload(bucket, key);
     opts.validate().map_err(|e| op.wrap(e))?;
     let (file, size) = open_for_read(&op, path).await?;
+    if size > MAX_OBJECT_SIZE {
+        return Err(op.err(
+            TransferErrorKind::InvalidInput,
+            format_args!(
+                "{} is {size} bytes; an S3 object holds at most 5 TiB ({MAX_OBJECT_SIZE} bytes)",
+                path.display()
+            ),
+        ));
+    }
     let file = Arc::new(file);
-    let whole_crc = file_crc(&op, path, file.clone(), size).await?;
-    let target = Target { client, bucket, key, op };
+    let target = Target { client, bucket, key, op, path: Some(path) };
 
-    if size == 0 || size < opts.single_put_threshold {
-        target.put(Body::File(path), size, whole_crc).await?;
+    if size <= opts.single_put_threshold {
+        let crc = measure(&op, path, file.clone(), size, size.max(1)).await?.first().copied().unwrap_or(0);
+        let range = FileRange { file, offset: 0, len: size, crc };
+        target.put(Body::File(range), size, crc).await?;
         report(progress.as_ref(), size);
-        return Ok(Transferred { size, crc32c: whole_crc });
+        return Ok(Transferred { size, crc32c: crc });
     }
 
     let part_size = opts.part_size_for(size);
-    let part_count = size.div_ceil(part_size);
-    let pool = BufferPool::new(to_usize(part_size), opts.concurrency + 1);
-    let path_buf = path.to_path_buf();
-    let parts = stream::iter(0..part_count)
-        .map(move |i| {
-            let (pool, file, path) = (pool.clone(), file.clone(), path_buf.clone());
-            let offset = i * part_size;
-            let len = part_size.min(size - offset);
-            async move {
-                let buf = pool.acquire().await;
-                let (buf, part_crc) = read_part_at(file, path, buf, offset, len, op).await?;
-                Ok::<_, TransferError>(PartData {
-                    number: part_number(&op, i)?,
-                    buf,
-                    len: to_usize(len),
-                    crc: part_crc,
-                })
-            }
-            .boxed()
+    let crcs = measure(&op, path, file.clone(), size, part_size).await?;
+    let range = move |i: u64| {
+        let offset = i * part_size;
+        (offset, part_size.min(size - offset))
+    };
+    let whole_crc = crc::combine((0u64..).zip(&crcs).map(|(i, c)| (*c, range(i).1)));
+    let parts = stream::iter((0u64..).zip(crcs))
+        .map(move |(i, crc)| {
+            let (offset, len) = range(i);
+            let body = PartBody::File(FileRange { file: file.clone(), offset, len, crc });
+            let part = part_number(&op, i).map(|number| PartData { number, body, len: to_usize(len), crc });
+            futures::future::ready(part).boxed()
         })
         .boxed();
     target.multipart(Some((whole_crc, size, path)), parts, opts.concurrency, progress.as_ref()).await
@@ -130,7 +137,7 @@ pub async fn upload_reader<R: AsyncRead + Unpin + Send>(
 ) -> Result<Transferred, TransferError> {
     let op = Op::upload(bucket, key);
     opts.validate().map_err(|e| op.wrap(e))?;
-    let target = Target { client, bucket, key, op };
+    let target = Target { client, bucket, key, op, path: None };
     let part_size = to_usize(opts.part_size);
     let pool = BufferPool::new(part_size, opts.concurrency + 1);
 
@@ -148,7 +155,7 @@ pub async fn upload_reader<R: AsyncRead + Unpin + Send>(
     let state = ReadState {
         reader: &mut reader,
         pool,
-        pending: Some(PartData { number: 1, buf: first, len, crc: first_crc }),
+        pending: Some(PartData { number: 1, body: PartBody::Memory(first), len, crc: first_crc }),
         next: 1,
         eof,
     };
@@ -167,7 +174,7 @@ pub async fn upload_reader<R: AsyncRead + Unpin + Send>(
                 match part_number(&op, st.next) {
                     Ok(number) => {
                         st.next += 1;
-                        Ok(PartData { number, buf, len, crc: part_crc })
+                        Ok(PartData { number, body: PartBody::Memory(buf), len, crc: part_crc })
                     }
                     Err(e) => Err(e),
                 }
@@ -198,12 +205,20 @@ struct ReadState<'r, R> {
 /// Parts to upload, in order: each future yields one part's data.
 type PartStream<'a> = BoxStream<'a, BoxFuture<'a, Result<PartData, TransferError>>>;
 
-/// One part read into a pooled buffer.
+/// One part to upload.
 struct PartData {
     number: i32,
-    buf: PooledBuf,
+    body: PartBody,
     len: usize,
     crc: u32,
+}
+
+/// Where a part's bytes come from.
+enum PartBody {
+    /// Read from a stream into a pooled buffer.
+    Memory(PooledBuf),
+    /// Streamed from a range of the file, checked against its CRC32C.
+    File(FileRange),
 }
 
 /// One uploaded part.
@@ -214,20 +229,49 @@ struct PartDone {
     len: u64,
 }
 
-/// Where an upload goes.
+/// Where an upload goes, and the file it comes from (if any).
 struct Target<'a> {
     client: &'a Client,
     bucket: &'a str,
     key: &'a str,
     op: Op<'a>,
+    path: Option<&'a Path>,
 }
 
 impl Target<'_> {
+    /// Classifies an error of a request whose body may have been streamed
+    /// from the source file: a body that stopped because the file changed
+    /// or could not be read is that, not a network failure.
+    fn sdk<E>(&self, err: SdkError<E, HttpResponse>) -> TransferError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let path = self.path.unwrap_or(Path::new("the source"));
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+        while let Some(e) = source {
+            match e.downcast_ref::<FileBodyError>() {
+                Some(FileBodyError::Changed) => return self.changed(path),
+                Some(FileBodyError::Read(io)) => {
+                    let io = std::io::Error::new(io.kind(), io.to_string());
+                    return self.op.io("cannot read", path, io);
+                }
+                None => source = e.source(),
+            }
+        }
+        self.op.sdk(err)
+    }
+
+    fn changed(&self, path: &Path) -> TransferError {
+        self.op
+            .err(TransferErrorKind::Integrity, format_args!("{} changed while it was being uploaded", path.display()))
+            .retryable(true)
+    }
+
     /// One `PutObject` with the CRC32C header and metadata. If the server
     /// rejects the request as unsupported while the checksum header is set,
     /// retries once without it.
-    async fn put(&self, body: Body<'_>, size: u64, whole_crc: u32) -> Result<(), TransferError> {
-        match self.put_once(body.stream(&self.op, size).await?, size, whole_crc, true).await {
+    async fn put(&self, body: Body, size: u64, whole_crc: u32) -> Result<(), TransferError> {
+        match self.put_once(body.stream(), size, whole_crc, true).await {
             Ok(()) => Ok(()),
             Err(e) if rejects_checksum(&e) => {
                 tracing::warn!(
@@ -236,10 +280,9 @@ impl Target<'_> {
                     error = %DisplayErrorContext(&e),
                     "server rejected PutObject with a CRC32C header; retrying without it"
                 );
-                let stream = body.stream(&self.op, size).await?;
-                self.put_once(stream, size, whole_crc, false).await.map_err(|e| self.op.sdk(e))
+                self.put_once(body.stream(), size, whole_crc, false).await.map_err(|e| self.sdk(e))
             }
-            Err(e) => Err(self.op.sdk(e)),
+            Err(e) => Err(self.sdk(e)),
         }
     }
 
@@ -335,13 +378,7 @@ impl Target<'_> {
         let whole_crc = crc::combine(done.iter().map(|p| (p.crc, p.len)));
         if let Some((want_crc, want_size, path)) = file {
             if (whole_crc, size) != (want_crc, want_size) {
-                return Err(self
-                    .op
-                    .err(
-                        TransferErrorKind::Integrity,
-                        format_args!("{} changed while it was being uploaded", path.display()),
-                    )
-                    .retryable(true));
+                return Err(self.changed(path));
             }
         }
 
@@ -615,7 +652,13 @@ impl Target<'_> {
         mode: PartChecksums,
         mut part: PartData,
     ) -> Result<PartDone, TransferError> {
-        let bytes = part.buf.freeze(part.len);
+        let (body, frozen) = match &mut part.body {
+            PartBody::Memory(buf) => {
+                let bytes = buf.freeze(part.len);
+                (ByteStream::from(bytes.clone()), Some(bytes))
+            }
+            PartBody::File(range) => (range.byte_stream(), None),
+        };
         let result = self
             .client
             .upload_part()
@@ -625,13 +668,15 @@ impl Target<'_> {
             .part_number(part.number)
             .content_length(to_i64(part.len as u64))
             .set_checksum_crc32_c(mode.parts.then(|| crc::to_base64(part.crc)))
-            .body(ByteStream::from(bytes.clone()))
+            .body(body)
             .customize()
             .disable_payload_signing()
             .send()
             .await;
-        part.buf.restore(bytes);
-        let out = result.map_err(|e| self.op.sdk(e))?;
+        if let (PartBody::Memory(buf), Some(bytes)) = (&mut part.body, frozen) {
+            buf.restore(bytes);
+        }
+        let out = result.map_err(|e| self.sdk(e))?;
         // A server that checks the header has already refused a mismatch; one
         // that ignores it may still tell us what it computed.
         if let Some(theirs) = out.checksum_crc32_c().and_then(crc::from_base64) {
@@ -657,24 +702,18 @@ impl Target<'_> {
 }
 
 /// A `PutObject` body that can be produced again for a retry.
-enum Body<'a> {
-    /// The first `size` bytes of a file, streamed with a 1 MiB buffer.
-    File(&'a Path),
+enum Body {
+    /// A file streamed from its start, checked against its CRC32C.
+    File(FileRange),
     /// Bytes in memory.
     Memory(Bytes),
 }
 
-impl Body<'_> {
-    async fn stream(&self, op: &Op<'_>, size: u64) -> Result<ByteStream, TransferError> {
+impl Body {
+    fn stream(&self) -> ByteStream {
         match self {
-            Body::File(path) => ByteStream::read_from()
-                .path(path)
-                .buffer_size(READ_BUFFER)
-                .length(Length::Exact(size))
-                .build()
-                .await
-                .map_err(|e| op.io("cannot read", path, e.into())),
-            Body::Memory(bytes) => Ok(ByteStream::from(bytes.clone())),
+            Body::File(range) => range.byte_stream(),
+            Body::Memory(bytes) => ByteStream::from(bytes.clone()),
         }
     }
 }
@@ -1011,45 +1050,21 @@ async fn open_for_read(op: &Op<'_>, path: &Path) -> Result<(File, u64), Transfer
     Ok((file, meta.len()))
 }
 
-/// CRC32C of the first `len` bytes of `file`, read in 1 MiB steps off the
-/// async threads.
-async fn file_crc(op: &Op<'_>, path: &Path, file: Arc<File>, len: u64) -> Result<u32, TransferError> {
-    let result = tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; READ_BUFFER];
-        let (mut offset, mut crc) = (0u64, 0u32);
-        while offset < len {
-            let n = to_usize((len - offset).min(READ_BUFFER as u64));
-            file.read_exact_at(&mut buf[..n], offset)?;
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
-            offset += n as u64;
-        }
-        Ok::<_, std::io::Error>(crc)
-    })
-    .await
-    .map_err(|e| op.err(TransferErrorKind::Other, "file task failed").with_source(e))?;
-    result.map_err(|e| op.io("cannot read", path, e))
-}
-
-/// Reads `len` bytes at `offset` into `buf` and computes their CRC32C, off
-/// the async threads.
-async fn read_part_at(
+/// The CRC32C of each `part_size` range of the first `size` bytes of the
+/// file (one value for a file that fits one part, none for an empty file).
+async fn measure(
+    op: &Op<'_>,
+    path: &Path,
     file: Arc<File>,
-    path: PathBuf,
-    mut buf: PooledBuf,
-    offset: u64,
-    len: u64,
-    op: Op<'_>,
-) -> Result<(PooledBuf, u32), TransferError> {
-    let n = to_usize(len);
-    let result = tokio::task::spawn_blocking(move || {
-        let slice = &mut buf.as_mut_slice()[..n];
-        file.read_exact_at(slice, offset)?;
-        let part_crc = crc32c::crc32c(slice);
-        Ok::<_, std::io::Error>((buf, part_crc))
+    size: u64,
+    part_size: u64,
+) -> Result<Vec<u32>, TransferError> {
+    range_crcs(file, size, part_size).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => op
+            .err(TransferErrorKind::Integrity, format_args!("{} shrank while it was being read", path.display()))
+            .retryable(true),
+        _ => op.io("cannot read", path, e),
     })
-    .await
-    .map_err(|e| op.err(TransferErrorKind::Other, "file task failed").with_source(e))?;
-    result.map_err(|e| op.io("cannot read", &path, e))
 }
 
 fn part_number(op: &Op<'_>, index: u64) -> Result<i32, TransferError> {
