@@ -33,7 +33,13 @@ const WRITE_CHUNK: usize = 1 << 20;
 /// Longest range of a ranged download (unless the part size is larger).
 const MAX_RANGE: u64 = 64 * MIB;
 
-/// Writes of up to [`WRITE_CHUNK`] bytes each stream may have queued for the
+/// Bytes a stream gathers into one job for the writer thread. Each chunk is
+/// still written with its own call (they are as large as the HTTP client
+/// read them); a job only saves channel hand-offs, and held chunks keep the
+/// client's read buffers alive, so jobs stay small.
+const JOB_BYTES: usize = 256 << 10;
+
+/// Jobs of up to [`JOB_BYTES`] bytes each stream may have queued for the
 /// writer thread: enough to keep it busy, few enough to bound memory.
 const QUEUED_WRITES_PER_STREAM: usize = 2;
 
@@ -279,7 +285,7 @@ impl SinkError {
 }
 
 /// Bytes to write at an offset of the destination: received body chunks,
-/// together at most [`WRITE_CHUNK`] bytes and each written with its own call.
+/// together at most [`JOB_BYTES`] bytes and each written with its own call.
 struct WriteJob {
     pos: u64,
     chunks: Vec<Bytes>,
@@ -319,7 +325,7 @@ impl FileWriter {
 }
 
 /// One stream's way to the writer thread: gathers body chunks at increasing
-/// offsets into jobs of up to [`WRITE_CHUNK`] bytes.
+/// offsets into jobs of up to [`JOB_BYTES`] bytes.
 struct FileSink {
     tx: mpsc::Sender<WriteJob>,
     /// File offset of the first byte of `batch`.
@@ -351,10 +357,10 @@ impl Sink for FileSink {
     async fn write(&mut self, data: Bytes) -> Result<(), SinkError> {
         let mut data = data;
         while !data.is_empty() {
-            let n = data.len().min(WRITE_CHUNK - self.batched);
+            let n = data.len().min(JOB_BYTES - self.batched);
             self.batch.push(data.split_to(n));
             self.batched += n;
-            if self.batched >= WRITE_CHUNK {
+            if self.batched >= JOB_BYTES {
                 self.send().await?;
             }
         }
