@@ -286,6 +286,16 @@ fn parse_raw(file: &str, text: &str) -> Result<RawConfig> {
             }
         }
         let message = if key.is_empty() { message } else { format!("{key}: {message}") };
+        // Keys and values quoted from the file may hold control characters
+        // (`"W\r" = 1`): escaped, so that the error stays one line.
+        let message = message.chars().fold(String::with_capacity(message.len()), |mut out, c| {
+            if c.is_control() {
+                out.extend(c.escape_debug());
+            } else {
+                out.push(c);
+            }
+            out
+        });
         Error::Config { location, message }
     };
     let de = toml::de::Deserializer::parse(text).map_err(|e| located(&e, ""))?;

@@ -25,9 +25,11 @@ struct Entry {
 }
 
 /// The cache. Cheap to share; each key has its own slot: a hit reads it
-/// under a short synchronous lock (no waiting behind other callers), and a
-/// miss takes the key's fetch lock, so that concurrent callers of the same
-/// key wait for one fetch while other keys proceed.
+/// under a short synchronous lock (no waiting behind other callers). On a
+/// miss one caller takes the key's fetch lock and fetches; the others wait
+/// for its end and are all woken together (not handed the lock one by one),
+/// so concurrent callers of the same key share one fetch while other keys
+/// proceed.
 #[derive(Default)]
 pub struct TokenCache {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
@@ -37,6 +39,22 @@ pub struct TokenCache {
 struct Slot {
     cached: RwLock<Option<Entry>>,
     fetching: tokio::sync::Mutex<()>,
+    /// Woken when a fetch ends, whether it succeeded, failed or was dropped.
+    fetched: tokio::sync::Notify,
+}
+
+/// The fetch lock of a slot; on drop it is released first, then the
+/// waiters are woken, so that a woken waiter finds it free.
+struct Fetching<'a> {
+    lock: Option<tokio::sync::MutexGuard<'a, ()>>,
+    done: &'a tokio::sync::Notify,
+}
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        self.lock.take();
+        self.done.notify_waiters();
+    }
 }
 
 impl Slot {
@@ -74,11 +92,22 @@ impl TokenCache {
                 None => slots.entry(key.to_owned()).or_default().clone(),
             }
         };
-        if let Some(auth) = slot.live() {
-            return Ok(auth);
-        }
-        let _fetching = slot.fetching.lock().await;
-        // Another caller may have fetched while this one waited.
+        let _fetching = loop {
+            if let Some(auth) = slot.live() {
+                return Ok(auth);
+            }
+            // Registered before the lock is tried, so that the end of a
+            // fetch that holds it cannot be missed.
+            let mut ended = std::pin::pin!(slot.fetched.notified());
+            ended.as_mut().enable();
+            if let Ok(lock) = slot.fetching.try_lock() {
+                break Fetching { lock: Some(lock), done: &slot.fetched };
+            }
+            // After a failed fetch the cache is still empty: the woken
+            // callers race for the lock and one of them fetches again.
+            ended.await;
+        };
+        // Another caller may have fetched between the check and the lock.
         if let Some(auth) = slot.live() {
             return Ok(auth);
         }
@@ -175,5 +204,53 @@ mod tests {
         assert!(r.is_err());
         let r = cache.get_or_fetch("k", || async { Ok::<_, &str>(auth(None)) }).await;
         assert!(r.unwrap().is_some());
+    }
+
+    /// Waiters of a fetch that fails, or whose caller gives up (its future
+    /// dropped), are woken and one of them fetches again: nobody waits for
+    /// ever, and the next answer is shared.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiters_of_a_failed_or_dropped_fetch_fetch_again() {
+        for give_up in [false, true] {
+            let cache = Arc::new(TokenCache::default());
+            let calls = Arc::new(AtomicUsize::new(0));
+            let first = {
+                let (cache, calls) = (cache.clone(), calls.clone());
+                tokio::spawn(async move {
+                    cache
+                        .get_or_fetch("k", || async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(if give_up { 10_000 } else { 100 })).await;
+                            Err::<Option<RegistryAuth>, _>("boom")
+                        })
+                        .await
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let mut waiters = Vec::new();
+            for _ in 0..50 {
+                let (cache, calls) = (cache.clone(), calls.clone());
+                waiters.push(tokio::spawn(async move {
+                    cache
+                        .get_or_fetch("k", || async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            Ok::<_, &str>(auth(None))
+                        })
+                        .await
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            if give_up {
+                first.abort();
+            } else {
+                assert!(first.await.unwrap().is_err());
+            }
+            for w in waiters {
+                let got = tokio::time::timeout(Duration::from_secs(5), w).await.expect("a waiter hung");
+                assert!(got.unwrap().unwrap().is_some());
+            }
+            assert_eq!(calls.load(Ordering::SeqCst), 2, "give_up: {give_up}");
+        }
     }
 }

@@ -623,4 +623,10 @@ fn regressions() {
     for name in ["a\u{180e}.zip", "a\u{fe0f}.zip", "a\u{e0041}.zip", "a\u{3164}.zip", "in\u{ad}voice.zip"] {
         assert!(names::validate_name(name).is_err(), "{name:?}");
     }
+    // A quoted key holding an escaped carriage return, echoed by the error.
+    for text in ["\n\"W\\r\" = -3.5e-286", "[plugins.\"a\\nb\"]\nx = 1\n"] {
+        let err = Config::parse(Path::new("plugins.toml"), text, None, None).err().map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(!err.is_empty() && !err.contains(['\r', '\n']), "{text:?}: {err:?}");
+    }
 }
