@@ -65,6 +65,8 @@ fn main() {
         report.add(label, "SIGTERM mid-upload", (0..trials).map(|i| run.sigterm_mid_upload(&ws, i)).collect());
         report.add(label, "SIGTERM mid-download", (0..trials).map(|i| run.sigterm_mid_download(&ws, i)).collect());
     }
+    // Stopped before the result: a failing run exits without running drops.
+    drop(services);
     let table = report.table(trials);
     println!("{table}");
     let out = release_dir().parent().unwrap().join("reliability");
@@ -411,7 +413,11 @@ fn wait_for_io(child: &mut Child, field: &str, at: u64) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some(st) = child.try_wait().unwrap() {
-            return Err(format!("the transfer ended ({st}) before it could be interrupted"));
+            let mut err = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+            }
+            return Err(format!("the transfer ended ({st}) before it could be interrupted: {}", err.trim_end()));
         }
         let io = std::fs::read_to_string(format!("/proc/{}/io", child.id())).unwrap_or_default();
         let n = io
