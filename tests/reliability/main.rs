@@ -368,14 +368,7 @@ impl Trials<'_> {
         let name = unique("rel-term");
         let mut child = spawn(ws, &["upload", "big.zip", "--name", &name]);
         wait_for_io(&mut child, "rchar", SIZE / 4).map_err(|e| format!("trial {i}: {e}"))?;
-        let sent = Instant::now();
-        // SAFETY: a plain signal send to our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let (code, _) = wait_end(child).map_err(|e| format!("trial {i}: {e}"))?;
-        let seconds = sent.elapsed().as_secs_f64();
-        if code != 143 {
-            return Err(format!("trial {i}: exit {code} after SIGTERM, not 143"));
-        }
+        let seconds = terminate(child).map_err(|e| format!("trial {i}: {e}"))?;
         if let Some(left) = self.b.leftovers(ws, &name) {
             return Err(format!("trial {i}: SIGTERM left {left}"));
         }
@@ -388,19 +381,25 @@ impl Trials<'_> {
         let dest = ws.path("term.zip");
         let mut child = spawn(ws, &["download", "projects", &name, "-o", "term.zip"]);
         wait_for_io(&mut child, "wchar", SIZE / 4).map_err(|e| format!("trial {i}: {e}"))?;
-        let sent = Instant::now();
-        // SAFETY: a plain signal send to our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let (code, _) = wait_end(child).map_err(|e| format!("trial {i}: {e}"))?;
-        let seconds = sent.elapsed().as_secs_f64();
-        if code != 143 {
-            return Err(format!("trial {i}: exit {code} after SIGTERM, not 143"));
-        }
+        let seconds = terminate(child).map_err(|e| format!("trial {i}: {e}"))?;
         let parts = part_files(ws.dir.path());
         if dest.exists() || !parts.is_empty() {
             return Err(format!("trial {i}: SIGTERM left the destination or {parts:?}"));
         }
         Ok(Outcome { what: "exit 143, nothing left".to_owned(), seconds })
+    }
+}
+
+/// Sends SIGTERM to `child`, which must then end with exit code 143;
+/// returns the seconds it took.
+fn terminate(child: Child) -> Result<f64, String> {
+    let sent = Instant::now();
+    // SAFETY: a plain signal send to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (code, _) = wait_end(child)?;
+    match code {
+        143 => Ok(sent.elapsed().as_secs_f64()),
+        code => Err(format!("exit {code} after SIGTERM, not 143")),
     }
 }
 

@@ -21,46 +21,15 @@ use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use credhost_s3_transfer::{
-    build_client, download_to_path, upload_path, upload_reader, ClientSettings, TransferErrorKind, TransferOptions,
-    Transferred,
+    build_client, download_to_path, upload_path, upload_reader, TransferErrorKind, TransferOptions, Transferred,
 };
 
-const MIB: u64 = 1024 * 1024;
-const PART: u64 = 5 * MIB;
-
-fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("credhost_s3_transfer=debug")),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: these tests need a running S3-compatible server. Start one with \
-             tests/services/up.sh and source its env file"
-        )
-    })
-}
-
-fn settings(endpoint: String) -> ClientSettings {
-    ClientSettings {
-        endpoint: Some(endpoint),
-        region: var("CREDHOST_TEST_S3_REGION"),
-        access_key_id: var("CREDHOST_TEST_S3_ACCESS_KEY"),
-        secret_access_key: var("CREDHOST_TEST_S3_SECRET_KEY"),
-        session_token: None,
-        force_path_style: true,
-    }
-}
+mod common;
+use common::*;
 
 /// A client talking to the server directly, for checking what it holds.
 fn direct() -> (Client, String) {
-    init_logging();
+    init_logging("debug");
     (build_client(&settings(var("CREDHOST_TEST_S3_ENDPOINT"))), var("CREDHOST_TEST_S3_BUCKET"))
 }
 
@@ -72,20 +41,6 @@ fn key(name: &str) -> String {
 
 fn opts() -> TransferOptions {
     TransferOptions { part_size: PART, concurrency: 2, single_put_threshold: PART }
-}
-
-/// Deterministic incompressible bytes.
-fn data(len: u64, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len as usize + 8);
-    while (out.len() as u64) < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len as usize);
-    out
 }
 
 /// The S3 request a proxied request is.

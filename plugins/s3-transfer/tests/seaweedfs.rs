@@ -21,20 +21,8 @@ use credhost_s3_transfer::{
 };
 use tokio::io::{AsyncRead, ReadBuf};
 
-const MIB: u64 = 1024 * 1024;
-const PART: u64 = 5 * MIB;
-
-/// Shows this crate's warnings (e.g. a failed abort) in test output; set
-/// RUST_LOG for more.
-fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("credhost_s3_transfer=warn")),
-        )
-        .with_test_writer()
-        .try_init();
-}
+mod common;
+use common::*;
 
 struct Env {
     settings: ClientSettings,
@@ -42,30 +30,11 @@ struct Env {
 }
 
 fn env() -> Env {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!(
-                "{name} is not set: these tests need a running S3-compatible server. \
-                 Start one with the project's service script (it exports \
-                 CREDHOST_TEST_S3_ENDPOINT, _ACCESS_KEY, _SECRET_KEY, _REGION, _BUCKET)"
-            )
-        })
-    };
-    Env {
-        settings: ClientSettings {
-            endpoint: Some(var("CREDHOST_TEST_S3_ENDPOINT")),
-            region: var("CREDHOST_TEST_S3_REGION"),
-            access_key_id: var("CREDHOST_TEST_S3_ACCESS_KEY"),
-            secret_access_key: var("CREDHOST_TEST_S3_SECRET_KEY"),
-            session_token: None,
-            force_path_style: true,
-        },
-        bucket: var("CREDHOST_TEST_S3_BUCKET"),
-    }
+    Env { settings: settings(var("CREDHOST_TEST_S3_ENDPOINT")), bucket: var("CREDHOST_TEST_S3_BUCKET") }
 }
 
 fn client() -> (Client, String) {
-    init_logging();
+    init_logging("warn");
     let env = env();
     (build_client(&env.settings), env.bucket)
 }
@@ -83,20 +52,6 @@ fn key(name: &str) -> String {
 
 fn opts() -> TransferOptions {
     TransferOptions { part_size: PART, concurrency: 3, single_put_threshold: PART }
-}
-
-/// Deterministic incompressible bytes.
-fn data(len: u64, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len as usize + 8);
-    while (out.len() as u64) < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len as usize);
-    out
 }
 
 fn counter() -> (Progress, Arc<AtomicU64>) {
