@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import threading
 import time
 
 import pytest
@@ -62,10 +63,22 @@ def test_every_operation_awaits(kind, make_backend, tmp_path):
         assert c.platform in ("local", "gcp")
         data = zip_bytes(3 * MIB, 9)
         name = b.name("aio")
-        put = await c.upload_project(name, io.BytesIO(data))
+        loop_thread = threading.get_ident()
+        ups, downs = [], []
+
+        def on(calls):
+            def progress(done, total):
+                assert threading.get_ident() != loop_thread, "progress runs off the event loop"
+                calls.append((done, total))
+
+            return progress
+
+        put = await c.upload_project(name, io.BytesIO(data), progress=on(ups))
         assert put.size == len(data)
-        path = await c.download_project(b.bucket, name, tmp_path)
+        assert ups[-1] == (len(data), len(data))
+        path = await c.download_project(b.bucket, name, tmp_path, progress=on(downs))
         assert open(path, "rb").read() == data
+        assert downs[-1] == (len(data), len(data))
         token = await c.get_registry_token()
         assert isinstance(token, credhost.Secret)
         assert (await c.registry_auth()).registry_token == token

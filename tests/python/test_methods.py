@@ -6,6 +6,7 @@ import base64
 import io
 import os
 import threading
+import time
 
 import pytest
 
@@ -127,6 +128,88 @@ def test_a_failing_source_raises_its_own_exception_and_stores_nothing(backend):
         c.upload_project(name, Broken())
     with pytest.raises(credhost.NotFound):
         c.download_project(backend.bucket, name)
+
+
+def test_progress_is_reported_on_the_calling_thread(backend, tmp_path):
+    c = backend.credentials()
+    size = backend.part_size + 5
+    data = zip_bytes(size, 11)
+    src = tmp_path / "progress.zip"
+    src.write_bytes(data)
+    caller = threading.get_ident()
+
+    def check(calls, how):
+        assert calls, f"{how}: never called"
+        assert calls[-1] == (size, size), f"{how}: last calls {calls[-3:]}"
+        dones = [done for done, _ in calls]
+        assert dones == sorted(dones) and len(set(calls)) == len(calls), f"{how}: {calls}"
+        assert all(total in (None, size) for _, total in calls), f"{how}: {calls}"
+
+    for how, obj in [("path", src), ("bytes", data), ("file", io.BytesIO(data))]:
+        calls = []
+
+        def progress(done, total):
+            assert threading.get_ident() == caller
+            calls.append((done, total))
+
+        name = backend.name(f"progress-{how}")
+        c.upload_project(name, obj, progress=progress)
+        check(calls, f"upload from {how}")
+        calls = []
+        c.download_project(backend.bucket, name, tmp_path / f"back-{how}.zip", progress=progress)
+        check(calls, f"download of {how}")
+        assert (tmp_path / f"back-{how}.zip").read_bytes() == data
+
+    with pytest.raises(TypeError, match="progress must be a callable"):
+        c.upload_project(backend.name("x"), data, progress=5)
+    with pytest.raises(TypeError, match="progress must be a callable"):
+        c.download_project(backend.bucket, backend.name("x"), progress="no")
+
+
+def test_a_raising_progress_callable_stops_the_transfer(backend, tmp_path):
+    class Enough(Exception):
+        pass
+
+    class Slow(io.RawIOBase):
+        """Yields the data a little at a time, so the upload is still running
+        when the progress callable gets to see some bytes."""
+
+        def __init__(self, data):
+            self.data, self.pos = data, 0
+
+        def readable(self):
+            return True
+
+        def read(self, n=-1):
+            time.sleep(0.01)
+            step = 256 << 10 if n is None or n < 0 else min(n, 256 << 10)
+            chunk = self.data[self.pos : self.pos + step]
+            self.pos += len(chunk)
+            return chunk
+
+    def stop_once_moving(done, total):
+        if done > 0:
+            raise Enough(f"stopped at {done}")
+
+    c = backend.credentials()
+    data = zip_bytes(2 * backend.part_size + 5, 12)
+    name = backend.name("progress-stopped")
+    with pytest.raises(Enough, match="stopped at"):
+        c.upload_project(name, Slow(data), progress=stop_once_moving)
+    with pytest.raises(credhost.NotFound):
+        c.download_project(backend.bucket, name)
+
+    # A download stopped at its first report leaves no file.
+    c.upload_project(name, data)
+
+    def stop_at_once(done, total):
+        raise Enough("not now")
+
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    with pytest.raises(Enough, match="not now"):
+        c.download_project(backend.bucket, name, dest / "never.zip", progress=stop_at_once)
+    assert os.listdir(dest) == []
 
 
 def test_registry_token_and_auth(backend, services):

@@ -15,7 +15,10 @@ mod runtime;
 use std::{
     future::Future,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -34,6 +37,9 @@ use crate::runtime::ProcessLocal;
 /// How often a blocking call looks for a pending signal (Ctrl-C), so that
 /// a long transfer stays interruptible.
 const SIGNAL_POLL: Duration = Duration::from_millis(200);
+
+/// How often a transfer's progress callable is called while the count moves.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long an interrupted operation's clean-up (aborting a multipart
 /// upload) may take before the call returns anyway.
@@ -172,14 +178,36 @@ impl Core {
         F: FnOnce(ProviderHandle) -> Fut + Send,
         Fut: Future<Output = Result<T, Failure>> + Send,
     {
+        self.run_reporting(py, what, cancel, None, op)
+    }
+
+    /// [`Core::run`] for a transfer: `progress` (a counter the plugin
+    /// advances, and the Python callable told about it) is reported from
+    /// this thread while the operation runs and once more when it succeeds.
+    /// An exception raised by the callable stops the transfer as a
+    /// cancellation does, and is raised in its place.
+    fn run_reporting<T, F, Fut>(
+        &self,
+        py: Python<'_>,
+        what: &str,
+        cancel: Option<&CancelToken>,
+        progress: Option<Reporter>,
+        op: F,
+    ) -> PyResult<T>
+    where
+        T: Send,
+        F: FnOnce(ProviderHandle) -> Fut + Send,
+        Fut: Future<Output = Result<T, Failure>> + Send,
+    {
         let slot = self.slot();
         let cancel = cancel.map(|c| c.0.clone()).unwrap_or_default();
         let outcome = py.detach(|| {
             let rt = runtime::get().map_err(|e| Failure::Runtime(format!("cannot start the host runtime: {e}")))?;
             rt.block_on(async {
                 let provider = stoppable(&cancel, self.provider(&slot)).await??;
-                let stopped = match stoppable(&cancel, op(provider.clone())).await {
-                    Ok(done) => return done,
+                let stopped = match stoppable(&cancel, reporting(progress, op(provider.clone()))).await {
+                    Ok(Ok(done)) => return done,
+                    Ok(Err(callback_raised)) => callback_raised,
                     Err(stopped) => stopped,
                 };
                 provider.wait_idle(CLEANUP_WAIT).await;
@@ -221,6 +249,99 @@ async fn stoppable<T>(cancel: &CancellationToken, fut: impl Future<Output = T>) 
         r = fut => Ok(r),
         () = cancel.cancelled() => Err(Failure::Cancelled),
         e = interrupted() => Err(Failure::Py(e)),
+    }
+}
+
+/// A transfer's byte counts, advanced by the plugin (from its threads).
+struct Counter {
+    done: AtomicU64,
+    /// `u64::MAX` while unknown.
+    total: AtomicU64,
+}
+
+impl Counter {
+    fn new() -> Arc<Self> {
+        Arc::new(Self { done: AtomicU64::new(0), total: AtomicU64::new(u64::MAX) })
+    }
+
+    fn get(&self) -> (u64, Option<u64>) {
+        let total = self.total.load(Ordering::Relaxed);
+        (self.done.load(Ordering::Relaxed), (total != u64::MAX).then_some(total))
+    }
+}
+
+impl credhost::Progress for Counter {
+    fn set_total(&self, total: u64) {
+        self.total.store(total.min(u64::MAX - 1), Ordering::Relaxed);
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.done.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Tells a Python callable `progress(done, total)` about a [`Counter`]:
+/// only from the thread that waits for the transfer, with the GIL taken
+/// there, and only when the figures changed.
+struct Reporter {
+    counter: Arc<Counter>,
+    callback: Py<PyAny>,
+    last: Option<(u64, Option<u64>)>,
+}
+
+impl Reporter {
+    /// A reporter for `callback`, if there is one, and the counter to hand
+    /// to the transfer.
+    fn new(callback: Option<Py<PyAny>>) -> (Option<Self>, Option<Arc<dyn credhost::Progress>>) {
+        match callback {
+            Some(callback) => {
+                let counter = Counter::new();
+                let shared: Arc<dyn credhost::Progress> = counter.clone();
+                (Some(Self { counter, callback, last: None }), Some(shared))
+            }
+            None => (None, None),
+        }
+    }
+
+    /// The last report, after the transfer succeeded: its size is known now.
+    fn finish(&mut self) -> Result<(), Failure> {
+        let done = self.counter.done.load(Ordering::Relaxed);
+        let _ = self.counter.total.compare_exchange(u64::MAX, done, Ordering::Relaxed, Ordering::Relaxed);
+        self.report()
+    }
+
+    fn report(&mut self) -> Result<(), Failure> {
+        let now = self.counter.get();
+        if self.last == Some(now) {
+            return Ok(());
+        }
+        self.last = Some(now);
+        Python::attach(|py| self.callback.call1(py, now).map(drop)).map_err(Failure::Py)
+    }
+}
+
+/// Runs `fut`, calling the reporter every [`PROGRESS_INTERVAL`] (the first
+/// time at once) and once more when `fut` succeeded. `Err` when the
+/// callable raised: `fut` is dropped then.
+async fn reporting<T>(
+    reporter: Option<Reporter>,
+    fut: impl Future<Output = Result<T, Failure>>,
+) -> Result<Result<T, Failure>, Failure> {
+    let Some(mut reporter) = reporter else { return Ok(fut.await) };
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut fut => {
+                if out.is_ok() {
+                    reporter.finish()?;
+                }
+                return Ok(out);
+            }
+            _ = tick.tick() => reporter.report()?,
+        }
     }
 }
 
@@ -318,7 +439,7 @@ impl Core {
     }
 
     /// Uploads a file (checked to be a ZIP archive unless `verify` is false).
-    #[pyo3(signature = (path, name, verify=true, cancel=None))]
+    #[pyo3(signature = (path, name, verify=true, cancel=None, progress=None))]
     fn upload_path(
         &self,
         py: Python<'_>,
@@ -326,15 +447,17 @@ impl Core {
         name: String,
         verify: bool,
         cancel: Option<PyRef<'_, CancelToken>>,
+        progress: Option<Py<PyAny>>,
     ) -> PyResult<Transfer> {
-        self.run(py, "upload", cancel.as_deref(), |p| async move {
-            let opts = UploadOptions { name: Some(name), no_verify: !verify, progress: None };
+        let (reporter, progress) = Reporter::new(progress);
+        self.run_reporting(py, "upload", cancel.as_deref(), reporter, |p| async move {
+            let opts = UploadOptions { name: Some(name), no_verify: !verify, progress };
             Ok(transfer(&p.upload_file(&path, &opts).await?))
         })
     }
 
     /// Uploads what `file.read(n)` returns until it returns nothing.
-    #[pyo3(signature = (file, name, size_hint=None, cancel=None))]
+    #[pyo3(signature = (file, name, size_hint=None, cancel=None, progress=None))]
     fn upload_stream(
         &self,
         py: Python<'_>,
@@ -342,10 +465,12 @@ impl Core {
         name: String,
         size_hint: Option<u64>,
         cancel: Option<PyRef<'_, CancelToken>>,
+        progress: Option<Py<PyAny>>,
     ) -> PyResult<Transfer> {
         let (reader, raised) = reader::PyReader::new(file);
-        let done = self.run(py, "upload", cancel.as_deref(), |p| async move {
-            Ok(transfer(&p.upload_reader(&name, reader, size_hint, None).await?))
+        let (reporter, progress) = Reporter::new(progress);
+        let done = self.run_reporting(py, "upload", cancel.as_deref(), reporter, |p| async move {
+            Ok(transfer(&p.upload_reader(&name, reader, size_hint, progress).await?))
         });
         // The source's own exception says more than the plugin's account of it.
         let source_error = raised.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -356,7 +481,8 @@ impl Core {
     }
 
     /// Downloads `bucket`/`name` to `dest`, replacing it only with `force`.
-    #[pyo3(signature = (bucket, name, dest, force=false, cancel=None))]
+    #[pyo3(signature = (bucket, name, dest, force=false, cancel=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
     fn download(
         &self,
         py: Python<'_>,
@@ -365,9 +491,11 @@ impl Core {
         dest: PathBuf,
         force: bool,
         cancel: Option<PyRef<'_, CancelToken>>,
+        progress: Option<Py<PyAny>>,
     ) -> PyResult<Transfer> {
-        self.run(py, "download", cancel.as_deref(), |p| async move {
-            let opts = DownloadOptions { force, progress: None };
+        let (reporter, progress) = Reporter::new(progress);
+        self.run_reporting(py, "download", cancel.as_deref(), reporter, |p| async move {
+            let opts = DownloadOptions { force, progress };
             Ok(transfer(&p.download_to_path(&bucket, &name, &dest, &opts).await?))
         })
     }

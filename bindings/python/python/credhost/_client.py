@@ -7,7 +7,7 @@ import datetime
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from . import _credhost
 from ._errors import CheckFailed, InvalidInput
@@ -28,6 +28,15 @@ PathLike = Union[str, "os.PathLike[str]"]
 Expires = Union[int, float, datetime.timedelta]
 
 _Token = Optional[_credhost.CancelToken]
+
+#: ``progress(done, total)``: bytes transferred so far, and the total when known.
+ProgressCallback = Callable[[int, Optional[int]], Any]
+
+
+def _progress(progress: Optional[ProgressCallback]) -> Optional[ProgressCallback]:
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable progress(done, total), not {type(progress).__name__}")
+    return progress
 
 
 def _seconds(expires: Expires) -> float:
@@ -86,20 +95,28 @@ class _Client:
 
     # -- projects
 
-    def _upload_project(self, project_name: str, project_obj: Any, verify: bool, cancel: _Token) -> TransferResult:
+    def _upload_project(
+        self,
+        project_name: str,
+        project_obj: Any,
+        verify: bool,
+        cancel: _Token,
+        progress: Optional[ProgressCallback] = None,
+    ) -> TransferResult:
         if not isinstance(project_name, str):
             raise TypeError("project_name must be a str")
+        progress = _progress(progress)
         if isinstance(project_obj, (bytes, bytearray, memoryview)):
             view = memoryview(project_obj)
             if not view.c_contiguous:
                 raise TypeError("project_obj: a memoryview must be contiguous")
             if view.format != "B" or view.ndim != 1:
                 view = view.cast("B")
-            got = self._core.upload_stream(_BufferReader(view), project_name, view.nbytes, cancel)
+            got = self._core.upload_stream(_BufferReader(view), project_name, view.nbytes, cancel, progress)
         elif isinstance(project_obj, (str, os.PathLike)):
-            got = self._core.upload_path(os.fspath(project_obj), project_name, verify, cancel)
+            got = self._core.upload_path(os.fspath(project_obj), project_name, verify, cancel, progress)
         elif callable(getattr(project_obj, "read", None)):
-            got = self._core.upload_stream(project_obj, project_name, _size_hint(project_obj), cancel)
+            got = self._core.upload_stream(project_obj, project_name, _size_hint(project_obj), cancel, progress)
         else:
             raise TypeError(
                 "project_obj must be bytes-like, a path, or a binary file-like object with read(n), "
@@ -108,9 +125,16 @@ class _Client:
         return TransferResult(*got)
 
     def _download_project(
-        self, bucket_name: str, project_name: str, dest: Optional[PathLike], force: bool, cancel: _Token
+        self,
+        bucket_name: str,
+        project_name: str,
+        dest: Optional[PathLike],
+        force: bool,
+        cancel: _Token,
+        progress: Optional[ProgressCallback] = None,
     ) -> str:
         _credhost.Core.validate_name(project_name)
+        progress = _progress(progress)
         leaf = project_name.rsplit("/", 1)[-1]
         made = None
         if dest is None:
@@ -120,7 +144,7 @@ class _Client:
             dest = os.fsdecode(os.fspath(dest))
             target = os.path.join(dest, leaf) if os.path.isdir(dest) else dest
         try:
-            self._core.download(bucket_name, project_name, target, force, cancel)
+            self._core.download(bucket_name, project_name, target, force, cancel, progress)
         except BaseException:
             if made is not None:
                 shutil.rmtree(made, ignore_errors=True)
@@ -236,7 +260,14 @@ class Credentials(_Client):
         registry needs none."""
         return self._registry_auth(registry, scope, None)
 
-    def upload_project(self, project_name: str, project_obj: Any, *, verify: bool = True) -> TransferResult:
+    def upload_project(
+        self,
+        project_name: str,
+        project_obj: Any,
+        *,
+        verify: bool = True,
+        progress: Optional[ProgressCallback] = None,
+    ) -> TransferResult:
         """Stores a project archive in the projects bucket as ``project_name``.
 
         ``project_obj`` is ``bytes``/``bytearray``/``memoryview``, a path
@@ -246,11 +277,25 @@ class Credentials(_Client):
         a request stream, an open file), read 1 MiB at a time: memory stays
         bounded whatever the size. An exception raised by ``read`` propagates
         unchanged, and nothing is stored.
+
+        ``progress``, if given, is called as ``progress(done, total)`` (bytes
+        sent so far; the size, or ``None`` while unknown) from the calling
+        thread: at the start, about every 0.1 s while the count moves, and
+        once more when the upload succeeded (then ``done == total``). An
+        exception it raises while the upload runs stops it (nothing is
+        stored) and propagates; one raised by that last call propagates too,
+        the upload being complete.
         """
-        return self._upload_project(project_name, project_obj, verify, None)
+        return self._upload_project(project_name, project_obj, verify, None, progress)
 
     def download_project(
-        self, bucket_name: str, project_name: str, dest: Optional[PathLike] = None, *, force: bool = False
+        self,
+        bucket_name: str,
+        project_name: str,
+        dest: Optional[PathLike] = None,
+        *,
+        force: bool = False,
+        progress: Optional[ProgressCallback] = None,
     ) -> str:
         """Fetches ``bucket_name``/``project_name`` and returns the path written.
 
@@ -260,8 +305,12 @@ class Credentials(_Client):
         path is the file to write. The file appears only once complete and
         verified; an existing one is replaced only with ``force=True``
         (else :class:`AlreadyExists`).
+
+        ``progress``: as for :meth:`upload_project`, with the bytes received;
+        an exception it raises stops the download (no file is left) and
+        propagates.
         """
-        return self._download_project(bucket_name, project_name, dest, force, None)
+        return self._download_project(bucket_name, project_name, dest, force, None, progress)
 
     def delete_project(self, bucket_name: str, project_name: str) -> None:
         """Deletes a project archive; deleting one that does not exist succeeds."""

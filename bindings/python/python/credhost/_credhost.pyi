@@ -2,11 +2,12 @@
 
 from os import PathLike
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 __version__: str
 
 _Transfer = Tuple[str, str, int, str, Optional[str]]
+_Progress = Callable[[int, Optional[int]], Any]
 
 class CancelToken:
     """A cancellation signal for one call, set from another thread."""
@@ -36,10 +37,20 @@ class Core:
         self, registry: Optional[str] = None, scope: Optional[str] = None, cancel: Optional[CancelToken] = None
     ) -> Optional[Tuple[str, str, str, Optional[int], Optional[str], str]]: ...
     def upload_path(
-        self, path: Union[str, PathLike[str]], name: str, verify: bool = True, cancel: Optional[CancelToken] = None
+        self,
+        path: Union[str, PathLike[str]],
+        name: str,
+        verify: bool = True,
+        cancel: Optional[CancelToken] = None,
+        progress: Optional[_Progress] = None,
     ) -> _Transfer: ...
     def upload_stream(
-        self, file: Any, name: str, size_hint: Optional[int] = None, cancel: Optional[CancelToken] = None
+        self,
+        file: Any,
+        name: str,
+        size_hint: Optional[int] = None,
+        cancel: Optional[CancelToken] = None,
+        progress: Optional[_Progress] = None,
     ) -> _Transfer: ...
     def download(
         self,
@@ -48,6 +59,7 @@ class Core:
         dest: Union[str, PathLike[str]],
         force: bool = False,
         cancel: Optional[CancelToken] = None,
+        progress: Optional[_Progress] = None,
     ) -> _Transfer: ...
     def credentials(self, cancel: Optional[CancelToken] = None) -> List[Tuple[str, str, bool]]: ...
     def check(self, cancel: Optional[CancelToken] = None) -> List[Tuple[str, bool, str]]: ...

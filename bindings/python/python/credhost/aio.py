@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from . import _client, _credhost
@@ -81,15 +82,33 @@ class Credentials:
         """See :meth:`credhost.Credentials.registry_auth`."""
         return await _call(self._sync._registry_auth, registry, scope)
 
-    async def upload_project(self, project_name: str, project_obj: Any, *, verify: bool = True) -> TransferResult:
-        """See :meth:`credhost.Credentials.upload_project`."""
-        return await _call(self._sync._upload_project, project_name, project_obj, verify)
+    async def upload_project(
+        self,
+        project_name: str,
+        project_obj: Any,
+        *,
+        verify: bool = True,
+        progress: Optional[_client.ProgressCallback] = None,
+    ) -> TransferResult:
+        """See :meth:`credhost.Credentials.upload_project`. ``progress`` is
+        called from the worker thread running the upload, not from the event
+        loop: hand results to the loop with ``loop.call_soon_threadsafe``."""
+        upload = functools.partial(self._sync._upload_project, progress=progress)
+        return await _call(upload, project_name, project_obj, verify)
 
     async def download_project(
-        self, bucket_name: str, project_name: str, dest: Optional[_client.PathLike] = None, *, force: bool = False
+        self,
+        bucket_name: str,
+        project_name: str,
+        dest: Optional[_client.PathLike] = None,
+        *,
+        force: bool = False,
+        progress: Optional[_client.ProgressCallback] = None,
     ) -> str:
-        """See :meth:`credhost.Credentials.download_project`."""
-        return await _call(self._sync._download_project, bucket_name, project_name, dest, force)
+        """See :meth:`credhost.Credentials.download_project`; ``progress`` as
+        for :meth:`upload_project`."""
+        download = functools.partial(self._sync._download_project, progress=progress)
+        return await _call(download, bucket_name, project_name, dest, force)
 
     async def delete_project(self, bucket_name: str, project_name: str) -> None:
         """See :meth:`credhost.Credentials.delete_project`."""
