@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::client::transfer_timeouts;
 use crate::crc;
 use crate::error::{Op, TransferError, TransferErrorKind};
-use crate::file_body::{range_crcs, FileBodyError, FileRange};
+use crate::file_body::{range_crcs, ChunkPool, FileBodyError, FileRange};
 use crate::options::{Progress, TransferOptions, Transferred, MAX_OBJECT_SIZE, MAX_PARTS};
 use crate::pool::{BufferPool, PooledBuf};
 use crate::retry::{
@@ -89,7 +89,7 @@ pub async fn upload_path(
 
     if size <= opts.single_put_threshold {
         let crc = measure(&op, path, file.clone(), size, size.max(1)).await?.first().copied().unwrap_or(0);
-        let range = FileRange { file, offset: 0, len: size, crc };
+        let range = FileRange { file, offset: 0, len: size, crc, pool: ChunkPool::new(1) };
         target.put(Body::File(range), size, crc).await?;
         report(progress.as_ref(), size);
         return Ok(Transferred { size, crc32c: crc });
@@ -102,10 +102,11 @@ pub async fn upload_path(
         (offset, part_size.min(size - offset))
     };
     let whole_crc = crc::combine((0u64..).zip(&crcs).map(|(i, c)| (*c, range(i).1)));
+    let pool = ChunkPool::new(opts.concurrency);
     let parts = stream::iter((0u64..).zip(crcs))
         .map(move |(i, crc)| {
             let (offset, len) = range(i);
-            let body = PartBody::File(FileRange { file: file.clone(), offset, len, crc });
+            let body = PartBody::File(FileRange { file: file.clone(), offset, len, crc, pool: pool.clone() });
             let part = part_number(&op, i).map(|number| PartData { number, body, len: to_usize(len), crc });
             futures::future::ready(part).boxed()
         })
