@@ -13,7 +13,7 @@
 //! buffers from one [`ChunkPool`], which gets back each chunk the HTTP
 //! client has written and dropped. Fresh buffers would cost more than the
 //! copy into them: the kernel hands out and zeroes new pages for each (a
-//! quarter of an upload's client CPU when every part started with new ones).
+//! tenth of an upload's client CPU when every part started with new ones).
 
 use std::collections::VecDeque;
 use std::fs::File;
