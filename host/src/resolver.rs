@@ -133,13 +133,16 @@ impl Registries {
 
     /// Every exactly known registry whose instance hands out credentials,
     /// with the user name; registries that need none are left out. Hosts
-    /// whose instance failed are returned apart, with the error.
+    /// whose instance failed are returned apart, with the error. The
+    /// instances are asked at the same time (hosts of one instance share its
+    /// one request through the token cache).
     pub async fn list(&self) -> (BTreeMap<String, String>, Vec<(String, Error)>) {
         let mut out = BTreeMap::new();
         let mut failed = Vec::new();
         let hosts: Vec<String> = self.map.hosts().map(|(h, _)| h.to_owned()).collect();
-        for host in hosts {
-            match self.get(&host).await {
+        let answers = futures::future::join_all(hosts.iter().map(|host| self.get(host))).await;
+        for (host, answer) in hosts.into_iter().zip(answers) {
+            match answer {
                 Ok(Some(auth)) => {
                     out.insert(host, auth.username.to_string());
                 }
