@@ -67,6 +67,7 @@ fn the_template_builds_out_of_tree_and_serves_the_installed_credhost() {
     let lines = std::fs::read_to_string(project.join("src/lib.rs")).unwrap().lines().count();
     assert!(lines <= 60, "the template's provider is {lines} lines");
     let built = cargo(&project, &["build"]);
+    assert_eq!(exported_symbols(&built), [ROOT_MODULE_SYMBOL], "{}", built.display());
 
     // Dropped into a plugin directory, configured as the guide says.
     let plugins = ws.path("plugins");
@@ -121,6 +122,10 @@ fn the_guide_builds_from_an_empty_directory() {
     let manifest =
         guide_block("# Cargo.toml") + &guide_block("# Cargo.toml, added: what the test uses") + "\n[workspace]\n";
     std::fs::write(project.join("Cargo.toml"), manifest).unwrap();
+    let build = guide_block("// build.rs");
+    let build = build.strip_prefix("// build.rs\n").unwrap();
+    assert_eq!(build, std::fs::read_to_string(repo_root().join("examples/plugin-template/build.rs")).unwrap());
+    std::fs::write(project.join("build.rs"), build).unwrap();
     cargo(&project, &["test"]);
     // The configuration block is valid for credhost (its loading is the template test's).
     let config = guide_block("# plugins.toml");

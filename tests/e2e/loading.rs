@@ -497,3 +497,15 @@ fn a_hung_constructor_does_not_freeze_live_reloads() {
     // The hung constructor's thread is never waited for.
     drop(rt);
 }
+
+/// A shipped plugin file exports the root module the host loads it by and
+/// nothing else: C functions of its dependencies (the AWS SDK brings
+/// crc-fast's) would otherwise be visible to, and could clash with, whatever
+/// else the host process links.
+#[test]
+fn shipped_plugin_files_export_their_root_module_only() {
+    for name in ["credhost_local", "credhost_aws", "credhost_gcp"] {
+        let path = artifact(&lib_file(name));
+        assert_eq!(exported_symbols(&path), [ROOT_MODULE_SYMBOL], "{}", path.display());
+    }
+}

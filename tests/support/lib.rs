@@ -42,6 +42,20 @@ pub fn lib_file(name: &str) -> String {
     format!("{}{name}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
 }
 
+/// The symbols a shared library exports (defined ones only), by binutils' `nm`.
+pub fn exported_symbols(lib: &Path) -> Vec<String> {
+    let out = Command::new("nm")
+        .args(["--dynamic", "--defined-only", "--format=just-symbols"])
+        .arg(lib)
+        .output()
+        .expect("nm (binutils) runs");
+    assert!(out.status.success(), "nm {}: {}", lib.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
+}
+
+/// The one symbol a plugin file exports: its abi_stable root module.
+pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
+
 /// The real services, from the env file written by `tests/services/up.sh`.
 pub struct Services(HashMap<String, String>);
 
