@@ -219,9 +219,16 @@ impl Error {
 }
 
 /// `text` on one line: causes that span lines (an SDK's list of the
-/// credential sources it tried) are joined with `; `.
+/// credential sources it tried) are joined with `; `, and other control
+/// characters (a tab, a terminal escape a hostile server put into its
+/// error message) become spaces.
 pub fn one_line(text: &str) -> String {
-    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+    text.lines()
+        .map(|l| l.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>())
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The library's result type.
@@ -231,6 +238,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 mod tests {
     use super::*;
     use credhost_plugin_api::ErrorKind as P;
+
+    #[test]
+    fn one_line_joins_lines_and_blanks_control_characters() {
+        assert_eq!(one_line("a\n  b\r\n\nc"), "a; b; c");
+        assert_eq!(one_line("red \u{1b}[31mtext\ttab\rcr"), "red  [31mtext tab cr");
+    }
 
     #[test]
     fn plugin_kinds_map_to_what_to_do_next() {

@@ -66,6 +66,7 @@ pub struct TransferError {
     message: String,
     retryable: bool,
     code: Option<String>,
+    status: Option<u16>,
     #[source]
     source: Option<BoxError>,
 }
@@ -78,6 +79,7 @@ impl TransferError {
             message: message.into(),
             retryable: kind == TransferErrorKind::Unavailable,
             code: None,
+            status: None,
             source: None,
         }
     }
@@ -111,6 +113,12 @@ impl TransferError {
     #[must_use]
     pub fn service_code(&self) -> Option<&str> {
         self.code.as_deref()
+    }
+
+    /// The HTTP status of the server's error answer, when the server answered.
+    #[must_use]
+    pub fn http_status(&self) -> Option<u16> {
+        self.status
     }
 
     /// The message, the same text as `Display`.
@@ -170,15 +178,18 @@ impl<'a> Op<'a> {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        let status = match &err {
+            SdkError::ServiceError(ctx) => Some(ctx.raw().status().as_u16()),
+            _ => None,
+        };
         let (kind, retryable, detail, code) = match &err {
             SdkError::ServiceError(ctx) => {
                 let status = ctx.raw().status().as_u16();
                 let code = ctx.err().code().map(str::to_owned);
                 let (kind, retryable) = classify_service(status, code.as_deref());
-                let detail = match &code {
-                    Some(c) => format!("{} ({c})", kind.phrase()),
-                    None => format!("{} (HTTP {status})", kind.phrase()),
-                };
+                let request_id =
+                    ctx.raw().headers().get("x-amz-request-id").or_else(|| ctx.err().meta().extra("aws_request_id"));
+                let detail = service_detail(kind, status, code.as_deref(), ctx.err().message(), request_id);
                 (kind, retryable, detail, code)
             }
             SdkError::TimeoutError(_) => (TransferErrorKind::Unavailable, true, "timed out".to_owned(), None),
@@ -204,8 +215,58 @@ impl<'a> Op<'a> {
         };
         let mut e = self.err(kind, detail).retryable(retryable).with_source(err);
         e.code = code;
+        e.status = status;
         e
     }
+}
+
+/// What a server's error answer says, for a message: the kind, then the
+/// code (or the HTTP status without one), the server's own words where the
+/// code alone does not say what to fix, and for the server's own failures
+/// (5xx) the request id its operators ask for:
+/// `service unavailable (InternalError: We encountered an internal error,
+/// please try again.; request id 18ECE68F)`.
+fn service_detail(
+    kind: TransferErrorKind,
+    status: u16,
+    code: Option<&str>,
+    message: Option<&str>,
+    request_id: Option<&str>,
+) -> String {
+    use TransferErrorKind::{InvalidInput, Other, PermissionDenied, Unavailable};
+    let mut inner = code.map_or_else(|| format!("HTTP {status}"), str::to_owned);
+    let says = matches!(kind, PermissionDenied | InvalidInput | Unavailable | Other)
+        .then(|| message.map(server_words))
+        .flatten()
+        .filter(|m| !m.is_empty() && Some(m.as_str()) != code);
+    if let Some(m) = says {
+        inner.push_str(": ");
+        inner.push_str(&m);
+    }
+    if let Some(id) = request_id.map(server_words).filter(|id| status >= 500 && !id.is_empty()) {
+        inner.push_str("; request id ");
+        inner.push_str(&id);
+    }
+    format!("{} ({inner})", kind.phrase())
+}
+
+/// Text a server sent, fit for a one-line message: control characters
+/// (line breaks, terminal escapes) become spaces, runs of spaces one, and
+/// more than 200 characters are cut.
+fn server_words(text: &str) -> String {
+    const MAX: usize = 200;
+    let mut out = String::new();
+    for word in text.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.chars().count() > MAX {
+            out = out.chars().take(MAX).collect::<String>() + "...";
+            break;
+        }
+    }
+    out
 }
 
 impl fmt::Display for Op<'_> {
@@ -322,6 +383,27 @@ mod tests {
         assert_eq!(classify_service(404, None), (NotFound, false));
         assert_eq!(classify_service(502, None), (Unavailable, true));
         assert_eq!(classify_service(400, Some("SomethingNew")), (InvalidInput, false));
+    }
+
+    #[test]
+    fn service_details_say_what_the_server_said_on_one_line() {
+        assert_eq!(
+            service_detail(Unavailable, 500, Some("InternalError"), Some("Try\nagain.\u{1b}[2J"), Some("18EC")),
+            "service unavailable (InternalError: Try again. [2J; request id 18EC)"
+        );
+        // The code says it all: no message; no request id below 500.
+        assert_eq!(
+            service_detail(NotFound, 404, Some("NoSuchKey"), Some("The specified key does not exist."), Some("1")),
+            "not found (NoSuchKey)"
+        );
+        assert_eq!(
+            service_detail(PermissionDenied, 403, Some("AccessDenied"), Some("Access Denied"), None),
+            "access denied (AccessDenied: Access Denied)"
+        );
+        assert_eq!(service_detail(Unavailable, 503, None, None, None), "service unavailable (HTTP 503)");
+        let long = "x".repeat(500);
+        let cut = service_detail(InvalidInput, 400, Some("InvalidArgument"), Some(&long), None);
+        assert_eq!(cut, format!("request rejected (InvalidArgument: {}...)", "x".repeat(200)));
     }
 
     #[test]

@@ -160,16 +160,10 @@ pub fn plugin_error(e: TransferError) -> PluginError {
         err.message = format!("{}: {}", e, host.message).into();
         return err;
     }
-    // The service's own answer (code and message) says enough for these; for
-    // the rest the causes (connection refused, a local read error) matter.
-    let message = match kind {
-        ErrorKind::NOT_FOUND | ErrorKind::UNAUTHENTICATED | ErrorKind::PERMISSION_DENIED | ErrorKind::INTEGRITY
-            if e.service_code().is_some() =>
-        {
-            e.to_string()
-        }
-        _ => error_chain(&e),
-    };
+    // A service's answer is in the message already (code, its words, request
+    // id); for the rest the causes (connection refused, a local read error)
+    // matter.
+    let message = if e.http_status().is_some() { e.to_string() } else { error_chain(&e) };
     PluginError::new(kind, message).retryable(e.is_retryable())
 }
 

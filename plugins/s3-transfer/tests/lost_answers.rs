@@ -5,8 +5,9 @@
 //! answer, so the proxy does that part: it forwards a request, reads the
 //! server's whole answer (the server has acted), and closes the client's
 //! connection without passing the answer on. It can also close a connection
-//! without forwarding the request, or answer `503 SlowDown` itself. Those
-//! three faults are the only mock here; everything else is the real server.
+//! without forwarding the request, answer `503 SlowDown` itself, or answer
+//! `500 InternalError` with a message that spans lines. Those four faults are the only mock here;
+//! everything else is the real server.
 //!
 //! The server comes from the environment, as for `seaweedfs.rs`:
 //! CREDHOST_TEST_S3_ENDPOINT, CREDHOST_TEST_S3_ACCESS_KEY,
@@ -66,6 +67,9 @@ enum Fault {
     Swallow,
     /// Answer `503 SlowDown` without forwarding.
     Busy,
+    /// Answer `500 InternalError` without forwarding, with a message that
+    /// spans lines, and a request id.
+    Broken,
 }
 
 #[derive(Default)]
@@ -194,12 +198,12 @@ fn relay(client: TcpStream, upstream: SocketAddr, state: &Mutex<State>) -> io::R
         Some(Fault::Busy) => {
             let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
                        <Message>Please reduce your request rate.</Message></Error>";
-            let answer = format!(
-                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
-                xml.len()
-            );
-            client.write_all(answer.as_bytes())?;
-            return client.shutdown(Shutdown::Both);
+            return answer_error(client, "503 Service Unavailable", "", xml);
+        }
+        Some(Fault::Broken) => {
+            let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code>\
+                       <Message>We broke.\n\t  Try again.</Message><RequestId>REQ42</RequestId></Error>";
+            return answer_error(client, "500 Internal Server Error", "x-amz-request-id: REQ42\r\n", xml);
         }
         _ => {}
     }
@@ -219,6 +223,16 @@ fn relay(client: TcpStream, upstream: SocketAddr, state: &Mutex<State>) -> io::R
     }
     client.write_all(&closing(&answer_head))?;
     client.write_all(&answer_body)?;
+    client.shutdown(Shutdown::Both)
+}
+
+/// Answers `status` with an S3 error document and closes the connection.
+fn answer_error(mut client: TcpStream, status: &str, headers: &str, xml: &str) -> io::Result<()> {
+    let answer = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+        xml.len()
+    );
+    client.write_all(answer.as_bytes())?;
     client.shutdown(Shutdown::Both)
 }
 
@@ -389,5 +403,32 @@ async fn parts_whose_answers_are_lost_are_retried_by_the_sdk() {
     assert_eq!(proxy.seen(Call::UploadPart), 5, "3 parts, 2 of them twice");
     assert_eq!(proxy.seen(Call::Complete), 1);
     assert_stored(&direct, &bucket, &k, &content).await;
+    assert!(open_uploads(&direct, &bucket, &k).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_failure_is_one_clean_line_with_the_servers_words_and_request_id() {
+    let (direct, bucket) = direct();
+    let proxy = Proxy::start();
+    let content = data(PART + 5, 8);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("broken");
+    for _ in 0..10 {
+        proxy.arm(Call::Create, Fault::Broken);
+    }
+
+    let err = upload_path(&proxy.client(), &bucket, &k, &source(&dir, &content), &opts(), None)
+        .await
+        .expect_err("every create fails");
+    assert_eq!(err.kind(), TransferErrorKind::Unavailable);
+    assert!(err.is_retryable());
+    assert_eq!((err.service_code(), err.http_status()), (Some("InternalError"), Some(500)));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "upload of {bucket}/{k} failed: service unavailable (InternalError: We broke. Try again.; request id REQ42)"
+        )
+    );
+    assert_absent(&direct, &bucket, &k).await;
     assert!(open_uploads(&direct, &bucket, &k).await.is_empty());
 }
