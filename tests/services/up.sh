@@ -380,7 +380,7 @@ start weed "-dir=$RUN_DIR/weed/data" \
 # Buckets are the directories under DIR; the keys are checked on every
 # request (presigned URLs included). No rclone.conf of the machine is read.
 mkdir -p "$RUN_DIR/rclone/data/$S3_BUCKET"
-start rclone "serve s3 --addr 127.0.0.1:$P_RCLONE" \
+start rclone "--addr 127.0.0.1:$P_RCLONE" \
   "$RCLONE" serve s3 --config "$RUN_DIR/rclone/none.conf" --addr "127.0.0.1:$P_RCLONE" \
   --auth-key "$S3_ACCESS_KEY,$S3_SECRET_KEY" ":local:$RUN_DIR/rclone/data"
 
