@@ -16,7 +16,12 @@
 //!   a quarter of the object has been written; the destination holds either
 //!   nothing or the whole verified object, and no temporary file is left;
 //! - **SIGTERM mid-upload** and **mid-download**: exit 143, no object, no
-//!   open upload, nothing at the destination.
+//!   open upload, nothing at the destination;
+//! - **service: killed mid-upload** (SeaweedFS, which keeps uploads across a
+//!   restart): as the first case, but the upload runs in a long-lived
+//!   process using the library (this binary, run again with
+//!   `--as-service`); once the server is back, that process aborts the
+//!   upload the server kept, unasked, and no object is visible.
 //!
 //! `CREDHOST_RELIABILITY_TRIALS` sets the trials per case (default 2, the CI
 //! count; `tests/reliability/run` runs 20); `CREDHOST_RELIABILITY_BACKENDS`
@@ -43,6 +48,12 @@ const PORT_BASE: u16 = 18800;
 const END_WITHIN: Duration = Duration::from_secs(300);
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, file, name] = args.as_slice() {
+        if flag == "--as-service" {
+            as_service(file, name);
+        }
+    }
     let trials = std::env::var("CREDHOST_RELIABILITY_TRIALS")
         .ok()
         .map(|v| v.parse::<usize>().expect("CREDHOST_RELIABILITY_TRIALS must be a number"))
@@ -66,6 +77,10 @@ fn main() {
         report.add(label, "restarted mid-download", (0..trials).map(|i| run.restarted_mid_download(&ws, i)).collect());
         report.add(label, "SIGTERM mid-upload", (0..trials).map(|i| run.sigterm_mid_upload(&ws, i)).collect());
         report.add(label, "SIGTERM mid-download", (0..trials).map(|i| run.sigterm_mid_download(&ws, i)).collect());
+        if server == "weed" {
+            let results = (0..trials).map(|i| run.service_killed_mid_upload(&ws, i)).collect();
+            report.add(label, "service: killed mid-upload", results);
+        }
     }
     // Stopped before the result: a failing run exits without running drops.
     drop(services);
@@ -367,6 +382,62 @@ impl Trials<'_> {
         Ok(Outcome { what, seconds })
     }
 
+    fn service_killed_mid_upload(&mut self, ws: &Workspace, i: usize) -> Trial {
+        let name = unique("rel-svc");
+        let log = ws.path(&format!("service-{i}.log"));
+        let exe = std::env::current_exe().expect("this binary's path");
+        let mut child = ws
+            .program(&exe, &["--as-service", "big.zip", &name])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("the service's log file"))
+            .spawn()
+            .expect("start the service");
+        let stdout = child.stdout.take().expect("the service's stdout");
+        let (tx, said) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+            let _ = tx.send(line);
+        });
+        let mut child = KillOnDrop(child);
+        wait_for_io(&mut child.0, "rchar", self.mid_upload()).map_err(|e| format!("trial {i}: {e}"))?;
+        let launch = self.services.kill(self.server);
+        let killed = Instant::now();
+        let line = said.recv_timeout(END_WITHIN);
+        self.services.restart(self.server, &launch);
+        let line = line.map_err(|_| format!("trial {i}: the service's upload did not end within {END_WITHIN:?}"))?;
+        let seconds = killed.elapsed().as_secs_f64();
+        if !line.starts_with("failed: ") || line.contains("panicked") {
+            return Err(format!("trial {i}: the service's upload did not fail cleanly: {}", line.trim_end()));
+        }
+        self.wait_ready(ws)?;
+        let back = Instant::now();
+        loop {
+            match self.open_uploads(&name) {
+                0 => break,
+                usize::MAX => return Err(format!("trial {i}: cannot list the multipart uploads")),
+                n if back.elapsed() > Duration::from_secs(150) => {
+                    let log = std::fs::read_to_string(&log).unwrap_or_default();
+                    return Err(format!(
+                        "trial {i}: {n} upload(s) still open {} s after the server came back; the service's log:\n{log}",
+                        back.elapsed().as_secs()
+                    ));
+                }
+                _ => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+        if self.b.object_exists(ws, &name) {
+            return Err(format!("trial {i}: an object is visible after a failed upload"));
+        }
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        let what = if log.contains("aborted the multipart upload once the server answered again") {
+            "failed cleanly; the upload the server kept was aborted once it was back"
+        } else {
+            "failed cleanly, no upload open after the restart"
+        };
+        Ok(Outcome { what: what.to_owned(), seconds })
+    }
+
     fn ensure_object(&self, ws: &Workspace, name: &str) -> Result<(), String> {
         if !self.b.object_exists(ws, name) {
             let up = ws.run(&["upload", "big.zip", "--name", name]);
@@ -445,6 +516,38 @@ fn terminate(child: Child) -> Result<f64, String> {
     match code {
         143 => Ok(sent.elapsed().as_secs_f64()),
         code => Err(format!("exit {code} after SIGTERM, not 143")),
+    }
+}
+
+/// `reliability --as-service FILE NAME`: a long-running service in
+/// miniature (this binary, run again in a workspace). It uploads FILE as
+/// NAME through the library, prints `stored` or `failed: ERROR` on a line,
+/// and then lives on as a service does, its host and plugins loaded, until
+/// it is killed (or ten minutes have passed). Its log goes to stderr.
+fn as_service(file: &str, name: &str) -> ! {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(tracing::Level::INFO).init();
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let outcome = runtime.block_on(async {
+        let host = credhost::Host::from_file(std::path::Path::new("plugins.toml"), None)?;
+        let opts = credhost::UploadOptions { name: Some(name.to_owned()), ..Default::default() };
+        host.active().await?.upload_file(std::path::Path::new(file), &opts).await
+    });
+    match outcome {
+        Ok(_) => println!("stored"),
+        Err(e) => println!("failed: {}", credhost::one_line(&e.to_string())),
+    }
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    std::thread::sleep(Duration::from_secs(600));
+    std::process::exit(0)
+}
+
+/// A child process killed (and reaped) when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -13,7 +13,9 @@
 //! * **Uploads are all or nothing.** Small objects go in one `PutObject`;
 //!   larger ones use a multipart upload that is aborted on every failure,
 //!   including when the returned future is dropped (the abort is then spawned
-//!   on the current tokio runtime). Nothing partial becomes visible.
+//!   on the current tokio runtime). Nothing partial becomes visible. An abort
+//!   that cannot reach the server (it died mid-upload) is tried again on the
+//!   runtime, with growing pauses, for 15 minutes.
 //! * **Memory is bounded.** A multipart upload holds at most
 //!   `concurrency + 1` part buffers, reused from a pool; a download holds two
 //!   1 MiB write buffers per stream. Neither grows with the object size.

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::abort_multipart_upload::AbortMultipartUploadError;
 use aws_sdk_s3::operation::list_multipart_uploads::ListMultipartUploadsError;
 use aws_sdk_s3::operation::put_object::PutObjectError;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
@@ -26,8 +27,8 @@ use crate::file_body::{range_crcs, ChunkPool, FileBodyError, FileRange};
 use crate::options::{Progress, TransferOptions, Transferred, MAX_OBJECT_SIZE, MAX_PARTS};
 use crate::pool::{BufferPool, PooledBuf};
 use crate::retry::{
-    control_timeouts, jittered, server_busy, single_attempt, Budget, CONTROL_ATTEMPTS, CONTROL_BACKOFF, CONTROL_BUDGET,
-    CONTROL_TIMEOUT,
+    control_timeouts, jittered, server_busy, single_attempt, unit_random, Budget, CONTROL_ATTEMPTS, CONTROL_BACKOFF,
+    CONTROL_BUDGET, CONTROL_TIMEOUT,
 };
 use crate::{META_CRC32C, META_SIZE};
 
@@ -932,20 +933,23 @@ impl Drop for AbortGuard {
 
 /// Aborts a multipart upload. Aborting is idempotent (a second abort finds
 /// the upload gone, which counts as done), so the SDK retries it like any
-/// idempotent request, each attempt bounded by [`CONTROL_TIMEOUT`].
+/// idempotent request, each attempt bounded by [`CONTROL_TIMEOUT`]. When the
+/// server cannot be reached (it died with the upload), the abort is tried
+/// again in the background while the process runs ([`abort_later`]).
 async fn abort_upload(client: Client, bucket: String, key: String, upload_id: String) {
-    let result = client
-        .abort_multipart_upload()
-        .bucket(&bucket)
-        .key(&key)
-        .upload_id(&upload_id)
-        .customize()
-        .config_override(aws_sdk_s3::config::Builder::default().timeout_config(control_timeouts()))
-        .send()
-        .await;
-    match result {
-        Ok(_) => tracing::debug!(bucket, key, upload_id, "multipart upload aborted"),
-        Err(SdkError::ServiceError(e)) if e.err().code() == Some("NoSuchUpload") => {}
+    match send_abort(&client, &bucket, &key, &upload_id).await {
+        Ok(()) => tracing::debug!(bucket, key, upload_id, "multipart upload aborted"),
+        Err(e) if unreachable_now(&e) => {
+            tracing::warn!(
+                bucket,
+                key,
+                upload_id,
+                error = %DisplayErrorContext(&e),
+                "could not abort multipart upload; trying again in the background while this process runs \
+                 (a bucket lifecycle rule cleans it up otherwise)"
+            );
+            abort_later(client, bucket, key, upload_id);
+        }
         Err(e) => tracing::warn!(
             bucket,
             key,
@@ -954,6 +958,88 @@ async fn abort_upload(client: Client, bucket: String, key: String, upload_id: St
             "could not abort multipart upload; a bucket lifecycle rule must clean it up"
         ),
     }
+}
+
+/// One abort request (with the SDK's retries); an upload already gone is done.
+async fn send_abort(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<(), SdkError<AbortMultipartUploadError, HttpResponse>> {
+    let result = client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .customize()
+        .config_override(aws_sdk_s3::config::Builder::default().timeout_config(control_timeouts()))
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(SdkError::ServiceError(e)) if e.err().code() == Some("NoSuchUpload") => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a request failed because the server is gone or failing for now
+/// (no connection, no answer, a 5xx or 429), not because it refused it.
+fn unreachable_now<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::DispatchFailure(d) => !d.is_user(),
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(ctx) => matches!(ctx.raw().status().as_u16(), 429 | 500..=599),
+        _ => false,
+    }
+}
+
+/// How long a process keeps trying to abort an upload whose server could
+/// not be reached, and the longest pause between tries.
+const ABORT_LATER_FOR: Duration = Duration::from_secs(15 * 60);
+const ABORT_LATER_MAX_PAUSE: Duration = Duration::from_secs(60);
+
+/// Tries the abort again, with growing pauses, until it succeeds, the server
+/// refuses it, or [`ABORT_LATER_FOR`] has passed. A long-running service
+/// (the storage server restarted after it died mid-upload) thus leaves no
+/// upload behind; a command-line process usually ends first, and the
+/// bucket's lifecycle rule is left to clean up. The task is not the
+/// caller's cleanup: nothing waits for it (`wait_idle` neither).
+fn abort_later(client: Client, bucket: String, key: String, upload_id: String) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let give_up = tokio::time::Instant::now() + ABORT_LATER_FOR;
+        let mut pause = Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(pause.mul_f64(0.5 + 0.5 * unit_random())).await;
+            match send_abort(&client, &bucket, &key, &upload_id).await {
+                Ok(()) => {
+                    tracing::info!(
+                        bucket,
+                        key,
+                        upload_id,
+                        "aborted the multipart upload once the server answered again"
+                    );
+                    return;
+                }
+                Err(e) if unreachable_now(&e) && tokio::time::Instant::now() + pause < give_up => {
+                    pause = (pause * 2).min(ABORT_LATER_MAX_PAUSE);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        bucket,
+                        key,
+                        upload_id,
+                        error = %DisplayErrorContext(&e),
+                        "gave up aborting the multipart upload; a bucket lifecycle rule must clean it up"
+                    );
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// The upload id from a successful `CreateMultipartUpload` answer that the SDK
