@@ -44,6 +44,9 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// How long an interrupted operation's clean-up (aborting a multipart
 /// upload) may take before the call returns anyway.
 const CLEANUP_WAIT: Duration = Duration::from_secs(10);
+/// How long a stopped upload waits for the `read()` of its source that is
+/// under way to return (a source blocked for longer is left to it).
+const READ_WAIT: Duration = Duration::from_secs(5);
 
 /// How a call ended when it did not finish.
 enum Failure {
@@ -467,11 +470,14 @@ impl Core {
         cancel: Option<PyRef<'_, CancelToken>>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Transfer> {
-        let (reader, raised) = reader::PyReader::new(file);
+        let (reader, raised, gate) = reader::PyReader::new(file);
         let (reporter, progress) = Reporter::new(progress);
         let done = self.run_reporting(py, "upload", cancel.as_deref(), reporter, |p| async move {
             Ok(transfer(&p.upload_reader(&name, reader, size_hint, progress).await?))
         });
+        // A stopped upload's reading thread may still be in read(): no
+        // thread of ours stays in Python once this call returns.
+        py.detach(|| gate.close(READ_WAIT));
         // The source's own exception says more than the plugin's account of it.
         let source_error = raised.lock().unwrap_or_else(|p| p.into_inner()).take();
         match (done, source_error) {

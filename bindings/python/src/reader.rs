@@ -2,7 +2,8 @@
 
 use std::{
     io::{self, Read},
-    sync::{Arc, Mutex},
+    sync::{Arc, Condvar, Mutex},
+    time::{Duration, Instant},
 };
 
 use pyo3::{
@@ -27,16 +28,26 @@ pub struct PyReader {
     offset: usize,
     done: bool,
     raised: Raised,
+    gate: Gate,
 }
 
 impl PyReader {
-    pub fn new(file: Py<PyAny>) -> (Self, Raised) {
+    /// The reader, the slot for the exception its `read()` may raise, and
+    /// its gate, to [`Gate::close`] before the call that started the
+    /// transfer returns to Python.
+    pub fn new(file: Py<PyAny>) -> (Self, Raised, Gate) {
         let raised = Raised::default();
-        (Self { file, pending: Vec::new(), offset: 0, done: false, raised: raised.clone() }, raised)
+        let gate = Gate::default();
+        let reader =
+            Self { file, pending: Vec::new(), offset: 0, done: false, raised: raised.clone(), gate: gate.clone() };
+        (reader, raised, gate)
     }
 
     /// Reads the next chunk into `pending`; false at the end of the stream.
     fn fill(&mut self) -> io::Result<bool> {
+        let Some(_inside) = self.gate.enter() else {
+            return Err(io::Error::other("the upload was stopped"));
+        };
         let got = Python::try_attach(|py| -> Result<Option<Vec<u8>>, PyErr> {
             let data = self.file.bind(py).call_method1("read", (CHUNK,))?;
             if data.is_none() {
@@ -91,5 +102,56 @@ impl Read for PyReader {
         buf[..n].copy_from_slice(&self.pending[self.offset..self.offset + n]);
         self.offset += n;
         Ok(n)
+    }
+}
+
+/// Keeps the threads that read for a transfer out of Python once the call
+/// that started it is over. A transfer stopped by Ctrl-C or its cancel
+/// token leaves the reading thread inside `read()` for a moment; were the
+/// program to end meanwhile, CPython would end that thread as it takes the
+/// GIL back, and ending a thread of the host that way aborts the process.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<GateState>, Condvar)>);
+
+#[derive(Default)]
+struct GateState {
+    inside: bool,
+    closed: bool,
+}
+
+/// A thread inside Python for the gate's transfer; leaves on drop.
+pub struct Inside(Gate);
+
+impl Gate {
+    /// Enters, unless the gate is closed.
+    fn enter(&self) -> Option<Inside> {
+        let mut state = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        if state.closed {
+            return None;
+        }
+        state.inside = true;
+        Some(Inside(self.clone()))
+    }
+
+    /// Lets no thread in any more and waits, at most `limit`, for the one
+    /// inside (if any) to come out. The GIL must not be held: that thread
+    /// needs it to finish.
+    pub fn close(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let (lock, left) = &*self.0;
+        let mut state = lock.lock().unwrap_or_else(|p| p.into_inner());
+        state.closed = true;
+        while state.inside {
+            let Some(wait) = deadline.checked_duration_since(Instant::now()) else { return };
+            state = left.wait_timeout(state, wait).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        let (lock, left) = &*self.0 .0;
+        lock.lock().unwrap_or_else(|p| p.into_inner()).inside = false;
+        left.notify_all();
     }
 }
