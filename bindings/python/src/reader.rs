@@ -120,7 +120,7 @@ struct GateState {
 }
 
 /// A thread inside Python for the gate's transfer; leaves on drop.
-pub struct Inside(Gate);
+struct Inside(Gate);
 
 impl Gate {
     /// Enters, unless the gate is closed.

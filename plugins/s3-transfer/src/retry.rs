@@ -89,6 +89,17 @@ pub(crate) fn control_timeouts() -> TimeoutConfig {
         .build()
 }
 
+/// Whether a request failed because the server is gone or failing for now
+/// (no connection, no answer, a 5xx or 429), not because it refused it.
+pub(crate) fn unreachable_now<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::DispatchFailure(d) => !d.is_user(),
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(ctx) => matches!(ctx.raw().status().as_u16(), 429 | 500..=599),
+        _ => false,
+    }
+}
+
 /// Whether the server answered that it did not act on the request because it
 /// is busy or throttling (503, 429, `SlowDown` and the like): sending the
 /// same request again cannot do anything twice.

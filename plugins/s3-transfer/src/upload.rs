@@ -27,8 +27,8 @@ use crate::file_body::{range_crcs, ChunkPool, FileBodyError, FileRange};
 use crate::options::{Progress, TransferOptions, Transferred, MAX_OBJECT_SIZE, MAX_PARTS};
 use crate::pool::{BufferPool, PooledBuf};
 use crate::retry::{
-    control_timeouts, jittered, server_busy, single_attempt, unit_random, Budget, CONTROL_ATTEMPTS, CONTROL_BACKOFF,
-    CONTROL_BUDGET, CONTROL_TIMEOUT,
+    control_timeouts, jittered, server_busy, single_attempt, unit_random, unreachable_now, Budget, CONTROL_ATTEMPTS,
+    CONTROL_BACKOFF, CONTROL_BUDGET, CONTROL_TIMEOUT,
 };
 use crate::{META_CRC32C, META_SIZE};
 
@@ -980,17 +980,6 @@ async fn send_abort(
         Ok(_) => Ok(()),
         Err(SdkError::ServiceError(e)) if e.err().code() == Some("NoSuchUpload") => Ok(()),
         Err(e) => Err(e),
-    }
-}
-
-/// Whether a request failed because the server is gone or failing for now
-/// (no connection, no answer, a 5xx or 429), not because it refused it.
-fn unreachable_now<E>(err: &SdkError<E, HttpResponse>) -> bool {
-    match err {
-        SdkError::DispatchFailure(d) => !d.is_user(),
-        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(ctx) => matches!(ctx.raw().status().as_u16(), 429 | 500..=599),
-        _ => false,
     }
 }
 
