@@ -37,3 +37,25 @@ pub use provider::{HostServices, HostServicesBox, HostServices_TO, LogLevel, Pro
 pub use root::{Capabilities, PluginInfo, PluginRoot, PluginRoot_Ref, API_VERSION};
 pub use secret::{Secret, REDACTED};
 pub use types::*;
+
+/// Implements `Debug` for a struct that holds a [`Secret`], listing the
+/// fields it shows by name: nothing that holds a secret derives `Debug`, so
+/// a field added later is shown only once someone lists it here, knowing
+/// what it holds (a `Secret` field prints as the redaction marker).
+///
+/// ```
+/// struct Login { user: String, password: credhost_plugin_api::Secret }
+/// credhost_plugin_api::debug_fields!(Login { user, password });
+/// let l = Login { user: "u".into(), password: "pw".into() };
+/// assert_eq!(format!("{l:?}"), "Login { user: \"u\", password: Secret(<redacted>) }");
+/// ```
+#[macro_export]
+macro_rules! debug_fields {
+    ($ty:ident { $($field:ident),* $(,)? }) => {
+        impl ::std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(stringify!($ty))$(.field(stringify!($field), &self.$field))*.finish()
+            }
+        }
+    };
+}

@@ -35,6 +35,14 @@ impl Secret {
     }
 }
 
+/// An empty secret: a placeholder until the real one is read (a settings
+/// struct's `#[serde(skip)]` field).
+impl Default for Secret {
+    fn default() -> Self {
+        Self::new(String::new())
+    }
+}
+
 impl Clone for Secret {
     fn clone(&self) -> Self {
         Self::new(self.expose())

@@ -59,16 +59,7 @@ impl RegistryAuth {
     }
 }
 
-impl fmt::Debug for RegistryAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegistryAuth")
-            .field("server", &self.server)
-            .field("username", &self.username)
-            .field("secret", &self.secret)
-            .field("expires_at", &self.expires_at)
-            .finish()
-    }
-}
+crate::debug_fields!(RegistryAuth { server, username, secret, expires_at });
 
 /// A blocking source of bytes implemented by the host (a pipe, a request body).
 ///
@@ -370,16 +361,7 @@ pub struct Presigned {
     pub extra: Extra,
 }
 
-impl fmt::Debug for Presigned {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Presigned")
-            .field("method", &self.method)
-            .field("url", &self.url)
-            .field("headers", &self.headers)
-            .field("expires_at", &self.expires_at)
-            .finish()
-    }
-}
+crate::debug_fields!(Presigned { method, url, headers, expires_at });
 
 /// Delete an object (since 1.1).
 #[repr(C)]
