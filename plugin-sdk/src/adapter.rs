@@ -63,6 +63,12 @@ fn stored(s: Stored) -> TransferResult {
     r
 }
 
+/// One line in the host's log for each transfer, the same for every plugin
+/// built with the kit.
+fn log_transfer(what: &str, s: &Stored, started: std::time::Instant) {
+    tracing::info!("{what} {}/{} ({} bytes, {}) in {:.2?}", s.bucket, s.name, s.size, s.checksum, started.elapsed());
+}
+
 fn entry(e: Entry) -> CredentialEntry {
     CredentialEntry { key: RString::from(e.key), value: e.value, secret: e.secret }
 }
@@ -110,7 +116,10 @@ impl<P: Provider> credhost_plugin_api::Provider for Adapter<P> {
                 content_type,
                 extra: extra_to_map(req.extra),
             };
-            p.upload(upload).await.map(stored)
+            let started = std::time::Instant::now();
+            let done = p.upload(upload).await?;
+            log_transfer("stored", &done, started);
+            Ok(stored(done))
         })
     }
 
@@ -128,7 +137,10 @@ impl<P: Provider> credhost_plugin_api::Provider for Adapter<P> {
                 progress: Progress::new(req.progress.into_option()),
                 extra: extra_to_map(req.extra),
             };
-            p.download(download).await.map(stored)
+            let started = std::time::Instant::now();
+            let done = p.download(download).await?;
+            log_transfer("fetched", &done, started);
+            Ok(stored(done))
         })
     }
 

@@ -53,6 +53,16 @@ impl Copied {
     pub fn checksum(&self) -> String {
         format!("crc32c:{:08x}", self.crc32c)
     }
+
+    /// Itself when `expected` bytes were copied, else an
+    /// [`ErrorKind::INTEGRITY`] error: what a download checks before it
+    /// commits, when the store knows the object's size.
+    pub fn verify_size(self, expected: u64) -> Result<Self> {
+        if self.size == expected {
+            return Ok(self);
+        }
+        Err(Error::new(ErrorKind::INTEGRITY, format!("copied {} bytes of an object of {expected}", self.size)))
+    }
 }
 
 /// Copies all of `reader` into `writer` in 1 MiB steps, computing the
@@ -187,6 +197,16 @@ impl AtomicFile {
         .context("cannot create a file in", dir)?;
         let (file, temp) = temp.into_parts();
         Ok(Self { file: tokio::fs::File::from_std(file), temp })
+    }
+
+    /// A new temporary file beside `target`, creating the directories
+    /// above it first (object names may contain `/`); [`AtomicFile::persist`]
+    /// it to `target`.
+    pub async fn create_for(target: &Path) -> Result<Self> {
+        let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        tokio::fs::create_dir_all(dir).await.context("cannot create the directory", dir)?;
+        let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("upload");
+        Self::create_in(dir, name).await
     }
 
     /// The temporary file's path.

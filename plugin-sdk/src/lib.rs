@@ -104,10 +104,18 @@ pub trait Plugin: Provider + Sized {
 /// [`ErrorKind`]); `?` works on `std::io::Error`, which maps to the matching
 /// kind. Messages are one line, lower case, and never contain secrets.
 pub trait Provider: Send + Sync + 'static {
-    /// Credentials for a registry, `None` when it needs none. `req.registry`
-    /// is `None` for the instance's own registry; answer
-    /// [`ErrorKind::NOT_FOUND`] for a registry the instance does not serve
-    /// ([`RegistryRequest::is_for`] compares hosts the way the host does).
+    /// Credentials for a registry, `None` when it needs none.
+    ///
+    /// `req.registry` is `None` for the instance's own registry: the one
+    /// [`Plugin::REGISTRY_SETTING`] names, and every host the user's
+    /// configuration maps to the instance (`registries = [...]` of its
+    /// table, `[registries]` entries), which the host asks for as the
+    /// instance's own and hands on under the mapped name; a plugin never
+    /// needs to know those hosts. It is `Some(host)` only for a host the
+    /// configuration does not know: answer it when the platform's
+    /// credentials work there (a GCP token works for every Artifact
+    /// Registry host), else [`ErrorKind::NOT_FOUND`]
+    /// ([`RegistryRequest::ensure_for`] does that for one registry).
     fn registry_auth(&self, req: RegistryRequest) -> impl Future<Output = Result<Option<RegistryAuth>>> + Send {
         let _ = req;
         async { Err(Error::unsupported("registry credentials")) }

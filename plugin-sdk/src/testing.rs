@@ -40,12 +40,21 @@ use crate::{
 /// Builds a provider of plugin `P` from `settings`, relative paths resolving
 /// against `base_dir` (where a host's plugins.toml would be).
 pub async fn build<P: Plugin>(settings: serde_json::Value, base_dir: &Path) -> Result<P> {
-    P::new(settings, Context { base_dir: base_dir.to_path_buf() }).await
+    let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
+    P::new(settings, Context { base_dir }).await
 }
 
-/// A request for the instance's own registry.
+/// A request for the instance's own registry: what the host sends for the
+/// registry your setting names and for every host the configuration maps
+/// to the instance.
 pub fn registry() -> RegistryRequest {
     RegistryRequest::default()
+}
+
+/// A request naming `host`: what the host sends for a registry its
+/// configuration does not know (serve it, or answer `NOT_FOUND`).
+pub fn registry_for(host: &str) -> RegistryRequest {
+    RegistryRequest { registry: Some(host.to_owned()), ..RegistryRequest::default() }
 }
 
 /// An upload of the file at `path` under `name`, as a host sends local files.

@@ -7,8 +7,14 @@ use crate::{registry_host, unix_now, AuthForm, AuthKind, Progress, Secret, SinkW
 /// Which registry to authenticate to, and how.
 #[derive(Clone, Debug, Default)]
 pub struct RegistryRequest {
-    /// The registry host (`host[:port]`, as the client gave it); `None` for
-    /// the instance's own registry.
+    /// `None` for the instance's own registry: the one its
+    /// [`Plugin::REGISTRY_SETTING`](crate::Plugin::REGISTRY_SETTING) names,
+    /// and also every host the user's configuration maps to the instance
+    /// (its `registries = [...]`, `[registries]` entries), which the host
+    /// asks for as the instance's own and presents under the mapped name.
+    /// `Some(host)` (`host[:port]`, as the client gave it) only for a host
+    /// the configuration does not know: serve it if the platform accepts
+    /// these credentials there, else answer `NOT_FOUND`.
     pub registry: Option<String>,
     /// A token scope such as `repository:demo:pull,push`, for registries
     /// that issue scoped tokens.
@@ -25,6 +31,18 @@ impl RegistryRequest {
     /// registry was named, else when both are the same `host[:port]`.
     pub fn is_for(&self, served: &str) -> bool {
         self.registry.as_deref().is_none_or(|r| registry_host(r) == registry_host(served))
+    }
+
+    /// `Ok` when the request is for `served` ([`RegistryRequest::is_for`]),
+    /// else the [`ErrorKind::NOT_FOUND`](crate::ErrorKind::NOT_FOUND) answer
+    /// for a registry this instance does not serve.
+    pub fn ensure_for(&self, served: &str) -> crate::Result<()> {
+        if self.is_for(served) {
+            return Ok(());
+        }
+        let asked = registry_host(self.registry.as_deref().unwrap_or_default());
+        let msg = format!("this instance's registry is {}, not {asked}", registry_host(served));
+        Err(crate::Error::new(crate::ErrorKind::NOT_FOUND, msg))
     }
 }
 
@@ -78,17 +96,7 @@ impl RegistryAuth {
     }
 }
 
-impl fmt::Debug for RegistryAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegistryAuth")
-            .field("server", &self.server)
-            .field("username", &self.username)
-            .field("secret", &self.secret)
-            .field("expires_at", &self.expires_at)
-            .field("kind", &self.kind)
-            .finish()
-    }
-}
+credhost_plugin_api::debug_fields!(RegistryAuth { server, username, secret, expires_at, kind });
 
 /// An upload.
 pub struct Upload {
@@ -302,16 +310,7 @@ pub struct Presigned {
     pub expires_at: i64,
 }
 
-impl fmt::Debug for Presigned {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Presigned")
-            .field("method", &self.method)
-            .field("url", &self.url)
-            .field("headers", &self.headers)
-            .field("expires_at", &self.expires_at)
-            .finish()
-    }
-}
+credhost_plugin_api::debug_fields!(Presigned { method, url, headers, expires_at });
 
 /// Delete an object.
 #[derive(Clone, Debug)]

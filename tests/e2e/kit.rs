@@ -65,7 +65,7 @@ fn the_template_builds_out_of_tree_and_serves_the_installed_credhost() {
     let project = ws.path("credhost-dir");
     copy_dir(&repo_root().join("examples/plugin-template"), &project);
     let lines = std::fs::read_to_string(project.join("src/lib.rs")).unwrap().lines().count();
-    assert!(lines <= 60, "the template's provider is {lines} lines");
+    assert!(lines <= 70, "the template's provider is {lines} lines");
     let built = cargo(&project, &["build"]);
     assert_eq!(exported_symbols(&built), [ROOT_MODULE_SYMBOL], "{}", built.display());
 

@@ -73,15 +73,11 @@ impl Provider for AwsProvider {
     }
 
     async fn upload(&self, req: Upload) -> Result<Stored> {
-        let r = self.store.upload(req).await?;
-        tracing::info!("stored {}/{} ({} bytes, {})", r.bucket, r.name, r.size, r.checksum);
-        Ok(r)
+        self.store.upload(req).await
     }
 
     async fn download(&self, req: Download) -> Result<Stored> {
-        let r = self.store.download(req).await?;
-        tracing::info!("fetched {}/{} ({} bytes, {})", r.bucket, r.name, r.size, r.checksum);
-        Ok(r)
+        self.store.download(req).await
     }
 
     async fn credentials(&self) -> Result<Vec<Entry>> {

@@ -109,31 +109,11 @@ impl Provider for GcpProvider {
     }
 
     async fn upload(&self, req: Upload) -> Result<Stored, PluginError> {
-        let started = std::time::Instant::now();
-        let r = upload::upload(&self.gcs, &self.bucket, req, self.chunk).await?;
-        tracing::info!(
-            "stored gs://{}/{} ({} bytes, {}) in {:.2?}",
-            r.bucket,
-            r.name,
-            r.size,
-            r.checksum,
-            started.elapsed()
-        );
-        Ok(r)
+        upload::upload(&self.gcs, &self.bucket, req, self.chunk).await
     }
 
     async fn download(&self, req: Download) -> Result<Stored, PluginError> {
-        let started = std::time::Instant::now();
-        let r = download::download(&self.gcs, req).await?;
-        tracing::info!(
-            "fetched gs://{}/{} ({} bytes, {}) in {:.2?}",
-            r.bucket,
-            r.name,
-            r.size,
-            r.checksum,
-            started.elapsed()
-        );
-        Ok(r)
+        download::download(&self.gcs, req).await
     }
 
     async fn credentials(&self) -> Result<Vec<Entry>, PluginError> {

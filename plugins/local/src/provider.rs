@@ -49,31 +49,11 @@ impl Provider for LocalProvider {
     }
 
     async fn upload(&self, req: Upload) -> Result<Stored> {
-        let started = std::time::Instant::now();
-        let r = self.store.upload(req).await?;
-        tracing::info!(
-            "stored {}/{} ({} bytes, {}) in {:.2?}",
-            r.bucket,
-            r.name,
-            r.size,
-            r.checksum,
-            started.elapsed()
-        );
-        Ok(r)
+        self.store.upload(req).await
     }
 
     async fn download(&self, req: Download) -> Result<Stored> {
-        let started = std::time::Instant::now();
-        let r = self.store.download(req).await?;
-        tracing::info!(
-            "fetched {}/{} ({} bytes, {}) in {:.2?}",
-            r.bucket,
-            r.name,
-            r.size,
-            r.checksum,
-            started.elapsed()
-        );
-        Ok(r)
+        self.store.download(req).await
     }
 
     async fn credentials(&self) -> Result<Vec<Entry>> {
