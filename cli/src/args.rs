@@ -35,7 +35,7 @@ pub enum Command {
     /// `credhost plugins inspect`
     Inspect { file: PathBuf, json: bool },
     /// `credhost presign get|put`
-    Presign { method: credhost::api::PresignMethod, bucket: String, name: String, expires: Duration, json: bool },
+    Presign { method: credhost::PresignMethod, bucket: String, name: String, expires: Duration, json: bool },
     /// `credhost delete`
     Delete { bucket: String, name: String },
     /// `credhost check`
@@ -76,14 +76,14 @@ pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
         flags::Command::Plugins { json, pin, .. } => Command::Plugins { json, pin },
         flags::Command::Presign { action } => match action {
             flags::PresignAction::Get { bucket, name, expires, json } => Command::Presign {
-                method: credhost::api::PresignMethod::GET,
+                method: credhost::PresignMethod::Get,
                 bucket,
                 name,
                 expires: expires.unwrap_or(DEFAULT_EXPIRY),
                 json,
             },
             flags::PresignAction::Put { name, expires, json } => Command::Presign {
-                method: credhost::api::PresignMethod::PUT,
+                method: credhost::PresignMethod::Put,
                 bucket: String::new(),
                 name,
                 expires: expires.unwrap_or(DEFAULT_EXPIRY),

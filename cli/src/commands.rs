@@ -1,10 +1,16 @@
 //! One function per command, each taking its resolved arguments.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
 
 use credhost::{
-    api::PresignMethod, CredentialEntry, DownloadOptions, Host, ProviderHandle, Registries, UploadOptions, REDACTED,
+    CredentialEntry, DownloadOptions, Host, PresignMethod, ProviderHandle, Registries, Revealed, UploadOptions,
+    REDACTED,
 };
+
+use credhost::names::printable;
 
 use crate::{
     args::{Command, DockerConfig, Global},
@@ -37,30 +43,27 @@ impl Active {
 
 /// Runs `command` and returns the exit code.
 pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<i32> {
+    // The commands that read plugin files (hashing, vetting, loading) run on
+    // a blocking thread, so that a signal is answered while they work.
     if let Command::Inspect { file, json } = command {
         // A file is inspected with or without a configuration.
-        return match Host::from_file(&global.config, global.platform.as_deref()) {
-            Ok(host) => inspect(&host, file, *json, global.verbose),
-            Err(_) => inspect_with(credhost::loader::Policy::default(), file, *json, global.verbose),
+        let policy = match Host::from_file(&global.config, global.platform.as_deref()) {
+            Ok(host) => host.policy(),
+            Err(_) => credhost::loader::Policy::default(),
         };
+        let report = crate::inspect::inspect(file, policy).await?;
+        return inspect(&report, file, *json, global.verbose);
     }
     let host = Host::from_file(&global.config, global.platform.as_deref())?;
     match command {
-        Command::Plugins { pin: true, .. } => pins(&host),
-        Command::Plugins { json, .. } => plugins(&host, *json),
+        Command::Plugins { pin: true, .. } => blocking(move || pins(&host)).await,
+        Command::Plugins { json, .. } => {
+            let json = *json;
+            blocking(move || plugins(&host, json)).await
+        }
         Command::Check => check(&host, active).await,
         Command::Token { registry, scope, format } => {
-            // `--registry HOST` goes to the instance serving HOST, unless an
-            // instance was named.
-            let serving = match (registry, &global.platform) {
-                (Some(r), None) => host.registry_map()?.resolve(r).map(|route| route.instance),
-                _ => None,
-            };
-            let host = match serving {
-                Some(instance) if instance != host.platform() => Host::from_file(&global.config, Some(&instance))?,
-                _ => host,
-            };
-            token(&host, active, registry.as_deref(), scope.as_deref(), *format).await
+            token(&host, global.platform.is_some(), registry.as_deref(), scope.as_deref(), *format).await
         }
         Command::Upload { file, name, no_verify, json } => {
             let total = std::fs::metadata(file).ok().map(|m| m.len());
@@ -77,7 +80,7 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
             }
             let r = result?;
             if *json {
-                print_json(&transfer_json(&r))?;
+                print_json(&r)?;
             } else {
                 println(&format!("{} {}", r.bucket, r.name))?;
             }
@@ -94,9 +97,7 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
             }
             let r = result?;
             if *json {
-                let mut v = transfer_json(&r);
-                v["path"] = serde_json::Value::String(dest.display().to_string());
-                print_json(&v)?;
+                print_json(&Downloaded { path: &dest.display().to_string(), result: &r })?;
             } else {
                 println(&dest.display().to_string())?;
             }
@@ -107,7 +108,7 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
             let mut entries = provider.credentials().await?;
             if let Some((bucket, name, expires)) = project {
                 // Whoever holds this URL can read the project: a secret.
-                let signed = provider.presign(PresignMethod::GET, bucket, name, *expires).await?;
+                let signed = provider.presign(PresignMethod::Get, bucket, name, *expires).await?;
                 entries.push(CredentialEntry::secret("PROJECT_URL", signed.url));
             }
             let text = zeroize::Zeroizing::new(job_env::render(&entries, *show_secrets, format)?);
@@ -124,19 +125,13 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
             let provider = active.take(&host).await?;
             let signed = provider.presign(*method, bucket, name, *expires).await?;
             if *json {
-                let headers: std::collections::BTreeMap<&str, &str> =
-                    signed.headers.iter().map(|h| (h.name.as_str(), h.value.as_str())).collect();
-                print_json(&PresignJson {
-                    method: signed.method.as_str(),
-                    url: signed.url.expose(),
-                    headers,
-                    expires_at: signed.expires_at,
-                })?;
+                // The URL is what was asked for.
+                print_json(&Revealed(&signed))?;
             } else {
                 println(signed.url.expose())?;
-                if !signed.headers.is_empty() && !global.quiet {
-                    for h in signed.headers.iter() {
-                        eprintln!("credhost: note: send the header `{}: {}` with this URL", h.name, h.value);
+                if !global.quiet {
+                    for (name, value) in &signed.headers {
+                        eprintln!("credhost: note: send the header `{name}: {value}` with this URL");
                     }
                 }
             }
@@ -150,66 +145,57 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
             }
             Ok(exit::OK)
         }
-        Command::Inspect { file, json } => inspect(&host, file, *json, global.verbose),
+        Command::Inspect { .. } => unreachable!("handled above"),
         Command::DockerConfig(args) => docker_config(&host, args, global.quiet).await,
     }
 }
 
-fn inspect(host: &Host, file: &std::path::Path, json: bool, verbose: u8) -> Result<i32> {
-    let policy = credhost::loader::Policy { allow_insecure_permissions: host.config().allow_insecure_permissions };
-    inspect_with(policy, file, json, verbose)
+/// Runs synchronous work that reads files on a blocking thread.
+async fn blocking(work: impl FnOnce() -> Result<i32> + Send + 'static) -> Result<i32> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Lib(credhost::Error::Internal(format!("the command's task failed: {e}"))))?
 }
 
-fn inspect_with(policy: credhost::loader::Policy, file: &std::path::Path, json: bool, verbose: u8) -> Result<i32> {
-    let found = credhost::loader::inspect(file, policy);
+fn inspect(found: &crate::inspect::Report, file: &Path, json: bool, verbose: u8) -> Result<i32> {
     let info = found.info.as_ref();
-    let capabilities: Vec<&str> = info.map(|i| i.capabilities.names()).unwrap_or_default();
-    let panic = info.map(|i| i.panic_strategy().unwrap_or("not recorded"));
+    let panic = info.map(|i| i.panic.as_deref().unwrap_or("not recorded"));
     let verdict = match &found.refused {
         None => "would load here".to_owned(),
-        Some(e) => format!("refused: {e}"),
+        Some(r) => format!("refused: {}", r.message),
     };
     if json {
         print_json(&serde_json::json!({
             "path": file.display().to_string(),
             "sha256": found.sha256,
-            "name": info.map(|i| i.name.to_string()),
-            "version": info.map(|i| i.version.to_string()),
-            "api_version": info.map(|i| i.api_version.to_string()),
-            "interface": found.interface,
-            "capabilities": capabilities,
+            "name": info.map(|i| &i.name),
+            "version": info.map(|i| &i.version),
+            "api_version": info.map(|i| &i.api_version),
+            "interface": info.map(|i| &i.interface),
+            "capabilities": info.map(|i| i.capability_names()).unwrap_or_default(),
             "panic": panic,
-            "description": info.and_then(|i| i.description()),
+            "description": info.and_then(|i| i.description.as_deref()),
             "status": verdict,
         }))?;
     } else {
-        let mut text = format!("file:        {}\n", file.display());
+        let mut text = format!("file:        {}\n", printable(&file.display().to_string()));
         text.push_str(&format!("sha256:      {}\n", found.sha256.as_deref().unwrap_or("-")));
         if let Some(i) = info {
-            text.push_str(&format!("plugin:      {} {}\n", i.name, i.version));
-            if let Some(d) = i.description() {
-                text.push_str(&format!("             {d}\n"));
+            text.push_str(&format!("plugin:      {} {}\n", printable(&i.name), printable(&i.version)));
+            if let Some(d) = &i.description {
+                text.push_str(&format!("             {}\n", printable(d)));
             }
-            text.push_str(&format!(
-                "interface:   {} (built against {})\n",
-                found.interface.unwrap_or("-"),
-                i.api_version
-            ));
-            text.push_str(&format!("offers:      {}\n", capabilities.join(", ")));
-            text.push_str(&format!("panic:       {}\n", panic.unwrap_or("-")));
+            text.push_str(&format!("interface:   {} (built against {})\n", i.interface, printable(&i.api_version)));
+            text.push_str(&format!("offers:      {}\n", i.capability_names().join(", ")));
+            text.push_str(&format!("panic:       {}\n", printable(panic.unwrap_or("-"))));
         }
-        text.push_str(&format!("status:      {verdict}\n"));
-        if verbose > 0 {
-            if let Some(credhost::loader::LoadError::LayoutMismatch { report, .. }) = &found.refused {
-                text.push_str(&format!("layout check:\n{report}\n"));
-            }
+        text.push_str(&format!("status:      {}\n", printable(&verdict)));
+        if let (true, Some(report)) = (verbose > 0, found.refused.as_ref().and_then(|r| r.layout.as_ref())) {
+            text.push_str(&format!("layout check:\n{report}\n"));
         }
         print(&text)?;
     }
-    Ok(match &found.refused {
-        None => exit::OK,
-        Some(e) => crate::error::exit_code(e.kind()),
-    })
+    Ok(found.refused.as_ref().map_or(exit::OK, |r| r.code))
 }
 
 fn pins(host: &Host) -> Result<i32> {
@@ -217,11 +203,15 @@ fn pins(host: &Host) -> Result<i32> {
     let mut code = exit::OK;
     for name in host.config().instances.keys() {
         let file = host.plugin_file(name)?;
-        match credhost::loader::sha256_file(&file) {
-            Ok(sha) => text.push_str(&format!("[plugins.{name}]   # {}\nsha256 = \"{sha}\"\n\n", file.display())),
+        match credhost::loader::sha256_file(&file, host.policy()) {
+            Ok(sha) => text.push_str(&format!(
+                "[plugins.{}]   # {}\nsha256 = \"{sha}\"\n\n",
+                printable(name),
+                printable(&file.display().to_string())
+            )),
             Err(e) => {
-                eprintln!("credhost: plugins.{name}: cannot read {}: {e}", file.display());
-                code = exit::NOT_FOUND;
+                eprintln!("credhost: plugins.{}: {}", printable(name), credhost::one_line(&e.to_string()));
+                code = code.max(crate::error::exit_code(e.kind()));
             }
         }
     }
@@ -237,18 +227,21 @@ fn plugins(host: &Host, json: bool) -> Result<i32> {
         let mut text = String::new();
         for r in &rows {
             let active = if r.name == host.platform() { "*" } else { " " };
-            let plugin = if r.plugin == r.name { String::new() } else { format!(" (plugin {})", r.plugin) };
+            let plugin = if r.plugin == r.name { String::new() } else { format!(" (plugin {})", printable(&r.plugin)) };
             text.push_str(&format!(
                 "{active} {:<10} {:<8} api {:<6} {}{plugin}\n",
-                r.name,
-                r.version.as_deref().unwrap_or("-"),
-                r.api_version.as_deref().unwrap_or("-"),
-                r.status
+                printable(&r.name),
+                printable(r.version.as_deref().unwrap_or("-")),
+                printable(r.api_version.as_deref().unwrap_or("-")),
+                printable(&r.status)
             ));
+            if let Some(d) = &r.description {
+                text.push_str(&format!("    {}\n", printable(d)));
+            }
             if !r.capabilities.is_empty() {
                 text.push_str(&format!("    offers: {}\n", r.capabilities.join(", ")));
             }
-            text.push_str(&format!("    path:   {}\n", r.path.as_deref().unwrap_or("-")));
+            text.push_str(&format!("    path:   {}\n", printable(r.path.as_deref().unwrap_or("-"))));
             text.push_str(&format!("    sha256: {}\n", r.sha256.as_deref().unwrap_or("-")));
         }
         print(&text)?;
@@ -263,8 +256,13 @@ async fn check(host: &Host, active: &Active) -> Result<i32> {
     let provider = active.take(host).await?;
     let report = provider.check().await?;
     let mut text = String::new();
-    for item in report.items.iter() {
-        text.push_str(&format!("{} {}: {}\n", if item.ok { "ok  " } else { "FAIL" }, item.component, item.detail));
+    for item in &report.items {
+        text.push_str(&format!(
+            "{} {}: {}\n",
+            if item.ok { "ok  " } else { "FAIL" },
+            printable(&item.component),
+            printable(&item.detail)
+        ));
     }
     print(&text)?;
     if report.ok() {
@@ -275,24 +273,26 @@ async fn check(host: &Host, active: &Active) -> Result<i32> {
     }
 }
 
+/// `token`: from the instance named with `--platform`, else from the
+/// instance serving `--registry` (the library's routing, as every front end
+/// has it), else from the active instance.
 async fn token(
     host: &Host,
-    active: &Active,
+    named: bool,
     registry: Option<&str>,
     scope: Option<&str>,
     format: TokenFormat,
 ) -> Result<i32> {
-    let provider = active.take(host).await?;
-    let auth = provider.registry_auth(registry, scope).await?;
+    let auth = if named {
+        host.active().await?.registry_auth(registry, scope).await?
+    } else {
+        Registries::new(host.config().clone()).auth(registry, scope, credhost::AuthForm::Any).await?
+    };
     match (format, auth) {
         (TokenFormat::Docker, Some(a)) => println(a.registry_token().expose())?,
         (TokenFormat::Docker, None) => {}
-        (TokenFormat::Json, Some(a)) => print_json(&TokenJson {
-            server: a.server.as_str(),
-            username: a.username.as_str(),
-            password: a.secret.expose(),
-            expires_at: a.expires_at.into_option(),
-        })?,
+        // The password is what was asked for.
+        (TokenFormat::Json, Some(a)) => print_json(&Revealed(&a))?,
         (TokenFormat::Json, None) => println("null")?,
     }
     Ok(exit::OK)
@@ -310,7 +310,7 @@ async fn docker_config(host: &Host, args: &DockerConfig, quiet: bool) -> Result<
         Some(m) => docker_config::read(m)?,
         None => serde_json::Map::new(),
     };
-    let registries = Registries::new(host.config().clone())?;
+    let registries = Registries::new(host.config().clone());
     let opts = docker_config::Options { static_auths: args.static_auths, registries: &args.registries, quiet };
     let doc = zeroize::Zeroizing::new(docker_config::build(&registries, base, &opts).await?);
     match &args.target {
@@ -336,31 +336,12 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     }
 }
 
-/// `token --format json`, borrowed: the password is copied only into the output.
+/// `download --json`: where the file is, and the transfer.
 #[derive(serde::Serialize)]
-struct TokenJson<'a> {
-    server: &'a str,
-    username: &'a str,
-    password: &'a str,
-    expires_at: Option<i64>,
-}
-
-/// `presign --json`, borrowed: the URL is copied only into the output.
-#[derive(serde::Serialize)]
-struct PresignJson<'a> {
-    method: &'a str,
-    url: &'a str,
-    headers: std::collections::BTreeMap<&'a str, &'a str>,
-    expires_at: i64,
-}
-
-fn transfer_json(r: &credhost::TransferResult) -> serde_json::Value {
-    serde_json::json!({
-        "bucket": r.bucket.as_str(),
-        "name": r.name.as_str(),
-        "size": r.size,
-        "checksum": r.checksum.as_str(),
-    })
+struct Downloaded<'a> {
+    path: &'a str,
+    #[serde(flatten)]
+    result: &'a credhost::TransferResult,
 }
 
 impl From<std::io::Error> for Error {

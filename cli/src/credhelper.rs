@@ -158,7 +158,7 @@ fn run(action: &str) -> Result<i32> {
                 None => Ok(fail(NOT_FOUND)),
             },
             None => {
-                let (list, failed) = registries.list().await;
+                let (list, failed) = registries.list().await?;
                 for (host, e) in failed {
                     tracing::warn!(target: "credhost::helper", "{host}: {}", credhost::one_line(&e.to_string()));
                 }

@@ -66,7 +66,7 @@ pub fn read(path: &Path) -> Result<Map<String, Value>> {
 /// `static_auths`, a registry whose credentials cannot be fetched is skipped
 /// with a note; it fails only when no registry answered.
 pub async fn build(registries: &Registries, mut base: Map<String, Value>, opts: &Options<'_>) -> Result<String> {
-    let map = registries.map();
+    let map = registries.map().await?;
     let hosts: Vec<String> = if opts.registries.is_empty() {
         if !opts.quiet {
             for pattern in map.wildcard_patterns() {
@@ -115,9 +115,9 @@ pub async fn build(registries: &Registries, mut base: Map<String, Value>, opts: 
                     helpers.remove(host);
                 }
             }
-            if let Some(exp) = auth.expires_at.into_option() {
+            if let Some(exp) = auth.expires_at.map(credhost::unix_seconds) {
                 if !opts.quiet {
-                    let left = exp - credhost::api::rules::unix_now();
+                    let left = exp - credhost::unix_seconds(std::time::SystemTime::now());
                     if left > 0 {
                         eprintln!("credhost: note: the credentials for {host} expire in {left} s (Unix time {exp}); write the file again before then");
                     } else {

@@ -9,6 +9,7 @@ pub mod credhelper;
 pub mod docker_config;
 pub mod error;
 pub mod flags;
+pub mod inspect;
 pub mod job_env;
 pub mod logging;
 pub mod output;
@@ -20,6 +21,11 @@ use crate::error::exit;
 
 /// Runs `credhost` and returns the process exit code.
 pub fn run() -> i32 {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == inspect::CHILD_ARG) {
+        logging::init(0, false);
+        return inspect::child(&args[2..]);
+    }
     let cli = match flags::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
@@ -75,7 +81,7 @@ pub fn run() -> i32 {
                 if let Some(p) = active.get() {
                     p.wait_idle(std::time::Duration::from_secs(10)).await;
                 }
-                signal.exit_code()
+                exit_now(signal.exit_code())
             }
         }
     });
@@ -117,6 +123,20 @@ pub fn usage_error_line(rendered: &str) -> String {
         after_blank = false;
     }
     parts.join("; ")
+}
+
+/// Ends the process at once with `code`, after a signal: without the exit
+/// handlers of `exit()`, which would wait for a thread still loading a
+/// plugin library (the C library's exit takes the dynamic loader's lock,
+/// which that thread holds while the library's constructors run).
+/// Everything worth keeping is already done: the operation was cancelled
+/// and its clean-up waited for; the output streams are flushed here.
+fn exit_now(code: i32) -> ! {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit has no preconditions; it ends the process.
+    unsafe { libc::_exit(code) }
 }
 
 fn report(e: error::Error) -> i32 {

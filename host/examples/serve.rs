@@ -88,18 +88,21 @@ async fn upload(State(app): State<Arc<App>>, Path(name): Path<String>, body: Bod
     // platform switches meanwhile.
     let provider = app.live.provider();
     match provider.upload_reader(&name, reader, None, None).await {
-        Ok(r) => json(
-            StatusCode::CREATED,
-            serde_json::json!({
-                "platform": provider.name(),
-                "bucket": r.bucket.as_str(),
-                "name": r.name.as_str(),
-                "size": r.size,
-                "checksum": r.checksum.as_str(),
-            }),
-        ),
+        Ok(r) => match serde_json::to_value(Stored { platform: provider.name(), result: &r }) {
+            Ok(v) => json(StatusCode::CREATED, v),
+            Err(e) => json(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({"error": e.to_string()})),
+        },
         Err(e) => error(e),
     }
+}
+
+/// The answer to an upload: the platform that stored it, and the library's
+/// account of the object as every front end prints it.
+#[derive(serde::Serialize)]
+struct Stored<'a> {
+    platform: &'a str,
+    #[serde(flatten)]
+    result: &'a credhost::TransferResult,
 }
 
 /// `GET /platform`: the active platform, how many switches happened, and why

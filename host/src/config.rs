@@ -75,6 +75,19 @@ pub struct Instance {
     pub settings: toml::Table,
 }
 
+impl Instance {
+    /// The value at a dotted `path` of the instance's settings (`registry.url`),
+    /// as a plugin declares it: the one way the host reads inside settings.
+    pub fn setting(&self, path: &str) -> Option<&toml::Value> {
+        let mut parts = path.split('.');
+        let mut value = self.settings.get(parts.next()?)?;
+        for part in parts {
+            value = value.as_table()?.get(part)?;
+        }
+        Some(value)
+    }
+}
+
 /// How long an instance's calls may take before the host gives up on them
 /// (and cancels them in the plugin).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -383,7 +396,7 @@ fn check_instance(instance: &Instance, at: &dyn Fn(&[&str]) -> String) -> Result
         });
     }
     for host in &instance.registries {
-        if let Err(why) = crate::registries::check_pattern(host) {
+        if let Err(why) = crate::patterns::check_pattern(host) {
             return Err(Error::Config {
                 location: at(&["plugins", name, "registries"]),
                 message: format!("plugins.{name}.registries: invalid registry `{}`: {why}", host.escape_debug()),
@@ -415,7 +428,7 @@ fn parse_registries(
     let mut out = BTreeMap::new();
     for (key, plugin) in raw {
         let location = at(&["registries", &key]);
-        if let Err(why) = crate::registries::check_pattern(&key) {
+        if let Err(why) = crate::patterns::check_pattern(&key) {
             let message = format!("registries: invalid registry `{}`: {why}", key.escape_debug());
             return Err(Error::Config { location, message });
         }

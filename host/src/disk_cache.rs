@@ -34,7 +34,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use credhost_plugin_api::{AuthKind, PluginInfo, RegistryAuth, Secret};
+use crate::{
+    types::{from_unix, unix_seconds},
+    AuthKind, PluginInfo, RegistryAuth, Secret,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -129,14 +132,14 @@ pub fn identity(config: &Config, instance: &str, info: Option<&PluginInfo>) -> S
     if let Some(entry) = entry {
         patterns.extend(entry.identity_env.iter().cloned());
         if let Some(info) = info {
-            patterns.extend(info.identity_env());
-            for path in info.identity_env_settings() {
-                if let Some(var) = setting_at(&entry.settings, &path) {
-                    patterns.push(var);
+            patterns.extend(info.identity_env.iter().cloned());
+            for path in &info.identity_env_settings {
+                if let Some(var) = entry.setting(path).and_then(toml::Value::as_str) {
+                    patterns.push(var.to_owned());
                 }
             }
         }
-        let declared = info.is_some_and(|i| !i.identity_env().is_empty() || !i.identity_env_settings().is_empty());
+        let declared = info.is_some_and(|i| !i.identity_env.is_empty() || !i.identity_env_settings.is_empty());
         if !declared && entry.identity_env.is_empty() {
             tracing::warn!(
                 target: "credhost::cache",
@@ -173,17 +176,6 @@ fn matches_pattern(pattern: &str, name: &str) -> bool {
         Some(prefix) => name.starts_with(prefix),
         None => pattern == name,
     }
-}
-
-/// The string at dotted `path` in `settings`.
-fn setting_at(settings: &toml::Table, path: &str) -> Option<String> {
-    let mut parts: Vec<&str> = path.split('.').collect();
-    let last = parts.pop()?;
-    let mut table = settings;
-    for part in parts {
-        table = table.get(part)?.as_table()?;
-    }
-    table.get(last)?.as_str().map(str::to_owned)
 }
 
 /// The variables a plugin's settings name by the old convention: string
@@ -250,12 +242,15 @@ impl DiskCache {
     /// as a miss.
     pub fn load(&self, file: &Path) -> Option<RegistryAuth> {
         let entry = self.read(file.file_name()?)?;
-        let auth =
-            RegistryAuth::new(&entry.server, &entry.username, Secret::new(entry.secret.as_str()), entry.expires_at);
-        Some(match entry.kind.as_deref() {
-            Some("basic") => auth.with_kind(AuthKind::Basic),
-            Some("bearer") => auth.with_kind(AuthKind::Bearer),
-            _ => auth,
+        Some(RegistryAuth {
+            server: entry.server.clone(),
+            username: entry.username.clone(),
+            secret: Secret::new(entry.secret.as_str()),
+            expires_at: entry.expires_at.map(from_unix),
+            kind: match entry.kind.as_deref() {
+                Some("bearer") => AuthKind::Bearer,
+                _ => AuthKind::Basic,
+            },
         })
     }
 
@@ -306,7 +301,7 @@ impl DiskCache {
     /// never when it has expired or is about to. Returns whether it was written.
     pub fn store(&self, file: &Path, plugin: &str, registry: &str, auth: &RegistryAuth) -> Result<bool> {
         let now = unix_now();
-        let expires_at = auth.expires_at.into_option();
+        let expires_at = auth.expires_at.map(unix_seconds);
         let Some(until) = use_until(now, expires_at) else { return Ok(false) };
         let Some(name) = file.file_name() else {
             return Err(Error::Internal(format!("cache entry {} has no file name", file.display())));
@@ -318,10 +313,7 @@ impl DiskCache {
             server: auth.server.as_str(),
             username: auth.username.as_str(),
             secret: auth.secret.expose(),
-            kind: auth.kind().map(|k| match k {
-                AuthKind::Basic => "basic",
-                AuthKind::Bearer => "bearer",
-            }),
+            kind: Some(auth.kind.as_str()),
             expires_at,
             use_until: until,
         };
@@ -437,7 +429,13 @@ mod tests {
     use super::*;
 
     fn auth(expires_at: Option<i64>) -> RegistryAuth {
-        RegistryAuth::new("r.example:5000", "user", Secret::new("s3cret"), expires_at).with_kind(AuthKind::Basic)
+        RegistryAuth {
+            server: "r.example:5000".into(),
+            username: "user".into(),
+            secret: Secret::new("s3cret"),
+            expires_at: expires_at.map(from_unix),
+            kind: AuthKind::Basic,
+        }
     }
 
     #[cfg(unix)]
@@ -460,7 +458,7 @@ mod tests {
         }
         let back = cache.load(&file).unwrap();
         assert_eq!((back.username.as_str(), back.secret.expose()), ("user", "s3cret"));
-        assert_eq!(back.kind(), Some(AuthKind::Basic));
+        assert_eq!(back.kind, AuthKind::Basic);
         assert_ne!(file, cache.file_for("local", "r.example:5000", "other-id"));
         assert_ne!(file, cache.file_for("aws", "r.example:5000", "id"));
     }
@@ -552,7 +550,7 @@ mod tests {
         use credhost_plugin_api::{keys, Capabilities, Extra};
         let text = "platform = \"local\"\n[plugins.local]\nidentity_env = [\"CREDHOST_UNIT_LISTED\"]\n[plugins.local.settings]\nregistry = { url = \"http://r\", auth = \"basic\", username_env = \"CREDHOST_UNIT_IDENTITY_USER\", password_env = \"X\" }\n";
         let config = Config::parse(Path::new("p.toml"), text, None, None).unwrap();
-        let info = PluginInfo {
+        let info = credhost_plugin_api::PluginInfo {
             name: "local".into(),
             version: "1".into(),
             api_version: "1.0.0".into(),
@@ -561,6 +559,7 @@ mod tests {
         }
         .with_extra(keys::IDENTITY_ENV_SETTINGS, "registry.username_env")
         .with_extra(keys::IDENTITY_ENV, "CREDHOST_UNIT_PREFIX_*");
+        let info = PluginInfo::from_api(&info, "1.1");
         let id = || identity(&config, "local", Some(&info));
         std::env::set_var("CREDHOST_UNIT_IDENTITY_USER", "alice");
         let a = id();

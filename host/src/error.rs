@@ -4,6 +4,8 @@ use std::{fmt, path::PathBuf, time::Duration};
 
 use credhost_plugin_api::PluginError;
 
+use crate::loader::LoadError;
+
 /// What the caller should do about an [`Error`]. Front ends map kinds to
 /// their own vocabulary: the CLI to exit codes, a web service to HTTP
 /// statuses, the Python package to exception classes.
@@ -107,7 +109,7 @@ pub enum Error {
         plugin: String,
         /// Why.
         #[source]
-        source: crate::loader::LoadError,
+        source: LoadError,
     },
     /// A plugin operation failed.
     #[error("{instance}: {op}: {source}")]
@@ -118,7 +120,7 @@ pub enum Error {
         op: &'static str,
         /// The plugin's error.
         #[source]
-        source: PluginError,
+        source: PluginFailure,
     },
     /// A plugin operation did not finish in time; it was cancelled.
     #[error("{instance}: {op}: no answer within {} s; the operation was cancelled", .after.as_secs())]
@@ -165,6 +167,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// No loaded instance serves a registry, and the plugin of some instance
+    /// that might could not be loaded.
+    #[error("no usable instance serves {registry}: {why}")]
+    Unresolved {
+        /// The registry host.
+        registry: String,
+        /// The kind of the loading failure.
+        kind: ErrorKind,
+        /// Which instances could not be loaded, and why.
+        why: String,
+    },
     /// A provider's `check` failed (or did not finish).
     #[error("{0}")]
     CheckFailed(String),
@@ -179,7 +192,7 @@ impl Error {
         match self {
             Error::Config { .. } => ErrorKind::Config,
             Error::Load { source, .. } => source.kind(),
-            Error::Plugin { source, .. } => ErrorKind::from_plugin(source.kind),
+            Error::Plugin { source, .. } => source.kind,
             Error::Timeout { .. } => ErrorKind::TimedOut,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::InvalidInput(_) | Error::NotZip { .. } => ErrorKind::InvalidInput,
@@ -190,6 +203,7 @@ impl Error {
                 std::io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
                 _ => ErrorKind::Other,
             },
+            Error::Unresolved { kind, .. } => *kind,
             Error::CheckFailed(_) => ErrorKind::CheckFailed,
             Error::Internal(_) => ErrorKind::Other,
         }
@@ -205,7 +219,7 @@ impl Error {
     }
 
     /// The plugin's own error, when a plugin reported this one.
-    pub fn plugin_error(&self) -> Option<&PluginError> {
+    pub fn plugin_failure(&self) -> Option<&PluginFailure> {
         match self {
             Error::Plugin { source, .. } => Some(source),
             _ => None,
@@ -215,6 +229,53 @@ impl Error {
     /// An I/O error about `path`.
     pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { what, path: path.into(), source }
+    }
+}
+
+/// An error a plugin reported.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+#[non_exhaustive]
+pub struct PluginFailure {
+    /// What the caller should do next.
+    pub kind: ErrorKind,
+    /// The plugin's finer kind, e.g. `integrity`, `permission denied`, `io`.
+    pub plugin_kind: &'static str,
+    /// What failed and why, on one line, with no secret (URLs in it are
+    /// stripped of their queries and user information).
+    pub message: String,
+    /// Whether the plugin said that trying again may help.
+    pub retryable: bool,
+    /// The setting at fault (a dotted path), for settings errors.
+    pub setting: Option<String>,
+}
+
+impl PluginFailure {
+    /// The library's account of a plugin's error.
+    pub(crate) fn from_api(e: &PluginError) -> Self {
+        Self {
+            kind: ErrorKind::from_plugin(e.kind),
+            plugin_kind: e.kind.name(),
+            message: credhost_plugin_api::rules::scrub_urls(&e.message),
+            retryable: e.retryable,
+            setting: e.config_key().map(str::to_owned),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn new(kind: credhost_plugin_api::ErrorKind, message: impl Into<String>) -> Self {
+        Self::from_api(&PluginError::new(kind, message))
+    }
+}
+
+impl LoadError {
+    /// What the caller should do next: a missing file is not found, every
+    /// other reason is a refused plugin.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LoadError::MissingFile(_) => ErrorKind::NotFound,
+            _ => ErrorKind::PluginRefused,
+        }
     }
 }
 
@@ -247,7 +308,7 @@ mod tests {
 
     #[test]
     fn plugin_kinds_map_to_what_to_do_next() {
-        let e = |k| Error::Plugin { instance: "x".into(), op: "upload", source: PluginError::new(k, "m") }.kind();
+        let e = |k| Error::Plugin { instance: "x".into(), op: "upload", source: PluginFailure::new(k, "m") }.kind();
         assert_eq!(e(P::NOT_FOUND), ErrorKind::NotFound);
         assert_eq!(e(P::PERMISSION_DENIED), ErrorKind::Unauthenticated);
         assert_eq!(e(P::UNAVAILABLE), ErrorKind::Unavailable);

@@ -6,15 +6,16 @@ use std::{
 };
 
 use abi_stable::{sabi_trait::TD_Opaque, std_types::RStr};
-use credhost_plugin_api::{ErrorKind as PluginKind, HostServices_TO, PluginInfo};
+use credhost_plugin_api::{ErrorKind as PluginKind, HostServices_TO};
 
 use crate::{
     config::{Config, Instance},
+    error::PluginFailure,
     loader::{self, LoadError, Loaded},
     provider::{AnyProvider, ProviderHandle},
-    registries::RegistryMap,
+    registries::{RegistryMap, Served},
     services::Services,
-    Error, Result,
+    Error, PluginInfo, Result,
 };
 
 /// A loaded configuration and the plugin instances it names.
@@ -45,6 +46,8 @@ pub struct PluginStatus {
     pub api_version: Option<String>,
     /// What the plugin offers, when it loaded.
     pub capabilities: Vec<String>,
+    /// The plugin's one-line description, when it loaded and has one.
+    pub description: Option<String>,
     /// The file.
     pub path: Option<String>,
     /// The file's sha256, when readable.
@@ -89,14 +92,18 @@ impl Host {
         loader::resolve_file(file, &self.config.plugin_dir, &self.config.base_dir)
     }
 
+    /// How plugin files are vetted under this configuration.
+    pub fn policy(&self) -> loader::Policy {
+        loader::Policy { allow_insecure_permissions: self.config.allow_insecure_permissions }
+    }
+
     /// Vets and loads instance `name`'s plugin file and checks that it is the
-    /// plugin the instance names.
+    /// plugin the instance names. Blocks (file checks, hashing, `dlopen`).
     pub fn load_plugin(&self, name: &str) -> Result<(PathBuf, Loaded)> {
         let instance = self.config.instance(name)?;
         let path = self.file_of(instance);
         let load_err = |source| Error::Load { plugin: name.to_owned(), source };
-        let policy = loader::Policy { allow_insecure_permissions: self.config.allow_insecure_permissions };
-        let loaded = loader::load_file(&path, instance.sha256.as_deref(), policy).map_err(load_err)?;
+        let loaded = loader::load_file(&path, instance.sha256.as_deref(), self.policy()).map_err(load_err)?;
         let declared = loaded.info().name.into_string();
         if declared != instance.plugin {
             return Err(load_err(LoadError::NameMismatch { path, declared, expected: instance.plugin.clone() }));
@@ -106,24 +113,31 @@ impl Host {
 
     /// What instance `name`'s plugin says about itself.
     pub fn plugin_info(&self, name: &str) -> Result<PluginInfo> {
-        Ok(self.load_plugin(name)?.1.info())
+        let (_, loaded) = self.load_plugin(name)?;
+        Ok(PluginInfo::from_api(&loaded.info(), loaded.interface()))
     }
 
     /// The registry map: which instance serves which registry host. Loads
     /// every instance's plugin to read what it declares; an instance whose
     /// plugin cannot be loaded serves only the hosts the configuration lists
-    /// for it (the failure is logged).
+    /// for it, and the map keeps why it failed
+    /// ([`RegistryMap::unloaded`]). Blocks while plugin files are vetted and
+    /// loaded: call it off async worker threads.
     pub fn registry_map(&self) -> Result<RegistryMap> {
         let mut infos = BTreeMap::new();
+        let mut failed = BTreeMap::new();
         for name in self.config.instances.keys() {
             match self.plugin_info(name) {
                 Ok(info) => {
                     infos.insert(name.clone(), info);
                 }
-                Err(e) => tracing::warn!(target: "credhost::registries", "{e}"),
+                Err(e) => {
+                    tracing::warn!(target: "credhost::registries", "{}", crate::one_line(&e.to_string()));
+                    failed.insert(name.clone(), e);
+                }
             }
         }
-        RegistryMap::new(&self.config, &infos)
+        Ok(RegistryMap::new(&self.config, &infos)?.with_unloaded(failed))
     }
 
     /// Every configured instance, and how its plugin file fared, plus the
@@ -136,13 +150,14 @@ impl Host {
         for (name, instance) in &self.config.instances {
             let path = self.file_of(instance);
             claimed.push(canonical(&path));
-            let mut row = status_row(name, &instance.plugin, &path);
+            let mut row = status_row(name, &instance.plugin, &path, self.policy());
             match self.load_plugin(name) {
                 Ok((_, loaded)) => {
-                    let info = loaded.info();
-                    row.version = Some(info.version.to_string());
-                    row.api_version = Some(info.api_version.to_string());
-                    row.capabilities = info.capabilities.names().into_iter().map(str::to_owned).collect();
+                    let info = PluginInfo::from_api(&loaded.info(), loaded.interface());
+                    row.version = Some(info.version.clone());
+                    row.api_version = Some(info.api_version.clone());
+                    row.capabilities = info.capability_names().into_iter().map(str::to_owned).collect();
+                    row.description = info.description.clone();
                     row.status = "loaded".into();
                 }
                 Err(Error::Load { source, .. }) => row.status = format!("refused: {source}"),
@@ -157,7 +172,7 @@ impl Host {
             let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
             let stem = stem.strip_prefix(std::env::consts::DLL_PREFIX).unwrap_or(stem);
             let plugin = stem.strip_prefix("credhost_").unwrap_or(stem).to_owned();
-            let mut row = status_row(&plugin, &plugin, &path);
+            let mut row = status_row(&plugin, &plugin, &path, self.policy());
             row.status = "not configured (not loaded)".into();
             rows.push(row);
         }
@@ -169,11 +184,19 @@ impl Host {
         self.provider(&self.config.platform.clone()).await
     }
 
-    /// A provider for instance `name`, built from its settings.
+    /// A provider for instance `name`, built from its settings: a new one
+    /// (with its own token cache) at each call.
     pub async fn provider(&self, name: &str) -> Result<ProviderHandle> {
         let instance = self.config.instance(name)?.clone();
-        let (_path, loaded) = self.load_plugin(name)?;
-        let info = loaded.info();
+        // Vetting hashes the file and `dlopen` reads it: not on an async worker.
+        let loading = {
+            let (host, name) = (self.clone(), name.to_owned());
+            tokio::task::spawn_blocking(move || host.load_plugin(&name))
+        };
+        let (_path, loaded) =
+            loading.await.map_err(|e| Error::Internal(format!("the plugin loading task failed: {e}")))??;
+        let info = PluginInfo::from_api(&loaded.info(), loaded.interface());
+        let served = Served::new(&self.config, name, Some(&info));
         let settings = self.config.settings_json(name);
         let services = Services::new(&instance.plugin, &self.config.base_dir);
         // Plugin constructors are synchronous and may wait for their own
@@ -205,8 +228,9 @@ impl Host {
             }
             Err(_) => return Err(Error::Timeout { instance: name.to_owned(), op: "init", after: limit }),
         };
-        let provider = built.map_err(|mut source| {
-            if let Some(key) = source.config_key().map(str::to_owned) {
+        let provider = built.map_err(|source| {
+            let mut source = PluginFailure::from_api(&source);
+            if let Some(key) = source.setting.clone() {
                 // Point at the file and line of the setting at fault.
                 let mut path = vec!["plugins", name, "settings"];
                 path.extend(key.split('.').filter(|k| !k.is_empty()));
@@ -217,12 +241,20 @@ impl Host {
                     message: format!("plugins.{name}.settings{dotted}: {}", source.message),
                 };
             }
-            if source.kind == PluginKind::CONFIG {
-                source.message = format!("settings: {}", source.message).into();
+            if source.plugin_kind == PluginKind::CONFIG.name() {
+                source.message = format!("settings: {}", source.message);
             }
             Error::Plugin { instance: name.to_owned(), op: "init", source }
         })?;
-        Ok(ProviderHandle::new(instance.name, instance.plugin, info, loaded.interface(), provider, instance.limits))
+        Ok(ProviderHandle::new(
+            instance.name,
+            instance.plugin,
+            info,
+            loaded.interface(),
+            provider,
+            instance.limits,
+            served,
+        ))
     }
 }
 
@@ -230,15 +262,16 @@ fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-fn status_row(name: &str, plugin: &str, path: &Path) -> PluginStatus {
+fn status_row(name: &str, plugin: &str, path: &Path, policy: loader::Policy) -> PluginStatus {
     PluginStatus {
         name: name.to_owned(),
         plugin: plugin.to_owned(),
         version: None,
         api_version: None,
         capabilities: Vec::new(),
+        description: None,
         path: Some(path.display().to_string()),
-        sha256: loader::sha256_file(path).ok(),
+        sha256: loader::sha256_file(path, policy).ok(),
         status: String::new(),
     }
 }

@@ -14,23 +14,33 @@
 pub mod config;
 mod disk_cache;
 mod error;
+mod guard;
 mod host;
 mod live;
 pub mod loader;
 pub mod names;
+pub mod patterns;
 mod provider;
 pub mod registries;
 mod resolver;
+mod secret;
 mod services;
+mod staging;
 mod token_cache;
+mod types;
 
+/// The plugin interface, for code that works at that level (plugin
+/// loaders, tests); the library's own API never hands out its types.
 pub use credhost_plugin_api as api;
-pub use credhost_plugin_api::{
-    AuthForm, Capabilities, CheckReport, CredentialEntry, PluginInfo, RegistryAuth, Secret, TransferResult, REDACTED,
-};
+pub use credhost_plugin_api::AuthForm;
 pub use disk_cache::default_dir as default_cache_dir;
-pub use error::{one_line, Error, ErrorKind, Result};
+pub use error::{one_line, Error, ErrorKind, PluginFailure, Result};
 pub use host::{Host, PluginStatus};
 pub use live::{LiveHost, SwitchStatus, WatchOptions};
-pub use provider::{DownloadOptions, Progress, ProviderHandle, UploadOptions};
+pub use provider::{DownloadOptions, Progress, ProviderHandle, UploadOptions, MAX_PRESIGN_SECS};
 pub use resolver::Registries;
+pub use secret::{Revealed, Secret, REDACTED};
+pub use types::{
+    unix_seconds, AuthKind, CheckItem, CheckReport, CredentialEntry, Operation, PluginInfo, PresignMethod, Presigned,
+    RegistryAuth, TransferResult,
+};

@@ -19,13 +19,13 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::{Arc, OnceLock, RwLock},
     time::Duration,
 };
 
 use tokio::sync::watch;
 
-use crate::{config::Config, Error, Host, ProviderHandle, Result};
+use crate::{config::Config, Error, Host, ProviderHandle, Registries, Result};
 
 /// How a [`LiveHost`] watches its file.
 #[derive(Clone, Debug)]
@@ -79,6 +79,20 @@ struct Active {
     provider: ProviderHandle,
     /// What the provider was built from (see [`provider_identity`]).
     identity: String,
+    /// Registry routing over this configuration, made on first use.
+    registries: OnceLock<Arc<Registries>>,
+}
+
+impl Active {
+    fn new(config: Config, provider: ProviderHandle, identity: String) -> Self {
+        Self { config: Arc::new(config), provider, identity, registries: OnceLock::new() }
+    }
+
+    fn registries(&self) -> Arc<Registries> {
+        self.registries
+            .get_or_init(|| Arc::new(Registries::with_provider((*self.config).clone(), self.provider.clone())))
+            .clone()
+    }
 }
 
 #[derive(Default)]
@@ -137,7 +151,7 @@ impl LiveHost {
             path: path.to_path_buf(),
             platform_override: platform.map(str::to_owned),
             check_timeout: options.check_timeout,
-            current: RwLock::new(Arc::new(Active { config: Arc::new(config), provider, identity })),
+            current: RwLock::new(Arc::new(Active::new(config, provider, identity))),
             status: watch::Sender::new(status),
             reload: std::sync::Mutex::new(ReloadState { applied: text, ..Default::default() }),
             attempts: std::sync::Mutex::new(Vec::new()),
@@ -150,6 +164,13 @@ impl LiveHost {
     /// whole operation: a switch never affects handles already handed out.
     pub fn provider(&self) -> ProviderHandle {
         self.shared.active().provider.clone()
+    }
+
+    /// Registry credentials by registry host over the configuration being
+    /// served (see [`Registries`]), sharing the active provider and its
+    /// token cache. Like [`LiveHost::provider`], keep it for one operation.
+    pub fn registries(&self) -> Arc<Registries> {
+        self.shared.active().registries()
     }
 
     /// The configuration being served.
@@ -267,11 +288,10 @@ impl Shared {
             }
         };
         if !report.ok() {
-            let failed: Vec<String> =
-                report.items.iter().filter(|i| !i.ok).map(|i| format!("{}: {}", i.component, i.detail)).collect();
-            return Err(Error::CheckFailed(format!("check of platform `{platform}` failed: {}", failed.join("; "))));
+            let failed = report.failures().join("; ");
+            return Err(Error::CheckFailed(format!("check of platform `{platform}` failed: {failed}")));
         }
-        Ok(Prepared::NewProvider(Active { config: Arc::new(config), provider, identity }))
+        Ok(Prepared::NewProvider(Active::new(config, provider, identity)))
     }
 
     /// Swaps in what [`Shared::prepare`] made; whether the provider changed.
@@ -281,7 +301,7 @@ impl Shared {
             Prepared::SameProvider(config, identity) => {
                 // Comments, other instances or [registries] changed: keep the
                 // provider and its token cache.
-                let active = Active { config: Arc::new(*config), provider: old.provider.clone(), identity };
+                let active = Active::new(*config, old.provider.clone(), identity);
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
                 self.status.send_if_modified(|s| s.last_error.take().is_some());
                 false
@@ -311,7 +331,7 @@ impl Shared {
         }
         match build_provider((*current.config).clone()).await {
             Ok(provider) => {
-                let fresh = Active { config: current.config.clone(), provider, identity: current.identity.clone() };
+                let fresh = Active::new((*current.config).clone(), provider, current.identity.clone());
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
                 self.status.send_modify(|s| s.generation += 1);
                 tracing::warn!(target: "credhost::live", "the provider of `{}` panicked; built it again", current.config.platform);

@@ -93,18 +93,39 @@ fn quote(s: &str) -> String {
         end -= 1;
     }
     let mut out = String::from("\"");
-    for c in s[..end].chars() {
-        if c.is_control() || is_deceptive(c) || c == '"' || c == '\\' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
+    escape_into(&s[..end], &mut out, |c| c == '"');
     if end < s.len() {
         out.push('…');
     }
     out.push('"');
     out
+}
+
+/// `text` as it can be shown on a terminal or in a line-based listing: control
+/// characters (line breaks, escape sequences), invisible and bidi characters,
+/// and backslashes are written as escapes (`\n`, `\u{1b}`, `\\`), so a name
+/// can neither start a line of its own nor change what is displayed around it.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    escape_into(text, &mut out, |_| false);
+    std::borrow::Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() || is_deceptive(c) || c == '\\'
+}
+
+fn escape_into(text: &str, out: &mut String, also: impl Fn(char) -> bool) {
+    for c in text.chars() {
+        if needs_escape(c) || also(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
 }
 
 /// Opens a file to upload and checks it: a regular file (a FIFO would block,

@@ -10,9 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use credhost_plugin_api::{rules::registry_host, PluginInfo};
+use credhost_plugin_api::rules::registry_host;
 
-use crate::{config::Config, Error, Result};
+use crate::{config::Config, patterns::wildcard_matches, Error, ErrorKind, PluginInfo, Result};
 
 /// How a registry host reached its instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +41,11 @@ pub struct RegistryMap {
     exact: BTreeMap<String, Route>,
     /// `(".suffix", instance, "*.suffix")`, longest suffix first.
     wildcards: Vec<(String, String, String)>,
+    /// Instances whose plugin could not be loaded, with the error's kind and
+    /// text: the registries they declare are unknown.
+    unloaded: BTreeMap<String, (ErrorKind, String)>,
+    /// What each loaded instance's plugin said about itself.
+    infos: BTreeMap<String, PluginInfo>,
 }
 
 impl RegistryMap {
@@ -88,7 +93,25 @@ impl RegistryMap {
             }
         }
         wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        Ok(Self { exact, wildcards })
+        Ok(Self { exact, wildcards, unloaded: BTreeMap::new(), infos: infos.clone() })
+    }
+
+    /// Records the instances whose plugin could not be loaded, and why.
+    pub fn with_unloaded(mut self, failed: BTreeMap<String, Error>) -> Self {
+        self.unloaded =
+            failed.into_iter().map(|(name, e)| (name, (e.kind(), crate::one_line(&e.to_string())))).collect();
+        self
+    }
+
+    /// What instance `name`'s plugin said about itself, when it loaded.
+    pub fn info(&self, name: &str) -> Option<&PluginInfo> {
+        self.infos.get(name)
+    }
+
+    /// The instances whose plugin could not be loaded (their declared
+    /// registries are unknown), with the error's kind and text.
+    pub fn unloaded(&self) -> impl Iterator<Item = (&str, ErrorKind, &str)> {
+        self.unloaded.iter().map(|(name, (kind, why))| (name.as_str(), *kind, why.as_str()))
     }
 
     /// The instance serving `server` (a host, or a URL as Docker passes it):
@@ -104,7 +127,7 @@ impl RegistryMap {
         }
         self.wildcards
             .iter()
-            .find(|(suffix, _, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+            .find(|(suffix, _, _)| wildcard_matches(suffix, &host))
             .map(|(_, instance, pattern)| Route { instance: instance.clone(), via: Via::Wildcard(pattern.clone()) })
     }
 
@@ -119,6 +142,56 @@ impl RegistryMap {
     }
 }
 
+/// The registries one instance serves, as its provider needs to know them
+/// to word its requests: a plugin knows only the registry its own settings
+/// name, so a request for a host the configuration maps to the instance asks
+/// for the instance's own registry instead.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Served {
+    /// The host the plugin's declared setting names.
+    own: Option<String>,
+    /// Hosts the configuration maps to the instance: its `registries` list
+    /// and the exact `[registries]` entries naming it.
+    mapped: Vec<String>,
+    /// `.suffix` of each `[registries]` wildcard naming it.
+    wildcards: Vec<String>,
+}
+
+impl Served {
+    /// What instance `name` of `config` serves, given its plugin's `info`.
+    pub(crate) fn new(config: &Config, name: &str, info: Option<&PluginInfo>) -> Self {
+        let own = declared_registry(config, name, info).map(|(host, _)| host);
+        let mut mapped: Vec<String> = config
+            .instances
+            .get(name)
+            .map(|i| i.registries.iter().map(|h| registry_host(h)).collect())
+            .unwrap_or_default();
+        let mut wildcards = Vec::new();
+        for (pattern, instance) in &config.registries {
+            if instance != name {
+                continue;
+            }
+            match pattern.strip_prefix('*') {
+                Some(suffix) => wildcards.push(suffix.to_owned()),
+                None => mapped.push(registry_host(pattern)),
+            }
+        }
+        Self { own, mapped, wildcards }
+    }
+
+    /// The registry a request for `host` names to the plugin: none (the
+    /// instance's own registry) for the host the plugin's setting names and
+    /// for hosts the configuration maps to the instance, so that they all
+    /// share one answer; `host` itself for a host the configuration does not
+    /// know, which the plugin may serve or refuse.
+    pub(crate) fn request_for(&self, host: &str) -> Option<String> {
+        let known = self.own.as_deref() == Some(host)
+            || self.mapped.iter().any(|h| h == host)
+            || self.wildcards.iter().any(|s| wildcard_matches(s, host));
+        (!known).then(|| host.to_owned())
+    }
+}
+
 /// The registry host instance `name` serves by its plugin's declaration, and
 /// the key path of the setting it came from. A plugin that declares nothing
 /// (built by an older kit) gets the old reading of its `registry` setting (a
@@ -126,7 +199,7 @@ impl RegistryMap {
 fn declared_registry(config: &Config, name: &str, info: Option<&PluginInfo>) -> Option<(String, Vec<String>)> {
     let instance = config.instances.get(name)?;
     let mut key = vec!["plugins".to_owned(), name.to_owned(), "settings".to_owned()];
-    let declared = info.and_then(PluginInfo::registry_setting).map(str::to_owned);
+    let declared = info.and_then(|i| i.registry_setting.clone());
     let path: Vec<String> = match &declared {
         Some(path) => path.split('.').map(str::to_owned).collect(),
         None if info.is_some() && instance.registries.is_empty() => {
@@ -144,41 +217,9 @@ fn declared_registry(config: &Config, name: &str, info: Option<&PluginInfo>) -> 
         }
         None => return None,
     };
-    let (last, parents) = path.split_last()?;
-    let mut table = &instance.settings;
-    for segment in parents {
-        table = table.get(segment)?.as_table()?;
-    }
-    let value = table.get(last)?;
-    let host = registry_host(value.as_str()?);
+    let host = registry_host(instance.setting(&path.join("."))?.as_str()?);
     key.extend(path);
     (!host.is_empty()).then_some((host, key))
-}
-
-/// Checks a `[registries]` key: `host[:port]`, or `*.suffix`.
-pub fn check_pattern(pattern: &str) -> std::result::Result<(), String> {
-    let host = match pattern.strip_prefix("*.") {
-        Some(rest) => rest,
-        None if pattern.starts_with('*') => {
-            return Err("a wildcard is `*.` followed by a domain, e.g. `*.example.com`".into())
-        }
-        None => pattern,
-    };
-    if host.is_empty() {
-        return Err("it is empty".into());
-    }
-    if pattern.contains("://") {
-        return Err("give the host (and port), not a URL".into());
-    }
-    if let Some(c) =
-        host.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_' | '[' | ']')))
-    {
-        return Err(format!("`{}` is not allowed in a registry host", c.escape_default()));
-    }
-    if host.starts_with('.') || host.ends_with('.') || host.contains("..") {
-        return Err("empty domain label".into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -190,17 +231,18 @@ mod tests {
     use super::*;
 
     fn info(registry_setting: Option<&str>) -> PluginInfo {
-        let info = PluginInfo {
+        let info = credhost_plugin_api::PluginInfo {
             name: "p".into(),
             version: "1".into(),
             api_version: "1.0.0".into(),
             capabilities: Capabilities::ALL,
             extra: Extra::new(),
         };
-        match registry_setting {
+        let info = match registry_setting {
             Some(s) => info.with_extra(keys::REGISTRY_SETTING, s),
             None => info,
-        }
+        };
+        PluginInfo::from_api(&info, "1.1")
     }
 
     fn map(text: &str) -> Result<RegistryMap> {

@@ -1,38 +1,38 @@
 //! Registry credentials by registry host, from whichever instance serves it:
-//! what the docker credential helper and `docker-config` are built on.
+//! the one routing every front end uses (`credhost token --registry`, the
+//! docker credential helper, `docker-config`, the Python package).
 
 use std::{collections::BTreeMap, path::Path};
 
-use credhost_plugin_api::{rules::registry_host, AuthForm, AuthKind, RegistryAuth};
+use credhost_plugin_api::rules::unix_now;
 
 use crate::{
     config::Config,
     disk_cache::{self, DiskCache},
+    patterns::checked_host,
     registries::RegistryMap,
-    Error, Host, ProviderHandle, Result,
+    types::unix_seconds,
+    AuthForm, AuthKind, Error, Host, ProviderHandle, RegistryAuth, Result,
 };
 
-/// Registry credentials for any registry the configuration serves.
-///
-/// Answers are in user-name-and-password form ([`AuthForm::Basic`]): the
-/// registry clients this serves (the docker credential-helper protocol,
-/// `auths` entries of a docker config) cannot carry a registry bearer token.
+/// Registry credentials for any registry a configuration serves, each from
+/// the instance that serves it (see [`RegistryMap`]), with one provider (and
+/// token cache) per instance.
 pub struct Registries {
     host: Host,
-    map: RegistryMap,
+    /// Built on first use: reading it loads every instance's plugin.
+    map: tokio::sync::OnceCell<RegistryMap>,
     cache: Option<DiskCache>,
     providers: tokio::sync::Mutex<BTreeMap<String, ProviderHandle>>,
 }
 
 impl Registries {
-    /// The registries of `config`: its registry map (see
-    /// [`Host::registry_map`]) and, when `[credential_helper] cache = true`,
-    /// the on-disk cache (a cache that cannot be used is logged and skipped:
-    /// credentials still flow, only slower).
-    pub fn new(config: Config) -> Result<Self> {
-        let host = Host::new(config);
-        let map = host.registry_map()?;
-        let settings = &host.config().credential_helper;
+    /// The registries of `config`. With `[credential_helper] cache = true`
+    /// the answers of [`Registries::get`] are also kept on disk (a cache that
+    /// cannot be used is logged and skipped: credentials still flow, only
+    /// slower). Nothing is loaded yet.
+    pub fn new(config: Config) -> Self {
+        let settings = &config.credential_helper;
         let cache = if settings.cache {
             match settings.cache_dir.clone().or_else(disk_cache::default_dir) {
                 Some(dir) => match DiskCache::open(&dir) {
@@ -50,17 +50,33 @@ impl Registries {
         } else {
             None
         };
-        Ok(Self { host, map, cache, providers: Default::default() })
+        Self { host: Host::new(config), map: Default::default(), cache, providers: Default::default() }
+    }
+
+    /// [`Registries::new`], using `provider` (and its token cache) for its
+    /// instance.
+    pub fn with_provider(config: Config, provider: ProviderHandle) -> Self {
+        let registries = Self::new(config);
+        registries.providers.try_lock().map(|mut p| p.insert(provider.name().to_owned(), provider)).ok();
+        registries
     }
 
     /// Reads `path` and builds [`Registries::new`] over it.
     pub fn from_file(path: &Path) -> Result<Self> {
-        Self::new(Config::load(path, None)?)
+        Ok(Self::new(Config::load(path, None)?))
     }
 
-    /// The registry map.
-    pub fn map(&self) -> &RegistryMap {
-        &self.map
+    /// The registry map, built on first use (every instance's plugin is
+    /// loaded, on a blocking thread, to read what it declares).
+    pub async fn map(&self) -> Result<&RegistryMap> {
+        self.map
+            .get_or_try_init(|| async {
+                let host = self.host.clone();
+                tokio::task::spawn_blocking(move || host.registry_map())
+                    .await
+                    .map_err(|e| Error::Internal(format!("the registry map task failed: {e}")))?
+            })
+            .await
     }
 
     /// The configuration.
@@ -68,9 +84,11 @@ impl Registries {
         self.host.config()
     }
 
+    /// The provider of `instance`: the one built before, unless its plugin
+    /// panicked in it.
     async fn provider(&self, instance: &str) -> Result<ProviderHandle> {
         let mut providers = self.providers.lock().await;
-        if let Some(p) = providers.get(instance) {
+        if let Some(p) = providers.get(instance).filter(|p| !p.is_failed()) {
             return Ok(p.clone());
         }
         let p = self.host.provider(instance).await?;
@@ -78,25 +96,53 @@ impl Registries {
         Ok(p)
     }
 
-    /// Credentials for `server` (a host or URL): `None` when no instance
-    /// serves it or its registry needs none. The instance is asked for its
-    /// own registry's credentials; the answer is presented for every host
-    /// mapped to that instance.
+    /// Registry credentials for `registry` (a host or URL), from the
+    /// instance that serves it; a host no instance is known to serve goes to
+    /// the active instance, whose plugin decides. `None` for `registry` is
+    /// the active instance's own registry. Optionally for a token `scope`,
+    /// and in the `form` the caller can hand on.
+    pub async fn auth(
+        &self,
+        registry: Option<&str>,
+        scope: Option<&str>,
+        form: AuthForm,
+    ) -> Result<Option<RegistryAuth>> {
+        let platform = self.config().platform.clone();
+        let Some(server) = registry else {
+            return self.provider(&platform).await?.registry_auth_as(None, scope, form).await;
+        };
+        let host = checked_host(server)?;
+        let instance = match self.map().await?.resolve(&host) {
+            Some(route) => route.instance,
+            None => platform,
+        };
+        self.provider(&instance).await?.registry_auth_as(Some(&host), scope, form).await
+    }
+
+    /// Credentials for `server` (a host or URL) as registry clients need
+    /// them (a user name and password, [`AuthForm::Basic`]): `None` when no
+    /// instance serves it or its registry needs none. When an instance whose
+    /// plugin cannot be loaded might serve it, that failure is the answer,
+    /// never "none" (a client would go on anonymously and fail later).
     pub async fn get(&self, server: &str) -> Result<Option<RegistryAuth>> {
-        let host = registry_host(server);
-        let Some(route) = self.map.resolve(&host) else {
+        let host = checked_host(server)?;
+        let map = self.map().await?;
+        let Some(route) = map.resolve(&host) else {
+            let unloaded: Vec<String> = map
+                .unloaded()
+                .map(|(name, _, why)| format!("the plugin of instance `{name}` cannot be used ({why})"))
+                .collect();
+            if let Some((_, kind, _)) = map.unloaded().next() {
+                return Err(Error::Unresolved { registry: host, kind, why: unloaded.join("; ") });
+            }
             tracing::debug!(target: "credhost::registries", registry = %host, "no instance serves this registry");
             return Ok(None);
         };
         let instance = route.instance.as_str();
-        let cached = match &self.cache {
-            Some(cache) => {
-                let info = self.host.plugin_info(instance).ok();
-                let id = disk_cache::identity(self.host.config(), instance, info.as_ref());
-                Some((cache, cache.file_for(instance, &host, &id)))
-            }
-            None => None,
-        };
+        let cached = self.cache.as_ref().map(|cache| {
+            let id = disk_cache::identity(self.config(), instance, map.info(instance));
+            (cache, cache.file_for(instance, &host, &id))
+        });
         if let Some((cache, file)) = &cached {
             if let Some(auth) = cache.load(file) {
                 tracing::debug!(target: "credhost::registries", registry = %host, instance, "credentials from the disk cache");
@@ -104,10 +150,10 @@ impl Registries {
             }
         }
         let provider = self.provider(instance).await?;
-        let Some(auth) = provider.registry_auth_as(None, None, AuthForm::Basic).await? else {
+        let Some(auth) = provider.registry_auth_as(Some(&host), None, AuthForm::Basic).await? else {
             return Ok(None);
         };
-        if auth.kind() == Some(AuthKind::Bearer) {
+        if auth.kind == AuthKind::Bearer {
             return Err(Error::Unsupported {
                 instance: instance.to_owned(),
                 op: "registry credentials",
@@ -116,7 +162,7 @@ impl Registries {
                 ),
             });
         }
-        if let Some(exp) = auth.expires_at.into_option().filter(|e| *e <= credhost_plugin_api::rules::unix_now()) {
+        if let Some(exp) = auth.expires_at.map(unix_seconds).filter(|e| *e <= unix_now()) {
             tracing::warn!(target: "credhost::registries", registry = %host, instance, "the plugin's credentials expired at {exp} (Unix time)");
         }
         if let Some((cache, file)) = &cached {
@@ -136,20 +182,20 @@ impl Registries {
     /// whose instance failed are returned apart, with the error. The
     /// instances are asked at the same time (hosts of one instance share its
     /// one request through the token cache).
-    pub async fn list(&self) -> (BTreeMap<String, String>, Vec<(String, Error)>) {
+    pub async fn list(&self) -> Result<(BTreeMap<String, String>, Vec<(String, Error)>)> {
         let mut out = BTreeMap::new();
         let mut failed = Vec::new();
-        let hosts: Vec<String> = self.map.hosts().map(|(h, _)| h.to_owned()).collect();
+        let hosts: Vec<String> = self.map().await?.hosts().map(|(h, _)| h.to_owned()).collect();
         let answers = futures::future::join_all(hosts.iter().map(|host| self.get(host))).await;
         for (host, answer) in hosts.into_iter().zip(answers) {
             match answer {
                 Ok(Some(auth)) => {
-                    out.insert(host, auth.username.to_string());
+                    out.insert(host, auth.username);
                 }
                 Ok(None) => {}
                 Err(e) => failed.push((host, e)),
             }
         }
-        (out, failed)
+        Ok((out, failed))
     }
 }

@@ -15,6 +15,9 @@ pub(crate) struct Services {
 
 impl Services {
     pub(crate) fn new(plugin: &str, base_dir: &Path) -> Self {
+        // Absolute: a plugin (of any kit) resolves its paths against it, and
+        // a service may change directory later.
+        let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
         Self { plugin: plugin.to_owned(), base_dir: base_dir.display().to_string() }
     }
 }

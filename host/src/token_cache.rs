@@ -8,10 +8,9 @@ use std::{
     time::Duration,
 };
 
-use credhost_plugin_api::{
-    rules::{reuse_until, unix_now},
-    RegistryAuth,
-};
+use credhost_plugin_api::rules::{reuse_until, unix_now};
+
+use crate::{types::unix_seconds, RegistryAuth};
 
 /// How long credentials without an expiry (and "no credentials needed"
 /// answers) are reused.
@@ -113,7 +112,7 @@ impl TokenCache {
         }
         let auth = fetch().await?;
         let now = unix_now();
-        let expires = auth.as_ref().and_then(|a| a.expires_at.into_option());
+        let expires = auth.as_ref().and_then(|a| a.expires_at).map(unix_seconds);
         let entry = use_until(now, expires).map(|until| Entry { auth: auth.clone(), use_until: until });
         if entry.is_none() {
             tracing::debug!(target: "credhost::token", key, "not caching registry credentials: expired or about to");
@@ -127,12 +126,17 @@ impl TokenCache {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use credhost_plugin_api::Secret;
-
     use super::*;
+    use crate::{types::from_unix, AuthKind, Secret};
 
     fn auth(expires_at: Option<i64>) -> Option<RegistryAuth> {
-        Some(RegistryAuth::new("r:5000", "u", Secret::new("s"), expires_at))
+        Some(RegistryAuth {
+            server: "r:5000".into(),
+            username: "u".into(),
+            secret: Secret::new("s"),
+            expires_at: expires_at.map(from_unix),
+            kind: AuthKind::Basic,
+        })
     }
 
     #[test]

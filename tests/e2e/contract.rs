@@ -4,7 +4,7 @@
 //! plugin instances (two identities of one plugin), the token cache's
 //! refresh before expiry, and the README's first command.
 
-use std::{io::Write, process::Stdio, time::Duration};
+use std::time::Duration;
 
 use credhost_e2e::*;
 
@@ -115,15 +115,7 @@ fn the_credential_helper_never_reads_the_current_directory() {
     ws.unset_env("CREDHOST_CONFIG");
     ws.set_env("HOME", ws.path("home").to_str().unwrap());
     ws.set_env("XDG_CONFIG_HOME", ws.path("xdg").to_str().unwrap());
-    let mut child = ws
-        .program(artifact("docker-credential-credhost"), &["get"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(svc.var("CREDHOST_TEST_REGISTRY_BASIC").as_bytes()).unwrap();
-    let run = Run(child.wait_with_output().unwrap());
+    let run = ws.helper(&["get"], svc.var("CREDHOST_TEST_REGISTRY_BASIC").as_bytes());
     assert_eq!(run.code(), 1);
     let out = run.stdout();
     assert!(out.contains(&format!("{}/credhost/plugins.toml", ws.path("xdg").display())), "{out}");
@@ -178,15 +170,7 @@ fn two_instances_of_one_plugin_serve_two_registries_with_two_identities() {
     ws.run(&["--platform", "aws-prod", "token", "--registry", dev]).fails_with(3);
 
     for (host, account) in [(prod, "123456789012"), (dev, "222222222222")] {
-        let mut child = ws
-            .program(artifact("docker-credential-credhost"), &["get"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(format!("https://{host}\n").as_bytes()).unwrap();
-        let out = Run(child.wait_with_output().unwrap()).ok();
+        let out = ws.helper(&["get"], format!("https://{host}\n").as_bytes()).ok();
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(
             (v["Username"].as_str(), v["Secret"].as_str()),
@@ -212,7 +196,7 @@ fn registry_tokens_are_refreshed_before_they_expire() {
         let host = credhost::Host::from_file(&ws.path("plugins.toml"), None).unwrap();
         let provider = host.active().await.unwrap();
         let first = provider.registry_auth(None, None).await.unwrap().unwrap();
-        let expires = first.expires_at.into_option().unwrap();
+        let expires = credhost::unix_seconds(first.expires_at.unwrap());
         let again = provider.registry_auth(None, None).await.unwrap().unwrap();
         assert_eq!(again.secret, first.secret, "reused while fresh");
         // Past the refresh point (6 s), before the expiry (8 s).

@@ -2,10 +2,7 @@
 //! client (skopeo) pushing through the helper to the real registries, the
 //! protocol's answers, the `[registries]` table and the on-disk cache.
 
-use std::{
-    io::Write,
-    process::{Command, Stdio},
-};
+use std::process::Command;
 
 use credhost_e2e::*;
 
@@ -54,16 +51,7 @@ fn combined_ws(svc: &Services, tables: &str) -> Workspace {
 
 /// Runs `docker-credential-credhost ARGS` with `stdin`.
 fn helper(ws: &Workspace, args: &[&str], stdin: &str) -> Run {
-    let mut child = ws
-        .program(artifact("docker-credential-credhost"), args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn docker-credential-credhost");
-    // The helper may answer without reading (usage errors): a broken pipe is fine.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    Run(child.wait_with_output().unwrap())
+    ws.helper(args, stdin.as_bytes())
 }
 
 fn get(ws: &Workspace, server: &str) -> serde_json::Value {

@@ -165,3 +165,32 @@ fn inspect_describes_a_file_and_says_why_it_would_be_refused() {
         verbose.stdout()
     );
 }
+
+/// The released 1.0 interface is kept, frozen, in two places: the host's
+/// fallback types (`plugin-api/src/v1_0.rs`) and the whole 1.0 crate the
+/// old-plugin fixtures are built from (`tests/fixtures/v1_0/api`). Both
+/// repeat today's code on purpose (the repeated-code report lists them),
+/// and neither may change: an edited copy would prove old plugins load by
+/// testing something that was never released.
+#[test]
+fn the_released_1_0_interface_stays_frozen() {
+    const FROZEN: &[(&str, &str)] = &[
+        ("plugin-api/src/v1_0.rs", "db848b99dd32c7d6f4a95a8b002ea036a94bd5a366e2bd855979f0c4f76fb66f"),
+        ("tests/fixtures/v1_0/api/Cargo.toml", "1496608487a1a9c922b2595c93822dc6ec766ba96c01e90da35823ec21f7d7f9"),
+        ("tests/fixtures/v1_0/api/src/error.rs", "52abe73ed85313aba97f1b41ff872330f2d5890484406748e6c5c770b3867e9b"),
+        ("tests/fixtures/v1_0/api/src/lib.rs", "cd74e6adf7dc9a43569313f7a1b843bb47bcb57fe5342ecc6c94d549fa658ac0"),
+        ("tests/fixtures/v1_0/api/src/provider.rs", "8b90cf83127e93df744f93490fed94ae4ce7e617bb2ff62561e2eac4ceb763b3"),
+        ("tests/fixtures/v1_0/api/src/root.rs", "968ab1d373c01b8bf5727ac5fd4d765229bc536b7e998dd474009bda533ec97b"),
+        ("tests/fixtures/v1_0/api/src/sdk.rs", "829deec3ca288086989bf1ca0e5ede4b72e6dcde575bd600fd1cf67b23fda585"),
+        ("tests/fixtures/v1_0/api/src/secret.rs", "1bed5b98f919d038b4072a38928e303a32c3991231ed7455479de13061f028ee"),
+        ("tests/fixtures/v1_0/api/src/types.rs", "fa5e6f8a06a239240fc2b48a43d948bfbbece68fcae8c4c17b50e03aac96c5e5"),
+    ];
+    let changed: Vec<&str> =
+        FROZEN.iter().filter(|(file, digest)| sha256(&repo_root().join(file)) != *digest).map(|(f, _)| *f).collect();
+    assert!(
+        changed.is_empty(),
+        "frozen copies of the released 1.0 interface were edited: {changed:?}; restore them from the release (git log -- FILE)"
+    );
+    let files = std::fs::read_dir(repo_root().join("tests/fixtures/v1_0/api/src")).unwrap().count();
+    assert_eq!(files, FROZEN.iter().filter(|(f, _)| f.starts_with("tests/fixtures/v1_0/api/src/")).count());
+}

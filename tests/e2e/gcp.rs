@@ -365,7 +365,7 @@ fn streamed_uploads_resume_and_refuse_corrupted_content() {
     delete_object(&svc, &good);
 
     let err = corrupt.expect_err("a corrupted stream upload must fail");
-    assert_eq!(err.plugin_error().map(|e| e.kind.name()), Some("integrity"), "{err}");
+    assert_eq!(err.plugin_failure().map(|e| e.plugin_kind), Some("integrity"), "{err}");
     assert!(err.to_string().contains("crc32c mismatch"), "{err}");
     // The mismatching object was taken away again.
     std::thread::sleep(Duration::from_millis(100));

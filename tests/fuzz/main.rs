@@ -240,15 +240,20 @@ fn infos(config: &Config) -> BTreeMap<String, PluginInfo> {
         .instances
         .iter()
         .map(|(name, instance)| {
+            let setting = if instance.plugin == "local" { "registry.url" } else { "registry" };
             let info = PluginInfo {
-                name: instance.plugin.as_str().into(),
+                name: instance.plugin.clone(),
                 version: "1".into(),
                 api_version: "1.1.0".into(),
-                capabilities: credhost::Capabilities::ALL,
-                extra: credhost::api::Extra::new(),
+                interface: "1.1".into(),
+                capabilities: credhost::Operation::ALL.to_vec(),
+                description: None,
+                panic: None,
+                registry_setting: Some(setting.into()),
+                identity_env: Vec::new(),
+                identity_env_settings: Vec::new(),
             };
-            let setting = if instance.plugin == "local" { "registry.url" } else { "registry" };
-            (name.clone(), info.with_extra(credhost::api::keys::REGISTRY_SETTING, setting))
+            (name.clone(), info)
         })
         .collect()
 }

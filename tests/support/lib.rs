@@ -238,6 +238,20 @@ impl Workspace {
     pub fn run(&self, args: &[&str]) -> Run {
         Run(self.cmd(args).output().expect("spawn credhost"))
     }
+
+    /// Runs `docker-credential-credhost ARGS` with `stdin` to completion.
+    pub fn helper(&self, args: &[&str], stdin: &[u8]) -> Run {
+        let mut child = self
+            .program(artifact("docker-credential-credhost"), args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn docker-credential-credhost");
+        // The helper may answer without reading (usage errors): a broken pipe is fine.
+        let _ = std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), stdin);
+        Run(child.wait_with_output().expect("wait for docker-credential-credhost"))
+    }
 }
 
 impl Default for Workspace {

@@ -23,13 +23,10 @@ use std::{
 };
 
 use credhost::{
-    api::{AuthKind, PresignMethod},
-    DownloadOptions, Host, LiveHost, ProviderHandle, UploadOptions, WatchOptions,
+    AuthForm, DownloadOptions, Host, LiveHost, PresignMethod, ProviderHandle, Registries, Revealed, UploadOptions,
+    WatchOptions,
 };
-use pyo3::{
-    prelude::*,
-    types::{PyDict, PyList},
-};
+use pyo3::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::ProcessLocal;
@@ -100,8 +97,38 @@ impl CancelToken {
 
 /// What a process built for one `Core`.
 enum Backend {
-    Fixed(ProviderHandle),
+    /// The active instance's provider, and registry routing that shares it.
+    Fixed(ProviderHandle, Arc<Registries>),
     Live(Arc<LiveHost>),
+}
+
+impl Backend {
+    fn provider(&self) -> ProviderHandle {
+        match self {
+            Backend::Fixed(p, _) => p.clone(),
+            Backend::Live(live) => live.provider(),
+        }
+    }
+
+    fn registries(&self) -> Arc<Registries> {
+        match self {
+            Backend::Fixed(_, r) => r.clone(),
+            Backend::Live(live) => live.registries(),
+        }
+    }
+
+    fn share(&self) -> Self {
+        match self {
+            Backend::Fixed(p, r) => Backend::Fixed(p.clone(), r.clone()),
+            Backend::Live(l) => Backend::Live(l.clone()),
+        }
+    }
+}
+
+/// A library value as the Python classes are built from: the dict serde
+/// makes of it, with secrets in clear (the classes wrap them in `Secret`).
+fn to_py<T: serde::Serialize>(py: Python<'_>, value: &T) -> PyResult<Py<PyAny>> {
+    Ok(pythonize::pythonize(py, &Revealed(value))?.unbind())
 }
 
 /// The per-process state of one `Core`: made lazily, guarded by an async
@@ -140,33 +167,27 @@ impl Core {
         }
     }
 
-    /// The provider to run one operation on: the cached one, unless the
+    /// What to run one operation on: the cached provider, unless the
     /// plugin panicked in it (then a fresh one, as `LiveHost` does), or the
     /// live host's current one.
-    async fn provider(&self, slot: &Slot) -> credhost::Result<ProviderHandle> {
-        Ok(match self.backend(slot).await? {
-            Backend::Fixed(p) => p,
-            Backend::Live(live) => live.provider(),
-        })
-    }
-
     async fn backend(&self, slot: &Slot) -> credhost::Result<Backend> {
         let mut guard = slot.backend.lock().await;
         match &*guard {
-            Some(Backend::Fixed(p)) if !p.is_failed() => return Ok(Backend::Fixed(p.clone())),
-            Some(Backend::Live(live)) => return Ok(Backend::Live(live.clone())),
-            _ => {}
+            Some(Backend::Fixed(p, _)) if p.is_failed() => {}
+            Some(backend) => return Ok(backend.share()),
+            None => {}
         }
         let built = match &self.live {
             Some(opts) => Backend::Live(Arc::new(
                 LiveHost::watch(&self.config_path, self.platform.as_deref(), opts.clone()).await?,
             )),
-            None => Backend::Fixed(self.host.active().await?),
+            None => {
+                let provider = self.host.active().await?;
+                let registries = Registries::with_provider(self.host.config().clone(), provider.clone());
+                Backend::Fixed(provider, Arc::new(registries))
+            }
         };
-        let handed = match &built {
-            Backend::Fixed(p) => Backend::Fixed(p.clone()),
-            Backend::Live(l) => Backend::Live(l.clone()),
-        };
+        let handed = built.share();
         *guard = Some(built);
         Ok(handed)
     }
@@ -178,7 +199,7 @@ impl Core {
     fn run<T, F, Fut>(&self, py: Python<'_>, what: &str, cancel: Option<&CancelToken>, op: F) -> PyResult<T>
     where
         T: Send,
-        F: FnOnce(ProviderHandle) -> Fut + Send,
+        F: FnOnce(Backend) -> Fut + Send,
         Fut: Future<Output = Result<T, Failure>> + Send,
     {
         self.run_reporting(py, what, cancel, None, op)
@@ -199,7 +220,7 @@ impl Core {
     ) -> PyResult<T>
     where
         T: Send,
-        F: FnOnce(ProviderHandle) -> Fut + Send,
+        F: FnOnce(Backend) -> Fut + Send,
         Fut: Future<Output = Result<T, Failure>> + Send,
     {
         let slot = self.slot();
@@ -207,8 +228,9 @@ impl Core {
         let outcome = py.detach(|| {
             let rt = runtime::get().map_err(|e| Failure::Runtime(format!("cannot start the host runtime: {e}")))?;
             rt.block_on(async {
-                let provider = stoppable(&cancel, self.provider(&slot)).await??;
-                let stopped = match stoppable(&cancel, reporting(progress, op(provider.clone()))).await {
+                let backend = stoppable(&cancel, self.backend(&slot)).await??;
+                let provider = backend.provider();
+                let stopped = match stoppable(&cancel, reporting(progress, op(backend))).await {
                     Ok(Ok(done)) => return done,
                     Ok(Err(callback_raised)) => callback_raised,
                     Err(stopped) => stopped,
@@ -360,11 +382,13 @@ async fn interrupted() -> PyErr {
     }
 }
 
-type Transfer = (String, String, u64, String, Option<String>);
-
-fn transfer(r: &credhost::TransferResult) -> Transfer {
-    let location = r.location().map(str::to_owned);
-    (r.bucket.to_string(), r.name.to_string(), r.size, r.checksum.to_string(), location)
+/// Registry credentials as the Python class takes them: the library's
+/// fields and the `REGISTRY_TOKEN` form.
+#[derive(serde::Serialize)]
+struct PyRegistryAuth {
+    #[serde(flatten)]
+    auth: credhost::RegistryAuth,
+    registry_token: credhost::Secret,
 }
 
 #[pymethods]
@@ -412,36 +436,30 @@ impl Core {
         self.host.platform().to_owned()
     }
 
-    /// `None`, or `(server, username, password, expires_at, kind, registry_token)`.
+    /// `None`, or the credentials as a dict (`server`, `username`,
+    /// `password`, `expires_at`, `kind`, `registry_token`), from the
+    /// instance that serves `registry` (the active one's own when `None`),
+    /// routed as every credhost front end routes it.
     #[pyo3(signature = (registry=None, scope=None, cancel=None))]
-    #[allow(clippy::type_complexity)]
     fn registry_auth(
         &self,
         py: Python<'_>,
         registry: Option<String>,
         scope: Option<String>,
         cancel: Option<PyRef<'_, CancelToken>>,
-    ) -> PyResult<Option<(String, String, String, Option<i64>, Option<&'static str>, String)>> {
-        self.run(py, "registry credentials", cancel.as_deref(), |p| async move {
-            let auth = p.registry_auth(registry.as_deref(), scope.as_deref()).await?;
-            Ok(auth.map(|a| {
-                let kind = a.kind().map(|k| match k {
-                    AuthKind::Basic => "basic",
-                    AuthKind::Bearer => "bearer",
-                });
-                (
-                    a.server.to_string(),
-                    a.username.to_string(),
-                    a.secret.expose().to_owned(),
-                    a.expires_at.into_option(),
-                    kind,
-                    a.registry_token().expose().to_owned(),
-                )
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let auth = self.run(py, "registry credentials", cancel.as_deref(), |b| async move {
+            let auth = b.registries().auth(registry.as_deref(), scope.as_deref(), AuthForm::Any).await?;
+            Ok(auth.map(|auth| {
+                let registry_token = auth.registry_token();
+                PyRegistryAuth { auth, registry_token }
             }))
-        })
+        })?;
+        auth.map(|a| to_py(py, &a)).transpose()
     }
 
-    /// Uploads a file (checked to be a ZIP archive unless `verify` is false).
+    /// Uploads a file (checked to be a ZIP archive unless `verify` is
+    /// false); the stored object as a dict.
     #[pyo3(signature = (path, name, verify=true, cancel=None, progress=None))]
     fn upload_path(
         &self,
@@ -451,15 +469,17 @@ impl Core {
         verify: bool,
         cancel: Option<PyRef<'_, CancelToken>>,
         progress: Option<Py<PyAny>>,
-    ) -> PyResult<Transfer> {
+    ) -> PyResult<Py<PyAny>> {
         let (reporter, progress) = Reporter::new(progress);
-        self.run_reporting(py, "upload", cancel.as_deref(), reporter, |p| async move {
+        let stored = self.run_reporting(py, "upload", cancel.as_deref(), reporter, |b| async move {
             let opts = UploadOptions { name: Some(name), no_verify: !verify, progress };
-            Ok(transfer(&p.upload_file(&path, &opts).await?))
-        })
+            Ok(b.provider().upload_file(&path, &opts).await?)
+        })?;
+        to_py(py, &stored)
     }
 
-    /// Uploads what `file.read(n)` returns until it returns nothing.
+    /// Uploads what `file.read(n)` returns until it returns nothing; the
+    /// stored object as a dict.
     #[pyo3(signature = (file, name, size_hint=None, cancel=None, progress=None))]
     fn upload_stream(
         &self,
@@ -469,11 +489,11 @@ impl Core {
         size_hint: Option<u64>,
         cancel: Option<PyRef<'_, CancelToken>>,
         progress: Option<Py<PyAny>>,
-    ) -> PyResult<Transfer> {
+    ) -> PyResult<Py<PyAny>> {
         let (reader, raised, gate) = reader::PyReader::new(file);
         let (reporter, progress) = Reporter::new(progress);
-        let done = self.run_reporting(py, "upload", cancel.as_deref(), reporter, |p| async move {
-            Ok(transfer(&p.upload_reader(&name, reader, size_hint, progress).await?))
+        let done = self.run_reporting(py, "upload", cancel.as_deref(), reporter, |b| async move {
+            Ok(b.provider().upload_reader(&name, reader, size_hint, progress).await?)
         });
         // A stopped upload's reading thread may still be in read(): no
         // thread of ours stays in Python once this call returns.
@@ -482,11 +502,12 @@ impl Core {
         let source_error = raised.lock().unwrap_or_else(|p| p.into_inner()).take();
         match (done, source_error) {
             (Err(_), Some(e)) => Err(e),
-            (done, _) => done,
+            (done, _) => to_py(py, &done?),
         }
     }
 
-    /// Downloads `bucket`/`name` to `dest`, replacing it only with `force`.
+    /// Downloads `bucket`/`name` to `dest`, replacing it only with `force`;
+    /// the object as a dict.
     #[pyo3(signature = (bucket, name, dest, force=false, cancel=None, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn download(
@@ -498,39 +519,32 @@ impl Core {
         force: bool,
         cancel: Option<PyRef<'_, CancelToken>>,
         progress: Option<Py<PyAny>>,
-    ) -> PyResult<Transfer> {
+    ) -> PyResult<Py<PyAny>> {
         let (reporter, progress) = Reporter::new(progress);
-        self.run_reporting(py, "download", cancel.as_deref(), reporter, |p| async move {
+        let fetched = self.run_reporting(py, "download", cancel.as_deref(), reporter, |b| async move {
             let opts = DownloadOptions { force, progress };
-            Ok(transfer(&p.download_to_path(&bucket, &name, &dest, &opts).await?))
-        })
+            Ok(b.provider().download_to_path(&bucket, &name, &dest, &opts).await?)
+        })?;
+        to_py(py, &fetched)
     }
 
-    /// The build job's entries: `[(key, value, secret)]`.
+    /// The build job's entries: a list of dicts (`key`, `value`, `secret`).
     #[pyo3(signature = (cancel=None))]
-    fn credentials(
-        &self,
-        py: Python<'_>,
-        cancel: Option<PyRef<'_, CancelToken>>,
-    ) -> PyResult<Vec<(String, String, bool)>> {
-        self.run(py, "credentials", cancel.as_deref(), |p| async move {
-            let entries = p.credentials().await?;
-            Ok(entries.iter().map(|e| (e.key.to_string(), e.value.expose().to_owned(), e.secret)).collect())
-        })
+    fn credentials(&self, py: Python<'_>, cancel: Option<PyRef<'_, CancelToken>>) -> PyResult<Py<PyAny>> {
+        let entries =
+            self.run(py, "credentials", cancel.as_deref(), |b| async move { Ok(b.provider().credentials().await?) })?;
+        to_py(py, &entries)
     }
 
-    /// The live probe: `[(component, ok, detail)]`.
+    /// The live probe: a dict with `items`, each `component`, `ok`, `detail`.
     #[pyo3(signature = (cancel=None))]
-    fn check(&self, py: Python<'_>, cancel: Option<PyRef<'_, CancelToken>>) -> PyResult<Vec<(String, bool, String)>> {
-        self.run(py, "check", cancel.as_deref(), |p| async move {
-            let report = p.check().await?;
-            Ok(report.items.iter().map(|i| (i.component.to_string(), i.ok, i.detail.to_string())).collect())
-        })
+    fn check(&self, py: Python<'_>, cancel: Option<PyRef<'_, CancelToken>>) -> PyResult<Py<PyAny>> {
+        let report = self.run(py, "check", cancel.as_deref(), |b| async move { Ok(b.provider().check().await?) })?;
+        to_py(py, &report)
     }
 
-    /// `(method, url, {header: value}, expires_at)`; `method` is `GET` or `PUT`.
+    /// A dict: `method` (`GET` or `PUT`), `url`, `headers`, `expires_at`.
     #[pyo3(signature = (method, bucket, name, expires, cancel=None))]
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn presign(
         &self,
         py: Python<'_>,
@@ -539,20 +553,16 @@ impl Core {
         name: String,
         expires: f64,
         cancel: Option<PyRef<'_, CancelToken>>,
-    ) -> PyResult<(String, String, Vec<(String, String)>, i64)> {
-        let method = match method.to_ascii_uppercase().as_str() {
-            "GET" => PresignMethod::GET,
-            "PUT" => PresignMethod::PUT,
-            _ => return Err(errors::raise(py, "InvalidInput", "invalid_input", "method must be GET or PUT", false)),
-        };
+    ) -> PyResult<Py<PyAny>> {
+        let method: PresignMethod =
+            method.parse().map_err(|why: String| errors::raise(py, "InvalidInput", "invalid_input", &why, false))?;
         let expires = Duration::try_from_secs_f64(expires).map_err(|_| {
             errors::raise(py, "InvalidInput", "invalid_input", "expires must be a positive number of seconds", false)
         })?;
-        self.run(py, "presign", cancel.as_deref(), |p| async move {
-            let signed = p.presign(method, &bucket, &name, expires).await?;
-            let headers = signed.headers.iter().map(|h| (h.name.to_string(), h.value.to_string())).collect();
-            Ok((signed.method.to_string(), signed.url.expose().to_owned(), headers, signed.expires_at))
-        })
+        let signed = self.run(py, "presign", cancel.as_deref(), |b| async move {
+            Ok(b.provider().presign(method, &bucket, &name, expires).await?)
+        })?;
+        to_py(py, &signed)
     }
 
     /// Deletes `bucket`/`name` (succeeds when it does not exist).
@@ -564,12 +574,12 @@ impl Core {
         name: String,
         cancel: Option<PyRef<'_, CancelToken>>,
     ) -> PyResult<()> {
-        self.run(py, "delete", cancel.as_deref(), |p| async move { Ok(p.delete(&bucket, &name).await?) })
+        self.run(py, "delete", cancel.as_deref(), |b| async move { Ok(b.provider().delete(&bucket, &name).await?) })
     }
 
     /// Every configured instance and how its plugin file fared, plus the
     /// unconfigured plugin files of the plugin directory (never loaded).
-    fn plugins<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    fn plugins(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let host = match &self.live {
             None => self.host.clone(),
             // What a live host serves, once it runs; before that the file as
@@ -582,20 +592,7 @@ impl Core {
             },
         };
         let rows = py.detach(move || host.plugin_report());
-        let list = PyList::empty(py);
-        for row in rows {
-            let d = PyDict::new(py);
-            d.set_item("name", row.name)?;
-            d.set_item("plugin", row.plugin)?;
-            d.set_item("version", row.version)?;
-            d.set_item("api_version", row.api_version)?;
-            d.set_item("capabilities", row.capabilities)?;
-            d.set_item("path", row.path)?;
-            d.set_item("sha256", row.sha256)?;
-            d.set_item("status", row.status)?;
-            list.append(d)?;
-        }
-        Ok(list)
+        to_py(py, &rows)
     }
 
     /// For a live host: `(generation, platform, last_error)`; for a fixed
@@ -611,7 +608,7 @@ impl Core {
                     let s = live.status();
                     Ok((s.generation, s.platform, s.last_error))
                 }
-                Backend::Fixed(p) => Ok((0, p.name().to_owned(), None)),
+                Backend::Fixed(p, _) => Ok((0, p.name().to_owned(), None)),
             }
         })
     }
@@ -626,7 +623,7 @@ impl Core {
         self.run_plain(py, "reload", async {
             match self.backend(&slot).await? {
                 Backend::Live(live) => Ok(live.reload().await?),
-                Backend::Fixed(_) => Ok(false),
+                Backend::Fixed(..) => Ok(false),
             }
         })
     }

@@ -21,60 +21,13 @@ Errors are subclasses of :class:`Error`, one per thing to do next
 Secret values are :class:`Secret`, whose ``repr`` is redacted.
 """
 
-from ._client import Credentials, LiveCredentials
+from . import _client, _errors, _types
+from ._client import *  # noqa: F401,F403  (each module's __all__)
 from ._credhost import __version__
-from ._errors import (
-    AlreadyExists,
-    AuthError,
-    Cancelled,
-    CheckFailed,
-    ConfigError,
-    Error,
-    InvalidInput,
-    NotFound,
-    Panicked,
-    PluginRefused,
-    Timeout,
-    Unavailable,
-    Unsupported,
-)
-from ._types import (
-    CheckItem,
-    CheckReport,
-    PluginStatus,
-    Presigned,
-    RegistryAuth,
-    Secret,
-    SwitchStatus,
-    TransferResult,
-)
+from ._errors import *  # noqa: F401,F403
+from ._types import *  # noqa: F401,F403
 
-__all__ = [
-    "Credentials",
-    "LiveCredentials",
-    "Secret",
-    "TransferResult",
-    "RegistryAuth",
-    "Presigned",
-    "CheckItem",
-    "CheckReport",
-    "PluginStatus",
-    "SwitchStatus",
-    "Error",
-    "NotFound",
-    "AuthError",
-    "InvalidInput",
-    "ConfigError",
-    "PluginRefused",
-    "Unsupported",
-    "AlreadyExists",
-    "CheckFailed",
-    "Unavailable",
-    "Timeout",
-    "Cancelled",
-    "Panicked",
-    "__version__",
-]
+__all__ = [*_client.__all__, *_types.__all__, *_errors.__all__, "__version__"]
 
 # Shown as credhost.NotFound, credhost.Secret, ... in tracebacks and reprs;
 # pickles (multiprocessing results) find them there too.

@@ -86,8 +86,7 @@ class _Client:
         got = self._core.registry_auth(registry, scope, cancel)
         if got is None:
             return None
-        server, username, password, expires_at, kind, token = got
-        return RegistryAuth(server, username, Secret(password), expires_at, kind, Secret(token))
+        return RegistryAuth(**{**got, "password": Secret(got["password"]), "registry_token": Secret(got["registry_token"])})
 
     def _get_registry_token(self, cancel: _Token) -> Optional[Secret]:
         auth = self._registry_auth(None, None, cancel)
@@ -122,7 +121,7 @@ class _Client:
                 "project_obj must be bytes-like, a path, or a binary file-like object with read(n), "
                 f"not {type(project_obj).__name__}"
             )
-        return TransferResult(*got)
+        return TransferResult(**got)
 
     def _download_project(
         self,
@@ -164,8 +163,7 @@ class _Client:
                 raise InvalidInput("a GET URL needs the bucket name")
             bucket_name = ""
         got = self._core.presign(method, bucket_name, project_name, _seconds(expires), cancel)
-        method, url, headers, expires_at = got
-        return Presigned(method, Secret(url), dict(headers), expires_at)
+        return Presigned(**{**got, "url": Secret(got["url"])})
 
     # -- build jobs
 
@@ -173,14 +171,14 @@ class _Client:
         self, project: Optional[Tuple[str, str]], expires: Expires, cancel: _Token
     ) -> Dict[str, str]:
         entries = self._core.credentials(cancel)
-        result: Dict[str, str] = {k: Secret(v) if secret else v for k, v, secret in entries}
+        result: Dict[str, str] = {e["key"]: Secret(e["value"]) if e["secret"] else e["value"] for e in entries}
         if project is not None:
             bucket_name, project_name = project
             result["PROJECT_URL"] = self._presign("GET", bucket_name, project_name, expires, cancel).url
         return result
 
     def _check(self, raise_on_failure: bool, cancel: _Token) -> CheckReport:
-        report = CheckReport(tuple(CheckItem(c, ok, d) for c, ok, d in self._core.check(cancel)))
+        report = CheckReport(tuple(CheckItem(**item) for item in self._core.check(cancel)["items"]))
         if raise_on_failure and not report.ok:
             failed = "; ".join(f"{i.component}: {i.detail}" for i in report.failures())
             platform = self._core.status()[1]
@@ -190,19 +188,7 @@ class _Client:
         return report
 
     def _plugins(self) -> List[PluginStatus]:
-        return [
-            PluginStatus(
-                name=row["name"],
-                plugin=row["plugin"],
-                version=row["version"],
-                api_version=row["api_version"],
-                capabilities=tuple(row["capabilities"]),
-                path=row["path"],
-                sha256=row["sha256"],
-                status=row["status"],
-            )
-            for row in self._core.plugins()
-        ]
+        return [PluginStatus(**{**row, "capabilities": tuple(row["capabilities"])}) for row in self._core.plugins()]
 
 
 class Credentials(_Client):

@@ -57,6 +57,8 @@ class TransferResult:
     """``algorithm:hex`` of the whole content, e.g. ``crc32c:1a2b3c4d``."""
     location: Optional[str] = None
     """Where the object is (``s3://b/k``, ``gs://b/k`` or a path), when the plugin says."""
+    generation: Optional[str] = None
+    """The store's version of the object (a GCS generation), when it has one."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,8 @@ class RegistryAuth:
     """The password or token."""
     expires_at: Optional[int]
     """Unix time (seconds) after which the password stops working, when known."""
-    kind: Optional[str]
-    """``"basic"`` (user name and password) or ``"bearer"`` (a registry bearer token), when the plugin says."""
+    kind: str
+    """``"basic"`` (user name and password; also when the plugin does not say) or ``"bearer"`` (a registry bearer token)."""
     registry_token: Secret
     """The ``REGISTRY_TOKEN`` form build jobs expect: base64 of ``username:password``."""
 
@@ -135,6 +137,8 @@ class PluginStatus:
     """The plugin interface version it was built against, when it loaded."""
     capabilities: Tuple[str, ...]
     """What the plugin offers, when it loaded."""
+    description: Optional[str]
+    """The plugin's one-line description, when it loaded and has one."""
     path: Optional[str]
     """The plugin file."""
     sha256: Optional[str]

@@ -36,6 +36,11 @@ use std::{
     sync::Mutex,
 };
 
+#[cfg(unix)]
+mod elf;
+#[cfg(unix)]
+mod permissions;
+
 use abi_stable::library::{lib_header_from_path, LibraryError};
 use credhost_plugin_api::{v1_0, PluginInfo, PluginRoot_Ref};
 use sha2::Digest;
@@ -115,17 +120,6 @@ pub enum LoadError {
         /// The configured name.
         expected: String,
     },
-}
-
-impl LoadError {
-    /// What the caller should do next: a missing file is not found, every
-    /// other reason is a refused plugin.
-    pub fn kind(&self) -> crate::ErrorKind {
-        match self {
-            LoadError::MissingFile(_) => crate::ErrorKind::NotFound,
-            _ => crate::ErrorKind::PluginRefused,
-        }
-    }
 }
 
 /// How strictly files are vetted.
@@ -208,25 +202,18 @@ pub fn candidates(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The sha256 of a file, lower-case hex (never following a final symbolic link).
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = open_nofollow(path)?;
-    sha256_of(&mut f)
-}
+/// The largest plugin file that is read at all: far above any real plugin
+/// (the bundled ones are 6-17 MB), and low enough that hashing one ends in
+/// seconds.
+pub const MAX_PLUGIN_BYTES: u64 = 512 << 20;
 
-fn sha256_of(f: &mut File) -> std::io::Result<String> {
-    use std::io::{Seek, SeekFrom};
-    f.seek(SeekFrom::Start(0))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+/// The sha256 of a plugin file, lower-case hex, from a handle vetted as for
+/// loading (steps 1-2: a regular file reached without a final symbolic
+/// link, owned and written as a plugin file must be, at most
+/// [`MAX_PLUGIN_BYTES`]). A device, a FIFO or a huge file is refused before
+/// a byte of it is read.
+pub fn sha256_file(path: &Path, policy: Policy) -> Result<String, LoadError> {
+    open_vetted(path, policy)?.sha256()
 }
 
 /// Opens `path` for reading without following a final symbolic link and
@@ -251,8 +238,48 @@ pub struct Vetted {
     id: (u64, u64),
 }
 
+impl Vetted {
+    /// The sha256 of what was vetted, read through the vetted handle.
+    pub fn sha256(&mut self) -> Result<String, LoadError> {
+        use std::io::{Seek, SeekFrom};
+        let read_err =
+            |e: std::io::Error| LoadError::Other { path: self.path.clone(), detail: format!("cannot read: {e}") };
+        self.file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = self.file.read(&mut buf).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+}
+
 /// Steps 1-4: opens and vets `path`, and checks the `pin` from the handle.
 pub fn vet(path: &Path, pin: Option<&str>, policy: Policy) -> Result<Vetted, LoadError> {
+    let mut vetted = open_vetted(path, policy)?;
+    #[cfg(unix)]
+    elf::check_elf(&mut vetted)?;
+    if let Some(expected) = pin {
+        let actual = vetted.sha256()?;
+        if !actual.eq_ignore_ascii_case(expected) {
+            return Err(LoadError::PinMismatch {
+                path: path.to_path_buf(),
+                expected: expected.to_ascii_lowercase(),
+                actual,
+            });
+        }
+    }
+    Ok(vetted)
+}
+
+/// Steps 1-2: opens `path` once, without following a final link, and vets
+/// the handle (a regular file of at most [`MAX_PLUGIN_BYTES`], its owner
+/// and mode) and every directory above it. Nothing of the file is read.
+fn open_vetted(path: &Path, policy: Policy) -> Result<Vetted, LoadError> {
     let unsafe_file = |why: String| LoadError::Unsafe { path: path.to_path_buf(), why };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -280,10 +307,21 @@ pub fn vet(path: &Path, pin: Option<&str>, policy: Policy) -> Result<Vetted, Loa
     if !meta.is_file() {
         return Err(LoadError::NotALibrary { path: path.to_path_buf(), detail: "not a regular file".into() });
     }
+    if meta.len() > MAX_PLUGIN_BYTES {
+        return Err(LoadError::NotALibrary {
+            path: path.to_path_buf(),
+            detail: format!(
+                "it is {} MiB; plugin files over {} MiB are not read",
+                meta.len() >> 20,
+                MAX_PLUGIN_BYTES >> 20
+            ),
+        });
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let checks = check_owner_and_mode("the file", &meta).and_then(|()| check_directories(&canonical_dir));
+        let checks = permissions::check_owner_and_mode("the file", &meta)
+            .and_then(|()| permissions::check_directories(&canonical_dir));
         match checks {
             Ok(()) => {}
             Err(why) if policy.allow_insecure_permissions => tracing::warn!(
@@ -293,305 +331,13 @@ pub fn vet(path: &Path, pin: Option<&str>, policy: Policy) -> Result<Vetted, Loa
             ),
             Err(why) => return Err(unsafe_file(why)),
         }
-        let mut vetted = Vetted { id: (meta.dev(), meta.ino()), size: meta.len(), path: path.to_path_buf(), file };
-        check_elf(&mut vetted)?;
-        if let Some(expected) = pin {
-            let actual = sha256_of(&mut vetted.file)
-                .map_err(|e| LoadError::Other { path: path.to_path_buf(), detail: format!("cannot read: {e}") })?;
-            if !actual.eq_ignore_ascii_case(expected) {
-                return Err(LoadError::PinMismatch {
-                    path: path.to_path_buf(),
-                    expected: expected.to_ascii_lowercase(),
-                    actual,
-                });
-            }
-        }
-        Ok(vetted)
+        Ok(Vetted { id: (meta.dev(), meta.ino()), size: meta.len(), path: path.to_path_buf(), file })
     }
     #[cfg(not(unix))]
     {
-        let _ = (policy, pin);
+        let _ = policy;
         Err(LoadError::Other { path: path.to_path_buf(), detail: "plugin loading is supported on Unix only".into() })
     }
-}
-
-/// The owner of a file or directory must be root or the current user, and
-/// no one else may write to it: not others, and not the group unless it is
-/// the owner's own (user-private) group. Sticky directories, whose entries
-/// only their owners can replace, may be writable by anyone.
-#[cfg(unix)]
-fn check_owner_and_mode(what: &str, meta: &std::fs::Metadata) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let me = unsafe_euid();
-    let (uid, gid, mode) = (meta.uid(), meta.gid(), meta.mode());
-    if uid != 0 && uid != me {
-        return Err(format!("{what} is owned by {}, not by root or the current user", user_name(uid)));
-    }
-    let sticky_dir = meta.is_dir() && mode & 0o1000 != 0;
-    if mode & 0o002 != 0 && !sticky_dir {
-        return Err(format!("{what} is world-writable"));
-    }
-    if mode & 0o020 != 0 && !sticky_dir && !is_private_group(uid, gid) {
-        return Err(format!("{what} is writable by group {}", group_name(gid)));
-    }
-    Ok(())
-}
-
-/// Every directory from `/` down to `dir` (canonical).
-#[cfg(unix)]
-fn check_directories(dir: &Path) -> Result<(), String> {
-    for d in dir.ancestors() {
-        let meta = std::fs::metadata(d).map_err(|e| format!("cannot read directory {}: {e}", d.display()))?;
-        check_owner_and_mode(&format!("its directory {}", d.display()), &meta)?;
-    }
-    Ok(())
-}
-
-#[cfg(unix)]
-fn unsafe_euid() -> u32 {
-    // SAFETY: geteuid cannot fail and has no preconditions.
-    unsafe { libc::geteuid() }
-}
-
-/// Whether `gid` is the user-private group of `uid`: the user's primary
-/// group, named like the user.
-#[cfg(unix)]
-fn is_private_group(uid: u32, gid: u32) -> bool {
-    match (passwd_entry(uid), group_name_of(gid)) {
-        (Some((name, primary)), Some(group)) => primary == gid && group == name,
-        _ => false,
-    }
-}
-
-#[cfg(unix)]
-fn user_name(uid: u32) -> String {
-    passwd_entry(uid).map_or_else(|| format!("uid {uid}"), |(name, _)| format!("user {name} (uid {uid})"))
-}
-
-#[cfg(unix)]
-fn group_name(gid: u32) -> String {
-    group_name_of(gid).map_or_else(|| format!("gid {gid}"), |name| format!("{name} (gid {gid})"))
-}
-
-/// The user name and primary group of `uid`.
-#[cfg(unix)]
-fn passwd_entry(uid: u32) -> Option<(String, u32)> {
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids).
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: the buffers outlive the call; getpwuid_r writes only within them.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-        return None;
-    }
-    // SAFETY: on success pw_name points to a NUL-terminated string in `buf`.
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }.to_string_lossy().into_owned();
-    Some((name, pwd.pw_gid))
-}
-
-/// The name of group `gid`.
-#[cfg(unix)]
-fn group_name_of(gid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 64 * 1024];
-    // SAFETY: all-zero is a valid `group` (null pointers, zero id).
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: the buffers outlive the call; getgrgid_r writes only within them.
-    let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() || grp.gr_name.is_null() {
-        return None;
-    }
-    // SAFETY: on success gr_name points to a NUL-terminated string in `buf`.
-    Some(unsafe { std::ffi::CStr::from_ptr(grp.gr_name) }.to_string_lossy().into_owned())
-}
-
-/// `e_type` of a shared library (and of a position-independent executable).
-#[cfg(unix)]
-const ELF_SHARED_OBJECT: u16 = 3;
-
-/// `e_machine` of this host's libraries, where known.
-#[cfg(unix)]
-const HOST_MACHINE: Option<u16> = if cfg!(target_arch = "x86_64") {
-    Some(62)
-} else if cfg!(target_arch = "aarch64") {
-    Some(183)
-} else if cfg!(target_arch = "x86") {
-    Some(3)
-} else if cfg!(target_arch = "arm") {
-    Some(40)
-} else if cfg!(any(target_arch = "riscv64", target_arch = "riscv32")) {
-    Some(243)
-} else if cfg!(target_arch = "powerpc64") {
-    Some(21)
-} else if cfg!(target_arch = "powerpc") {
-    Some(20)
-} else if cfg!(target_arch = "s390x") {
-    Some(22)
-} else if cfg!(target_arch = "loongarch64") {
-    Some(258)
-} else {
-    None
-};
-
-/// A name for an ELF `e_machine` value.
-#[cfg(unix)]
-fn machine_name(machine: u16) -> &'static str {
-    match machine {
-        3 => "x86 (32-bit)",
-        8 => "MIPS",
-        20 => "PowerPC",
-        21 => "PowerPC 64",
-        22 => "s390",
-        40 => "ARM (32-bit)",
-        62 => "x86-64",
-        183 => "AArch64",
-        243 => "RISC-V",
-        258 => "LoongArch",
-        _ => "another machine",
-    }
-}
-
-/// Step 3: an ELF file must hold every segment and table its headers point
-/// to. A file cut short would otherwise be mapped, and the first access past
-/// its end would kill the process (SIGBUS) with no message.
-#[cfg(unix)]
-fn check_elf(v: &mut Vetted) -> Result<(), LoadError> {
-    use std::os::unix::fs::FileExt;
-    let not_lib = |detail: String| LoadError::NotALibrary { path: v.path.clone(), detail };
-    let mut header = [0u8; 64];
-    let n = v.file.read_at(&mut header, 0).map_err(|e| not_lib(format!("cannot read: {e}")))?;
-    if n >= 4 && header[..4] == *b"\x7fELF" && n < 52 {
-        return Err(not_lib(format!("it is cut short: its ELF header needs 52 to 64 bytes, but the file has {n}")));
-    }
-    if n < 52 || header[..4] != *b"\x7fELF" {
-        if cfg!(target_os = "linux") {
-            return Err(not_lib("it is not an ELF file".into()));
-        }
-        return Ok(());
-    }
-    let is64 = match header[4] {
-        1 => false,
-        2 => true,
-        _ => return Err(not_lib("unknown ELF class".into())),
-    };
-    let little = match header[5] {
-        1 => true,
-        2 => false,
-        _ => return Err(not_lib("unknown ELF byte order".into())),
-    };
-    // The loader would refuse these with a terse or misleading message
-    // (another machine's library reads as "No such file or directory").
-    let bits = |wide: bool| if wide { 64 } else { 32 };
-    if is64 != cfg!(target_pointer_width = "64") {
-        return Err(not_lib(format!(
-            "it is a {}-bit ELF file; this host loads {}-bit libraries",
-            bits(is64),
-            bits(!is64)
-        )));
-    }
-    if little != cfg!(target_endian = "little") {
-        let order = |l: bool| if l { "little-endian" } else { "big-endian" };
-        return Err(not_lib(format!("it is a {} ELF file; this host is {}", order(little), order(!little))));
-    }
-    let u16_at = |b: &[u8], o: usize| {
-        let x = [b[o], b[o + 1]];
-        if little {
-            u16::from_le_bytes(x)
-        } else {
-            u16::from_be_bytes(x)
-        }
-    };
-    let u32_at = |b: &[u8], o: usize| {
-        let x = [b[o], b[o + 1], b[o + 2], b[o + 3]];
-        if little {
-            u32::from_le_bytes(x)
-        } else {
-            u32::from_be_bytes(x)
-        }
-    };
-    let u64_at = |b: &[u8], o: usize| {
-        let mut x = [0u8; 8];
-        x.copy_from_slice(&b[o..o + 8]);
-        if little {
-            u64::from_le_bytes(x)
-        } else {
-            u64::from_be_bytes(x)
-        }
-    };
-    if is64 && n < 64 {
-        return Err(not_lib(format!("it is cut short: its ELF header needs 64 bytes, but the file has {n}")));
-    }
-    match u16_at(&header, 16) {
-        ELF_SHARED_OBJECT => {}
-        1 => return Err(not_lib("it is an object file (.o), not a shared library".into())),
-        2 => return Err(not_lib("it is an executable, not a shared library".into())),
-        4 => return Err(not_lib("it is a core dump, not a shared library".into())),
-        other => return Err(not_lib(format!("it is not a shared library (ELF type {other})"))),
-    }
-    let machine = u16_at(&header, 18);
-    if let Some(host) = HOST_MACHINE.filter(|&host| host != machine) {
-        return Err(not_lib(format!(
-            "it is built for {} (ELF machine {machine}); this host is {}",
-            machine_name(machine),
-            machine_name(host)
-        )));
-    }
-    let (phoff, shoff, phentsize, phnum, shentsize, shnum) = if is64 {
-        (
-            u64_at(&header, 32),
-            u64_at(&header, 40),
-            u16_at(&header, 54),
-            u16_at(&header, 56),
-            u16_at(&header, 58),
-            u16_at(&header, 60),
-        )
-    } else {
-        (
-            u64::from(u32_at(&header, 28)),
-            u64::from(u32_at(&header, 32)),
-            u16_at(&header, 42),
-            u16_at(&header, 44),
-            u16_at(&header, 46),
-            u16_at(&header, 48),
-        )
-    };
-    let size = v.size;
-    let cut = |what: &str, end: u64| {
-        not_lib(format!(
-            "it is cut short: its {what} ends at byte {end}, but the file has {size} bytes (an interrupted copy?)"
-        ))
-    };
-    let ph_end = phoff.saturating_add(u64::from(phentsize) * u64::from(phnum));
-    if ph_end > size {
-        return Err(cut("program header table", ph_end));
-    }
-    if shnum > 0 {
-        let sh_end = shoff.saturating_add(u64::from(shentsize) * u64::from(shnum));
-        if sh_end > size {
-            return Err(cut("section header table", sh_end));
-        }
-    }
-    let mut table = vec![0u8; (ph_end - phoff) as usize];
-    v.file.read_exact_at(&mut table, phoff).map_err(|e| not_lib(format!("cannot read its program headers: {e}")))?;
-    for entry in table.chunks_exact(usize::from(phentsize.max(1))) {
-        let (offset, filesz) = if is64 {
-            if entry.len() < 40 {
-                return Err(not_lib("malformed program header".into()));
-            }
-            (u64_at(entry, 8), u64_at(entry, 32))
-        } else {
-            if entry.len() < 20 {
-                return Err(not_lib("malformed program header".into()));
-            }
-            (u64::from(u32_at(entry, 4)), u64::from(u32_at(entry, 16)))
-        };
-        let end = offset.saturating_add(filesz);
-        if end > size {
-            return Err(cut("segment", end));
-        }
-    }
-    Ok(())
 }
 
 /// Loaded libraries by (device, inode).
@@ -613,12 +359,10 @@ pub fn load_vetted(vetted: Vetted) -> Result<Loaded, LoadError> {
 
 /// What `credhost plugins inspect` reports about a file.
 pub struct Inspection {
-    /// The file's sha256, when readable.
+    /// The file's sha256, when it was vetted for reading.
     pub sha256: Option<String>,
     /// What the plugin says about itself, when its library could be loaded.
-    pub info: Option<PluginInfo>,
-    /// The interface minor it speaks, when loaded.
-    pub interface: Option<&'static str>,
+    pub info: Option<crate::PluginInfo>,
     /// Why a host would refuse it; `None` when it would load.
     pub refused: Option<LoadError>,
 }
@@ -627,18 +371,26 @@ pub struct Inspection {
 /// and describes it, including when a host would refuse it. Loading runs
 /// the library's code: inspect only files you would load.
 pub fn inspect(path: &Path, policy: Policy) -> Inspection {
-    let sha256 = sha256_file(path).ok();
-    let vetted = match vet(path, None, policy) {
+    let mut vetted = match vet(path, None, policy) {
         Ok(v) => v,
-        Err(e) => return Inspection { sha256, info: None, interface: None, refused: Some(e) },
+        Err(e) => {
+            // A file refused only for what it holds (not an ELF file, cut
+            // short) was vetted for reading, and its digest helps.
+            let sha256 = match e {
+                LoadError::NotALibrary { .. } => sha256_file(path, policy).ok(),
+                _ => None,
+            };
+            return Inspection { sha256, info: None, refused: Some(e) };
+        }
     };
+    let sha256 = vetted.sha256().ok();
     match load_library(vetted) {
         Ok(loaded) => {
             let info = loaded.info();
             let refused = check_panic_strategy(path, &info).err();
-            Inspection { sha256, interface: Some(loaded.interface()), info: Some(info), refused }
+            Inspection { sha256, info: Some(crate::PluginInfo::from_api(&info, loaded.interface())), refused }
         }
-        Err(e) => Inspection { sha256, info: None, interface: None, refused: Some(e) },
+        Err(e) => Inspection { sha256, info: None, refused: Some(e) },
     }
 }
 
@@ -803,7 +555,7 @@ mod tests {
         assert!(e.contains("world-writable"), "{e}");
         assert!(vet(&p, None, Policy { allow_insecure_permissions: true }).is_ok());
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let sha = sha256_file(&p).unwrap();
+        let sha = sha256_file(&p, Policy::default()).unwrap();
         assert!(vet(&p, Some(&sha), Policy::default()).is_ok());
         let e = vet(&p, Some(&"0".repeat(64)), Policy::default()).err().unwrap().to_string();
         assert!(e.contains("but the configuration pins"), "{e}");
