@@ -10,6 +10,7 @@ mod evolution;
 mod fs_store;
 mod gcp;
 mod hardening;
+mod hostile;
 mod job_env;
 mod kit;
 mod load;

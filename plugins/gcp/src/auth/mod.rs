@@ -136,17 +136,18 @@ fn metadata_host() -> String {
 /// error, not a reason to move on: silently using other credentials would
 /// hide the mistake.
 async fn adc() -> Result<Result<Credentials, String>, PluginError> {
-    match std::env::var(GAC) {
-        Ok(value) if value.trim_start().starts_with('{') => {
-            return Credentials::parse(Secret::new(value), &format!("environment variable {GAC}")).map(Ok);
-        }
-        Ok(path) if !path.trim().is_empty() => {
-            let text = read_file(path.as_ref()).await.map_err(|e| {
-                PluginError::new(ErrorKind::UNAUTHENTICATED, format!("cannot read {path} named by {GAC}: {e}"))
-            })?;
-            return Credentials::parse(text, &format!("{GAC} file {path}")).map(Ok);
-        }
-        _ => {}
+    // A path need not be UTF-8; inline JSON is.
+    let value = std::env::var_os(GAC).unwrap_or_default();
+    if let Some(json) = value.to_str().filter(|v| v.trim_start().starts_with('{')) {
+        return Credentials::parse(Secret::new(json), &format!("environment variable {GAC}")).map(Ok);
+    }
+    if !value.to_string_lossy().trim().is_empty() {
+        let path = std::path::PathBuf::from(&value);
+        let shown = path.display();
+        let text = read_file(&path).await.map_err(|e| {
+            PluginError::new(ErrorKind::UNAUTHENTICATED, format!("cannot read {shown} named by {GAC}: {e}"))
+        })?;
+        return Credentials::parse(text, &format!("{GAC} file {shown}")).map(Ok);
     }
     let Some(path) = gcloud_adc_file() else {
         return Ok(Err(format!("{GAC} is not set and there is no home directory to look for gcloud's credentials in")));

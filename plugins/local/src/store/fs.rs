@@ -139,12 +139,17 @@ impl FsStore {
         blocking(move || {
             check_segment(&bucket).map_err(|why| invalid(format!("invalid bucket {bucket:?}: {why}")))?;
             let (dir_path, file_name) = split_name(&name)?;
-            let Ok(root_fd) = open_dir(None, &root, false) else { return Ok(()) };
-            let Ok(mut dir) = open_dir(Some(&root_fd), Path::new(&bucket), true) else { return Ok(()) };
+            // Only a directory that does not exist means there is nothing to
+            // delete; one that cannot be opened (permissions, I/O) means the
+            // store cannot tell, which is an error, never a success.
+            let Some(root_fd) = absent_is_none(open_dir(None, &root, false))? else { return Ok(()) };
+            let Some(mut dir) = absent_is_none(open_dir(Some(&root_fd), Path::new(&bucket), true))? else {
+                return Ok(());
+            };
             for component in dir_path {
-                match open_dir(Some(&dir), Path::new(component), true) {
-                    Ok(d) => dir = d,
-                    Err(_) => return Ok(()),
+                match absent_is_none(open_dir(Some(&dir), Path::new(component), true))? {
+                    Some(d) => dir = d,
+                    None => return Ok(()),
                 }
             }
             let c = cstring(file_name)?;
@@ -190,6 +195,15 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
     let mut err = Error::from(e);
     err.message = format!("{what} {}: {}", path.display(), err.message).into();
     err
+}
+
+/// `None` for what does not exist, the error for anything else.
+fn absent_is_none<T>(r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind == ErrorKind::NOT_FOUND => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn missing_is(e: Error, not_found: &impl Fn() -> Error) -> Error {
