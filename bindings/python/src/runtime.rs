@@ -1,48 +1,20 @@
 //! The host's tokio runtime, one per process, and values owned by one process.
 
-use std::{
-    mem::ManuallyDrop,
-    sync::atomic::{AtomicPtr, Ordering},
-};
+use std::mem::ManuallyDrop;
 
-/// A runtime together with the process that built it.
-struct Slot {
-    pid: u32,
-    runtime: tokio::runtime::Runtime,
-}
+use credhost_plugin_api::sdk::ProcessRuntime;
 
-/// Slots are leaked: a runtime inherited through `fork()` has no threads in
-/// the child, so shutting it down there would wait for ever.
-static RUNTIME: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
+/// The host runtime of each process.
+static RUNTIME: ProcessRuntime = ProcessRuntime::new();
 
-/// The host runtime of the current process, built on first use. A process
-/// forked from one that had a runtime builds its own on its first call. No
-/// lock is taken, so a fork that happened while another thread was in here
-/// cannot leave the child waiting.
+/// The host runtime of the current process, built on first use; a process
+/// forked from one that had a runtime builds its own on its first call (see
+/// [`ProcessRuntime`]).
 pub fn get() -> std::io::Result<&'static tokio::runtime::Runtime> {
-    let pid = std::process::id();
-    loop {
-        let current = RUNTIME.load(Ordering::Acquire);
-        // SAFETY: slots come from Box::into_raw below and are never freed.
-        if let Some(slot) = unsafe { current.as_ref() } {
-            if slot.pid == pid {
-                return Ok(&slot.runtime);
-            }
-        }
+    RUNTIME.get(|_| {
         install_log_output();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("credhost-host")
-            .enable_all()
-            .build()?;
-        let fresh = Box::into_raw(Box::new(Slot { pid, runtime }));
-        if RUNTIME.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            // Another thread of this process won; ours never ran anything.
-            // SAFETY: `fresh` came from Box::into_raw above and was never shared.
-            let ours = unsafe { Box::from_raw(fresh) };
-            ours.runtime.shutdown_background();
-        }
-    }
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("credhost-host").enable_all().build()
+    })
 }
 
 /// `CREDHOST_LOG` (a tracing filter such as `debug`) sends the library's

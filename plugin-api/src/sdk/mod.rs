@@ -37,10 +37,12 @@ mod helpers;
 mod io;
 mod kit_v1_0;
 mod logging;
+mod process;
 mod runtime;
 
 pub use helpers::{error_chain, io_error, parse_settings, secret_from_env, Context};
 pub use io::{host_error, ProgressHandle, SinkWriter, SourceReader};
 pub use kit_v1_0::{info_for, new_provider_for, Adapter, CredentialProvider, Dest, Download, Plugin, Source, Upload};
 pub use logging::LOG_DEPENDENCIES_VAR;
+pub use process::ProcessRuntime;
 pub use runtime::{construct, extra_to_map, panic_strategy, runtime, spawn_cleanup, spawn_guarded, wait_idle};

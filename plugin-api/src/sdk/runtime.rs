@@ -12,62 +12,29 @@ use std::{
 use abi_stable::std_types::RResult;
 use async_ffi::{FfiFuture, FutureExt as _};
 
-use super::{logging::install_host_logging, Context};
+use super::{logging::install_host_logging, Context, ProcessRuntime};
 use crate::{ErrorKind, Extra, HostServicesBox, PResult, PluginError, Provider};
 
-/// The plugin runtime of this process, with the process it was built in.
-struct RuntimeSlot {
-    pid: u32,
-    runtime: tokio::runtime::Runtime,
-}
+/// The plugin runtime of each process.
+static RUNTIME: ProcessRuntime = ProcessRuntime::new();
 
-/// The current slot. Slots are leaked, never freed: a runtime inherited
-/// through `fork()` has lost its threads and cannot be shut down.
-static RUNTIME: std::sync::atomic::AtomicPtr<RuntimeSlot> = std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
-
-/// The plugin's own runtime, built on first use in each process. Two
-/// workers: plugins do I/O, not computation, and share the machine with the
-/// host.
-///
-/// A process forked after the runtime was built (gunicorn and Celery
-/// workers) gets a runtime of its own on its first call: the inherited one
-/// has no threads left. No lock is taken, so a fork that happened while
-/// another thread was in here cannot leave the child waiting for ever.
+/// The plugin's own runtime, built on first use in each process (again in
+/// a child after a `fork()`, see [`ProcessRuntime`]). Two workers: plugins
+/// do I/O, not computation, and share the machine with the host.
 pub fn runtime() -> Result<&'static tokio::runtime::Runtime, PluginError> {
-    use std::sync::atomic::Ordering;
-    let pid = std::process::id();
-    loop {
-        let current = RUNTIME.load(Ordering::Acquire);
-        // SAFETY: slots are created below from a leaked Box and never freed.
-        if let Some(slot) = unsafe { current.as_ref() } {
-            if slot.pid == pid {
-                return Ok(&slot.runtime);
-            }
+    RUNTIME.get(|inherited| {
+        if inherited {
+            // This process was forked: the parent's operations never finish here.
+            BUSY.store(0, std::sync::atomic::Ordering::SeqCst);
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .max_blocking_threads(16)
             .thread_name("credhost-plugin")
             .enable_all()
             .build()
-            .map_err(|e| PluginError::new(ErrorKind::OTHER, format!("cannot start the plugin runtime: {e}")))?;
-        if !current.is_null() {
-            // A runtime of another process: this one was forked, and the
-            // parent's operations never finish here.
-            BUSY.store(0, std::sync::atomic::Ordering::SeqCst);
-        }
-        let fresh = Box::into_raw(Box::new(RuntimeSlot { pid, runtime }));
-        match RUNTIME.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
-            // The replaced slot (another process's) stays leaked.
-            Ok(_) => {}
-            Err(_) => {
-                // Another thread installed one first; drop ours (it never ran a task).
-                // SAFETY: `fresh` came from Box::into_raw above and was never shared.
-                let ours = unsafe { Box::from_raw(fresh) };
-                ours.runtime.shutdown_background();
-            }
-        }
-    }
+            .map_err(|e| PluginError::new(ErrorKind::OTHER, format!("cannot start the plugin runtime: {e}")))
+    })
 }
 
 /// A panic's message as it may be shown: its first line, URLs reduced to
