@@ -102,6 +102,22 @@ fn the_template_builds_out_of_tree_and_serves_the_installed_credhost() {
     let err = ws.run(&["presign", "get", "projects", "x.zip"]).fails_with(1);
     assert!(err.contains("does not offer it"), "{err}");
 
+    // Hosts the configuration maps to the instance reach the plugin as its
+    // own registry, which it never heard of, through every front end; a
+    // host nobody maps is the plugin's to refuse.
+    let text = std::fs::read_to_string(ws.path("plugins.toml")).unwrap();
+    ws.write_config(&format!("{text}\n[registries]\n\"mirror.example:5000\" = \"dir\"\n\"*.dir.example\" = \"dir\"\n"));
+    ws.set_env("CREDHOST_CONFIG", ws.path("plugins.toml").to_str().unwrap());
+    for host in ["mirror.example:5000", "eu.dir.example", "registry.example.com"] {
+        let token = ws.run(&["token", "--registry", host, "--format", "json"]).ok();
+        let v: serde_json::Value = serde_json::from_str(&token).unwrap();
+        assert_eq!((v["server"].as_str(), v["username"].as_str()), (Some(host), Some("deploy")), "{token}");
+        let got = ws.helper(&["get"], host.as_bytes()).ok();
+        assert!(got.contains("\"Username\":\"deploy\""), "{host}: {got}");
+    }
+    let err = ws.run(&["token", "--registry", "elsewhere.example"]).fails_with(3);
+    assert!(err.contains("this instance's registry is registry.example.com, not elsewhere.example"), "{err}");
+
     assert_eq!(sha256(&artifact("credhost")), credhost_before, "the installed credhost was not rebuilt");
 }
 

@@ -243,7 +243,9 @@ class Credentials(_Client):
         """Registry credentials for ``registry`` (``host[:port]``; the
         platform's own registry when ``None``), optionally for a token
         ``scope`` such as ``repository:demo:pull,push``; ``None`` when the
-        registry needs none."""
+        registry needs none. A registry goes to the instance of
+        ``plugins.toml`` that serves it, as ``credhost token --registry``
+        sends it (the active platform answers hosts no instance claims)."""
         return self._registry_auth(registry, scope, None)
 
     def upload_project(
