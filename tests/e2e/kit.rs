@@ -86,6 +86,7 @@ fn the_template_builds_out_of_tree_and_serves_the_installed_credhost() {
     let listed = ws.run(&["plugins"]).ok();
     assert!(listed.contains("dir") && listed.contains("loaded"), "{listed}");
     assert!(listed.contains("offers: registry, upload, download, credentials, check, delete"), "{listed}");
+    assert!(listed.contains("    projects in a directory, a registry password from the environment\n"), "{listed}");
     assert!(ws.run(&["check"]).ok().contains("ok   storage"));
 
     write_zip(&ws.path("1234.zip"), 100_000, 3);
