@@ -17,12 +17,6 @@ use std::{
 
 use credhost_e2e::{backend::*, *};
 
-fn base64(s: &str) -> String {
-    python(&Services::get(), "import base64,sys; print(base64.b64encode(sys.argv[1].encode()).decode())", &[s])
-        .trim()
-        .to_owned()
-}
-
 // ----------------------------------------------------------------- the checks
 
 /// Round trips below, at and above the multi-part size, and half a GiB.
@@ -187,87 +181,128 @@ fn download_onto_an_existing_file(b: &Backend) {
     b.forget(&name);
 }
 
+/// A way of asking for log records: its extra arguments and environment.
+struct Logs {
+    name: &'static str,
+    args: &'static [&'static str],
+    env: &'static [(&'static str, &'static str)],
+}
+
+/// Default, `-vvv`, `CREDHOST_LOG=trace`, and trace with the HTTP and
+/// cloud-SDK libraries' own records (which hold request and response bodies
+/// and headers).
+const LOG_LEVELS: [Logs; 4] = [
+    Logs { name: "default", args: &[], env: &[] },
+    Logs { name: "-vvv", args: &["-vvv"], env: &[] },
+    Logs { name: "CREDHOST_LOG=trace", args: &[], env: &[("CREDHOST_LOG", "trace")] },
+    Logs {
+        name: "trace with dependencies",
+        args: &[],
+        env: &[("CREDHOST_LOG", "trace"), ("CREDHOST_LOG_DEPENDENCIES", "1")],
+    },
+];
+
+/// `credhost ARGS` in `ws` with the log records of `logs`.
+fn run_logged(ws: &Workspace, logs: &Logs, args: &[&str]) -> Run {
+    let mut cmd = ws.cmd(&[logs.args, args].concat());
+    cmd.envs(logs.env.iter().copied());
+    Run(cmd.output().unwrap())
+}
+
 /// No secret the platform handles, nor its base64, appears in any output at
-/// `-vvv` or `CREDHOST_LOG=trace`, in any credentials form (unless asked
-/// for), and `REGISTRY_TOKEN` is redacted in every form.
+/// any log level (`-vvv`, `CREDHOST_LOG=trace`, trace with the dependencies'
+/// records), in any credentials form (unless asked for), and
+/// `REGISTRY_TOKEN` is redacted in every form. Every command fetches tokens
+/// of its own (the GCP token endpoint mints a new one for each process), so
+/// the tokens looked for are all those the endpoint issued while the test
+/// ran, as they are and in docker's `base64(user:token)` form.
 fn secrets_stay_out_of_output_and_logs(b: &Backend) {
     let ws = b.ws();
+    let issued_before = (b.kind == Kind::Gcp).then(|| gcp::tokens_issued(&b.svc));
     let secrets = b.secrets(&ws);
     let mut needles: Vec<String> = secrets.iter().flat_map(|s| [s.clone(), base64(s)]).collect();
     // The wrong secret the failure paths below use is a secret too.
     needles.push("definitely-wrong-secret".into());
-    needles.retain(|n| n.len() >= 8);
     write_zip(&ws.path("a.zip"), b.part_size() + 3, 5);
     let name = unique("quiet");
-    let check = |what: &str, text: &str| {
-        for n in &needles {
-            assert!(!text.contains(n.as_str()), "a secret appeared in {what}: …{}…", &n[..4]);
-        }
-    };
+    // What each command printed, looked through once every token is known.
+    let mut seen: Vec<(String, String)> = Vec::new();
     let forms = ["env", "json", "dotenv", "shell", "k8s-secret"];
-    for verbose in [&["-vvv"][..], &[]] {
-        let mut commands: Vec<Vec<&str>> = vec![
-            vec!["upload", "a.zip", "--name", name.as_str()],
-            vec!["download", "projects", name.as_str(), "-o", "b.zip", "--force"],
-            vec!["check"],
-            vec!["plugins"],
-            vec!["docker-config", "-o", "-"],
-        ];
-        commands.extend(forms.iter().map(|f| vec!["credentials", "--format", f]));
-        for args in commands {
-            let mut full = verbose.to_vec();
-            full.extend(args.iter());
-            let run = ws.run(&full);
-            assert!(matches!(run.code(), 0 | 6), "{full:?}: {}", run.stderr());
-            check(&format!("{full:?}"), &(run.stdout() + &run.stderr()));
+    let mut commands: Vec<Vec<&str>> = vec![
+        vec!["upload", "a.zip", "--name", name.as_str()],
+        vec!["download", "projects", name.as_str(), "-o", "b.zip", "--force"],
+        vec!["check"],
+        vec!["plugins"],
+        vec!["docker-config", "-o", "-"],
+    ];
+    commands.extend(forms.iter().map(|f| vec!["credentials", "--format", f]));
+    for level in &LOG_LEVELS {
+        for args in &commands {
+            let run = run_logged(&ws, level, args);
+            assert!(matches!(run.code(), 0 | 6), "{args:?} at {}: {}", level.name, run.stderr());
+            if level.name != "default" && args[0] == "upload" {
+                assert!(run.stderr().contains("INFO"), "{} took effect: {}", level.name, run.stderr());
+            }
+            seen.push((format!("{args:?} at {}", level.name), run.stdout() + &run.stderr()));
         }
     }
     for form in forms {
         let out = ws.run(&["credentials", "--format", form]).ok();
-        assert!(out.contains("REGISTRY_TOKEN") && out.contains("<redacted>"), "{form}: {out}");
+        let line = out.lines().find(|l| l.contains("REGISTRY_TOKEN")).unwrap_or_else(|| panic!("{form}: {out}"));
+        assert!(line.contains("<redacted>"), "{form}: REGISTRY_TOKEN is not redacted: {line}");
     }
     // Asked for, the credentials print; the logs still hold no secret.
-    for args in [&["-vvv", "token", "--format", "json"][..], &["-vvv", "credentials", "--show-secrets"]] {
-        let run = ws.run(args);
-        assert_eq!(run.code(), 0, "{}", run.stderr());
-        check(&format!("the log of {args:?}"), &run.stderr());
-    }
-    for args in [&["upload", "a.zip", "--name", name.as_str()][..], &["credentials", "--format", "json"], &["check"]] {
-        let mut traced = ws.cmd(args);
-        traced.env("CREDHOST_LOG", "trace");
-        let run = Run(traced.output().unwrap());
-        assert!(matches!(run.code(), 0 | 6), "{}", run.stderr());
-        check(&format!("CREDHOST_LOG=trace {args:?}"), &(run.stdout() + &run.stderr()));
-        if args[0] == "upload" {
-            assert!(run.stderr().contains("INFO"), "CREDHOST_LOG=trace took effect: {}", run.stderr());
+    let shown: serde_json::Value =
+        serde_json::from_str(&ws.run(&["credentials", "--format", "json", "--show-secrets"]).ok()).unwrap();
+    assert_eq!(shown["PROJECTS_BUCKET"], "projects");
+    for level in &LOG_LEVELS[1..] {
+        for args in [&["token", "--format", "json"][..], &["credentials", "--show-secrets"]] {
+            let run = run_logged(&ws, level, args);
+            assert_eq!(run.code(), 0, "{}", run.stderr());
+            seen.push((format!("the log of {args:?} at {}", level.name), run.stderr()));
         }
     }
-    let v: serde_json::Value =
-        serde_json::from_str(&ws.run(&["credentials", "--format", "json", "--show-secrets"]).ok()).unwrap();
-    assert_eq!(v["PROJECTS_BUCKET"], "projects");
-    // Failure paths, at -vvv and at CREDHOST_LOG=trace: a missing object, a
-    // missing bucket, and (where there are any) credentials the server rejects.
+    // Failure paths: a missing object, a missing bucket, and (where there
+    // are any) credentials the server rejects.
     let missing = unique("missing");
-    let mut failing: Vec<Vec<&str>> = vec![
-        vec!["download", "projects", missing.as_str(), "-o", "m.zip"],
-        vec!["download", "no-such-bucket-here", missing.as_str(), "-o", "m.zip"],
-        vec!["delete", "projects", missing.as_str()],
+    let mut failing: Vec<(&Workspace, Vec<&str>)> = vec![
+        (&ws, vec!["download", "projects", missing.as_str(), "-o", "m.zip"]),
+        (&ws, vec!["download", "no-such-bucket-here", missing.as_str(), "-o", "m.zip"]),
+        (&ws, vec!["delete", "projects", missing.as_str()]),
     ];
     let mut broken = b.ws();
     if b.kind != Kind::Fs {
         b.break_credentials(&mut broken);
-        failing.push(vec!["upload", "a.zip", "--name", missing.as_str()]);
         std::fs::copy(ws.path("a.zip"), broken.path("a.zip")).unwrap();
     }
-    for (i, args) in failing.iter().enumerate() {
-        let target = if i >= 3 { &broken } else { &ws };
-        for traced in [false, true] {
-            let mut cmd = if traced { target.cmd(args) } else { target.cmd(&[&["-vvv"][..], args].concat()) };
-            if traced {
-                cmd.env("CREDHOST_LOG", "trace");
-            }
-            let run = Run(cmd.output().unwrap());
-            check(&format!("{args:?} (traced: {traced})"), &(run.stdout() + &run.stderr()));
+    if b.kind != Kind::Fs {
+        failing.push((&broken, vec!["upload", "a.zip", "--name", missing.as_str()]));
+    }
+    for (target, args) in &failing {
+        for level in &LOG_LEVELS[1..] {
+            let run = run_logged(target, level, args);
+            seen.push((format!("{args:?} at {}", level.name), run.stdout() + &run.stderr()));
+        }
+    }
+
+    if let Some(since) = issued_before {
+        let issued = gcp::tokens_issued_since(&b.svc, since);
+        // The REGISTRY_TOKEN a command printed when asked is one of them:
+        // the list holds what the commands under test carried.
+        let printed = shown["REGISTRY_TOKEN"].as_str().expect("a REGISTRY_TOKEN");
+        assert!(
+            issued.iter().any(|t| gcp::token_forms(t).contains(&printed.to_owned())),
+            "the token endpoint's list lacks the token a command printed ({} tokens listed)",
+            issued.len()
+        );
+        needles.extend(issued.iter().flat_map(|t| gcp::token_forms(t)));
+    }
+    needles.retain(|n| n.len() >= 8);
+    needles.sort();
+    needles.dedup();
+    for (what, text) in &seen {
+        for n in &needles {
+            assert!(!text.contains(n.as_str()), "a secret appeared in {what}: …{}…", &n[..4]);
         }
     }
     b.forget(&name);

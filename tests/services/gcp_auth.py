@@ -20,6 +20,10 @@ token endpoint (--token-port): the OAuth2 token endpoint service-account keys
     POST /_test/authorized-user[?lifetime=S]  new authorized_user credentials.
     GET  /_test/tokeninfo?access_token=T  {"account", "expires_in"} or 400.
     GET  /_test/account?email=E  {"issued": N, "signed": M}.
+    GET  /_test/issued[?since=N]  {"next": M, "tokens": [...]}: every access
+                 token issued (by either endpoint) from the N-th on, in order,
+                 and the count so far; a test remembers `next` before it runs
+                 and then looks for each token issued meanwhile in what it saw.
     POST /v1/projects/-/serviceAccounts/EMAIL:signBlob {"payload": B64}: the
                  IAM Credentials API's signBlob, for a caller holding a current
                  token of that account (the metadata server's account
@@ -62,7 +66,8 @@ proxy (--proxy-port) in front of gcp-storage-emulator (--upstream), which
         (DELETEs of upload sessions).
 
 Every token decision is logged to stderr as one line, `token-issued {json}`,
-`token-denied {json}` or `proxy-denied {json}`; tokens never appear in it.
+`token-denied {json}` or `proxy-denied {json}`; tokens never appear in it
+(tests ask /_test/issued for them).
 """
 
 import argparse
@@ -101,6 +106,7 @@ class State:
         self.users = {}  # client_id -> {"secret", "refresh", "lifetime"}
         self.tokens = {}  # token -> (expires_at, account)
         self.issued = {}  # account -> count
+        self.issued_tokens = []  # every token, in the order issued
         self.signed = {}  # account -> signBlob calls
         self.uploads = {}  # upload_id -> object name
         self.stats = {}  # object name -> counters
@@ -117,6 +123,7 @@ class State:
         with self.lock:
             self.tokens[token] = (time.time() + lifetime, account)
             self.issued[account] = self.issued.get(account, 0) + 1
+            self.issued_tokens.append(token)
         log("token-issued", account=account, lifetime=lifetime, token=fingerprint(token))
         return {"access_token": token, "expires_in": lifetime, "token_type": "Bearer"}
 
@@ -234,6 +241,10 @@ class TokenHandler(Handler):
             if not entry or entry[0] <= time.time():
                 return self.reply(400, {"error": "invalid_token"})
             return self.reply(200, {"account": entry[1], "expires_in": int(entry[0] - time.time())})
+        if path == "/_test/issued":
+            since = int((query.get("since") or ["0"])[0])
+            with STATE.lock:
+                return self.reply(200, {"next": len(STATE.issued_tokens), "tokens": STATE.issued_tokens[since:]})
         if path == "/_test/account":
             email = (query.get("email") or [""])[0]
             with STATE.lock:

@@ -96,6 +96,30 @@ pub fn token_account(svc: &Services, token: &str) -> Option<String> {
     Some(python(svc, &script, &[token]).trim().to_owned()).filter(|a| !a.is_empty())
 }
 
+/// How many access tokens the token endpoint and the metadata server have
+/// issued so far: remember it before a test runs, then ask
+/// [`tokens_issued_since`] what was issued meanwhile.
+pub fn tokens_issued(svc: &Services) -> u64 {
+    control(svc, "GET", &format!("{}/_test/issued?since=0", svc.var("CREDHOST_TEST_GCP_AUTH")), None)["next"]
+        .as_u64()
+        .expect("the count of issued tokens")
+}
+
+/// Every access token issued since the endpoint had issued `since` (by any
+/// process: a command under test fetches tokens of its own, which no other
+/// process ever sees).
+pub fn tokens_issued_since(svc: &Services, since: u64) -> Vec<String> {
+    let v = control(svc, "GET", &format!("{}/_test/issued?since={since}", svc.var("CREDHOST_TEST_GCP_AUTH")), None);
+    v["tokens"].as_array().expect("a list of tokens").iter().map(|t| t.as_str().unwrap().to_owned()).collect()
+}
+
+/// The forms an access token takes in output: itself, its base64, and the
+/// registry credentials built from it (docker's `base64(user:token)`, user
+/// `oauth2accesstoken`).
+pub fn token_forms(token: &str) -> [String; 3] {
+    [token.to_owned(), base64(token), base64(&format!("oauth2accesstoken:{token}"))]
+}
+
 /// Python prelude: a google-cloud-storage client on the emulator itself.
 pub const GCS_CLIENT: &str = r#"
 import hashlib, os, sys

@@ -317,6 +317,20 @@ pub fn write_zip(path: &Path, size: u64, seed: u64) {
     zip.finish().expect("finish zip").flush().expect("flush zip");
 }
 
+/// Standard base64 (with padding) of `s`, as registry tokens and docker
+/// `auths` entries encode `user:password`.
+pub fn base64(s: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(s.len().div_ceil(3) * 4);
+    for chunk in s.as_bytes().chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
 /// sha256 of a file, hex.
 pub fn sha256(path: &Path) -> String {
     use sha2::Digest;
