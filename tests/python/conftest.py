@@ -11,6 +11,7 @@ service-account key. Every one has a registry that needs credentials.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import itertools
@@ -132,6 +133,28 @@ def http(method: str, url: str, body: Optional[bytes] = None, headers: Optional[
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def gcp_tokens_issued(svc: Services) -> int:
+    """How many access tokens the GCP token endpoint and metadata server
+    have issued so far (remember it, then ask gcp_tokens_issued_since)."""
+    status, body = http("GET", f'{svc["CREDHOST_TEST_GCP_AUTH"]}/_test/issued?since=0')
+    assert status == 200, (status, body)
+    return json.loads(body)["next"]
+
+
+def gcp_tokens_issued_since(svc: Services, since: int) -> List[str]:
+    """Every access token issued since the count was ``since``, by any
+    process: a subprocess under test fetches tokens no other process sees."""
+    status, body = http("GET", f'{svc["CREDHOST_TEST_GCP_AUTH"]}/_test/issued?since={since}')
+    assert status == 200, (status, body)
+    return json.loads(body)["tokens"]
+
+
+def gcp_token_forms(token: str) -> List[str]:
+    """An access token as it is, and as the registry credentials made of it
+    (docker's base64 of ``oauth2accesstoken:TOKEN``)."""
+    return [token, base64.b64encode(f"oauth2accesstoken:{token}".encode()).decode()]
 
 
 _counter = itertools.count()

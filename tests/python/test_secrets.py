@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import credhost
-from conftest import HERE, http, zip_bytes
+from conftest import HERE, gcp_token_forms, gcp_tokens_issued, gcp_tokens_issued_since, http, zip_bytes
 
 
 def variants(secrets):
@@ -44,7 +44,18 @@ def test_secret_hides_only_from_repr():
     assert type(back) is credhost.Secret and back == s
 
 
+def issued_during(backend, since):
+    """The GCP access tokens issued since ``since``, in every form they take;
+    at least one, or the test looked for nothing."""
+    if since is None:
+        return []
+    tokens = gcp_tokens_issued_since(backend.svc, since)
+    assert tokens, "no access token was issued while the test ran"
+    return [form for t in tokens for form in gcp_token_forms(t)]
+
+
 def test_results_and_exceptions_hold_no_secret(backend, tmp_path, monkeypatch):
+    since = gcp_tokens_issued(backend.svc) if backend.kind == "gcp" else None
     c = backend.credentials()
     shown = []
     auth = c.registry_auth()
@@ -93,6 +104,7 @@ def test_results_and_exceptions_hold_no_secret(backend, tmp_path, monkeypatch):
             broken.check()
         shown += [e.value, e.value.report]
 
+    secrets += issued_during(backend, since)
     for obj in shown:
         assert_clean(repr(obj), secrets)
         assert_clean(str(obj), secrets)
@@ -101,9 +113,17 @@ def test_results_and_exceptions_hold_no_secret(backend, tmp_path, monkeypatch):
             assert_clean(repr(obj.args), secrets)
 
 
-def test_logs_hold_no_secret(make_backend):
+@pytest.mark.parametrize(
+    "log_env",
+    [{"CREDHOST_LOG": "trace"}, {"CREDHOST_LOG": "trace", "CREDHOST_LOG_DEPENDENCIES": "1"}],
+    ids=["trace", "trace-with-dependencies"],
+)
+def test_logs_hold_no_secret(make_backend, log_env):
+    """The logs of a process of its own, which fetches its own tokens: every
+    token the GCP endpoint issued meanwhile is looked for."""
     for kind in ["local_s3", "gcp"]:
         b = make_backend(kind)
+        since = gcp_tokens_issued(b.svc) if kind == "gcp" else None
         script = (
             "import sys, credhost\n"
             "c = credhost.Credentials(config=sys.argv[1])\n"
@@ -116,7 +136,7 @@ def test_logs_hold_no_secret(make_backend):
         name = b.name("logs")
         out = subprocess.run(
             [sys.executable, "-c", script, str(b.config), name],
-            env={**os.environ, "CREDHOST_LOG": "trace"},
+            env={**os.environ, **log_env},
             capture_output=True,
             text=True,
             timeout=120,
@@ -124,6 +144,9 @@ def test_logs_hold_no_secret(make_backend):
         )
         assert out.returncode == 0, out.stderr[-2000:]
         assert "credhost" in out.stderr, "CREDHOST_LOG sends the logs to stderr"
+        if "CREDHOST_LOG_DEPENDENCIES" in log_env:
+            assert "hyper" in out.stderr or "reqwest" in out.stderr, "the dependencies' records are there"
         c = b.credentials()
         auth = c.registry_auth()
-        assert_clean(out.stdout + out.stderr, b.secret_values + [auth.password, str(auth.registry_token)])
+        secrets = b.secret_values + [auth.password, str(auth.registry_token)] + issued_during(b, since)
+        assert_clean(out.stdout + out.stderr, secrets)
