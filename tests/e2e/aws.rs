@@ -13,13 +13,17 @@ fn aws_ws(svc: &Services) -> Workspace {
     Workspace::aws(svc, &svc.var("CREDHOST_TEST_S3_ENDPOINT"), "")
 }
 
-/// The SDK's own trace records stay in the plugin unless asked for, and even
-/// then ECR's answer (a registry password) shows as redacted.
+/// The SDK's own trace records stay in the plugin unless asked for; asked
+/// for, the record of ECR's answer is there, redacted, and no record holds
+/// the registry password in any form: the `authorizationToken` as ECR
+/// returns it (base64 of `AWS:password`), the password decoded, or the
+/// SDK's debug text of its output (`authorization_token: Some(`).
 #[test]
 fn the_ecr_answer_never_reaches_a_trace_record() {
     let svc = Services::get();
     let ws = aws_ws(&svc);
     let password = svc.var("CREDHOST_TEST_AWS_REGISTRY_PASSWORD");
+    let returned = base64(&format!("AWS:{password}"));
     for forward in [false, true] {
         let mut cmd = ws.cmd(&["credentials", "--format", "json"]);
         cmd.env("CREDHOST_LOG", "trace");
@@ -28,9 +32,24 @@ fn the_ecr_answer_never_reaches_a_trace_record() {
         }
         let run = Run(cmd.output().unwrap());
         assert_eq!(run.code(), 0, "{}", run.stderr());
-        let err = run.stderr();
-        assert_eq!(err.contains("read HTTP response body"), forward, "dependency records forwarded only when asked");
-        assert!(!err.contains(&password), "the ECR password in a trace record (forwarding: {forward})");
+        let out = run.stdout() + &run.stderr();
+        // The records of ECR's answer: its body as read, and the output the
+        // SDK made of it; there only when forwarding was asked for.
+        let body_records: Vec<&str> = out.lines().filter(|l| l.contains("read HTTP response body")).collect();
+        assert_eq!(!body_records.is_empty(), forward, "dependency records forwarded only when asked");
+        if forward {
+            assert!(
+                out.contains("GetAuthorizationToken") && body_records.iter().all(|l| l.contains("REDACTED")),
+                "the ECR call's records, its answer redacted: {body_records:?}"
+            );
+        }
+        for (what, needle) in [
+            ("the authorizationToken as ECR returned it", returned.as_str()),
+            ("the ECR password", password.as_str()),
+            ("the SDK's debug text of the token", "authorization_token: Some("),
+        ] {
+            assert!(!out.contains(needle), "{what} in a trace record (forwarding: {forward})");
+        }
     }
 }
 

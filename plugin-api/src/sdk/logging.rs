@@ -69,7 +69,7 @@ pub(super) fn install_host_logging(plugin: &'static str, host: HostServicesBox) 
         let filter = tracing_subscriber::filter::DynFilterFn::new(move |meta, _cx| {
             let max = filter_host.max_log_level();
             let level = to_level(*meta.level());
-            if level > LogLevel::INFO && !dependencies && is_transport(meta.target()) {
+            if level > LogLevel::INFO && ((!dependencies && is_transport(meta.target())) || prints_sdk_output(meta)) {
                 return false;
             }
             max != LogLevel(0) && level <= max
@@ -85,6 +85,15 @@ pub(super) fn install_host_logging(plugin: &'static str, host: HostServicesBox) 
 /// Those records can hold credentials: request and response bodies (an ECR
 /// authorization token), headers, signed URLs.
 pub const LOG_DEPENDENCIES_VAR: &str = "CREDHOST_LOG_DEPENDENCIES";
+
+/// The AWS SDK's trace record of every answer it deserialized
+/// (`output_or_error`): it prints each field the service model does not
+/// mark sensitive, and ECR's authorization token (a registry password) is
+/// not marked, so it would show even where a plugin has the response body
+/// record redacted. Never forwarded.
+fn prints_sdk_output(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target().starts_with("aws_smithy_runtime") && meta.fields().field("output_or_error").is_some()
+}
 
 /// Whether `target` is a module of a transport library (an HTTP client or
 /// server, TLS, a cloud SDK's runtime).
