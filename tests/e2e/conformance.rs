@@ -129,38 +129,79 @@ fn signal(pid: u32, sig: &str) {
     assert!(st.success());
 }
 
-/// Waits until `ready` says the transfer is under way, then sends `sig`.
-fn interrupt_when(child: &mut std::process::Child, what: &str, sig: &str, code: i32, ready: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what} never got going");
-        assert!(child.try_wait().unwrap().is_none(), "{what} ended before it could be interrupted");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    signal(child.id(), sig);
-    assert_eq!(child.wait().unwrap().code(), Some(code), "{what} after SIG{sig}: exit code");
+/// The signals a transfer is stopped by, each with the exit code it must
+/// end with and what the command says: SIGTERM (Kubernetes, CI runners,
+/// `timeout`), SIGHUP (a closed terminal or SSH session) and SIGINT (Ctrl-C).
+const SIGNALS: [(&str, i32, &str); 3] =
+    [("TERM", 143, "terminated (SIGTERM)"), ("HUP", 129, "hung up (SIGHUP)"), ("INT", 130, "interrupted")];
+
+/// Bytes the process `pid` has written so far (`/proc/PID/io` `wchar`: every
+/// write, including the ranged writes into a download file that was sized
+/// up front, whose length says nothing of what is in it).
+fn bytes_written(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines().find_map(|l| l.strip_prefix("wchar: ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
 }
 
-/// An upload and a download interrupted once the server shows them under
-/// way (SIGTERM, as Kubernetes and CI runners send, and SIGINT) leave
-/// nothing behind: no object, no open upload, nothing at the destination.
+/// A download's file inside its temporary `.part` directory under `dir`.
+fn download_file_in(dir: &Path) -> Option<std::path::PathBuf> {
+    part_files(dir).iter().filter_map(|d| std::fs::read_dir(d).ok()).flatten().flatten().map(|e| e.path()).next()
+}
+
+/// Starts `credhost ARGS`, waits until `ready` says the transfer is under
+/// way, sends `sig` and checks that the command ended as it must
+/// (an entry of [`SIGNALS`]).
+fn interrupt_when(ws: &Workspace, args: &[&str], (sig, code, says): (&str, i32, &str), ready: impl Fn(u32) -> bool) {
+    let what = format!("{} (SIG{sig})", args[0]);
+    let mut child =
+        ws.cmd(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready(child.id()) {
+        assert!(Instant::now() < deadline, "{what} never got going");
+        assert!(child.try_wait().unwrap().is_none(), "{what} ended before it could be interrupted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(child.id(), sig);
+    let done = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(code), "{what}: exit code; stderr: {err}");
+    assert!(err.contains(says), "{what}: {err}");
+}
+
+/// Uploads and downloads stopped by SIGTERM, SIGHUP or SIGINT once they are
+/// moving bytes leave nothing behind: no object, no open upload, nothing at
+/// the destination, no temporary directory. An upload is stopped once the
+/// server shows it under way (a part or chunk received); a download once
+/// its file holds data (at least 4 MiB written by the process), not merely
+/// once its temporary directory exists.
 fn cancellation_leaves_nothing(b: &Backend) {
     let ws = b.ws();
-    write_zip(&ws.path("big.zip"), 512 * MIB, 31);
-    let name = unique("cancel");
+    let size = 512 * MIB;
+    write_zip(&ws.path("big.zip"), size, 31);
 
-    let mut child = ws.cmd(&["upload", "big.zip", "--name", &name]).spawn().unwrap();
-    interrupt_when(&mut child, "upload", "TERM", 143, || b.upload_under_way(&ws, &name));
-    if let Some(left) = b.leftovers(&ws, &name) {
-        panic!("an interrupted upload left {left}");
+    for signal in SIGNALS {
+        let name = unique("cancel");
+        interrupt_when(&ws, &["upload", "big.zip", "--name", &name], signal, |_| b.upload_under_way(&ws, &name));
+        if let Some(left) = b.leftovers(&ws, &name) {
+            panic!("an upload stopped by SIG{} left {left}", signal.0);
+        }
     }
 
+    let name = unique("cancel");
     ws.run(&["upload", "big.zip", "--name", &name]).ok();
-    let mut child = ws.cmd(&["download", "projects", &name, "-o", "dl.zip"]).spawn().unwrap();
-    interrupt_when(&mut child, "download", "INT", 130, || part_files(ws.dir.path()).iter().any(|p| size_of(p) > 0));
-    assert!(!ws.path("dl.zip").exists(), "an interrupted download left a file at the destination");
-    let parts = part_files(ws.dir.path());
-    assert!(parts.is_empty(), "temporary files left: {parts:?}");
+    for signal in SIGNALS {
+        let at = std::cell::Cell::new(0);
+        interrupt_when(&ws, &["download", "projects", &name, "-o", "dl.zip"], signal, |pid| {
+            let written = bytes_written(pid);
+            at.set(written);
+            download_file_in(ws.dir.path()).is_some() && written >= 4 * MIB
+        });
+        println!("{:?}: a download stopped by SIG{} once {} bytes were written", b.kind, signal.0, at.get());
+        assert!(at.get() < size, "the download was complete ({} bytes written) before SIG{}", at.get(), signal.0);
+        assert!(!ws.path("dl.zip").exists(), "a download stopped by SIG{} left a file at the destination", signal.0);
+        let parts = part_files(ws.dir.path());
+        assert!(parts.is_empty(), "a download stopped by SIG{} left temporary files: {parts:?}", signal.0);
+    }
     b.forget(&name);
 }
 
