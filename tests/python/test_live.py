@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 
 import pytest
 
 import credhost
-from conftest import release_dir, zip_bytes
+from conftest import http, release_dir, zip_bytes
 
 
 def config_text(svc, platform: str, broken: bool = False) -> str:
@@ -106,3 +107,106 @@ def test_a_forked_child_watches_the_file_itself(services, tmp_path):
     assert (tmp_path / "store-a/projects/child-a.zip").exists()
     assert (tmp_path / "store-b/projects/child-b.zip").exists()
     wait_for(lambda: live.status().platform == "b")
+
+
+def test_a_provider_whose_plugin_panicked_is_built_again(services, tmp_path):
+    config = tmp_path / "plugins.toml"
+    config.write_text(
+        f'platform = "panicky"\nplugin_dir = "{release_dir()}"\n'
+        '[plugins.panicky]\nfile = "fixture_panicky"\n[plugins.panicky.settings]\npanic_in = "upload"\n'
+    )
+    live = credhost.LiveCredentials(config, interval=0.2)
+    assert live.get_credentials() == {"PANICKY": "serving"}
+    with pytest.raises(credhost.Panicked) as e:
+        live.upload_project("p.zip", zip_bytes(1000, 1))
+    assert e.value.retryable is False
+    # The watcher builds the provider again from the file being served:
+    # a new generation of the same platform, and it serves.
+    status = wait_for(lambda: live.status().generation == 1 and live.status())
+    assert status == credhost.SwitchStatus(1, "panicky", None)
+    assert live.get_credentials() == {"PANICKY": "serving"}
+
+
+def test_a_file_caught_half_written_is_never_reported(services, tmp_path):
+    """A change is acted on only once the same contents were read twice: a
+    file written slowly, each piece there for a fraction of the watcher's
+    interval, is never reported as broken, and its final contents apply."""
+    config = tmp_path / "plugins.toml"
+    config.write_text(config_text(services, "a"))
+    interval = 1.0
+    live = credhost.LiveCredentials(config, interval=interval)
+    live.upload_project("one.zip", zip_bytes(1000, 1))  # starts the watcher
+    errors = []
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            s = live.status()
+            if s.last_error:
+                errors.append(s.last_error)
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        text = config_text(services, "b")
+        pieces = 50
+        step = -(-len(text) // pieces)
+        # Truncated, then written a piece at a time, as a slow writer (or
+        # a copy over a network file system) leaves it: each read of the
+        # watcher finds a different, incomplete text.
+        with open(config, "w") as f:
+            for i in range(0, len(text), step):
+                f.write(text[i : i + step])
+                f.flush()
+                time.sleep(interval / 20)
+        wait_for(lambda: live.status().platform == "b")
+    finally:
+        done.set()
+        watcher.join()
+    assert errors == [], f"a half-written file was reported: {errors[:3]}"
+    assert live.status() == credhost.SwitchStatus(1, "b", None)
+
+
+def token_requests(services, scope: str) -> int:
+    """Token requests whose scope holds ``scope``, as the token server counted them."""
+    base = services["CREDHOST_TEST_TOKEN_REALM"].rsplit("/", 1)[0]
+    status, body = http("GET", f"{base}/_test/stats?scope={scope}")
+    assert status == 200, (status, body)
+    return json.loads(body)["requests"]
+
+
+def test_edits_of_other_instances_keep_the_token_cache(services, tmp_path):
+    """Only what the active provider is built from makes a new one: an edit
+    of another instance (or a broken edit, then its fix) keeps the active
+    provider, and so its cached registry token."""
+    repository = f"live-cache-{os.getpid()}-{time.time_ns()}"
+    token_auth = (
+        f'{{ url = "http://{services["CREDHOST_TEST_REGISTRY_TOKEN"]}", auth = "token", '
+        f'username_env = "REG_USER", password_env = "REG_PASS", scope = "repository:{repository}:pull" }}'
+    )
+
+    def text(other_root: str) -> str:
+        return (
+            f'platform = "a"\nplugin_dir = "{release_dir()}"\n'
+            f'\n[plugins.a]\nplugin = "local"\n[plugins.a.settings]\nregistry = {token_auth}\n'
+            'storage = { kind = "fs", root = "store-a", bucket = "projects" }\n'
+            f'\n[plugins.b]\nplugin = "local"\n[plugins.b.settings]\nregistry = {token_auth}\n'
+            f'storage = {{ kind = "fs", root = "{other_root}", bucket = "projects" }}\n'
+        )
+
+    config = tmp_path / "plugins.toml"
+    config.write_text(text("store-b"))
+    live = credhost.LiveCredentials(config, interval=0.2)
+    token = live.get_registry_token()
+    assert token is not None and token_requests(services, repository) == 1
+
+    # A broken edit is rejected; the edit of the other instance that follows
+    # clears the error, which shows the watcher took that text in.
+    config.write_text(text("store-b") + "\n[plugins.c\n")
+    wait_for(lambda: live.status().last_error)
+    config.write_text(text("store-b2"))
+    wait_for(lambda: live.status().last_error is None)
+    assert live.get_registry_token() == token
+    assert token_requests(services, repository) == 1, "an edit of another instance cost a new token request"
+    assert live.status() == credhost.SwitchStatus(0, "a", None), "no new provider"
