@@ -20,6 +20,7 @@ import os
 import random
 import sys
 import time
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -273,6 +274,62 @@ class Backend:
         n = unique(prefix)
         self._made.append(n)
         return n
+
+    # ---- what the server shows of an upload -----------------------------
+
+    def _s3(self):
+        import boto3
+        from botocore.config import Config
+
+        endpoint = self.svc["CREDHOST_TEST_MOTO_ENDPOINT" if self.kind == "aws_moto" else "CREDHOST_TEST_S3_ENDPOINT"]
+        return boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=self.svc["CREDHOST_TEST_S3_ACCESS_KEY"],
+            aws_secret_access_key=self.svc["CREDHOST_TEST_S3_SECRET_KEY"],
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}),
+        )
+
+    def _gcs_stats(self, name: str) -> dict:
+        status, body = http("GET", f'{self.svc["CREDHOST_TEST_GCS_ENDPOINT"]}/_proxy/stats?object={urllib.parse.quote(name)}')
+        assert status == 200, (status, body)
+        return json.loads(body)
+
+    def _part_files(self) -> List[Path]:
+        return [p for p in (self.dir / "store").rglob("*.part")] if (self.dir / "store").exists() else []
+
+    def upload_under_way(self, name: str) -> bool:
+        """Whether the server shows an upload of ``name`` under way: a
+        temporary file holding data (fs), an open multipart upload with parts
+        (S3), a resumable session that received bytes (GCS)."""
+        if self.kind == "fs":
+            return any(p.is_file() and p.stat().st_size > 0 for p in self._part_files())
+        if self.kind == "gcp":
+            return self._gcs_stats(name)["bytes_up"] > 0
+        s3 = self._s3()
+        uploads = s3.list_multipart_uploads(Bucket=self.bucket, Prefix=name).get("Uploads", [])
+        return any(s3.list_parts(Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"]).get("Parts") for u in uploads)
+
+    def leftovers(self, name: str) -> Optional[str]:
+        """What a failed or stopped upload of ``name`` left on the server,
+        if anything: an object, a temporary file, an open multipart upload,
+        a resumable session never cancelled."""
+        import credhost
+
+        try:
+            self.credentials().download_project(self.bucket, name)
+            return "an object"
+        except credhost.NotFound:
+            pass
+        if self.kind == "fs":
+            parts = self._part_files()
+            return f"temporary files {parts}" if parts else None
+        if self.kind == "gcp":
+            s = self._gcs_stats(name)
+            return f"an upload session left open: {s}" if s["initiations"] > s["cancellations"] else None
+        open_uploads = self._s3().list_multipart_uploads(Bucket=self.bucket, Prefix=name).get("Uploads", [])
+        return f"{len(open_uploads)} open multipart upload(s)" if open_uploads else None
 
     def forget_all(self) -> None:
         """Frees what the test stored (the GCS emulator holds objects in memory)."""

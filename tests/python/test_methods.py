@@ -112,22 +112,33 @@ def test_not_found_and_invalid_names(backend, tmp_path):
 
 
 def test_a_failing_source_raises_its_own_exception_and_stores_nothing(backend):
+    name = backend.name("broken")
+
     class Broken:
+        """Fails once the server shows the upload under way (two parts and
+        a little have been read), so that there is an upload to clean up."""
+
         def __init__(self):
-            self.left = 3 * MIB
+            self.left = 2 * backend.part_size + MIB
+            self.saw_it_open = False
 
         def read(self, n):
             if self.left <= 0:
+                deadline = time.monotonic() + 60
+                while not self.saw_it_open and time.monotonic() < deadline:
+                    self.saw_it_open = backend.upload_under_way(name)
+                    time.sleep(0.05)
                 raise ConnectionResetError("client went away")
+            n = min(n, self.left)
             self.left -= n
             return b"\0" * n
 
     c = backend.credentials()
-    name = backend.name("broken")
+    source = Broken()
     with pytest.raises(ConnectionResetError, match="client went away"):
-        c.upload_project(name, Broken())
-    with pytest.raises(credhost.NotFound):
-        c.download_project(backend.bucket, name)
+        c.upload_project(name, source)
+    assert source.saw_it_open, "the server never showed the upload under way"
+    assert backend.leftovers(name) is None, backend.leftovers(name)
 
 
 def test_progress_is_reported_on_the_calling_thread(backend, tmp_path):
@@ -187,8 +198,13 @@ def test_a_raising_progress_callable_stops_the_transfer(backend, tmp_path):
             self.pos += len(chunk)
             return chunk
 
+    name = backend.name("progress-stopped")
+    seen_open = []
+
     def stop_once_moving(done, total):
         if done > 0:
+            # The server holds part of the upload now: stopping must clean it up.
+            seen_open.append(backend.upload_under_way(name))
             raise Enough(f"stopped at {done}")
 
     c = backend.credentials()
@@ -198,11 +214,10 @@ def test_a_raising_progress_callable_stops_the_transfer(backend, tmp_path):
     # last request could already be on its way: a stop that late is too
     # late, and the whole object is stored).
     data = zip_bytes(3 * backend.part_size + 5, 12)
-    name = backend.name("progress-stopped")
     with pytest.raises(Enough, match="stopped at"):
         c.upload_project(name, Slow(data), progress=stop_once_moving)
-    with pytest.raises(credhost.NotFound):
-        c.download_project(backend.bucket, name)
+    assert seen_open == [True], "the server did not show the upload under way when the callable raised"
+    assert backend.leftovers(name) is None, backend.leftovers(name)
 
     # A download stopped at its first report leaves no file.
     c.upload_project(name, data)
