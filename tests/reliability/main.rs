@@ -20,8 +20,9 @@
 //! - **service: killed mid-upload** (SeaweedFS, which keeps uploads across a
 //!   restart): as the first case, but the upload runs in a long-lived
 //!   process using the library (this binary, run again with
-//!   `--as-service`); once the server is back, that process aborts the
-//!   upload the server kept, unasked, and no object is visible.
+//!   `--as-service`); the harness sees the upload the restarted server kept
+//!   (the service is paused until it has looked), then that process aborts
+//!   it, unasked, and no object is visible.
 //!
 //! `CREDHOST_RELIABILITY_TRIALS` sets the trials per case (default 2, the CI
 //! count; `tests/reliability/run` runs 20); `CREDHOST_RELIABILITY_BACKENDS`
@@ -404,6 +405,13 @@ impl Trials<'_> {
         let launch = self.services.kill(self.server);
         let killed = Instant::now();
         let line = said.recv_timeout(END_WITHIN);
+        // The service is paused while the server comes back, so that its
+        // background abort cannot run before the harness has seen the
+        // upload the restarted server kept: without that, an upload the
+        // server never kept would pass for one the service aborted.
+        let pid = child.0.id() as i32;
+        // SAFETY: plain signal sends to this harness's own child.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
         self.services.restart(self.server, &launch);
         let line = line.map_err(|_| format!("trial {i}: the service's upload did not end within {END_WITHIN:?}"))?;
         let seconds = killed.elapsed().as_secs_f64();
@@ -411,6 +419,14 @@ impl Trials<'_> {
             return Err(format!("trial {i}: the service's upload did not fail cleanly: {}", line.trim_end()));
         }
         self.wait_ready(ws)?;
+        let kept = self.open_uploads(&name);
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        match kept {
+            usize::MAX => return Err(format!("trial {i}: cannot list the multipart uploads")),
+            0 => return Err(format!("trial {i}: the restarted server kept no upload: there was nothing to abort")),
+            _ => {}
+        }
         let back = Instant::now();
         loop {
             match self.open_uploads(&name) {
@@ -430,12 +446,15 @@ impl Trials<'_> {
             return Err(format!("trial {i}: an object is visible after a failed upload"));
         }
         let log = std::fs::read_to_string(&log).unwrap_or_default();
-        let what = if log.contains("aborted the multipart upload once the server answered again") {
-            "failed cleanly; the upload the server kept was aborted once it was back"
-        } else {
-            "failed cleanly, no upload open after the restart"
-        };
-        Ok(Outcome { what: what.to_owned(), seconds })
+        if !log.contains("aborted the multipart upload once the server answered again") {
+            return Err(format!("trial {i}: the {kept} upload(s) the server kept went, but the service never said it aborted them; its log:\n{log}"));
+        }
+        Ok(Outcome {
+            what: format!(
+                "failed cleanly; the server kept {kept} upload(s), which the service aborted once it was back"
+            ),
+            seconds,
+        })
     }
 
     fn ensure_object(&self, ws: &Workspace, name: &str) -> Result<(), String> {
