@@ -98,17 +98,8 @@ fn k8s_secret_parses_as_yaml_with_the_expected_keys() {
     assert_eq!(v["metadata"]["namespace"], "ci");
     let data: BTreeMap<String, String> = serde_json::from_value(v["stringData"].clone()).unwrap();
     assert_eq!(data, expected);
-    for key in [
-        "CREDHOST_STORAGE",
-        "AWS_ENDPOINT_URL",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_DEFAULT_REGION",
-        "PROJECTS_BUCKET",
-        "REGISTRY",
-        "REGISTRY_TOKEN",
-    ] {
-        assert!(data.contains_key(key), "{key} missing: {data:?}");
+    for key in job_env_keys("local_s3") {
+        assert!(data.contains_key(&key), "{key} missing: {data:?}");
     }
 
     // Names Kubernetes would refuse are refused here, before the plugin is asked.

@@ -290,6 +290,15 @@ impl Run {
     }
 }
 
+/// The entries `credhost credentials` gives a build job with `store` (`fs`,
+/// `local_s3`, `gcp`), from `tests/job-env-keys.json`, which the Python
+/// tests read too.
+pub fn job_env_keys(store: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(repo_root().join("tests/job-env-keys.json")).expect("read job-env-keys.json");
+    let keys: serde_json::Value = serde_json::from_str(&text).expect("job-env-keys.json is JSON");
+    serde_json::from_value(keys[store].clone()).unwrap_or_else(|_| panic!("no key list for {store}"))
+}
+
 /// Writes a valid ZIP archive of about `size` bytes holding one stored
 /// (uncompressed) file of pseudo-random bytes derived from `seed`.
 pub fn write_zip(path: &Path, size: u64, seed: u64) {
