@@ -55,6 +55,10 @@ fn upload_prints_json_with_checksum_and_credentials_describe_the_store() {
     assert_eq!(v["PROJECTS_BUCKET"], "projects");
     assert_eq!(v["REGISTRY"], "127.0.0.1:1");
     assert!(v.get("REGISTRY_TOKEN").is_none(), "open registry needs no token: {v}");
+    // The configuration is named relatively (`plugins.toml`, in the current
+    // directory), and the plugin still sees an absolute base directory: a
+    // build job handed the root gets a path that works wherever it runs.
+    assert_eq!(v["CREDHOST_STORAGE_ROOT"], ws.path("store").display().to_string(), "{v}");
 }
 
 #[test]
