@@ -22,35 +22,41 @@ pub struct Registries {
     host: Host,
     /// Built on first use: reading it loads every instance's plugin.
     map: tokio::sync::OnceCell<RegistryMap>,
-    cache: Option<DiskCache>,
+    cache: std::sync::OnceLock<Option<DiskCache>>,
     providers: tokio::sync::Mutex<BTreeMap<String, ProviderHandle>>,
 }
 
 impl Registries {
-    /// The registries of `config`. With `[credential_helper] cache = true`
-    /// the answers of [`Registries::get`] are also kept on disk (a cache that
-    /// cannot be used is logged and skipped: credentials still flow, only
-    /// slower). Nothing is loaded yet.
+    /// The registries of `config`. Nothing is loaded or opened yet.
     pub fn new(config: Config) -> Self {
-        let settings = &config.credential_helper;
-        let cache = if settings.cache {
-            match settings.cache_dir.clone().or_else(disk_cache::default_dir) {
-                Some(dir) => match DiskCache::open(&dir) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        tracing::warn!(target: "credhost::cache", "not caching credentials: {e}");
-                        None
-                    }
-                },
-                None => {
-                    tracing::warn!(target: "credhost::cache", "not caching credentials: no cache directory (set credential_helper.cache_dir)");
-                    None
+        Self {
+            host: Host::new(config),
+            map: Default::default(),
+            cache: Default::default(),
+            providers: Default::default(),
+        }
+    }
+
+    /// With `[credential_helper] cache = true`, the disk cache the answers of
+    /// [`Registries::get`] are also kept in, opened on first use (a cache
+    /// that cannot be used is logged and skipped: credentials still flow,
+    /// only slower).
+    fn disk_cache(&self) -> Option<&DiskCache> {
+        self.cache
+            .get_or_init(|| {
+                let settings = &self.config().credential_helper;
+                if !settings.cache {
+                    return None;
                 }
-            }
-        } else {
-            None
-        };
-        Self { host: Host::new(config), map: Default::default(), cache, providers: Default::default() }
+                let Some(dir) = settings.cache_dir.clone().or_else(disk_cache::default_dir) else {
+                    tracing::warn!(target: "credhost::cache", "not caching credentials: no cache directory (set credential_helper.cache_dir)");
+                    return None;
+                };
+                DiskCache::open(&dir)
+                    .map_err(|e| tracing::warn!(target: "credhost::cache", "not caching credentials: {e}"))
+                    .ok()
+            })
+            .as_ref()
     }
 
     /// [`Registries::new`], using `provider` (and its token cache) for its
@@ -139,7 +145,7 @@ impl Registries {
             return Ok(None);
         };
         let instance = route.instance.as_str();
-        let cached = self.cache.as_ref().map(|cache| {
+        let cached = self.disk_cache().map(|cache| {
             let id = disk_cache::identity(self.config(), instance, map.info(instance));
             (cache, cache.file_for(instance, &host, &id))
         });
