@@ -1,29 +1,14 @@
 //! Building an S3 client tuned for large transfers.
 
 use std::fmt;
-use std::time::Duration;
 
 use aws_sdk_s3::config::{
     BehaviorVersion, Builder, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     StalledStreamProtectionConfig,
 };
-use aws_smithy_types::timeout::TimeoutConfig;
 
 use crate::retry::transfer_retries;
-
-/// Time allowed to open a TCP (and TLS) connection.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Time allowed from the start of one HTTP request until its response headers
-/// arrive. The SDK counts the upload of the request body in it, so it must
-/// cover sending one part (or one single-PUT object): 5 minutes means at
-/// least ~56 KB/s for a 16 MiB part.
-const READ_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// How long a body may make no progress before the transfer fails.
-/// The SDK default (5 s) misfires on a busy 2-core machine where the server
-/// shares the CPU with the client.
-const STALL_GRACE: Duration = Duration::from_secs(30);
+use crate::timeouts::{transfer_timeouts, STALL_GRACE};
 
 /// Connection settings for an S3-compatible endpoint with static keys.
 ///
@@ -95,18 +80,6 @@ pub fn build_client(s: &ClientSettings) -> aws_sdk_s3::Client {
         builder = builder.endpoint_url(endpoint.clone());
     }
     aws_sdk_s3::Client::from_conf(tune_config(builder).build())
-}
-
-/// The time limits of a transfer client: 10 s to connect and 5 minutes from
-/// sending a request to its response headers (the SDK counts the request
-/// body in it, so it must cover one part), and no limit on a whole
-/// operation: a large object may take as long as it needs while it moves.
-/// Stalls are caught by stalled-stream protection instead. With the bounded
-/// attempts of [`transfer_retries`](crate::transfer_retries), each request
-/// (one part, one range) is bounded in total time all the same.
-#[must_use]
-pub fn transfer_timeouts() -> TimeoutConfig {
-    TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).read_timeout(READ_TIMEOUT).build()
 }
 
 /// Applies the settings this crate relies on to a config builder.

@@ -68,9 +68,10 @@ mod presign;
 mod retry;
 #[cfg(feature = "sdk")]
 pub mod store;
+mod timeouts;
 mod upload;
 
-pub use client::{build_client, transfer_timeouts, tune_config, ClientSettings};
+pub use client::{build_client, tune_config, ClientSettings};
 pub use download::{download_to_path, download_to_writer, head_bucket};
 pub use error::{TransferError, TransferErrorKind};
 pub use options::{
@@ -78,6 +79,7 @@ pub use options::{
 };
 pub use presign::{delete_object, presign_get, presign_put, PresignedUrl};
 pub use retry::transfer_retries;
+pub use timeouts::transfer_timeouts;
 pub use upload::{upload_path, upload_reader};
 
 /// User-metadata key (without the `x-amz-meta-` prefix) holding the CRC32C of

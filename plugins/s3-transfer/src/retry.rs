@@ -49,10 +49,6 @@ pub(crate) const CONTROL_BUDGET: Duration = Duration::from_secs(30);
 /// Upper end of the first pause before a Create or Complete is sent again.
 pub(crate) const CONTROL_BACKOFF: Duration = Duration::from_millis(500);
 
-/// Time allowed for one Create, Abort or clean-up listing: these carry no
-/// data, so a long wait means the answer is not coming.
-pub(crate) const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// The SDK retry policy for transfers: standard mode, at most 4 attempts per
 /// request, full-jitter exponential backoff of at most 8 s.
 ///
@@ -76,17 +72,6 @@ pub fn transfer_retries() -> RetryConfig {
 /// name every limit).
 pub(crate) fn single_attempt(timeouts: TimeoutConfig) -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()).timeout_config(timeouts)
-}
-
-/// The limits of a request that carries no data: 10 s to connect, and
-/// [`CONTROL_TIMEOUT`] for the whole attempt.
-pub(crate) fn control_timeouts() -> TimeoutConfig {
-    TimeoutConfig::builder()
-        .connect_timeout(crate::client::CONNECT_TIMEOUT)
-        .read_timeout(CONTROL_TIMEOUT)
-        .operation_attempt_timeout(CONTROL_TIMEOUT)
-        .operation_timeout(CONTROL_TIMEOUT)
-        .build()
 }
 
 /// Whether a request failed because the server is gone or failing for now
@@ -204,8 +189,5 @@ mod tests {
         assert_eq!(r.max_backoff(), MAX_BACKOFF);
         assert_eq!(r.initial_backoff(), INITIAL_BACKOFF);
         assert_eq!(RetryConfig::disabled().max_attempts(), 1);
-        let t = control_timeouts();
-        assert_eq!(t.operation_timeout(), Some(CONTROL_TIMEOUT));
-        assert!(t.connect_timeout().is_some() && t.read_timeout().is_some());
     }
 }

@@ -20,16 +20,16 @@ use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::client::transfer_timeouts;
 use crate::crc;
 use crate::error::{Op, TransferError, TransferErrorKind};
 use crate::file_body::{range_crcs, ChunkPool, FileBodyError, FileRange};
 use crate::options::{Progress, TransferOptions, Transferred, MAX_OBJECT_SIZE, MAX_PARTS};
 use crate::pool::{BufferPool, PooledBuf};
 use crate::retry::{
-    control_timeouts, jittered, server_busy, single_attempt, unit_random, unreachable_now, Budget, CONTROL_ATTEMPTS,
-    CONTROL_BACKOFF, CONTROL_BUDGET, CONTROL_TIMEOUT,
+    jittered, server_busy, single_attempt, unit_random, unreachable_now, Budget, CONTROL_ATTEMPTS, CONTROL_BACKOFF,
+    CONTROL_BUDGET,
 };
+use crate::timeouts::{control_timeouts, transfer_timeouts, CONTROL_TIMEOUT};
 use crate::{META_CRC32C, META_SIZE};
 
 /// Largest read from a streamed source between two CRC32C updates.
