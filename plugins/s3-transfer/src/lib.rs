@@ -57,6 +57,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+mod cleanup;
 mod client;
 mod crc;
 mod download;
