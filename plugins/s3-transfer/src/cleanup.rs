@@ -12,6 +12,7 @@ use aws_sdk_s3::operation::abort_multipart_upload::AbortMultipartUploadError;
 use aws_sdk_s3::operation::list_multipart_uploads::ListMultipartUploadsError;
 use aws_sdk_s3::primitives::DateTime;
 use aws_sdk_s3::Client;
+use futures::future::{BoxFuture, FutureExt};
 
 use crate::retry::{unit_random, unreachable_now};
 use crate::timeouts::{control_timeouts, CONTROL_TIMEOUT};
@@ -41,45 +42,48 @@ fn spawn_cleanup(what: &str, fut: impl Future<Output = ()> + Send + 'static) {
     }
 }
 
-/// Aborts the multipart uploads of a key started since `since`, unless
-/// disarmed: awaited after a Create whose outcome is unknown, and spawned
-/// when the upload future is dropped while the Create is in flight.
-pub(crate) struct SweepGuard {
-    client: Client,
-    bucket: String,
-    key: String,
-    since: SystemTime,
-    armed: bool,
+/// Clean-up work that runs unless disarmed: awaited by an owner that can
+/// wait for it ([`Cleanup::run`]), and spawned ([`spawn_cleanup`]) when the
+/// owner is dropped first, as an upload future that is cancelled.
+pub(crate) struct Cleanup {
+    /// What is left behind when the work cannot be spawned, for the log.
+    what: &'static str,
+    work: Option<BoxFuture<'static, ()>>,
 }
 
-impl SweepGuard {
-    pub(crate) fn new(client: &Client, bucket: &str, key: &str, since: SystemTime) -> Self {
-        Self { client: client.clone(), bucket: bucket.to_owned(), key: key.to_owned(), since, armed: true }
+impl Cleanup {
+    /// Aborts the multipart upload `upload_id`: for an upload that was
+    /// created and has not completed.
+    pub(crate) fn abort(client: &Client, bucket: &str, key: &str, upload_id: &str) -> Self {
+        let work = abort_upload(client.clone(), bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+        Self { what: "its multipart upload", work: Some(work.boxed()) }
     }
 
+    /// Aborts the multipart uploads of `key` started since `since`: for a
+    /// Create whose outcome is unknown, or still in flight.
+    pub(crate) fn sweep(client: &Client, bucket: &str, key: &str, since: SystemTime) -> Self {
+        let work = sweep_uploads(client.clone(), bucket.to_owned(), key.to_owned(), since);
+        Self { what: "any multipart upload its create started", work: Some(work.boxed()) }
+    }
+
+    /// Drops the work: there is nothing to clean up.
     pub(crate) fn disarm(mut self) {
-        self.armed = false;
+        self.work = None;
     }
 
-    pub(crate) async fn sweep(mut self) {
-        self.armed = false;
-        sweep_uploads(self.client.clone(), std::mem::take(&mut self.bucket), std::mem::take(&mut self.key), self.since)
-            .await;
+    /// Does the work now.
+    pub(crate) async fn run(mut self) {
+        if let Some(work) = self.work.take() {
+            work.await;
+        }
     }
 }
 
-impl Drop for SweepGuard {
+impl Drop for Cleanup {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        if let Some(work) = self.work.take() {
+            spawn_cleanup(self.what, work);
         }
-        let fut = sweep_uploads(
-            self.client.clone(),
-            std::mem::take(&mut self.bucket),
-            std::mem::take(&mut self.key),
-            self.since,
-        );
-        spawn_cleanup("any multipart upload its create started", fut);
     }
 }
 
@@ -144,58 +148,6 @@ async fn abort_started_since(
         }
     }
     Ok(aborted)
-}
-
-/// Aborts the multipart upload unless disarmed: awaited on error paths, and
-/// spawned on the current runtime when the upload future is dropped.
-pub(crate) struct AbortGuard {
-    client: Client,
-    bucket: String,
-    key: String,
-    upload_id: String,
-    armed: bool,
-}
-
-impl AbortGuard {
-    pub(crate) fn new(client: &Client, bucket: &str, key: &str, upload_id: &str) -> Self {
-        Self {
-            client: client.clone(),
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            upload_id: upload_id.to_owned(),
-            armed: true,
-        }
-    }
-
-    pub(crate) fn disarm(mut self) {
-        self.armed = false;
-    }
-
-    pub(crate) async fn abort(mut self) {
-        self.armed = false;
-        abort_upload(
-            self.client.clone(),
-            std::mem::take(&mut self.bucket),
-            std::mem::take(&mut self.key),
-            std::mem::take(&mut self.upload_id),
-        )
-        .await;
-    }
-}
-
-impl Drop for AbortGuard {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let fut = abort_upload(
-            self.client.clone(),
-            std::mem::take(&mut self.bucket),
-            std::mem::take(&mut self.key),
-            std::mem::take(&mut self.upload_id),
-        );
-        spawn_cleanup("its multipart upload", fut);
-    }
 }
 
 /// Aborts a multipart upload. Aborting is idempotent (a second abort finds

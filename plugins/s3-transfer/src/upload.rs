@@ -17,7 +17,7 @@ use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::cleanup::{AbortGuard, SweepGuard};
+use crate::cleanup::Cleanup;
 use crate::crc;
 use crate::error::{Op, TransferError, TransferErrorKind};
 use crate::file_body::{range_crcs, ChunkPool, FileBodyError, FileRange};
@@ -311,14 +311,14 @@ impl Target<'_> {
         progress: Option<&Progress>,
     ) -> Result<Transferred, TransferError> {
         let (upload_id, mode) = self.create(file.map(|(c, s, _)| (c, s))).await?;
-        let guard = AbortGuard::new(self.client, self.bucket, self.key, &upload_id);
+        let guard = Cleanup::abort(self.client, self.bucket, self.key, &upload_id);
         match self.send_parts(&upload_id, mode, file, parts, concurrency, progress).await {
             Ok(done) => {
                 guard.disarm();
                 Ok(done)
             }
             Err(e) => {
-                guard.abort().await;
+                guard.run().await;
                 Err(e)
             }
         }
@@ -515,7 +515,7 @@ impl Target<'_> {
     /// started since the first attempt, and so does dropping the returned
     /// future before it finishes: no upload is left that nobody knows of.
     async fn create(&self, meta: Option<(u32, u64)>) -> Result<(String, PartChecksums), TransferError> {
-        let sweep = SweepGuard::new(self.client, self.bucket, self.key, SystemTime::now());
+        let sweep = Cleanup::sweep(self.client, self.bucket, self.key, SystemTime::now());
         match self.try_create(meta).await {
             Ok(created) => {
                 sweep.disarm();
@@ -532,7 +532,7 @@ impl Target<'_> {
                     error = %error,
                     "CreateMultipartUpload may have started an upload; aborting what it left"
                 );
-                sweep.sweep().await;
+                sweep.run().await;
                 Err(error)
             }
         }
