@@ -81,9 +81,7 @@ pub async fn download_to_path(
     opts: &TransferOptions,
     progress: Option<Progress>,
 ) -> Result<Transferred, TransferError> {
-    let op = Op::download(bucket, key);
-    opts.validate().map_err(|e| op.wrap(e))?;
-    let object = head_object(client, bucket, key, &op).await?;
+    let (op, object) = start(client, bucket, key, opts).await?;
     let size = object.size;
     let file = create_dest(&op, dest, size).await?;
     let source = Source { client, bucket, key, op, object: &object };
@@ -145,15 +143,27 @@ pub async fn download_to_writer<W: AsyncWrite + Unpin + Send>(
     opts: &TransferOptions,
     progress: Option<Progress>,
 ) -> Result<Transferred, TransferError> {
-    let op = Op::download(bucket, key);
-    opts.validate().map_err(|e| op.wrap(e))?;
-    let object = head_object(client, bucket, key, &op).await?;
+    let (op, object) = start(client, bucket, key, opts).await?;
     let size = object.size;
     let source = Source { client, bucket, key, op, object: &object };
     let sink = WriterSink { writer: BufWriter::with_capacity(WRITE_CHUNK, writer) };
     let crc32c = source.fetch(0, size, true, sink, progress.as_ref()).await?;
     object.verify(&op, crc32c)?;
     Ok(Transferred { size, crc32c })
+}
+
+/// Checks the options and learns about the object, the start of every
+/// download.
+async fn start<'a>(
+    client: &Client,
+    bucket: &'a str,
+    key: &'a str,
+    opts: &TransferOptions,
+) -> Result<(Op<'a>, ObjectInfo), TransferError> {
+    let op = Op::download(bucket, key);
+    opts.validate().map_err(|e| op.wrap(e))?;
+    let object = head_object(client, bucket, key, &op).await?;
+    Ok((op, object))
 }
 
 /// Checks that `bucket` exists and the credentials may use it.

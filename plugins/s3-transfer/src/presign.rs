@@ -23,22 +23,6 @@ impl std::fmt::Debug for PresignedUrl {
     }
 }
 
-fn config(op: &Op<'_>, expires: Duration) -> Result<PresigningConfig, TransferError> {
-    PresigningConfig::expires_in(expires).map_err(|e| op.err(TransferErrorKind::InvalidInput, e))
-}
-
-fn finish(req: aws_sdk_s3::presigning::PresignedRequest) -> PresignedUrl {
-    PresignedUrl {
-        method: req.method().to_owned(),
-        url: req.uri().to_owned(),
-        headers: req
-            .headers()
-            .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
-            .collect(),
-    }
-}
-
 /// A URL that GETs `bucket`/`key` for `expires` (at most 7 days). Signing
 /// happens locally: nothing is sent, and a missing object is only seen when
 /// the URL is used.
@@ -48,10 +32,7 @@ pub async fn presign_get(
     key: &str,
     expires: Duration,
 ) -> Result<PresignedUrl, TransferError> {
-    let op = Op::presign(bucket, key);
-    let req =
-        client.get_object().bucket(bucket).key(key).presigned(config(&op, expires)?).await.map_err(|e| op.sdk(e))?;
-    Ok(finish(req))
+    presign(client, Method::Get, bucket, key, expires).await
 }
 
 /// A URL that PUTs an object `bucket`/`key` for `expires` (at most 7 days).
@@ -61,10 +42,38 @@ pub async fn presign_put(
     key: &str,
     expires: Duration,
 ) -> Result<PresignedUrl, TransferError> {
+    presign(client, Method::Put, bucket, key, expires).await
+}
+
+/// Which request a presigned URL makes.
+enum Method {
+    Get,
+    Put,
+}
+
+/// Signs a `method` request of `bucket`/`key` valid for `expires`.
+async fn presign(
+    client: &Client,
+    method: Method,
+    bucket: &str,
+    key: &str,
+    expires: Duration,
+) -> Result<PresignedUrl, TransferError> {
     let op = Op::presign(bucket, key);
-    let req =
-        client.put_object().bucket(bucket).key(key).presigned(config(&op, expires)?).await.map_err(|e| op.sdk(e))?;
-    Ok(finish(req))
+    let config = PresigningConfig::expires_in(expires).map_err(|e| op.err(TransferErrorKind::InvalidInput, e))?;
+    let req = match method {
+        Method::Get => client.get_object().bucket(bucket).key(key).presigned(config).await.map_err(|e| op.sdk(e)),
+        Method::Put => client.put_object().bucket(bucket).key(key).presigned(config).await.map_err(|e| op.sdk(e)),
+    }?;
+    Ok(PresignedUrl {
+        method: req.method().to_owned(),
+        url: req.uri().to_owned(),
+        headers: req
+            .headers()
+            .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect(),
+    })
 }
 
 /// Deletes `bucket`/`key`; deleting a missing object succeeds (S3 itself
