@@ -250,20 +250,8 @@ async fn dropped_reader_upload_is_aborted() {
     let reader = Stall { data: data(PART * 2 + 1, 12), pos: 0 };
     let o = opts();
     let upload = upload_reader(&client, &bucket, &k, reader, &o, Some(progress));
-    // Boxed so that `drop` really drops the future (a pinned reference would not).
-    let mut upload = Box::pin(upload);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    // Drive the upload until the two full parts are on the server.
-    while total.load(Ordering::Relaxed) < PART * 2 {
-        assert!(Instant::now() < deadline, "parts were not uploaded in time");
-        tokio::select! {
-            r = &mut upload => panic!("upload finished although its reader stalls: {r:?}"),
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-        }
-    }
-    assert_eq!(pending_uploads(&client, &bucket, &k).await.len(), 1, "one upload in progress");
-    drop(upload);
-    assert_nothing_left(&client, &bucket, &k).await;
+    // Until the two full parts are on the server.
+    drop_midway(&client, &bucket, &k, upload, || total.load(Ordering::Relaxed) >= PART * 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,19 +264,34 @@ async fn dropped_path_upload_is_aborted() {
     let (progress, total) = counter();
     let o = TransferOptions { concurrency: 1, ..opts() };
     let upload = upload_path(&client, &bucket, &k, &src, &o, Some(progress));
+    // Until the first of its 6 parts is on the server.
+    drop_midway(&client, &bucket, &k, upload, || total.load(Ordering::Relaxed) > 0).await;
+}
+
+/// Drives `upload` until `far_enough()`, checks that the server holds one
+/// multipart upload of `key`, drops the future and checks that nothing of
+/// it is left. Fails if the upload ends first or takes over 30 s to get
+/// far enough.
+async fn drop_midway<T: std::fmt::Debug>(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    upload: impl std::future::Future<Output = T>,
+    far_enough: impl Fn() -> bool,
+) {
     // Boxed so that `drop` really drops the future (a pinned reference would not).
     let mut upload = Box::pin(upload);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while total.load(Ordering::Relaxed) == 0 {
-        assert!(Instant::now() < deadline, "no part was uploaded in time");
+    while !far_enough() {
+        assert!(Instant::now() < deadline, "the upload did not get far enough in time");
         tokio::select! {
-            r = &mut upload => panic!("30 MiB upload finished before it could be interrupted: {r:?}"),
+            r = &mut upload => panic!("the upload finished before it could be dropped: {r:?}"),
             _ = tokio::time::sleep(Duration::from_millis(5)) => {}
         }
     }
-    assert_eq!(pending_uploads(&client, &bucket, &k).await.len(), 1, "one upload in progress");
+    assert_eq!(pending_uploads(client, bucket, key).await.len(), 1, "one upload in progress");
     drop(upload);
-    assert_nothing_left(&client, &bucket, &k).await;
+    assert_nothing_left(client, bucket, key).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
