@@ -6,8 +6,10 @@
 //! server's whole answer (the server has acted), and closes the client's
 //! connection without passing the answer on. It can also close a connection
 //! without forwarding the request, answer `503 SlowDown` itself, or answer
-//! `500 InternalError` with a message that spans lines. Those four faults are the only mock here;
-//! everything else is the real server.
+//! `500 InternalError` with a message that spans lines. Those four faults
+//! are the only mock here; everything else is the real server. A fault
+//! applies to the next request of one call, or to its n-th request; the
+//! proxy also keeps the `Range` header of every ranged GET, in order.
 //!
 //! The server comes from the environment, as for `seaweedfs.rs`:
 //! CREDHOST_TEST_S3_ENDPOINT, CREDHOST_TEST_S3_ACCESS_KEY,
@@ -52,6 +54,8 @@ enum Call {
     Complete,
     Abort,
     ListUploads,
+    /// A GET of an object with a `Range` header.
+    RangedGet,
     Other,
 }
 
@@ -72,12 +76,22 @@ enum Fault {
     Broken,
 }
 
+/// A fault waiting for its request.
+struct Armed {
+    call: Call,
+    /// The request of `call` it applies to, counting from 1 over all of the
+    /// proxy's requests; `None` for the next one.
+    nth: Option<usize>,
+    fault: Fault,
+}
+
 #[derive(Default)]
 struct State {
-    /// Armed faults: each applies to the next request of its call.
-    faults: Vec<(Call, Fault)>,
+    faults: Vec<Armed>,
     /// Requests seen per call.
     seen: HashMap<Call, usize>,
+    /// The `Range` header of every ranged GET, in the order they came.
+    ranges: Vec<String>,
 }
 
 /// An HTTP/1.1 proxy in front of the server, one request per connection.
@@ -117,8 +131,19 @@ impl Proxy {
         build_client(&settings(format!("http://{}", self.addr)))
     }
 
+    /// Arms `fault` for the next request of `call`.
     fn arm(&self, call: Call, fault: Fault) {
-        self.state.lock().unwrap().faults.push((call, fault));
+        self.state.lock().unwrap().faults.push(Armed { call, nth: None, fault });
+    }
+
+    /// Arms `fault` for request number `n` (from 1) of `call`.
+    fn arm_nth(&self, call: Call, n: usize, fault: Fault) {
+        self.state.lock().unwrap().faults.push(Armed { call, nth: Some(n), fault });
+    }
+
+    /// The `Range` headers of the ranged GETs seen so far, in order.
+    fn ranges(&self) -> Vec<String> {
+        self.state.lock().unwrap().ranges.clone()
     }
 
     fn seen(&self, call: Call) -> usize {
@@ -126,8 +151,9 @@ impl Proxy {
     }
 }
 
-/// Which call a request line names, from its method and query keys.
-fn classify(method: &str, target: &str) -> Call {
+/// Which call a request names, from its method, query keys and whether it
+/// has a `Range` header.
+fn classify(method: &str, target: &str, ranged: bool) -> Call {
     let query = target.split_once('?').map_or("", |(_, q)| q);
     let has = |name: &str| query.split('&').any(|kv| kv.split('=').next() == Some(name));
     match method {
@@ -136,6 +162,7 @@ fn classify(method: &str, target: &str) -> Call {
         "PUT" if has("partNumber") && has("uploadId") => Call::UploadPart,
         "DELETE" if has("uploadId") => Call::Abort,
         "GET" if has("uploads") => Call::ListUploads,
+        "GET" if ranged => Call::RangedGet,
         _ => Call::Other,
     }
 }
@@ -185,12 +212,18 @@ fn relay(client: TcpStream, upstream: SocketAddr, state: &Mutex<State>) -> io::R
     let mut body = vec![0; length];
     from_client.read_exact(&mut body)?;
 
-    let call = classify(method, target);
+    let range = header("range");
+    let call = classify(method, target, range.is_some());
     let fault = {
         let mut s = state.lock().unwrap();
-        *s.seen.entry(call).or_default() += 1;
-        let found = s.faults.iter().position(|(c, _)| *c == call);
-        found.map(|i| s.faults.remove(i).1)
+        let seen = s.seen.entry(call).or_default();
+        *seen += 1;
+        let n = *seen;
+        if let (Call::RangedGet, Some(range)) = (call, range) {
+            s.ranges.push(range);
+        }
+        let found = s.faults.iter().position(|a| a.call == call && a.nth.is_none_or(|nth| nth == n));
+        found.map(|i| s.faults.remove(i).fault)
     };
     let mut client = client;
     match fault {
@@ -431,4 +464,54 @@ async fn a_server_failure_is_one_clean_line_with_the_servers_words_and_request_i
     );
     assert_absent(&direct, &bucket, &k).await;
     assert!(open_uploads(&direct, &bucket, &k).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranged_gets_whose_answers_are_lost_are_sent_again_once() {
+    let (direct, bucket) = direct();
+    let proxy = Proxy::start();
+    let content = data(PART * 3 + 4321, 10);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("ranged-get-lost");
+    upload_path(&direct, &bucket, &k, &source(&dir, &content), &opts(), None).await.expect("upload");
+    // A 4-part object read by 3 streams at once, one range each. Which
+    // request comes first is up to the streams; the first and the second
+    // to arrive fail.
+    proxy.arm_nth(Call::RangedGet, 1, Fault::LoseAnswer);
+    proxy.arm_nth(Call::RangedGet, 2, Fault::Swallow);
+
+    let dest = dir.path().join("back");
+    let o = TransferOptions { concurrency: 3, ..opts() };
+    let got = download_to_path(&proxy.client(), &bucket, &k, &dest, &o, None).await.expect("download");
+    assert_eq!(got, Transferred { size: content.len() as u64, crc32c: crc32c::crc32c(&content) });
+    assert!(std::fs::read(&dest).expect("read back") == content, "downloaded bytes differ");
+
+    let sent = proxy.ranges();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for r in &sent {
+        *counts.entry(r).or_default() += 1;
+    }
+    let mut distinct: Vec<(u64, u64)> = counts.keys().map(|r| parse_range(r)).collect();
+    distinct.sort_unstable();
+    assert!(distinct.len() >= 3, "{} ranges for a 4-part object at concurrency 3: {sent:?}", distinct.len());
+    // The ranges cover the object exactly once, end to end.
+    let mut next = 0;
+    for (first, last) in &distinct {
+        assert_eq!(*first, next, "ranges overlap or leave a gap: {sent:?}");
+        next = last + 1;
+    }
+    assert_eq!(next, content.len() as u64, "ranges end before the object does: {sent:?}");
+    // One more GET per fault, for the range that failed, and none other.
+    assert_eq!(proxy.seen(Call::RangedGet), distinct.len() + 2, "{sent:?}");
+    for (range, n) in &counts {
+        let faulted = sent[..2].iter().filter(|r| r == range).count();
+        assert_eq!(*n, 1 + faulted, "{range} was asked for {n} times: {sent:?}");
+    }
+}
+
+/// `(first, last)` of a `bytes=FIRST-LAST` header.
+fn parse_range(header: &str) -> (u64, u64) {
+    let span = header.strip_prefix("bytes=").unwrap_or_else(|| panic!("not a byte range: {header}"));
+    let (first, last) = span.split_once('-').unwrap_or_else(|| panic!("not a closed range: {header}"));
+    (first.parse().expect("range start"), last.parse().expect("range end"))
 }
