@@ -103,14 +103,14 @@ fn main() {
 /// The transfer size: large enough that a quarter is read long before the end.
 const SIZE: u64 = 192 * MIB;
 
-/// Bytes an upload to S3 has read from its file a quarter of the way
-/// through sending it: an S3 upload from a path reads the whole file once
-/// for its checksums before sending any of it (sent bytes do not show in
-/// `/proc/PID/io`: sockets are written with `send`). Were that first read
-/// dropped, uploads would end before reaching this and every trial would
-/// fail saying so, rather than quietly interrupt something else. The GCS
-/// upload reads the file once, as it sends it: a quarter of [`SIZE`].
-const MID_S3_UPLOAD: u64 = SIZE + SIZE / 4;
+/// Bytes an upload has read from its file a quarter of the way through
+/// sending it. Every upload here reads its file once, as it sends it (the
+/// S3 servers keep a full-object CRC32C, so no pass over the file comes
+/// first; sent bytes do not show in `/proc/PID/io`: sockets are written
+/// with `send`). Were a first pass over the file added, the trigger would
+/// fire inside it, before any part is in flight, and the mid-upload trials
+/// would no longer interrupt an upload under way.
+const MID_UPLOAD: u64 = SIZE / 4;
 
 /// One trial's result: `Ok(outcome)` (a short word for the table) or the failure.
 type Trial = Result<Outcome, String>;
@@ -272,11 +272,7 @@ struct Trials<'a> {
 impl Trials<'_> {
     /// `rchar` of an upload a quarter of the way through sending the file.
     fn mid_upload(&self) -> u64 {
-        if self.b.kind == Kind::Gcp {
-            SIZE / 4
-        } else {
-            MID_S3_UPLOAD
-        }
+        MID_UPLOAD
     }
 
     /// Waits until the store answers again (and, for moto, which forgets

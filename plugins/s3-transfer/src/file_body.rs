@@ -1,13 +1,16 @@
-//! Request bodies streamed from a range of a file, checked against the
-//! CRC32C the range had when it was measured.
+//! Request bodies streamed from a range of a file, with the CRC32C of the
+//! bytes sent.
 //!
-//! An upload from a path learns each part's CRC32C first ([`range_crcs`]),
-//! then sends the parts straight from the file: each body reads its range in
-//! [`CHUNK`] steps with positional reads off the async threads, one read
-//! ahead of the network, and recomputes the CRC32C of what it reads. If the
-//! bytes differ from what was measured (the file changed in between), the
-//! body fails before its last byte is sent, so the server never receives a
-//! complete request with the wrong content.
+//! An upload from a path sends the parts straight from the file: each body
+//! reads its range in [`CHUNK`] steps with positional reads off the async
+//! threads, one read ahead of the network, and computes the CRC32C of what
+//! it reads. The first body of a range to read all of it records that
+//! CRC32C as the range's ([`FileRange::crc`]); a range may also be given its
+//! CRC32C up front, measured by a pass over the file ([`range_crcs`]). Every
+//! later body of the range (the SDK's retries) must read the same bytes: if
+//! they differ (the file changed in between), the body fails before its
+//! last byte is sent, so the server never receives a complete request with
+//! other content than the one recorded.
 //!
 //! The chunks' memory is reused: every body of one upload takes its read
 //! buffers from one [`ChunkPool`], which gets back each chunk the HTTP
@@ -22,7 +25,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -50,8 +53,8 @@ const RECYCLE: usize = 4;
 /// Why a file-range body stopped.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FileBodyError {
-    /// The bytes read differ from the ones measured before the upload
-    /// started: the file changed (or shrank) in between.
+    /// The bytes read differ from the ones measured or sent before from the
+    /// same range: the file changed (or shrank) in between.
     #[error("the file changed while it was being uploaded")]
     Changed,
     /// Reading the file failed.
@@ -59,15 +62,16 @@ pub(crate) enum FileBodyError {
     Read(#[source] io::Error),
 }
 
-/// `len` bytes of a file from `offset`, whose CRC32C is `crc`, read into
-/// buffers of `pool`.
+/// `len` bytes of a file from `offset`, read into buffers of `pool`.
 #[derive(Clone)]
 pub(crate) struct FileRange {
-    pub(crate) file: Arc<File>,
-    pub(crate) offset: u64,
-    pub(crate) len: u64,
-    pub(crate) crc: u32,
-    pub(crate) pool: Arc<ChunkPool>,
+    file: Arc<File>,
+    offset: u64,
+    len: u64,
+    /// The range's CRC32C: given, or recorded by the first body that read
+    /// the whole range. Shared by every body of the range.
+    crc: Arc<OnceLock<u32>>,
+    pool: Arc<ChunkPool>,
 }
 
 /// Read buffers shared by the bodies of one upload: the chunks they handed
@@ -129,6 +133,25 @@ impl ChunkPool {
 }
 
 impl FileRange {
+    /// `len` bytes of `file` from `offset`, whose CRC32C is `crc` when it
+    /// was measured before, or else learned from the first complete read.
+    pub(crate) fn new(file: Arc<File>, offset: u64, len: u64, crc: Option<u32>, pool: Arc<ChunkPool>) -> Self {
+        let known = OnceLock::new();
+        if let Some(c) = crc {
+            let _ = known.set(c);
+        }
+        Self { file, offset, len, crc: Arc::new(known), pool }
+    }
+
+    /// The range's CRC32C, once known: given at creation, or read by a body
+    /// that streamed the whole range.
+    pub(crate) fn crc(&self) -> Option<u32> {
+        if self.len == 0 {
+            return Some(0);
+        }
+        self.crc.get().copied()
+    }
+
     /// A request body streaming this range. The SDK can rebuild it for a
     /// retry: each attempt reads the range again.
     pub(crate) fn byte_stream(&self) -> ByteStream {
@@ -156,8 +179,8 @@ struct RangeBody {
     remaining: u64,
     /// CRC32C of the bytes read so far.
     crc: u32,
-    /// CRC32C the whole range must have.
-    expected: u32,
+    /// CRC32C the whole range must have, once known.
+    expected: Arc<OnceLock<u32>>,
     /// The read in progress, if any.
     reading: Option<JoinHandle<Read>>,
     /// Where read buffers come from and handed-out chunks go.
@@ -172,7 +195,7 @@ impl RangeBody {
             end: r.offset + r.len,
             remaining: r.len,
             crc: 0,
-            expected: r.crc,
+            expected: r.crc.clone(),
             reading: None,
             pool: r.pool.clone(),
         }
@@ -222,7 +245,9 @@ impl Body for RangeBody {
         };
         this.crc = crc;
         this.remaining -= buf.len() as u64;
-        if this.remaining == 0 && this.crc != this.expected {
+        // The whole range is read: the first body to get here records its
+        // CRC32C; any other must match it.
+        if this.remaining == 0 && *this.expected.get_or_init(|| crc) != crc {
             return Poll::Ready(Some(Err(FileBodyError::Changed)));
         }
         let chunk = buf.freeze();
@@ -348,13 +373,8 @@ mod tests {
         let pool = ChunkPool::new(1);
         for (offset, len) in [(0, data.len()), (5, 2 * CHUNK), (CHUNK + 1, 1), (data.len() - 10, 10)] {
             let want = &data[offset..offset + len];
-            let range = FileRange {
-                file: file.clone(),
-                offset: offset as u64,
-                len: len as u64,
-                crc: crc32c::crc32c(want),
-                pool: pool.clone(),
-            };
+            let range =
+                FileRange::new(file.clone(), offset as u64, len as u64, Some(crc32c::crc32c(want)), pool.clone());
             let body = RangeBody::new(&range);
             assert_eq!(body.size_hint().exact(), Some(len as u64));
             let got = collect(body).await.expect("body");
@@ -372,13 +392,7 @@ mod tests {
     async fn a_changed_or_shortened_file_fails_the_body() {
         let data = content(2 * CHUNK + 5);
         let (tmp, file) = file_with(&data);
-        let range = FileRange {
-            file: file.clone(),
-            offset: 0,
-            len: data.len() as u64,
-            crc: crc32c::crc32c(&data),
-            pool: ChunkPool::new(1),
-        };
+        let range = FileRange::new(file.clone(), 0, data.len() as u64, Some(crc32c::crc32c(&data)), ChunkPool::new(1));
         let mut changed = data.clone();
         changed[CHUNK + 3] ^= 1;
         std::fs::write(tmp.path(), &changed).expect("rewrite");
@@ -388,5 +402,33 @@ mod tests {
         std::fs::write(tmp.path(), &data[..CHUNK]).expect("truncate");
         let err = collect(RangeBody::new(&range)).await.expect_err("shortened file");
         assert!(matches!(err, FileBodyError::Changed), "{err:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_range_learns_its_crc_from_the_first_complete_read_and_holds_later_reads_to_it() {
+        let data = content(2 * CHUNK + 5);
+        let (tmp, file) = file_with(&data);
+        let range = FileRange::new(file.clone(), 3, data.len() as u64 - 3, None, ChunkPool::new(1));
+        assert_eq!(range.crc(), None, "nothing read yet");
+        // A body that stops early records nothing.
+        let mut partial = RangeBody::new(&range);
+        let first = std::future::poll_fn(|cx| Pin::new(&mut partial).poll_frame(cx)).await;
+        assert!(first.is_some_and(|f| f.is_ok()));
+        drop(partial);
+        assert_eq!(range.crc(), None, "a partial read recorded a checksum");
+
+        let got = collect(RangeBody::new(&range)).await.expect("first complete read");
+        assert!(got == data[3..]);
+        assert_eq!(range.crc(), Some(crc32c::crc32c(&data[3..])));
+        // A retry reads the same bytes again.
+        collect(RangeBody::new(&range)).await.expect("same bytes");
+
+        let mut changed = data.clone();
+        changed[2 * CHUNK] ^= 1;
+        std::fs::write(tmp.path(), &changed).expect("rewrite");
+        let err = collect(RangeBody::new(&range)).await.map(|read| read.len()).expect_err("changed content");
+        assert!(matches!(err, FileBodyError::Changed), "{err:?}");
+        assert_eq!(range.crc(), Some(crc32c::crc32c(&data[3..])), "the first read's checksum stays");
+        assert_eq!(FileRange::new(file, 0, 0, None, ChunkPool::new(1)).crc(), Some(0), "an empty range");
     }
 }

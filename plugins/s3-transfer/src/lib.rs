@@ -20,15 +20,20 @@
 //!   `concurrency + 1` part buffers, reused from a pool; a download holds two
 //!   1 MiB write buffers per stream. Neither grows with the object size.
 //! * **End-to-end integrity.** Every transfer computes the CRC32C of the whole
-//!   content client-side while streaming ([`Transferred::crc32c`]). Uploads
-//!   send each part's CRC32C for the server to check and record the whole
-//!   object's CRC32C and size as user metadata ([`META_CRC32C`],
-//!   [`META_SIZE`]) when they are known before the upload starts (always for
-//!   [`upload_path`]; for [`upload_reader`] only when the data fits in one
-//!   `PutObject`). Multipart uploads also ask the server for a full-object
-//!   CRC32C (`x-amz-checksum-type: FULL_OBJECT`), which covers streamed
-//!   readers. Downloads verify the size always and the CRC32C whenever either
-//!   record is present.
+//!   content client-side while streaming ([`Transferred::crc32c`]), and
+//!   uploads leave it where downloads can verify it. Multipart uploads ask
+//!   the server for a full-object CRC32C (`x-amz-checksum-type:
+//!   FULL_OBJECT`) and give the whole object's at completion, for the server
+//!   to check and keep; a file is then read once, each part's CRC32C
+//!   computed as the part is sent. Where the server keeps no full-object
+//!   checksum, [`upload_path`] records the CRC32C and size as user metadata
+//!   instead ([`META_CRC32C`], [`META_SIZE`]), which means measuring the
+//!   file before the upload is created; a single `PutObject` (from a path,
+//!   or a stream that fits one) records the metadata too. A part or
+//!   `PutObject` whose CRC32C is known before it is sent carries it for the
+//!   server to check. Downloads verify the size always and the CRC32C
+//!   whenever the object carries either record (objects stored before
+//!   full-object checksums were used carry the metadata).
 //! * **Only idempotent requests are repeated.** Parts, single PUTs, GETs and
 //!   HEADs are retried a bounded number of times with jittered backoff; the
 //!   Create and Complete of a multipart upload are not (see [`transfer_retries`]).
@@ -41,7 +46,7 @@
 //!
 //! The client is configured so the SDK computes no checksums of its own
 //! (`WhenRequired`) and payload signing is disabled on `PutObject` and
-//! `UploadPart`: integrity comes from the CRC32C headers computed here at
+//! `UploadPart`: integrity comes from the CRC32C values computed here at
 //! several GB/s instead of SHA-256 over every byte. Against a server that
 //! shares the CPU (measured with `SeaweedFS` on 2 cores) the SDK defaults cost
 //! about 30% of upload throughput: every 64 KiB chunk of a streamed body is

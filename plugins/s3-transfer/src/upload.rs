@@ -37,17 +37,28 @@ const LOST_COMPLETE_LOOKS: u32 = 3;
 /// Uploads the file at `path` to `bucket`/`key`, replacing any object there.
 ///
 /// A file larger than S3's largest object (5 TiB) is refused before any of
-/// it is read. Otherwise the file is measured first: the CRC32C of each part
-/// is computed by positional reads on up to four threads, and the whole
-/// file's CRC32C (combined from them) is recorded as metadata so downloads
-/// can verify it. Then the data is streamed straight from the file, with
-/// each request's CRC32C in its checksum header: in one `PutObject` when the
-/// file is at most `opts.single_put_threshold` bytes, otherwise as a
-/// multipart upload of `opts.concurrency` parts at a time, each read at its
-/// offset. No part is held in memory. The first `len` bytes as of the start
-/// are sent; if the file changes meanwhile the upload fails with
-/// [`Integrity`](TransferErrorKind::Integrity) (retryable) and nothing is
-/// stored. A 0-byte file makes a 0-byte object.
+/// it is read. The data is streamed straight from the file, and no part is
+/// held in memory: in one `PutObject` when the file is at most
+/// `opts.single_put_threshold` bytes, otherwise as a multipart upload of
+/// `opts.concurrency` parts at a time, each read at its offset. The whole
+/// file's CRC32C goes where downloads can verify it:
+///
+/// * a multipart upload asks the server to keep a full-object CRC32C. Where
+///   it does (AWS, `SeaweedFS`, moto), the CRC32C of each part is computed as
+///   the part is sent, and the whole object's, combined from them, is given
+///   at completion for the server to check and keep: the file is read once.
+/// * Where it does not, that upload is aborted, and the file is measured
+///   first (the CRC32C of each part, by positional reads on up to four
+///   threads) so that the whole file's CRC32C can be recorded as metadata
+///   when the upload is created; each part then carries its CRC32C in its
+///   checksum header.
+/// * A single `PutObject` carries the CRC32C in its header and its
+///   metadata, so it is measured first too: a request's head comes before
+///   its body, and only this one request could carry it.
+///
+/// The first `len` bytes as of the start are sent; if the file changes
+/// meanwhile the upload fails with [`Integrity`](TransferErrorKind::Integrity)
+/// (retryable) and nothing is stored. A 0-byte file makes a 0-byte object.
 ///
 /// Either the whole object is stored or nothing is: a failed or dropped
 /// multipart upload is aborted.
@@ -61,7 +72,8 @@ pub async fn upload_path(
 ) -> Result<Transferred, TransferError> {
     let op = Op::upload(bucket, key);
     opts.validate().map_err(|e| op.wrap(e))?;
-    let (file, size) = open_for_read(&op, path).await?;
+    let (file, stamp) = open_for_read(&op, path).await?;
+    let size = stamp.len;
     if size > MAX_OBJECT_SIZE {
         return Err(op.err(
             TransferErrorKind::InvalidInput,
@@ -76,29 +88,75 @@ pub async fn upload_path(
 
     if size <= opts.single_put_threshold {
         let crc = measure(&op, path, file.clone(), size, size.max(1)).await?.first().copied().unwrap_or(0);
-        let range = FileRange { file, offset: 0, len: size, crc, pool: ChunkPool::new(1) };
+        let range = FileRange::new(file, 0, size, Some(crc), ChunkPool::new(1));
         target.put(Body::File(range), size, crc).await?;
         report(progress.as_ref(), size);
         return Ok(Transferred { size, crc32c: crc });
     }
 
     let part_size = opts.part_size_for(size);
+    let upload = target.start(None, true).await?;
+    if upload.mode.full_object {
+        let parts = file_parts(op, &file, size, part_size, None, opts.concurrency);
+        let check = Check::Unchanged { file, stamp };
+        return target.finish(upload, check, parts, opts.concurrency, progress.as_ref()).await;
+    }
+
+    // The server keeps no full-object CRC32C: record the file's as metadata
+    // instead, which can only be set when the upload is created, so measure
+    // the file first. On such servers the file is read twice (the first
+    // pass costs about 2% of an upload's time here); the Create and Abort of
+    // the first upload are the price of asking, two small requests. The
+    // record could also be added after completion, by tagging the object
+    // or copying it onto itself with new metadata (on rclone 4 ms and 10 ms
+    // for 256 MiB), but either leaves the object without a record for a
+    // while, needs a permission an upload may not have (tagging; reading
+    // the object to copy it), and tags would cost every download another
+    // request and a permission a read-only grant does not give. Metadata
+    // comes with the object, and downloads already verify it.
+    let ask = upload.mode.parts;
+    tracing::debug!(bucket, key, "the server keeps no full-object CRC32C; recording the file's as metadata");
+    upload.abort.run().await;
     let crcs = measure(&op, path, file.clone(), size, part_size).await?;
-    let range = move |i: u64| {
-        let offset = i * part_size;
-        (offset, part_size.min(size - offset))
-    };
-    let whole_crc = crc::combine((0u64..).zip(&crcs).map(|(i, c)| (*c, range(i).1)));
-    let pool = ChunkPool::new(opts.concurrency);
-    let parts = stream::iter((0u64..).zip(crcs))
-        .map(move |(i, crc)| {
-            let (offset, len) = range(i);
-            let body = PartBody::File(FileRange { file: file.clone(), offset, len, crc, pool: pool.clone() });
-            let part = part_number(&op, i).map(|number| PartData { number, body, len: to_usize(len), crc });
+    let whole_crc = crc::combine(crcs.iter().zip(part_lens(size, part_size)).map(|(c, len)| (*c, len)));
+    let upload = target.start(Some((whole_crc, size)), ask).await?;
+    let parts = file_parts(op, &file, size, part_size, Some(crcs), opts.concurrency);
+    let check = Check::Measured { crc: whole_crc, size };
+    target.finish(upload, check, parts, opts.concurrency, progress.as_ref()).await
+}
+
+/// The lengths of the `part_size` parts of `size` bytes, in order.
+fn part_lens(size: u64, part_size: u64) -> impl Iterator<Item = u64> {
+    (0..size.div_ceil(part_size)).map(move |i| part_size.min(size - i * part_size))
+}
+
+/// The parts of the first `size` bytes of `file`, `part_size` each, read
+/// at their offsets when they are sent. With `crcs`, the CRC32C each part
+/// was measured to have, which its body checks; without, each part's is
+/// learned as it is read.
+fn file_parts<'a>(
+    op: Op<'a>,
+    file: &Arc<File>,
+    size: u64,
+    part_size: u64,
+    crcs: Option<Vec<u32>>,
+    concurrency: usize,
+) -> PartStream<'a> {
+    let pool = ChunkPool::new(concurrency);
+    let file = file.clone();
+    stream::iter((0u64..).zip(part_lens(size, part_size)))
+        .map(move |(i, len)| {
+            let crc = crcs.as_ref().and_then(|c| c.get(to_usize(i)).copied());
+            let range = FileRange::new(file.clone(), i * part_size, len, crc, pool.clone());
+            let part = part_number(&op, i).map(|number| PartData {
+                number,
+                body: PartBody::File(range),
+                len: to_usize(len),
+                crc,
+            });
             futures::future::ready(part).boxed()
         })
-        .boxed();
-    target.multipart(Some((whole_crc, size, path)), parts, opts.concurrency, progress.as_ref()).await
+        .boxed()
 }
 
 /// Uploads everything `reader` yields until end of file to `bucket`/`key`,
@@ -143,7 +201,7 @@ pub async fn upload_reader<R: AsyncRead + Unpin + Send>(
     let state = ReadState {
         reader: &mut reader,
         pool,
-        pending: Some(PartData { number: 1, body: PartBody::Memory(first), len, crc: first_crc }),
+        pending: Some(PartData { number: 1, body: PartBody::Memory(first), len, crc: Some(first_crc) }),
         next: 1,
         eof,
     };
@@ -162,7 +220,7 @@ pub async fn upload_reader<R: AsyncRead + Unpin + Send>(
                 match part_number(&op, st.next) {
                     Ok(number) => {
                         st.next += 1;
-                        Ok(PartData { number, body: PartBody::Memory(buf), len, crc: part_crc })
+                        Ok(PartData { number, body: PartBody::Memory(buf), len, crc: Some(part_crc) })
                     }
                     Err(e) => Err(e),
                 }
@@ -176,7 +234,8 @@ pub async fn upload_reader<R: AsyncRead + Unpin + Send>(
     })
     .map(|item| futures::future::ready(item).boxed())
     .boxed();
-    target.multipart(None, parts, opts.concurrency, progress.as_ref()).await
+    let upload = target.start(None, true).await?;
+    target.finish(upload, Check::Nothing, parts, opts.concurrency, progress.as_ref()).await
 }
 
 /// Sequential part reading for [`upload_reader`].
@@ -198,14 +257,15 @@ struct PartData {
     number: i32,
     body: PartBody,
     len: usize,
-    crc: u32,
+    /// Its CRC32C, when known before it is sent.
+    crc: Option<u32>,
 }
 
 /// Where a part's bytes come from.
 enum PartBody {
     /// Read from a stream into a pooled buffer.
     Memory(PooledBuf),
-    /// Streamed from a range of the file, checked against its CRC32C.
+    /// Streamed from a range of the file, which computes its CRC32C.
     File(FileRange),
 }
 
@@ -238,7 +298,7 @@ impl Target<'_> {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
         while let Some(e) = source {
             match e.downcast_ref::<FileBodyError>() {
-                Some(FileBodyError::Changed) => return self.changed(path),
+                Some(FileBodyError::Changed) => return self.changed(),
                 Some(FileBodyError::Read(io)) => {
                     let io = std::io::Error::new(io.kind(), io.to_string());
                     return self.op.io("cannot read", path, io);
@@ -249,7 +309,8 @@ impl Target<'_> {
         self.op.sdk(err)
     }
 
-    fn changed(&self, path: &Path) -> TransferError {
+    fn changed(&self) -> TransferError {
+        let path = self.path.unwrap_or(Path::new("the source"));
         self.op
             .err(TransferErrorKind::Integrity, format_args!("{} changed while it was being uploaded", path.display()))
             .retryable(true)
@@ -297,28 +358,35 @@ impl Target<'_> {
             .map(drop)
     }
 
-    /// Runs a multipart upload of `parts` (a stream of futures each yielding
-    /// one part's data) with `concurrency` parts in flight, then completes
-    /// it. `file` is the whole object's `(crc, size)` when known up front
-    /// (recorded as metadata), with the file it was read from: the parts must
-    /// add up to the same or the file changed meanwhile. Any failure, or
-    /// dropping the returned future, aborts the upload.
-    async fn multipart(
+    /// Creates a multipart upload, with `meta` (the whole object's CRC32C
+    /// and size) recorded as metadata when given, asking for CRC32C
+    /// checksums when `ask` (see [`Target::create`]). Until it is finished,
+    /// dropping the upload aborts it.
+    async fn start(&self, meta: Option<(u32, u64)>, ask: bool) -> Result<Started, TransferError> {
+        let (id, mode) = self.create(meta, ask).await?;
+        let abort = Cleanup::abort(self.client, self.bucket, self.key, &id);
+        Ok(Started { id, mode, abort })
+    }
+
+    /// Sends `parts` (a stream of futures each yielding one part's data)
+    /// with `concurrency` parts in flight, checks what they add up to
+    /// against `check`, then completes the upload. Any failure, or dropping
+    /// the returned future, aborts the upload.
+    async fn finish(
         &self,
-        file: Option<(u32, u64, &Path)>,
+        upload: Started,
+        check: Check,
         parts: PartStream<'_>,
         concurrency: usize,
         progress: Option<&Progress>,
     ) -> Result<Transferred, TransferError> {
-        let (upload_id, mode) = self.create(file.map(|(c, s, _)| (c, s))).await?;
-        let guard = Cleanup::abort(self.client, self.bucket, self.key, &upload_id);
-        match self.send_parts(&upload_id, mode, file, parts, concurrency, progress).await {
+        match self.send_parts(&upload.id, upload.mode, check, parts, concurrency, progress).await {
             Ok(done) => {
-                guard.disarm();
+                upload.abort.disarm();
                 Ok(done)
             }
             Err(e) => {
-                guard.run().await;
+                upload.abort.run().await;
                 Err(e)
             }
         }
@@ -328,7 +396,7 @@ impl Target<'_> {
         &self,
         upload_id: &str,
         mode: PartChecksums,
-        file: Option<(u32, u64, &Path)>,
+        check: Check,
         mut parts: PartStream<'_>,
         concurrency: usize,
         progress: Option<&Progress>,
@@ -358,10 +426,15 @@ impl Target<'_> {
         done.sort_by_key(|p| p.number);
         let size = done.iter().map(|p| p.len).sum();
         let whole_crc = crc::combine(done.iter().map(|p| (p.crc, p.len)));
-        if let Some((want_crc, want_size, path)) = file {
-            if (whole_crc, size) != (want_crc, want_size) {
-                return Err(self.changed(path));
-            }
+        let unchanged = match check {
+            Check::Nothing => true,
+            Check::Measured { crc, size: measured } => (whole_crc, size) == (crc, measured),
+            // Each part is as its first complete read found it; the file is
+            // one whole only if nothing wrote to it while the parts were read.
+            Check::Unchanged { file, stamp } => stamp_of(&self.op, self.path, file).await? == stamp,
+        };
+        if !unchanged {
+            return Err(self.changed());
         }
 
         let completed: Vec<CompletedPart> = done
@@ -504,9 +577,10 @@ impl Target<'_> {
     }
 
     /// Starts the multipart upload, asking for per-part and full-object
-    /// CRC32C. A server that rejects that request as unsupported gets a
-    /// plain multipart upload instead (then parts carry no checksum header,
-    /// which AWS would refuse for an upload created without an algorithm).
+    /// CRC32C when `ask`. A server that rejects that request as unsupported
+    /// gets a plain multipart upload instead (then parts carry no checksum
+    /// header, which AWS would refuse for an upload created without an
+    /// algorithm).
     ///
     /// The SDK does not retry this request; it is sent again only after an
     /// answer that the server is busy (nothing was started then). A failure
@@ -514,9 +588,9 @@ impl Target<'_> {
     /// answer, a server error) ends with aborting the uploads of this key
     /// started since the first attempt, and so does dropping the returned
     /// future before it finishes: no upload is left that nobody knows of.
-    async fn create(&self, meta: Option<(u32, u64)>) -> Result<(String, PartChecksums), TransferError> {
+    async fn create(&self, meta: Option<(u32, u64)>, ask: bool) -> Result<(String, PartChecksums), TransferError> {
         let sweep = Cleanup::sweep(self.client, self.bucket, self.key, SystemTime::now());
-        match self.try_create(meta).await {
+        match self.try_create(meta, ask).await {
             Ok(created) => {
                 sweep.disarm();
                 Ok(created)
@@ -538,7 +612,7 @@ impl Target<'_> {
         }
     }
 
-    async fn try_create(&self, meta: Option<(u32, u64)>) -> Result<(String, PartChecksums), CreateFailure> {
+    async fn try_create(&self, meta: Option<(u32, u64)>, ask: bool) -> Result<(String, PartChecksums), CreateFailure> {
         let request = |with_checksums: bool| {
             let mut r = self.client.create_multipart_upload().bucket(self.bucket).key(self.key);
             if let Some((whole_crc, size)) = meta {
@@ -550,7 +624,7 @@ impl Target<'_> {
             r.customize().config_override(single_attempt(control_timeouts())).send()
         };
         let budget = Budget::new(CONTROL_BUDGET);
-        let mut asked = true;
+        let mut asked = ask;
         let mut busy = 0;
         let created = loop {
             match request(asked).await {
@@ -643,7 +717,7 @@ impl Target<'_> {
             .upload_id(upload_id)
             .part_number(part.number)
             .content_length(to_i64(part.len as u64))
-            .set_checksum_crc32_c(mode.parts.then(|| crc::to_base64(part.crc)))
+            .set_checksum_crc32_c(part.crc.filter(|_| mode.parts).map(crc::to_base64))
             .body(body)
             .customize()
             .disable_payload_signing()
@@ -653,16 +727,22 @@ impl Target<'_> {
             buf.restore(bytes);
         }
         let out = result.map_err(|e| self.sdk(e))?;
+        // A part read from the file as it was sent has the CRC32C of what
+        // the successful attempt sent.
+        let learned = match &part.body {
+            PartBody::File(range) => range.crc(),
+            PartBody::Memory(_) => None,
+        };
+        let sent = part.crc.or(learned).ok_or_else(|| {
+            self.op.err(TransferErrorKind::Other, format_args!("part {} was sent but not read through", part.number))
+        })?;
         // A server that checks the header has already refused a mismatch; one
-        // that ignores it may still tell us what it computed.
+        // that ignores it, or was sent none, may still tell us what it computed.
         if let Some(theirs) = out.checksum_crc32_c().and_then(crc::from_base64) {
-            if theirs != part.crc {
+            if theirs != sent {
                 return Err(self.op.err(
                     TransferErrorKind::Integrity,
-                    format_args!(
-                        "server computed crc32c {theirs:08x} for part {} instead of {:08x}",
-                        part.number, part.crc
-                    ),
+                    format_args!("server computed crc32c {theirs:08x} for part {} instead of {sent:08x}", part.number),
                 ));
             }
         }
@@ -673,7 +753,7 @@ impl Target<'_> {
                 self.op.err(TransferErrorKind::Other, format_args!("server returned no etag for part {}", part.number))
             })?
             .to_owned();
-        Ok(PartDone { number: part.number, etag, crc: part.crc, len: part.len as u64 })
+        Ok(PartDone { number: part.number, etag, crc: sent, len: part.len as u64 })
     }
 }
 
@@ -697,10 +777,31 @@ impl Body {
 /// Which checksums a multipart upload carries.
 #[derive(Debug, Clone, Copy)]
 struct PartChecksums {
-    /// Each part sends `x-amz-checksum-crc32c` and Complete lists them.
+    /// The upload was created with CRC32C: a part whose CRC32C is known
+    /// before it is sent carries it in `x-amz-checksum-crc32c`, and
+    /// Complete lists every part's.
     parts: bool,
     /// Complete sends the whole object's CRC32C with type `FULL_OBJECT`.
     full_object: bool,
+}
+
+/// A created multipart upload, aborted unless it completes.
+struct Started {
+    id: String,
+    mode: PartChecksums,
+    abort: Cleanup,
+}
+
+/// What the parts of an upload must add up to before it is completed.
+enum Check {
+    /// Nothing known up front: a stream.
+    Nothing,
+    /// The CRC32C and size the file was measured to have before the upload
+    /// was created (and recorded as metadata).
+    Measured { crc: u32, size: u64 },
+    /// The file must be as it was when it was opened: nothing wrote to it
+    /// while its parts were read.
+    Unchanged { file: Arc<File>, stamp: FileStamp },
 }
 
 /// A failed `CreateMultipartUpload`, and whether it may have started an
@@ -825,7 +926,34 @@ async fn fill<R: AsyncRead + Unpin>(
     Ok((len, part_crc, false))
 }
 
-async fn open_for_read(op: &Op<'_>, path: &Path) -> Result<(File, u64), TransferError> {
+/// What tells one state of a file from another without reading it: its
+/// identity, size and the times of its last change. Every write moves
+/// `mtime` and `ctime`, and `ctime` cannot be set back; kernels since 6.13
+/// give a change right after such a look a time of its own, finer than
+/// the clock tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+async fn open_for_read(op: &Op<'_>, path: &Path) -> Result<(File, FileStamp), TransferError> {
     let owned = path.to_path_buf();
     let opened = tokio::task::spawn_blocking(move || {
         let file = File::open(&owned)?;
@@ -838,7 +966,16 @@ async fn open_for_read(op: &Op<'_>, path: &Path) -> Result<(File, u64), Transfer
     if !meta.is_file() {
         return Err(op.err(TransferErrorKind::InvalidInput, format_args!("{} is not a regular file", path.display())));
     }
-    Ok((file, meta.len()))
+    Ok((file, FileStamp::of(&meta)))
+}
+
+/// The stamp of the open `file` now.
+async fn stamp_of(op: &Op<'_>, path: Option<&Path>, file: Arc<File>) -> Result<FileStamp, TransferError> {
+    let path = path.unwrap_or(Path::new("the source"));
+    let meta = tokio::task::spawn_blocking(move || file.metadata())
+        .await
+        .map_err(|e| op.err(TransferErrorKind::Other, "file task failed").with_source(e))?;
+    meta.map(|m| FileStamp::of(&m)).map_err(|e| op.io("cannot read the status of", path, e))
 }
 
 /// The CRC32C of each `part_size` range of the first `size` bytes of the

@@ -128,12 +128,33 @@ async fn path_round_trips() {
         assert_eq!(total.load(Ordering::Relaxed), size, "upload progress for {name}");
 
         let meta = head_meta(&client, &bucket, &k).await.expect("object exists");
-        assert_eq!(meta.get(META_CRC32C), Some(&format!("{:08x}", up.crc32c)), "{name}");
-        assert_eq!(meta.get(META_SIZE), Some(&size.to_string()), "{name}");
+        if size <= PART {
+            // One PutObject: measured first, recorded as metadata.
+            assert_eq!(meta.get(META_CRC32C), Some(&format!("{:08x}", up.crc32c)), "{name}");
+            assert_eq!(meta.get(META_SIZE), Some(&size.to_string()), "{name}");
+        } else {
+            // Multipart: the server's full-object CRC32C is the record.
+            assert_eq!(meta.get(META_CRC32C), None, "{name}");
+            assert_eq!(full_object_crc(&client, &bucket, &k).await, Some(up.crc32c), "{name}");
+        }
         assert!(pending_uploads(&client, &bucket, &k).await.is_empty());
 
         check_download(&client, &bucket, &k, &content, &opts()).await;
     }
+}
+
+/// The full-object CRC32C the server keeps for `key`, if any.
+async fn full_object_crc(client: &Client, bucket: &str, key: &str) -> Option<u32> {
+    let head = client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .expect("head");
+    let bytes = aws_smithy_types::base64::decode(head.checksum_crc32_c()?).ok()?;
+    Some(u32::from_be_bytes(bytes.try_into().ok()?))
 }
 
 /// Yields the data in odd-sized pieces, as a pipe would.
@@ -181,16 +202,7 @@ async fn reader_round_trips() {
         } else {
             // Multipart from a stream: the server's full-object CRC32C stands in.
             assert_eq!(meta.get(META_CRC32C), None, "{name}");
-            let head = client
-                .head_object()
-                .bucket(&bucket)
-                .key(&k)
-                .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
-                .send()
-                .await
-                .expect("head");
-            let want = aws_smithy_types::base64::encode(up.crc32c.to_be_bytes());
-            assert_eq!(head.checksum_crc32_c(), Some(want.as_str()), "full-object checksum of {name}");
+            assert_eq!(full_object_crc(&client, &bucket, &k).await, Some(up.crc32c), "{name}");
         }
         assert!(pending_uploads(&client, &bucket, &k).await.is_empty());
         check_download(&client, &bucket, &k, &content, &opts()).await;
@@ -448,4 +460,35 @@ fn public_futures_are_send() {
     is_send(&download_to_path(&client, "b", "k", p, &o, None));
     is_send(&download_to_writer(&client, "b", "k", tokio::io::sink(), &o, None));
     is_send(&head_bucket(&client, "b"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_to_while_its_parts_are_read_is_not_stored() {
+    let (client, bucket) = client();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("changing");
+    std::fs::write(&src, data(PART * 4, 14)).expect("write");
+    let k = key("changed/mixed");
+    // Once the first part is on the server, bytes in it and in the last part
+    // change: sent as read, the object would hold the old first part and the
+    // new last one, which the file never held together.
+    let writer = src.clone();
+    let written = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = written.clone();
+    let progress: Progress = Arc::new(move |_| {
+        if !done.swap(true, Ordering::SeqCst) {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new().write(true).open(&writer).expect("open for writing");
+            for at in [10, PART * 3 + 10] {
+                file.write_all_at(b"changed", at).expect("write");
+            }
+        }
+    });
+    let o = TransferOptions { concurrency: 1, ..opts() };
+    let err = upload_path(&client, &bucket, &k, &src, &o, Some(progress)).await.expect_err("the file changed");
+    assert!(written.load(Ordering::SeqCst), "the file was not written to");
+    assert_eq!(err.kind(), TransferErrorKind::Integrity, "{err}");
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().ends_with("changed while it was being uploaded"), "{err}");
+    assert_nothing_left(&client, &bucket, &k).await;
 }
