@@ -105,3 +105,59 @@ suite!(aws_seaweedfs, super::Backend::aws_seaweed());
 suite!(aws_moto, super::Backend::aws_moto());
 suite!(local_rclone, super::Backend::local_rclone());
 suite!(aws_rclone, super::Backend::aws_rclone());
+
+/// Appends to the object named by `sys.argv[1]` through SeaweedFS's filer,
+/// which keeps the checksum its S3 gateway stored with the object.
+const SEAWEEDFS_APPEND: &str = r#"
+import os, sys, urllib.request
+b = "credhost-boundary"
+body = (f"--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"tail\"\r\n"
+        "Content-Type: application/octet-stream\r\n\r\ntail\r\n" f"--{b}--\r\n").encode()
+url = f"{os.environ['CREDHOST_TEST_S3_FILER']}/buckets/{os.environ['CREDHOST_TEST_S3_BUCKET']}/{sys.argv[1]}?op=append"
+req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": f"multipart/form-data; boundary={b}"})
+urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req).read()
+"#;
+
+/// Stores the object named by `sys.argv[1]` again with a CRC32C it does not
+/// have, which `rclone serve s3` keeps as told.
+const RCLONE_WRONG_CHECKSUM: &str = r#"
+import base64
+s3 = boto3.client("s3", endpoint_url=os.environ["CREDHOST_TEST_S3_ENDPOINT"],
+    aws_access_key_id=os.environ["CREDHOST_TEST_S3_ACCESS_KEY"],
+    aws_secret_access_key=os.environ["CREDHOST_TEST_S3_SECRET_KEY"],
+    region_name=os.environ["CREDHOST_TEST_S3_REGION"],
+    config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required"))
+body = s3.get_object(Bucket=bucket, Key=sys.argv[1])["Body"].read()
+s3.put_object(Bucket=bucket, Key=sys.argv[1], Body=body, ChecksumCRC32C=base64.b64encode(bytes.fromhex("12345678")).decode())
+"#;
+
+/// A download whose bytes disagree with the CRC32C its object carries fails
+/// (exit 1, one line) and leaves nothing where it was going. `damage` is a
+/// Python snippet that does that to the object named by its argument.
+fn a_damaged_object_is_refused_and_no_file_is_left(b: &Backend, damage: &str) {
+    let ws = b.ws();
+    write_zip(&ws.path("src.zip"), 20 * MIB + 3, 23); // multipart at 8 MiB parts
+    let name = unique("damaged");
+    ws.run(&["upload", "src.zip", "--name", &name]).ok();
+    ws.run(&["download", "projects", &name, "-o", "first.zip"]).ok();
+    b.py(&format!("{BOTO3_CLIENT}\n{damage}"), &[&name]);
+    let err = ws.run(&["download", "projects", &name, "-o", "back.zip"]).fails_with(1);
+    assert!(err.contains("crc32c") && err.lines().count() == 1, "{err}");
+    assert!(!ws.path("back.zip").exists(), "a damaged download left a file");
+    let leftovers: Vec<_> = std::fs::read_dir(ws.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.contains(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+}
+
+#[test]
+fn local_seaweedfs_a_damaged_object_is_refused_and_no_file_is_left() {
+    a_damaged_object_is_refused_and_no_file_is_left(&Backend::local_seaweed(), SEAWEEDFS_APPEND);
+}
+
+#[test]
+fn local_rclone_a_damaged_object_is_refused_and_no_file_is_left() {
+    a_damaged_object_is_refused_and_no_file_is_left(&Backend::local_rclone(), RCLONE_WRONG_CHECKSUM);
+}
