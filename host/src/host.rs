@@ -15,7 +15,7 @@ use crate::{
     provider::{AnyProvider, ProviderHandle},
     registries::{RegistryMap, Served},
     services::Services,
-    Error, PluginInfo, Result,
+    Error, Operation, PluginInfo, Result,
 };
 
 /// A loaded configuration and the plugin instances it names.
@@ -45,7 +45,7 @@ pub struct PluginStatus {
     /// The plugin interface version it was built against, when it loaded.
     pub api_version: Option<String>,
     /// What the plugin offers, when it loaded.
-    pub capabilities: Vec<String>,
+    pub capabilities: Vec<Operation>,
     /// The plugin's one-line description, when it loaded and has one.
     pub description: Option<String>,
     /// The file.
@@ -137,7 +137,7 @@ impl Host {
                 }
             }
         }
-        Ok(RegistryMap::new(&self.config, &infos)?.with_unloaded(failed))
+        Ok(RegistryMap::new(&self.config, &infos)?.with_unloaded(&self.config, failed))
     }
 
     /// Every configured instance, and how its plugin file fared, plus the
@@ -156,7 +156,7 @@ impl Host {
                     let info = PluginInfo::from_api(&loaded.info(), loaded.interface());
                     row.version = Some(info.version.clone());
                     row.api_version = Some(info.api_version.clone());
-                    row.capabilities = info.capability_names().into_iter().map(str::to_owned).collect();
+                    row.capabilities = info.capabilities.clone();
                     row.description = info.description.clone();
                     row.status = "loaded".into();
                 }

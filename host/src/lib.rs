@@ -32,7 +32,6 @@ mod types;
 /// The plugin interface, for code that works at that level (plugin
 /// loaders, tests); the library's own API never hands out its types.
 pub use credhost_plugin_api as api;
-pub use credhost_plugin_api::AuthForm;
 pub use disk_cache::default_dir as default_cache_dir;
 pub use error::{one_line, Error, ErrorKind, PluginFailure, Result};
 pub use host::{Host, PluginStatus};
@@ -41,6 +40,6 @@ pub use provider::{DownloadOptions, Progress, ProviderHandle, UploadOptions, MAX
 pub use resolver::Registries;
 pub use secret::{Revealed, Secret, REDACTED};
 pub use types::{
-    unix_seconds, AuthKind, CheckItem, CheckReport, CredentialEntry, Operation, PluginInfo, PresignMethod, Presigned,
-    RegistryAuth, TransferResult,
+    unix_seconds, AuthForm, AuthKind, CheckItem, CheckReport, CredentialEntry, Operation, PluginInfo, PresignMethod,
+    Presigned, RegistryAuth, TransferResult,
 };

@@ -300,7 +300,9 @@ impl Shared {
         match prepared {
             Prepared::SameProvider(config, identity) => {
                 // Comments, other instances or [registries] changed: keep the
-                // provider and its token cache.
+                // provider and its token cache, and tell it which hosts the
+                // configuration now maps to it.
+                old.provider.reroute(&config);
                 let active = Active::new(*config, old.provider.clone(), identity);
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
                 self.status.send_if_modified(|s| s.last_error.take().is_some());
@@ -405,6 +407,7 @@ fn provider_identity(config: &Config) -> String {
         "plugin": entry.map(|e| e.plugin.clone()),
         "file": entry.and_then(|e| e.file.clone()),
         "sha256": entry.and_then(|e| e.sha256.clone()),
+        "limits": entry.map(|e| format!("{:?}", e.limits)),
         "settings": config.settings_json(&config.platform),
     })
     .to_string()

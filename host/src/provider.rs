@@ -15,7 +15,7 @@ use abi_stable::{
     std_types::{ROption, RResult, RVec},
 };
 use credhost_plugin_api::{
-    v1_0, AuthForm, ByteSource_TO, CheckRequest, CredentialsRequest, DeleteRequest, DownloadDest, DownloadRequest,
+    v1_0, ByteSource_TO, CheckRequest, CredentialsRequest, DeleteRequest, DownloadDest, DownloadRequest,
     ErrorKind as PluginKind, Extra, FfiFuture, PResult, PluginError, PresignRequest, ProviderBox, RegistryRequest,
     UploadRequest, UploadSource,
 };
@@ -28,8 +28,8 @@ use crate::{
     registries::Served,
     staging::Staging,
     token_cache::TokenCache,
-    CheckReport, CredentialEntry, Error, Operation, PluginInfo, PresignMethod, Presigned, RegistryAuth, Result,
-    TransferResult,
+    AuthForm, CheckReport, CredentialEntry, Error, Operation, PluginInfo, PresignMethod, Presigned, RegistryAuth,
+    Result, TransferResult,
 };
 
 /// Receives the progress of a transfer. Called from the plugin's threads:
@@ -144,8 +144,9 @@ struct Inner {
     provider: AnyProvider,
     tokens: TokenCache,
     limits: Limits,
-    /// The registries the instance serves, to word registry requests.
-    served: Served,
+    /// The registries the instance serves, to word registry requests: the
+    /// configuration's, replaced when an edit of it keeps the provider.
+    served: std::sync::RwLock<Served>,
     /// Set when the plugin panicked: from then on every call is refused at
     /// once, until a new provider is built.
     failed: AtomicBool,
@@ -174,7 +175,7 @@ impl ProviderHandle {
             provider,
             tokens: TokenCache::default(),
             limits,
-            served,
+            served: std::sync::RwLock::new(served),
             failed: AtomicBool::new(false),
         };
         Self { inner: Arc::new(inner) }
@@ -206,6 +207,13 @@ impl ProviderHandle {
         &self.inner.info
     }
 
+    /// Takes the registries a new configuration maps to the instance (an
+    /// edit that keeps the provider, its plugin and settings unchanged).
+    pub(crate) fn reroute(&self, config: &crate::config::Config) {
+        let served = Served::new(config, &self.inner.instance, Some(&self.inner.info));
+        *self.inner.served.write().unwrap_or_else(|p| p.into_inner()) = served;
+    }
+
     /// Whether the plugin offers `op` (and speaks an interface that has it).
     pub fn offers(&self, op: Operation) -> bool {
         self.require(op).is_ok()
@@ -213,7 +221,7 @@ impl ProviderHandle {
 
     /// Refuses an operation the plugin does not offer, before calling it.
     fn require(&self, op: Operation) -> Result<()> {
-        if op.since() > self.inner.interface {
+        if minor(op.since()) > minor(self.inner.interface) {
             return Err(Error::Unsupported {
                 instance: self.inner.instance.clone(),
                 op: op.description(),
@@ -318,13 +326,14 @@ impl ProviderHandle {
     ) -> Result<Option<RegistryAuth>> {
         self.require(Operation::Registry)?;
         let host = registry.map(crate::patterns::checked_host).transpose()?;
-        let asked = host.as_deref().and_then(|h| self.inner.served.request_for(h));
+        let asked =
+            host.as_deref().and_then(|h| self.inner.served.read().unwrap_or_else(|p| p.into_inner()).request_for(h));
         let key = format!("{}\u{0}{}\u{0}{form:?}", asked.as_deref().unwrap_or(""), scope.unwrap_or(""));
         let auth = self
             .inner
             .tokens
             .get_or_fetch(&key, || async {
-                let mut req = RegistryRequest::for_registry(asked.as_deref()).with_auth_form(form);
+                let mut req = RegistryRequest::for_registry(asked.as_deref()).with_auth_form(form.to_api());
                 if let Some(scope) = scope {
                     req = req.with_scope(scope);
                 }
@@ -500,6 +509,13 @@ impl ProviderHandle {
     /// when the process is about to exit, so that nothing partial is left
     /// behind. Returns whether the plugin became idle in time.
     pub async fn wait_idle(&self, timeout: Duration) -> bool {
-        matches!(tokio::time::timeout(timeout, self.inner.provider.wait_idle()).await, Ok(RResult::ROk(())))
+        let idle = Guarded(Some(self.inner.provider.wait_idle()));
+        matches!(tokio::time::timeout(timeout, idle).await, Ok(Ok(RResult::ROk(()))))
     }
+}
+
+/// `(major, minor)` of an interface version such as `1.1` (`1.10` after `1.9`).
+fn minor(version: &str) -> (u32, u32) {
+    let mut parts = version.split('.').map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }

@@ -35,15 +35,25 @@ pub struct Route {
     pub via: Via,
 }
 
+/// An instance whose plugin could not be loaded.
+#[derive(Clone, Debug)]
+struct Unloaded {
+    kind: ErrorKind,
+    why: String,
+    /// The registry its settings seem to name (`settings.registry`, a host
+    /// or a table with a `url`), when they name one that way.
+    guess: Option<String>,
+}
+
 /// Registry hosts and the instances serving them.
 #[derive(Clone, Debug, Default)]
 pub struct RegistryMap {
     exact: BTreeMap<String, Route>,
     /// `(".suffix", instance, "*.suffix")`, longest suffix first.
     wildcards: Vec<(String, String, String)>,
-    /// Instances whose plugin could not be loaded, with the error's kind and
-    /// text: the registries they declare are unknown.
-    unloaded: BTreeMap<String, (ErrorKind, String)>,
+    /// Instances whose plugin could not be loaded: the registries they
+    /// declare are unknown.
+    unloaded: BTreeMap<String, Unloaded>,
     /// What each loaded instance's plugin said about itself.
     infos: BTreeMap<String, PluginInfo>,
 }
@@ -70,7 +80,7 @@ impl RegistryMap {
                 .iter()
                 .map(|h| (registry_host(h), vec!["plugins".to_owned(), name.clone(), "registries".to_owned()]))
                 .collect();
-            if let Some((host, key)) = declared_registry(config, name, infos.get(name)) {
+            if let Some((host, key)) = declared_registry(config, name, infos.get(name), true) {
                 hosts.push((host, key));
             }
             for (host, key) in hosts {
@@ -96,10 +106,16 @@ impl RegistryMap {
         Ok(Self { exact, wildcards, unloaded: BTreeMap::new(), infos: infos.clone() })
     }
 
-    /// Records the instances whose plugin could not be loaded, and why.
-    pub fn with_unloaded(mut self, failed: BTreeMap<String, Error>) -> Self {
-        self.unloaded =
-            failed.into_iter().map(|(name, e)| (name, (e.kind(), crate::one_line(&e.to_string())))).collect();
+    /// Records the instances of `config` whose plugin could not be loaded,
+    /// and why.
+    pub fn with_unloaded(mut self, config: &Config, failed: BTreeMap<String, Error>) -> Self {
+        self.unloaded = failed
+            .into_iter()
+            .map(|(name, e)| {
+                let guess = config.instances.get(&name).and_then(legacy_registry);
+                (name, Unloaded { kind: e.kind(), why: crate::one_line(&e.to_string()), guess })
+            })
+            .collect();
         self
     }
 
@@ -108,10 +124,16 @@ impl RegistryMap {
         self.infos.get(name)
     }
 
-    /// The instances whose plugin could not be loaded (their declared
-    /// registries are unknown), with the error's kind and text.
-    pub fn unloaded(&self) -> impl Iterator<Item = (&str, ErrorKind, &str)> {
-        self.unloaded.iter().map(|(name, (kind, why))| (name.as_str(), *kind, why.as_str()))
+    /// The instances whose plugin could not be loaded and that may serve
+    /// `host`, which no loaded instance serves: those whose settings name it
+    /// (`settings.registry`) and those whose settings name no registry that
+    /// way (nothing is known of them), with the error's kind and text.
+    pub fn may_serve(&self, host: &str) -> Vec<(&str, ErrorKind, &str)> {
+        self.unloaded
+            .iter()
+            .filter(|(_, u)| u.guess.as_deref().is_none_or(|g| g == host))
+            .map(|(name, u)| (name.as_str(), u.kind, u.why.as_str()))
+            .collect()
     }
 
     /// The instance serving `server` (a host, or a URL as Docker passes it):
@@ -160,7 +182,7 @@ pub(crate) struct Served {
 impl Served {
     /// What instance `name` of `config` serves, given its plugin's `info`.
     pub(crate) fn new(config: &Config, name: &str, info: Option<&PluginInfo>) -> Self {
-        let own = declared_registry(config, name, info).map(|(host, _)| host);
+        let own = declared_registry(config, name, info, false).map(|(host, _)| host);
         let mut mapped: Vec<String> = config
             .instances
             .get(name)
@@ -196,23 +218,43 @@ impl Served {
 /// the key path of the setting it came from. A plugin that declares nothing
 /// (built by an older kit) gets the old reading of its `registry` setting (a
 /// host, or a table with a `url`), with a deprecation warning.
-fn declared_registry(config: &Config, name: &str, info: Option<&PluginInfo>) -> Option<(String, Vec<String>)> {
+/// Where plugins that declared nothing kept their registry: `registry` (a
+/// host or URL), or `registry.url`.
+fn legacy_registry_path(instance: &crate::config::Instance) -> Option<Vec<String>> {
+    match instance.settings.get("registry")? {
+        toml::Value::Table(t) => t.get("url").map(|_| vec!["registry".to_owned(), "url".to_owned()]),
+        toml::Value::String(_) => Some(vec!["registry".to_owned()]),
+        _ => None,
+    }
+}
+
+/// The registry host at [`legacy_registry_path`], when there is one.
+fn legacy_registry(instance: &crate::config::Instance) -> Option<String> {
+    let path = legacy_registry_path(instance)?.join(".");
+    Some(registry_host(instance.setting(&path)?.as_str()?)).filter(|h| !h.is_empty())
+}
+
+/// `warn`: say that the old reading is deprecated (once per map, not for
+/// every provider).
+fn declared_registry(
+    config: &Config,
+    name: &str,
+    info: Option<&PluginInfo>,
+    warn: bool,
+) -> Option<(String, Vec<String>)> {
     let instance = config.instances.get(name)?;
     let mut key = vec!["plugins".to_owned(), name.to_owned(), "settings".to_owned()];
     let declared = info.and_then(|i| i.registry_setting.clone());
     let path: Vec<String> = match &declared {
         Some(path) => path.split('.').map(str::to_owned).collect(),
         None if info.is_some() && instance.registries.is_empty() => {
-            let value = instance.settings.get("registry")?;
-            let url = match value {
-                toml::Value::Table(t) => t.get("url").map(|_| vec!["registry".to_owned(), "url".to_owned()]),
-                toml::Value::String(_) => Some(vec!["registry".to_owned()]),
-                _ => None,
-            }?;
-            tracing::warn!(
-                target: "credhost::registries",
-                "instance `{name}`: its plugin does not declare which setting names its registry; reading `settings.registry` is deprecated and will stop in the next release: rebuild the plugin with the current kit, or list the hosts in `registries = [...]` of [plugins.{name}]"
-            );
+            let url = legacy_registry_path(instance)?;
+            if warn {
+                tracing::warn!(
+                    target: "credhost::registries",
+                    "instance `{name}`: its plugin does not declare which setting names its registry; reading `settings.registry` is deprecated and will stop in the next release: rebuild the plugin with the current kit, or list the hosts in `registries = [...]` of [plugins.{name}]"
+                );
+            }
             url
         }
         None => return None,

@@ -90,9 +90,10 @@ impl Registries {
         self.host.config()
     }
 
-    /// The provider of `instance`: the one built before, unless its plugin
-    /// panicked in it.
-    async fn provider(&self, instance: &str) -> Result<ProviderHandle> {
+    /// The provider of instance `instance`: the one built before (and
+    /// shared by every registry it serves), unless its plugin panicked in
+    /// it, else a new one.
+    pub async fn provider(&self, instance: &str) -> Result<ProviderHandle> {
         let mut providers = self.providers.lock().await;
         if let Some(p) = providers.get(instance).filter(|p| !p.is_failed()) {
             return Ok(p.clone());
@@ -118,9 +119,13 @@ impl Registries {
             return self.provider(&platform).await?.registry_auth_as(None, scope, form).await;
         };
         let host = checked_host(server)?;
-        let instance = match self.map().await?.resolve(&host) {
+        let map = self.map().await?;
+        let instance = match map.resolve(&host) {
             Some(route) => route.instance,
-            None => platform,
+            None => {
+                unresolved(map, &host)?;
+                platform
+            }
         };
         self.provider(&instance).await?.registry_auth_as(Some(&host), scope, form).await
     }
@@ -134,13 +139,7 @@ impl Registries {
         let host = checked_host(server)?;
         let map = self.map().await?;
         let Some(route) = map.resolve(&host) else {
-            let unloaded: Vec<String> = map
-                .unloaded()
-                .map(|(name, _, why)| format!("the plugin of instance `{name}` cannot be used ({why})"))
-                .collect();
-            if let Some((_, kind, _)) = map.unloaded().next() {
-                return Err(Error::Unresolved { registry: host, kind, why: unloaded.join("; ") });
-            }
+            unresolved(map, &host)?;
             tracing::debug!(target: "credhost::registries", registry = %host, "no instance serves this registry");
             return Ok(None);
         };
@@ -204,4 +203,17 @@ impl Registries {
         }
         Ok((out, failed))
     }
+}
+
+/// `Ok` for a host no instance serves, unless an instance whose plugin
+/// could not be loaded may serve it: then that failure is the answer (a
+/// client told "no credentials" would go on anonymously and fail later).
+fn unresolved(map: &RegistryMap, host: &str) -> Result<()> {
+    let suspects = map.may_serve(host);
+    let Some((_, kind, _)) = suspects.first() else { return Ok(()) };
+    let why: Vec<String> = suspects
+        .iter()
+        .map(|(name, _, why)| format!("the plugin of instance `{name}` cannot be used ({why})"))
+        .collect();
+    Err(Error::Unresolved { registry: host.to_owned(), kind: *kind, why: why.join("; ") })
 }

@@ -38,6 +38,28 @@ fn unix_opt<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Err
     }
 }
 
+/// What form of registry credentials a caller can hand on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AuthForm {
+    /// Any credentials, registry bearer tokens included.
+    #[default]
+    Any,
+    /// Only a user name and password: docker credential helpers and
+    /// `auths` entries of a docker config, which cannot carry a registry
+    /// bearer token. A plugin that would answer with a bearer token answers
+    /// with the user name and password it exchanges for tokens instead.
+    Basic,
+}
+
+impl AuthForm {
+    pub(crate) fn to_api(self) -> api::AuthForm {
+        match self {
+            AuthForm::Any => api::AuthForm::Any,
+            AuthForm::Basic => api::AuthForm::Basic,
+        }
+    }
+}
+
 /// What the secret of a [`RegistryAuth`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,8 +83,9 @@ impl AuthKind {
 /// Credentials for a container registry.
 #[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct RegistryAuth {
-    /// The registry host they are for (`host[:port]`, no scheme): the host
-    /// that was asked for.
+    /// The registry they are for: the host that was asked for
+    /// (`host[:port]`, normalized: lower case, no scheme or path); for the
+    /// instance's own registry (none asked for), as its plugin names it.
     pub server: String,
     /// The user name to present.
     pub username: String,

@@ -8,23 +8,10 @@ use std::time::Duration;
 
 use credhost_e2e::*;
 
-fn basic_registry(svc: &Services) -> String {
-    format!(
-        "registry = {{ url = \"http://{}\", auth = \"basic\", username_env = \"REG_USER\", password_env = \"REG_PASS\" }}\nstorage = {{ kind = \"fs\", root = \"store\", bucket = \"projects\" }}",
-        svc.var("CREDHOST_TEST_REGISTRY_BASIC")
-    )
-}
-
-fn with_registry_env(mut ws: Workspace, svc: &Services) -> Workspace {
-    ws.set_env("REG_USER", &svc.var("CREDHOST_TEST_REGISTRY_USER"));
-    ws.set_env("REG_PASS", &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
-    ws
-}
-
 #[test]
 fn quiet_keeps_notes_and_progress_out_but_not_errors() {
     let svc = Services::get();
-    let ws = with_registry_env(Workspace::local(&basic_registry(&svc)), &svc);
+    let ws = Workspace::local_basic(&svc);
     let run = ws.run(&["credentials"]);
     assert!(run.stderr().contains("secret value(s) printed as <redacted>"), "{}", run.stderr());
     let run = ws.run(&["--quiet", "credentials"]);
@@ -69,13 +56,12 @@ fn jwt_claims(token: &str) -> serde_json::Value {
 #[test]
 fn scope_and_repository_choose_the_token_scope() {
     let svc = Services::get();
-    let ws = with_registry_env(
-        Workspace::local(
-            &basic_registry(&svc)
-                .replace(&svc.var("CREDHOST_TEST_REGISTRY_BASIC"), &svc.var("CREDHOST_TEST_REGISTRY_TOKEN"))
-                .replace("\"basic\"", "\"token\""),
-        ),
-        &svc,
+    let ws = Workspace::local_basic(&svc);
+    let text = std::fs::read_to_string(ws.path("plugins.toml")).unwrap();
+    ws.write_config(
+        &text
+            .replace(&svc.var("CREDHOST_TEST_REGISTRY_BASIC"), &svc.var("CREDHOST_TEST_REGISTRY_TOKEN"))
+            .replace("\"basic\"", "\"token\""),
     );
     let token = |args: &[&str]| {
         let mut full = vec!["token", "--format", "json"];
@@ -97,7 +83,7 @@ fn scope_and_repository_choose_the_token_scope() {
 #[test]
 fn docker_config_to_standard_output() {
     let svc = Services::get();
-    let ws = with_registry_env(Workspace::local(&basic_registry(&svc)), &svc);
+    let ws = Workspace::local_basic(&svc);
     let out = ws.run(&["docker-config", "-o", "-"]).ok();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["credHelpers"][svc.var("CREDHOST_TEST_REGISTRY_BASIC")], "credhost");
@@ -111,7 +97,7 @@ fn docker_config_to_standard_output() {
 #[test]
 fn the_credential_helper_never_reads_the_current_directory() {
     let svc = Services::get();
-    let mut ws = with_registry_env(Workspace::local(&basic_registry(&svc)), &svc);
+    let mut ws = Workspace::local_basic(&svc);
     ws.unset_env("CREDHOST_CONFIG");
     ws.set_env("HOME", ws.path("home").to_str().unwrap());
     ws.set_env("XDG_CONFIG_HOME", ws.path("xdg").to_str().unwrap());

@@ -297,3 +297,41 @@ fn live_host_swaps_only_checked_configurations() {
         assert_eq!(live.status(), credhost::SwitchStatus { generation: 1, platform: "local".into(), last_error: None });
     });
 }
+
+/// A `[registries]` edit keeps the provider (and its token cache) and still
+/// reroutes: a host newly mapped to the instance is asked of its plugin as
+/// the instance's own registry, and a host no longer mapped is the plugin's
+/// to refuse, through `LiveHost::registries()`.
+#[test]
+fn a_registries_edit_reroutes_a_live_host_without_a_new_provider() {
+    let svc = Services::get();
+    let ws = Workspace::local_basic(&svc);
+    let base = std::fs::read_to_string(ws.path("plugins.toml")).unwrap();
+    let path = ws.path("plugins.toml");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        ws.apply_env();
+        let live = credhost::LiveHost::open(&path, None).await.unwrap();
+        let first = live.provider();
+        let ask = |host: &'static str| {
+            let registries = live.registries();
+            async move { registries.auth(Some(host), None, credhost::AuthForm::Any).await }
+        };
+        let err = ask("mirror.example:5000").await.unwrap_err();
+        assert_eq!(err.kind(), credhost::ErrorKind::NotFound, "not mapped yet: the plugin refuses it: {err}");
+
+        ws.write_config(&format!("{base}\n[registries]\n\"mirror.example:5000\" = \"local\"\n"));
+        assert!(!live.reload().await.unwrap(), "a [registries] edit keeps the provider");
+        let auth = ask("mirror.example:5000").await.unwrap().expect("the basic registry has credentials");
+        assert_eq!(
+            (auth.server.as_str(), auth.username.as_str()),
+            ("mirror.example:5000", svc.var("CREDHOST_TEST_REGISTRY_USER").as_str())
+        );
+        assert!(live.provider().name() == first.name());
+
+        ws.write_config(&base);
+        assert!(!live.reload().await.unwrap());
+        let err = ask("mirror.example:5000").await.unwrap_err();
+        assert_eq!(err.kind(), credhost::ErrorKind::NotFound, "no longer mapped: {err}");
+    });
+}

@@ -131,6 +131,18 @@ impl Workspace {
         ))
     }
 
+    /// Local plugin with fs storage and the htpasswd registry of the test
+    /// services, its user and password in `REG_USER` / `REG_PASS`.
+    pub fn local_basic(svc: &Services) -> Self {
+        let mut ws = Self::local(&format!(
+            "registry = {{ url = \"http://{}\", auth = \"basic\", username_env = \"REG_USER\", password_env = \"REG_PASS\" }}\nstorage = {{ kind = \"fs\", root = \"store\", bucket = \"projects\" }}",
+            svc.var("CREDHOST_TEST_REGISTRY_BASIC")
+        ));
+        ws.set_env("REG_USER", &svc.var("CREDHOST_TEST_REGISTRY_USER"));
+        ws.set_env("REG_PASS", &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+        ws
+    }
+
     /// Local plugin with SeaweedFS storage (keys from the env vars the settings name).
     pub fn local_s3(svc: &Services, registry_settings: &str) -> Self {
         Self::local_s3_at(svc, registry_settings, &svc.var("CREDHOST_TEST_S3_ENDPOINT"))

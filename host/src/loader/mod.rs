@@ -247,8 +247,10 @@ impl Vetted {
         self.file.seek(SeekFrom::Start(0)).map_err(read_err)?;
         let mut h = sha2::Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
+        // No further than the size that was vetted, should the file grow.
+        let mut file = (&self.file).take(self.size);
         loop {
-            let n = self.file.read(&mut buf).map_err(read_err)?;
+            let n = file.read(&mut buf).map_err(read_err)?;
             if n == 0 {
                 break;
             }
