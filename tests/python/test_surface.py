@@ -43,3 +43,18 @@ def test_registry_auth_is_routed_as_the_command_line_routes_it(make_backend, tmp
     assert got.server == printed["server"] == "mirror.example:5000"
     assert got.username == printed["username"] == own.username
     assert got.password == printed["password"] == own.password
+
+
+def test_registry_auth_needs_no_active_provider(make_backend, tmp_path):
+    """A host served by another instance is answered even when the active
+    instance's plugin cannot be loaded (as `credhost token --registry`)."""
+    b = make_backend("fs")
+    text = b.config.read_text().replace('root = "store"', f'root = "{b.dir}/store"')
+    broken = text.replace("[plugins.local.settings]", f'[plugins.broken]\nplugin = "local"\nsha256 = "{"0" * 64}"\n[plugins.broken.settings]\nregistry = {{ url = "http://127.0.0.1:1" }}\nstorage = {{ kind = "fs", root = "x", bucket = "projects" }}\n\n[plugins.local.settings]', 1)
+    broken = broken.replace('platform = "local"', 'platform = "broken"', 1)
+    config = tmp_path / "plugins.toml"
+    config.write_text(broken)
+    c = credhost.Credentials(config=config)
+    served = json.loads(cli("--config", str(config), "--platform", "local", "token", "--format", "json"))["server"]
+    got = c.registry_auth(served)
+    assert got is not None and got.server == served

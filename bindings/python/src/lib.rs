@@ -136,6 +136,9 @@ fn to_py<T: serde::Serialize>(py: Python<'_>, value: &T) -> PyResult<Py<PyAny>> 
 #[derive(Default)]
 struct Slot {
     backend: tokio::sync::Mutex<Option<Backend>>,
+    /// For a fixed configuration: the registry routing, which owns the
+    /// providers (the active one included), made without loading anything.
+    registries: std::sync::OnceLock<Arc<Registries>>,
 }
 
 /// One configuration and, per process, its provider or live host.
@@ -167,6 +170,21 @@ impl Core {
         }
     }
 
+    /// The registry routing of a fixed configuration in this process.
+    fn fixed_registries(&self, slot: &Slot) -> Arc<Registries> {
+        slot.registries.get_or_init(|| Arc::new(Registries::new(self.host.config().clone()))).clone()
+    }
+
+    /// The registry routing to answer a registry request with: a fixed
+    /// configuration's needs no provider built first (the instance serving
+    /// the host may not be the active one); a live host's is its current one.
+    async fn registries(&self, slot: &Slot) -> credhost::Result<Arc<Registries>> {
+        match &self.live {
+            None => Ok(self.fixed_registries(slot)),
+            Some(_) => Ok(self.backend(slot).await?.registries()),
+        }
+    }
+
     /// What to run one operation on: the cached provider, unless the
     /// plugin panicked in it (then a fresh one, as `LiveHost` does), or the
     /// live host's current one.
@@ -182,9 +200,8 @@ impl Core {
                 LiveHost::watch(&self.config_path, self.platform.as_deref(), opts.clone()).await?,
             )),
             None => {
-                let provider = self.host.active().await?;
-                let registries = Registries::with_provider(self.host.config().clone(), provider.clone());
-                Backend::Fixed(provider, Arc::new(registries))
+                let registries = self.fixed_registries(slot);
+                Backend::Fixed(registries.provider(self.host.platform()).await?, registries)
             }
         };
         let handed = built.share();
@@ -439,7 +456,8 @@ impl Core {
     /// `None`, or the credentials as a dict (`server`, `username`,
     /// `password`, `expires_at`, `kind`, `registry_token`), from the
     /// instance that serves `registry` (the active one's own when `None`),
-    /// routed as every credhost front end routes it.
+    /// routed as every credhost front end routes it; from the instance
+    /// named at construction when one was.
     #[pyo3(signature = (registry=None, scope=None, cancel=None))]
     fn registry_auth(
         &self,
@@ -448,13 +466,29 @@ impl Core {
         scope: Option<String>,
         cancel: Option<PyRef<'_, CancelToken>>,
     ) -> PyResult<Option<Py<PyAny>>> {
-        let auth = self.run(py, "registry credentials", cancel.as_deref(), |b| async move {
-            let auth = b.registries().auth(registry.as_deref(), scope.as_deref(), AuthForm::Any).await?;
-            Ok(auth.map(|auth| {
-                let registry_token = auth.registry_token();
-                PyRegistryAuth { auth, registry_token }
-            }))
-        })?;
+        let slot = self.slot();
+        let named = self.platform.is_some();
+        let cancel = cancel.map(|c| c.0.clone()).unwrap_or_default();
+        let outcome = py.detach(|| {
+            let rt = runtime::get().map_err(|e| Failure::Runtime(format!("cannot start the host runtime: {e}")))?;
+            rt.block_on(stoppable(&cancel, async {
+                let registries = self.registries(&slot).await?;
+                let (registry, scope) = (registry.as_deref(), scope.as_deref());
+                let auth = if named {
+                    // An instance named at construction answers itself, as
+                    // `credhost --platform NAME token --registry HOST` does.
+                    let platform = registries.config().platform.clone();
+                    registries.provider(&platform).await?.registry_auth(registry, scope).await?
+                } else {
+                    registries.auth(registry, scope, AuthForm::Any).await?
+                };
+                Ok::<_, Failure>(auth.map(|auth| {
+                    let registry_token = auth.registry_token();
+                    PyRegistryAuth { auth, registry_token }
+                }))
+            }))?
+        });
+        let auth = outcome.map_err(|f| f.into_py(py, "registry credentials"))?;
         auth.map(|a| to_py(py, &a)).transpose()
     }
 

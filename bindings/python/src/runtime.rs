@@ -11,10 +11,11 @@ static RUNTIME: ProcessRuntime = ProcessRuntime::new();
 /// forked from one that had a runtime builds its own on its first call (see
 /// [`ProcessRuntime`]).
 pub fn get() -> std::io::Result<&'static tokio::runtime::Runtime> {
-    RUNTIME.get(|_| {
+    let build = || {
         install_log_output();
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("credhost-host").enable_all().build()
-    })
+    };
+    RUNTIME.get(build, |_| {})
 }
 
 /// `CREDHOST_LOG` (a tracing filter such as `debug`) sends the library's

@@ -245,7 +245,9 @@ class Credentials(_Client):
         ``scope`` such as ``repository:demo:pull,push``; ``None`` when the
         registry needs none. A registry goes to the instance of
         ``plugins.toml`` that serves it, as ``credhost token --registry``
-        sends it (the active platform answers hosts no instance claims)."""
+        sends it (the active platform answers hosts no instance claims);
+        when this object was made for a named ``platform``, that instance
+        answers, as with ``credhost --platform``."""
         return self._registry_auth(registry, scope, None)
 
     def upload_project(
