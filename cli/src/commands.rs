@@ -82,7 +82,7 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
             if *json {
                 print_json(&r)?;
             } else {
-                println(&format!("{} {}", r.bucket, r.name))?;
+                println(&format!("{} {}", printable(&r.bucket), printable(&r.name)))?;
             }
             Ok(exit::OK)
         }
@@ -131,7 +131,11 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
                 println(signed.url.expose())?;
                 if !global.quiet {
                     for (name, value) in &signed.headers {
-                        eprintln!("credhost: note: send the header `{name}: {value}` with this URL");
+                        eprintln!(
+                            "credhost: note: send the header `{}: {}` with this URL",
+                            printable(name),
+                            printable(value)
+                        );
                     }
                 }
             }
@@ -239,7 +243,8 @@ fn plugins(host: &Host, json: bool) -> Result<i32> {
                 text.push_str(&format!("    {}\n", printable(d)));
             }
             if !r.capabilities.is_empty() {
-                text.push_str(&format!("    offers: {}\n", r.capabilities.join(", ")));
+                let offers: Vec<&str> = r.capabilities.iter().map(|op| op.name()).collect();
+                text.push_str(&format!("    offers: {}\n", offers.join(", ")));
             }
             text.push_str(&format!("    path:   {}\n", printable(r.path.as_deref().unwrap_or("-"))));
             text.push_str(&format!("    sha256: {}\n", r.sha256.as_deref().unwrap_or("-")));

@@ -16,6 +16,10 @@ use crate::error::{exit, Error, Result};
 /// The first argument that makes `credhost` the inspecting child.
 pub const CHILD_ARG: &str = "__inspect-plugin-file";
 
+/// What starts the line of the child's report: a library's constructors may
+/// write to standard output too, before it.
+const REPORT_PREFIX: &str = "credhost-inspect-report: ";
+
 /// How long a library may take to load before the child is stopped.
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -62,7 +66,7 @@ pub fn child(args: &[OsString]) -> i32 {
     let found = loader::inspect(Path::new(file), policy);
     let report = Report { sha256: found.sha256, info: found.info, refused: found.refused.as_ref().map(Refusal::of) };
     match serde_json::to_string(&report) {
-        Ok(text) => i32::from(crate::output::println(&text).is_err()),
+        Ok(text) => i32::from(crate::output::println(&format!("\n{REPORT_PREFIX}{text}")).is_err()),
         Err(e) => {
             eprintln!("credhost: cannot encode the inspection: {e}");
             exit::OTHER
@@ -117,12 +121,16 @@ pub async fn inspect(file: &Path, policy: Policy) -> Result<Report> {
             signal_name(signal)
         )));
     }
-    match serde_json::from_str::<Report>(text.trim()) {
-        Ok(report) if status.success() => Ok(report),
-        _ => Ok(refused(format!(
+    if !status.success() {
+        return Ok(refused(format!(
             "loading {shown} ended the process that loaded it (exit status {}) before it could answer",
             status.code().unwrap_or(-1)
-        ))),
+        )));
+    }
+    let report = text.lines().rev().find_map(|l| l.strip_prefix(REPORT_PREFIX));
+    match report.map(serde_json::from_str::<Report>) {
+        Some(Ok(report)) => Ok(report),
+        _ => Ok(refused(format!("the process that loaded {shown} gave no readable report"))),
     }
 }
 

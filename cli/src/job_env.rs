@@ -47,6 +47,8 @@ pub fn render(entries: &[CredentialEntry], show_secrets: bool, format: &Format) 
     match format {
         Format::Env => {
             for e in entries {
+                // A key with a line break in it would forge a line.
+                check_variable_name(&e.key)?;
                 let _ = writeln!(out, "{}={}", e.key, value(e));
             }
         }

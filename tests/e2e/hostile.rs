@@ -90,6 +90,16 @@ fn inspect_reports_a_library_that_crashes_while_it_loads() {
     let json = within(ws.cmd(&["plugins", "inspect", "--json", lib.to_str().unwrap()]), Duration::from_secs(60));
     let v: serde_json::Value = serde_json::from_str(&json.stdout()).unwrap();
     assert!(v["status"].as_str().unwrap().contains("SIGSEGV"), "{v}");
+    // A library that writes to standard output as it loads cannot pass its
+    // words off as the inspection's: it is still not a plugin.
+    ws.set_env("CREDHOST_TEST_MARKER_ACTION", "print");
+    let run = within(ws.cmd(&["plugins", "inspect", lib.to_str().unwrap()]), Duration::from_secs(60));
+    assert_eq!(run.code(), 5, "{}", run.stdout());
+    assert!(
+        run.stdout().contains("exports no credhost root module") && !run.stdout().contains("forged"),
+        "{}",
+        run.stdout()
+    );
 }
 
 /// SIGTERM is answered (exit 143, at once) while credhost is stuck in
@@ -200,7 +210,10 @@ fn the_helper_never_echoes_control_characters() {
 /// not found" (which clients take for "go on anonymously").
 #[test]
 fn the_helper_reports_a_refused_plugin_instead_of_no_credentials() {
-    for registries in ["", "registries = [\"mirror.example:5000\"]\n"] {
+    for (registries, servers) in [
+        ("", &["127.0.0.1:5999"][..]),
+        ("registries = [\"mirror.example:5000\"]\n", &["127.0.0.1:5999", "mirror.example:5000"][..]),
+    ] {
         let mut ws = Workspace::local_fs("127.0.0.1:5999");
         let text = std::fs::read_to_string(ws.path("plugins.toml")).unwrap();
         let pinned = text.replace(
@@ -209,13 +222,20 @@ fn the_helper_reports_a_refused_plugin_instead_of_no_credentials() {
         );
         ws.write_config(&pinned);
         ws.set_env("CREDHOST_CONFIG", ws.path("plugins.toml").to_str().unwrap());
-        for server in ["127.0.0.1:5999", "mirror.example:5000"] {
+        for server in servers {
             let run = ws.helper(&["get"], server.as_bytes());
             assert_eq!(run.code(), 1, "{server}: {}", run.stdout());
             let answer = run.stdout();
             assert!(!answer.contains("credentials not found"), "{registries}{server}: {answer}");
             assert!(answer.contains("but the configuration pins"), "{registries}{server}: {answer}");
             assert_eq!(answer.trim().lines().count(), 1, "{answer}");
+        }
+        // A registry neither the refused instance's settings nor the
+        // configuration name is still nobody's: clients go on without
+        // credentials, as they should.
+        for server in ["index.docker.io", "mirror.example:5001"] {
+            let run = ws.helper(&["get"], server.as_bytes());
+            assert_eq!(run.stdout().trim(), "credentials not found in native keychain", "{registries}{server}");
         }
     }
 }
@@ -268,7 +288,9 @@ fn delete_fails_when_it_cannot_look() {
     assert!(err.contains("permission denied") || err.contains("Permission denied"), "{err}");
     assert!(!err.contains("deleted"), "{err}");
     assert!(object.exists(), "the object is gone");
-    // Deleting what does not exist still succeeds.
+    // Deleting what does not exist still succeeds, also below a file.
     ws.run(&["delete", "projects", "never-stored.zip"]).ok();
     ws.run(&["delete", "projects", "no/such/dir.zip"]).ok();
+    ws.run(&["delete", "projects", "a.zip/inside.zip"]).ok();
+    assert!(object.exists());
 }
