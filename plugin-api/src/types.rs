@@ -21,7 +21,10 @@ pub type Extra = RHashMap<RString, RString>;
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, Default)]
 pub struct RegistryRequest {
-    /// Registry host (`host[:port]`); `None` means the plugin's default registry.
+    /// Registry host (`host[:port]`); `None` means the plugin's own
+    /// registry. Hosts since credhost's kit 1.1 send `None` as well for a
+    /// host the configuration maps to the instance (its `registries` list,
+    /// `[registries]`), and name only hosts it does not map there.
     pub registry: ROption<RString>,
     /// Known keys: `scope` (a registry token scope such as
     /// `repository:demo:pull,push`), `repository` (shorthand for that scope).

@@ -111,11 +111,15 @@ pub trait Provider: Send + Sync + 'static {
     /// configuration maps to the instance (`registries = [...]` of its
     /// table, `[registries]` entries), which the host asks for as the
     /// instance's own and hands on under the mapped name; a plugin never
-    /// needs to know those hosts. It is `Some(host)` only for a host the
-    /// configuration does not know: answer it when the platform's
-    /// credentials work there (a GCP token works for every Artifact
-    /// Registry host), else [`ErrorKind::NOT_FOUND`]
-    /// ([`RegistryRequest::ensure_for`] does that for one registry).
+    /// needs to know those hosts. It is `Some(host)` (normalized
+    /// `host[:port]`) only for a host the configuration does not map to the
+    /// instance: answer it when the platform's credentials work there (a
+    /// GCP token works for every Artifact Registry host), else
+    /// [`ErrorKind::NOT_FOUND`] ([`RegistryRequest::ensure_for`] does that
+    /// for one registry). (Hosts before this rule named mapped hosts too for
+    /// `credhost token --registry`, where a plugin answering `NOT_FOUND`
+    /// failed that command, as every plugin did; their credential helper
+    /// never named them.)
     fn registry_auth(&self, req: RegistryRequest) -> impl Future<Output = Result<Option<RegistryAuth>>> + Send {
         let _ = req;
         async { Err(Error::unsupported("registry credentials")) }

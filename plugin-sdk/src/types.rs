@@ -12,9 +12,11 @@ pub struct RegistryRequest {
     /// and also every host the user's configuration maps to the instance
     /// (its `registries = [...]`, `[registries]` entries), which the host
     /// asks for as the instance's own and presents under the mapped name.
-    /// `Some(host)` (`host[:port]`, as the client gave it) only for a host
-    /// the configuration does not know: serve it if the platform accepts
-    /// these credentials there, else answer `NOT_FOUND`.
+    /// `Some(host)` (`host[:port]`, normalized: lower case, no scheme or
+    /// path) for a host the configuration does not map to the instance (one
+    /// no instance claims, or, when a user names this instance explicitly,
+    /// one of another instance): serve it if the platform accepts these
+    /// credentials there, else answer `NOT_FOUND`.
     pub registry: Option<String>,
     /// A token scope such as `repository:demo:pull,push`, for registries
     /// that issue scoped tokens.

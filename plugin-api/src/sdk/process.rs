@@ -29,13 +29,14 @@ impl ProcessRuntime {
     }
 
     /// The runtime of the calling process, built by `build` when there is
-    /// none yet. `build` is told whether the new runtime replaces one of
-    /// the process this one was forked from (whose work never finishes
-    /// here); when two threads build at once, one runtime wins and the
-    /// other, which never ran anything, is dropped.
+    /// none yet; when two threads build at once, one runtime wins and the
+    /// other, which never ran anything, is dropped. `installed` runs once
+    /// the winner is in place, told whether it replaced a runtime of the
+    /// process this one was forked from (whose work never finishes here).
     pub fn get<E>(
         &'static self,
-        build: impl Fn(bool) -> Result<tokio::runtime::Runtime, E>,
+        build: impl Fn() -> Result<tokio::runtime::Runtime, E>,
+        installed: impl FnOnce(bool),
     ) -> Result<&'static tokio::runtime::Runtime, E> {
         let pid = std::process::id();
         loop {
@@ -46,12 +47,20 @@ impl ProcessRuntime {
                     return Ok(&slot.runtime);
                 }
             }
-            let runtime = build(!current.is_null())?;
+            let runtime = build()?;
             let fresh = Box::into_raw(Box::new(Slot { pid, runtime }));
-            if self.current.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire).is_err() {
-                // SAFETY: `fresh` came from Box::into_raw above and was never shared.
-                let ours = unsafe { Box::from_raw(fresh) };
-                ours.runtime.shutdown_background();
+            match self.current.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    // SAFETY: `fresh` was installed and is never freed.
+                    let slot = unsafe { &*fresh };
+                    installed(!current.is_null());
+                    return Ok(&slot.runtime);
+                }
+                Err(_) => {
+                    // SAFETY: `fresh` came from Box::into_raw above and was never shared.
+                    let ours = unsafe { Box::from_raw(fresh) };
+                    ours.runtime.shutdown_background();
+                }
             }
         }
     }

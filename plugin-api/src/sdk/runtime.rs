@@ -22,11 +22,7 @@ static RUNTIME: ProcessRuntime = ProcessRuntime::new();
 /// a child after a `fork()`, see [`ProcessRuntime`]). Two workers: plugins
 /// do I/O, not computation, and share the machine with the host.
 pub fn runtime() -> Result<&'static tokio::runtime::Runtime, PluginError> {
-    RUNTIME.get(|inherited| {
-        if inherited {
-            // This process was forked: the parent's operations never finish here.
-            BUSY.store(0, std::sync::atomic::Ordering::SeqCst);
-        }
+    let build = || {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .max_blocking_threads(16)
@@ -34,6 +30,12 @@ pub fn runtime() -> Result<&'static tokio::runtime::Runtime, PluginError> {
             .enable_all()
             .build()
             .map_err(|e| PluginError::new(ErrorKind::OTHER, format!("cannot start the plugin runtime: {e}")))
+    };
+    RUNTIME.get(build, |inherited| {
+        if inherited {
+            // This process was forked: the parent's operations never finish here.
+            BUSY.store(0, std::sync::atomic::Ordering::SeqCst);
+        }
     })
 }
 

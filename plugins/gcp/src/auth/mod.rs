@@ -143,7 +143,11 @@ async fn adc() -> Result<Result<Credentials, String>, PluginError> {
     }
     if !value.to_string_lossy().trim().is_empty() {
         let path = std::path::PathBuf::from(&value);
-        let shown = path.display();
+        // The value is shown only when it looks like a path: a key pasted
+        // in with a byte-order mark or a stray prefix must not be echoed.
+        let text = value.to_string_lossy();
+        let looks_like_path = text.len() < 4096 && !text.contains(['{', '\n', '"']);
+        let shown = if looks_like_path { path.display().to_string() } else { "the file".to_owned() };
         let text = read_file(&path).await.map_err(|e| {
             PluginError::new(ErrorKind::UNAUTHENTICATED, format!("cannot read {shown} named by {GAC}: {e}"))
         })?;

@@ -142,12 +142,14 @@ impl FsStore {
             // Only a directory that does not exist means there is nothing to
             // delete; one that cannot be opened (permissions, I/O) means the
             // store cannot tell, which is an error, never a success.
-            let Some(root_fd) = absent_is_none(open_dir(None, &root, false))? else { return Ok(()) };
-            let Some(mut dir) = absent_is_none(open_dir(Some(&root_fd), Path::new(&bucket), true))? else {
+            let Some(root_fd) = absent_is_none(&root, open_dir_os(None, &root, false))? else { return Ok(()) };
+            let Some(mut dir) =
+                absent_is_none(Path::new(&bucket), open_dir_os(Some(&root_fd), Path::new(&bucket), true))?
+            else {
                 return Ok(());
             };
             for component in dir_path {
-                match absent_is_none(open_dir(Some(&dir), Path::new(component), true))? {
+                match absent_is_none(Path::new(component), open_dir_os(Some(&dir), Path::new(component), true))? {
                     Some(d) => dir = d,
                     None => return Ok(()),
                 }
@@ -197,12 +199,13 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
     err
 }
 
-/// `None` for what does not exist, the error for anything else.
-fn absent_is_none<T>(r: Result<T>) -> Result<Option<T>> {
+/// `None` for a directory that does not exist (or a file where it would
+/// be: then nothing below it exists either), the error for anything else.
+fn absent_is_none(path: &Path, r: std::io::Result<OwnedFd>) -> Result<Option<OwnedFd>> {
     match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.kind == ErrorKind::NOT_FOUND => Ok(None),
-        Err(e) => Err(e),
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
+        Err(e) => Err(open_error(path, e)),
     }
 }
 
@@ -258,20 +261,30 @@ fn cstring(s: &str) -> Result<CString> {
 /// root: a link there is the administrator's choice), else the plain name
 /// `path` inside `at`, never through a symbolic link.
 fn open_dir(at: Option<&OwnedFd>, path: &Path, nofollow: bool) -> Result<OwnedFd> {
+    open_dir_os(at, path, nofollow).map_err(|e| open_error(path, e))
+}
+
+/// Why a directory could not be opened, as the store says it.
+fn open_error(path: &Path, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
+            invalid(format!("{} is a symbolic link or not a directory; the store follows no links", path.display()))
+        }
+        _ => io("cannot open", path, e),
+    }
+}
+
+/// Opens the directory `path` inside `at` (the current directory when
+/// `None`), without following a final link when `nofollow`.
+fn open_dir_os(at: Option<&OwnedFd>, path: &Path, nofollow: bool) -> std::io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| invalid(format!("invalid path {}", path.display())))?;
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
     let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | if nofollow { libc::O_NOFOLLOW } else { 0 };
     let dirfd = at.map_or(libc::AT_FDCWD, AsRawFd::as_raw_fd);
     // SAFETY: `c` is NUL-terminated; the returned descriptor is owned below.
     let fd = unsafe { libc::openat(dirfd, c.as_ptr(), flags) };
     if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(match e.raw_os_error() {
-            Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
-                invalid(format!("{} is a symbolic link or not a directory; the store follows no links", path.display()))
-            }
-            _ => io("cannot open", path, e),
-        });
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: `fd` was just opened and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
