@@ -11,8 +11,30 @@ Implements the token endpoint of the Docker/Distribution token auth spec:
 
 Wrong or missing credentials get 401.
 
-For tests of clients' retries it also answers with the failures a healthy
-server cannot be made to produce on demand -- this part is a mock, and says so:
+Tokens are RS256 JWTs whose header carries an `x5c` chain holding a
+self-signed certificate; Distribution verifies the chain against
+`auth.token.rootcertbundle`, which is the cert.pem this server writes into
+--dir at start (a fresh key pair every start).
+
+What a token grants: its `access` claim holds exactly the scopes the request
+asked for, narrowed to what this server allows, and nothing else (no
+wildcard, no default grant; a request without a scope gets `"access": []`,
+which is enough for `GET /v2/` only). Allowed: type `repository` (a
+`(CLASS)` suffix is dropped) with the actions pull, push, delete and `*`, and
+`registry:catalog:*`. Unknown actions are dropped, and a scope left with no
+action, of another type or without a name grants nothing. Scopes naming the
+same resource are merged. Distribution checks every request against this
+claim, so a token asked for `repository:a:pull,push` and `repository:b:pull`
+pushes to a only, and pulls from a and b only.
+
+Lifetime: `exp` is `iat` + --expires-in (or the lifetime a /_test/lifetime
+rule sets), `nbf` is `iat` - 1, and the answer's `expires_in` is `exp` -
+`iat`, with `issued_at` = `iat`. Distribution 2.8 accepts a token until 60 s
+after its `exp` (and from 60 s before its `nbf`), a clock-skew leeway: a
+test that shows a token refused after its expiry waits expires_in + 61 s.
+
+For tests it also answers with what a healthy server cannot be made to
+produce on demand -- this part is a mock, and says so:
 
     POST /_test/fault {"scope": TEXT, "status": 500|502|503|504|429|401|403,
                        "n": N, "retry_after": SECONDS}
@@ -22,17 +44,22 @@ server cannot be made to produce on demand -- this part is a mock, and says so:
         "status": 0 the request is read and the connection closed unanswered.
         Faults armed for different TEXTs do not disturb each other, so tests
         running at once each use a scope of their own.
+    POST /_test/lifetime {"scope": TEXT, "expires_in": N}
+        from now on, tokens for requests whose scope parameters (joined by
+        spaces) contain TEXT live N seconds (1..86400) instead of
+        --expires-in: both their `exp` and the answer's `expires_in`. A rule
+        for the same TEXT replaces the earlier one; "expires_in": null removes
+        it. When several rules match, the first set wins. Answers
+        {"lifetimes": [{"scope", "expires_in"}, ...]}, the rules now in force
+        (GET /_test/lifetime lists them too).
     GET /_test/stats?scope=TEXT  ->  {"requests", "faults", "issued", "denied",
         "first", "last"}: the token requests whose scope contained TEXT, how
         many got an injected fault, a token, or a refusal, and the times
-        (Unix seconds) of the first and the last of them.  Tokens are RS256 JWTs whose header carries
-an `x5c` chain holding a self-signed certificate; Distribution verifies the chain
-against `auth.token.rootcertbundle`, which is the cert.pem this server writes into
---dir at start (a fresh key pair every start).
+        (Unix seconds) of the first and the last of them.
 
 Every request that reaches /token is logged to stderr (which up.sh sends to the
-log file) as one line:  `token-issued {json}`, `token-denied {json}` or
-`token-fault {json}`.
+log file) as one line:  `token-issued {json}` (with the `access` granted and the
+`expires_in`), `token-denied {json}` or `token-fault {json}`.
 """
 
 import argparse
@@ -56,8 +83,10 @@ from cryptography.x509.oid import NameOID
 
 log = logging.getLogger("token_server")
 
-# Actions the server is willing to grant; anything else in a scope is dropped.
-KNOWN_ACTIONS = {"pull", "push", "delete", "*"}
+# What the server grants: these actions on any repository, and on the
+# "registry" resources named here.
+REPOSITORY_ACTIONS = {"pull", "push", "delete", "*"}
+REGISTRY_ACTIONS = {"catalog": {"*"}}
 
 
 def write_atomic(path, data, mode=0o644):
@@ -103,8 +132,19 @@ def make_key_and_cert(directory, common_name):
     return key, x5c
 
 
+def allowed_actions(rtype, name):
+    """The actions this server may grant on a resource (an empty set: none)."""
+    if rtype == "repository":
+        return REPOSITORY_ACTIONS
+    if rtype == "registry":
+        return REGISTRY_ACTIONS.get(name, set())
+    return set()
+
+
 def parse_scopes(values):
-    """Turn scope parameters into Distribution `access` entries.
+    """Turn scope parameters into Distribution `access` entries: the scopes
+    asked for, each narrowed to the actions allowed on it (see the module's
+    doc); a scope left with none is dropped.
 
     A parameter may itself hold several space-separated scopes (OAuth2 style).
     Grammar: TYPE[(CLASS)]:NAME:ACTIONS where NAME may contain ':' (host:port/repo),
@@ -118,16 +158,19 @@ def parse_scopes(values):
                 continue
             rtype = scope[:first].split("(", 1)[0]
             name = scope[first + 1 : last]
-            actions = [a for a in scope[last + 1 :].split(",") if a in KNOWN_ACTIONS]
             if not name:
+                continue
+            allowed = allowed_actions(rtype, name)
+            actions = {a for a in scope[last + 1 :].split(",") if a in allowed}
+            if not actions:
                 continue
             # Merge repeated scopes for the same resource.
             for entry in access:
                 if entry["type"] == rtype and entry["name"] == name:
-                    entry["actions"] = sorted(set(entry["actions"]) | set(actions))
+                    entry["actions"] = sorted(set(entry["actions"]) | actions)
                     break
             else:
-                access.append({"type": rtype, "name": name, "actions": sorted(set(actions))})
+                access.append({"type": rtype, "name": name, "actions": sorted(actions)})
     return access
 
 
@@ -179,6 +222,8 @@ class TokenHandler(BaseHTTPRequestHandler):
             self.reply(200, b"ok\n", "text/plain")
         elif url.path == "/_test/stats":
             self.reply(200, json.dumps(self.server.stats((query.get("scope") or [""])[0])))
+        elif url.path == "/_test/lifetime":
+            self.reply(200, json.dumps({"lifetimes": self.server.lifetimes_now()}))
         elif url.path == "/token":
             user, password = self.basic_credentials()
             self.issue(user, password, query.get("service", [""])[0], query.get("scope", []))
@@ -196,6 +241,14 @@ class TokenHandler(BaseHTTPRequestHandler):
                 self.reply(400, json.dumps({"error": str(e)}))
                 return
             self.reply(200, json.dumps({"armed": fault}))
+            return
+        if url.path == "/_test/lifetime":
+            try:
+                rules = self.server.set_lifetime(json.loads(body or "{}"))
+            except (ValueError, TypeError, AttributeError) as e:
+                self.reply(400, json.dumps({"error": str(e)}))
+                return
+            self.reply(200, json.dumps({"lifetimes": rules}))
             return
         if url.path != "/token":
             self.reply(404, json.dumps({"error": "not found"}))
@@ -252,12 +305,13 @@ class TokenHandler(BaseHTTPRequestHandler):
             return
 
         access = parse_scopes(scope_params)
+        expires_in = self.server.lifetime_for(scope_params, cfg.expires_in)
         now = int(time.time())
         claims = {
             "iss": cfg.issuer,
             "sub": user,
             "aud": cfg.service,  # a plain string: Distribution 2.8 compares it as one
-            "exp": now + cfg.expires_in,
+            "exp": now + expires_in,
             "nbf": now - 1,
             "iat": now,
             "jti": secrets.token_hex(16),
@@ -270,7 +324,7 @@ class TokenHandler(BaseHTTPRequestHandler):
         body = {
             "token": token,
             "access_token": token,
-            "expires_in": cfg.expires_in,
+            "expires_in": claims["exp"] - claims["iat"],
             "issued_at": issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         with self.server.counter_lock:
@@ -287,7 +341,7 @@ class TokenHandler(BaseHTTPRequestHandler):
                     "scopes": scope_params,
                     "access": access,
                     "jti": claims["jti"],
-                    "expires_in": cfg.expires_in,
+                    "expires_in": body["expires_in"],
                 }
             ),
         )
@@ -306,7 +360,49 @@ class Server(ThreadingHTTPServer):
         super().__init__(*args, **kwargs)
         self.faults = []
         self.records = []
+        self.lifetimes = []  # [scope TEXT, seconds], in the order set
         self.state_lock = threading.Lock()
+
+    MAX_LIFETIME = 86400
+
+    def set_lifetime(self, rule):
+        """Sets (or with "expires_in": null removes) the lifetime rule for a
+        scope TEXT; returns the rules now in force."""
+        scope = rule.get("scope")
+        if not isinstance(scope, str) or not scope:
+            raise ValueError("a lifetime rule needs a non-empty \"scope\" to match")
+        if "expires_in" not in rule:
+            raise ValueError("a lifetime rule needs \"expires_in\" (seconds, or null to remove it)")
+        seconds = rule["expires_in"]
+        if seconds is not None:
+            if isinstance(seconds, bool) or not isinstance(seconds, int):
+                raise ValueError("expires_in must be a whole number of seconds or null")
+            if not 1 <= seconds <= self.MAX_LIFETIME:
+                raise ValueError(f"expires_in must be in 1..{self.MAX_LIFETIME}")
+        with self.state_lock:
+            for r in self.lifetimes:
+                if r[0] == scope:
+                    if seconds is None:
+                        self.lifetimes.remove(r)
+                    else:
+                        r[1] = seconds
+                    break
+            else:
+                if seconds is not None:
+                    self.lifetimes.append([scope, seconds])
+            return [{"scope": t, "expires_in": n} for t, n in self.lifetimes]
+
+    def lifetimes_now(self):
+        with self.state_lock:
+            return [{"scope": t, "expires_in": n} for t, n in self.lifetimes]
+
+    def lifetime_for(self, scope_params, default):
+        joined = " ".join(scope_params)
+        with self.state_lock:
+            for text, seconds in self.lifetimes:
+                if text in joined:
+                    return seconds
+        return default
 
     def arm(self, fault):
         """Validates and arms a fault; returns it as armed."""
