@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Stop the services started by up.sh, by the PIDs recorded in RUN_DIR/pids:
 # SIGTERM to all, wait up to 15 s (weed can take ~12 s), then SIGKILL.
-# Removes RUN_DIR/pids, RUN_DIR/env and what the tests stored in SeaweedFS
-# and rclone (gigabytes after a full run; every up.sh starts empty anyway);
+# Removes RUN_DIR/pids, RUN_DIR/env and what the tests stored in the two
+# SeaweedFS instances and rclone (gigabytes after a full run; every up.sh
+# starts empty anyway);
 # the other services' data and every log stay until the next up.sh.
 #
 # Usage: tests/services/down.sh [RUN_DIR]     (default: tests/services/.run)
@@ -59,4 +60,4 @@ while ((${#MARKER[@]})); do
 done
 
 rm -f "$PIDS_FILE" "$RUN_DIR/env"
-rm -rf "${RUN_DIR:?}/weed/data" "${RUN_DIR:?}/rclone/data"
+rm -rf "${RUN_DIR:?}/weed/data" "${RUN_DIR:?}/weed-sts/data" "${RUN_DIR:?}/rclone/data"

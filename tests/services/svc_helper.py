@@ -10,6 +10,12 @@
         403 well before the gateway can check signatures, and the bucket shows up
         a little later still), then check that a wrong secret is refused, i.e.
         that the server really enforces the keys.
+    svc_helper.py sts-ready ENDPOINT ACCESS_KEY SECRET_KEY BUCKET ROLE_ARN TIMEOUT
+        s3-ready, then check that the server narrows STS sessions: an
+        anonymous request gets 403; AssumeRole of ROLE_ARN (signed with the
+        keys, DurationSeconds 900) with an inline policy allowing only
+        s3:GetObject on one key gives session keys that may GET that key (404,
+        as it does not exist) and get 403 for a listing of BUCKET.
 
 Stdlib only, with a small SigV4 signer: importing boto3 costs about a second
 of CPU, which on a 2-core machine slows every other service starting alongside.
@@ -21,6 +27,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import re
 import sys
 import time
 import urllib.error
@@ -137,11 +144,58 @@ def s3_ready(endpoint, access_key, secret_key, bucket, timeout):
     return 0
 
 
+def assume_role(endpoint, access_key, secret_key, role_arn, policy, duration):
+    """STS AssumeRole; returns (access key, secret key, session token)."""
+    body = urllib.parse.urlencode({
+        "Action": "AssumeRole", "Version": "2011-06-15", "RoleArn": role_arn,
+        "RoleSessionName": "credhost-probe", "DurationSeconds": str(duration), "Policy": json.dumps(policy),
+    }).encode()
+    req = signed_request("POST", endpoint + "/", "sts", access_key, secret_key, body=body,
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    code, text = status_of(req, timeout=10)
+    if code != 200:
+        raise RuntimeError(f"AssumeRole: HTTP {code}: {text[:300]!r}")
+    found = {k: re.search(rf"<{k}>([^<]+)</{k}>", text.decode()) for k in ("AccessKeyId", "SecretAccessKey", "SessionToken")}
+    if not all(found.values()):
+        raise RuntimeError(f"AssumeRole: no credentials in {text[:300]!r}")
+    return tuple(found[k].group(1) for k in ("AccessKeyId", "SecretAccessKey", "SessionToken"))
+
+
+def sts_ready(endpoint, access_key, secret_key, bucket, role_arn, timeout):
+    if s3_ready(endpoint, access_key, secret_key, bucket, timeout):
+        return 1
+    code, _ = status_of(urllib.request.Request(f"{endpoint}/{bucket}"))
+    if code != 403:
+        print(f"S3 answered an anonymous listing with HTTP {code}, not 403", file=sys.stderr)
+        return 1
+    key = ".credhost-sts-probe"
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"arn:aws:s3:::{bucket}/{key}"]}]}
+    try:
+        ak, sk, token = assume_role(endpoint, access_key, secret_key, role_arn, policy, 900)
+    except (RuntimeError, OSError) as e:
+        print(e, file=sys.stderr)
+        return 1
+    session = {"x-amz-security-token": token}
+    code, text = status_of(signed_request("GET", f"{endpoint}/{bucket}/{key}", "s3", ak, sk, headers=session))
+    if code != 404:
+        print(f"session GET of the allowed key: HTTP {code}, not 404: {text[:300]!r}", file=sys.stderr)
+        return 1
+    code, text = status_of(signed_request("GET", f"{endpoint}/{bucket}", "s3", ak, sk, headers=session))
+    if code != 403:
+        print(f"session listing outside its policy: HTTP {code}, not 403: session policies are not enforced",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv):
     if len(argv) == 3 and argv[0] == "ecr-password":
         return ecr_password(argv[1], float(argv[2]))
     if len(argv) == 6 and argv[0] == "s3-ready":
         return s3_ready(argv[1], argv[2], argv[3], argv[4], float(argv[5]))
+    if len(argv) == 7 and argv[0] == "sts-ready":
+        return sts_ready(argv[1], argv[2], argv[3], argv[4], argv[5], float(argv[6]))
     print(__doc__, file=sys.stderr)
     return 2
 

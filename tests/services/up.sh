@@ -7,6 +7,22 @@
 #   registry-token  Distribution registry, token auth, backed by token-server
 #   token-server    token_server.py (RS256 JWTs with an x5c header)
 #   weed            SeaweedFS `weed mini` as the S3-compatible store
+#   weed-sts        a second `weed mini` that enforces STS session policies:
+#                   identities from weed-sts/ids.json (one, `Admin`, holding
+#                   CREDHOST_TEST_S3_ACCESS_KEY / CREDHOST_TEST_S3_SECRET_KEY,
+#                   every action) and IAM from weed-sts/iam.json (default
+#                   Deny; role BuildRole, assumable by anyone, s3:* attached;
+#                   sessions 900 s to 12 h, a fresh signing key per start).
+#                   Its S3 port (CREDHOST_TEST_STS_S3_ENDPOINT, region
+#                   CREDHOST_TEST_S3_REGION) also answers STS AssumeRole
+#                   signed with the admin keys (DurationSeconds 900-43200,
+#                   inline Policy up to 2048 characters); a session's keys
+#                   get the role's rights narrowed by that Policy (403
+#                   AccessDenied for the rest), presigned URLs included.
+#                   PolicyArns are accepted and IGNORED (the session keeps
+#                   the role's full rights): narrow with Policy only.
+#                   Bucket CREDHOST_TEST_STS_BUCKET; role
+#                   CREDHOST_TEST_STS_ROLE_ARN; filer CREDHOST_TEST_STS_FILER.
 #   rclone          `rclone serve s3` over a directory: a second S3-compatible
 #                   store, with its own quirks (ranged GETs answered 200,
 #                   multipart ETags without the -N suffix)
@@ -58,7 +74,19 @@ P_GCS=$((PORT_BASE + 20))
 P_GCP_TOKEN=$((PORT_BASE + 21))
 P_GCP_METADATA=$((PORT_BASE + 22))
 P_GCS_PROXY=$((PORT_BASE + 23))
-ALL_PORTS=($P_REG_OPEN $P_REG_BASIC $P_REG_TOKEN $P_TOKEN $P_MOTO $P_RCLONE $(seq $P_S3 $P_ADMIN_GRPC) $(seq $P_GCS $P_GCS_PROXY))
+# The second weed mini (STS), ten listeners again.
+P_STS_S3=$((PORT_BASE + 24))
+P_STS_S3_GRPC=$((PORT_BASE + 25))
+P_STS_MASTER=$((PORT_BASE + 26))
+P_STS_MASTER_GRPC=$((PORT_BASE + 27))
+P_STS_VOLUME=$((PORT_BASE + 28))
+P_STS_VOLUME_GRPC=$((PORT_BASE + 29))
+P_STS_FILER=$((PORT_BASE + 30))
+P_STS_FILER_GRPC=$((PORT_BASE + 31))
+P_STS_ADMIN=$((PORT_BASE + 32))
+P_STS_ADMIN_GRPC=$((PORT_BASE + 33))
+ALL_PORTS=($P_REG_OPEN $P_REG_BASIC $P_REG_TOKEN $P_TOKEN $P_MOTO $P_RCLONE $(seq $P_S3 $P_ADMIN_GRPC)
+  $(seq $P_GCS $P_GCS_PROXY) $(seq $P_STS_S3 $P_STS_ADMIN_GRPC))
 
 REG_USER=credhost
 REG_PASSWORD=credhost-pw-1
@@ -67,6 +95,8 @@ TOKEN_ISSUER=credhost-test-token-issuer
 S3_ACCESS_KEY=CREDHOSTTESTACCESSKEY
 S3_SECRET_KEY=credhost-test-secret-key
 S3_BUCKET=projects
+STS_BUCKET=projects
+STS_ROLE_ARN=arn:aws:iam::000000000000:role/BuildRole
 GCS_BUCKET=projects
 GCP_PROJECT=credhost-test
 # Lifetime of issued registry tokens. Distribution accepts a token up to 60 s
@@ -78,7 +108,7 @@ if ! [[ $TOKEN_EXPIRES_IN =~ ^[1-9][0-9]*$ ]]; then
   echo "up.sh: CREDHOST_TEST_TOKEN_EXPIRES_IN must be a positive number of seconds" >&2
   exit 2
 fi
-SERVICES=(registry-open registry-basic registry-token token-server weed rclone moto gcs gcp-auth)
+SERVICES=(registry-open registry-basic registry-token token-server weed weed-sts rclone moto gcs gcp-auth)
 
 log() { echo "up.sh: $*" >&2; }
 
@@ -377,6 +407,40 @@ start weed "-dir=$RUN_DIR/weed/data" \
   -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 \
   -master.telemetry=false -bucket="$S3_BUCKET"
 
+# The STS instance: its identities and IAM come from the two files (so no
+# AWS_* variables, which would add an identity of their own), and every start
+# signs its session tokens with a fresh key.
+mkdir -p "$RUN_DIR/weed-sts/data"
+(
+  umask 077
+  printf '{"identities":[{"name":"Admin","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}\n' \
+    "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$RUN_DIR/weed-sts/ids.json"
+  cat >"$RUN_DIR/weed-sts/iam.json" <<EOF
+{
+  "sts": {"tokenDuration": "1h", "maxSessionLength": "12h", "issuer": "seaweedfs-sts",
+          "signingKey": "$(head -c 32 /dev/urandom | base64 -w0)"},
+  "policy": {"defaultEffect": "Deny"},
+  "roles": [{"roleName": "BuildRole", "roleArn": "$STS_ROLE_ARN",
+             "trustPolicy": {"Version": "2012-10-17", "Statement": [
+               {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": ["sts:AssumeRole"]}]},
+             "attachedPolicies": ["S3Full"]}],
+  "policies": [{"name": "S3Full", "document": {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::*", "arn:aws:s3:::*/*"]}]}}]
+}
+EOF
+)
+start weed-sts "-dir=$RUN_DIR/weed-sts/data" \
+  env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN \
+  "$WEED" mini -dir="$RUN_DIR/weed-sts/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+  -master.port="$P_STS_MASTER" -master.port.grpc="$P_STS_MASTER_GRPC" \
+  -volume.port="$P_STS_VOLUME" -volume.port.grpc="$P_STS_VOLUME_GRPC" \
+  -filer.port="$P_STS_FILER" -filer.port.grpc="$P_STS_FILER_GRPC" \
+  -s3.port="$P_STS_S3" -s3.port.grpc="$P_STS_S3_GRPC" \
+  -admin.port="$P_STS_ADMIN" -admin.port.grpc="$P_STS_ADMIN_GRPC" \
+  -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 \
+  -master.telemetry=false -bucket="$STS_BUCKET" \
+  -s3.config="$RUN_DIR/weed-sts/ids.json" -s3.iam.config="$RUN_DIR/weed-sts/iam.json"
+
 # Buckets are the directories under DIR; the keys are checked on every
 # request (presigned URLs included). No rclone.conf of the machine is read.
 mkdir -p "$RUN_DIR/rclone/data/$S3_BUCKET"
@@ -410,11 +474,15 @@ ECR_PROBE=$!
   "$S3_ACCESS_KEY" "$S3_SECRET_KEY" "$S3_BUCKET" 60 \
   >/dev/null 2>"$RUN_DIR/weed/probe.err" 9>&- &
 S3_PROBE=$!
+"$PY" "$HERE/svc_helper.py" sts-ready "http://127.0.0.1:$P_STS_S3" \
+  "$S3_ACCESS_KEY" "$S3_SECRET_KEY" "$STS_BUCKET" "$STS_ROLE_ARN" 60 \
+  >/dev/null 2>"$RUN_DIR/weed-sts/probe.err" 9>&- &
+STS_PROBE=$!
 "$PY" "$HERE/svc_helper.py" s3-ready "http://127.0.0.1:$P_RCLONE" \
   "$S3_ACCESS_KEY" "$S3_SECRET_KEY" "$S3_BUCKET" 60 \
   >/dev/null 2>"$RUN_DIR/rclone/probe.err" 9>&- &
 RCLONE_PROBE=$!
-HELPERS=("$ECR_PROBE" "$S3_PROBE" "$RCLONE_PROBE")
+HELPERS=("$ECR_PROBE" "$S3_PROBE" "$STS_PROBE" "$RCLONE_PROBE")
 
 # 3. Token server (writes the cert before it listens), then its registry.
 wait_http token-server "http://127.0.0.1:$P_TOKEN/healthz" 200 30
@@ -447,9 +515,11 @@ start registry-basic "$RUN_DIR/registry-basic/config.yml" \
   "${REG_ENV[@]}" docker-registry serve "$RUN_DIR/registry-basic/config.yml"
 wait_http registry-basic "http://127.0.0.1:$P_REG_BASIC/v2/" 401 20
 
-# 5. S3 answers signed requests.
+# 5. S3 answers signed requests (and the STS instance narrows sessions).
 wait_helper weed "$S3_PROBE"
 alive "${PID[weed]}" || fail weed "process ${PID[weed]} exited"
+wait_helper weed-sts "$STS_PROBE"
+alive "${PID[weed-sts]}" || fail weed-sts "process ${PID[weed-sts]} exited"
 wait_helper rclone "$RCLONE_PROBE"
 alive "${PID[rclone]}" || fail rclone "process ${PID[rclone]} exited"
 
@@ -477,6 +547,10 @@ wait_http gcp-auth "http://127.0.0.1:$P_GCP_TOKEN/healthz" 200 30
   kv CREDHOST_TEST_S3_REGION us-east-1
   kv CREDHOST_TEST_S3_BUCKET "$S3_BUCKET"
   kv CREDHOST_TEST_S3_FILER "http://127.0.0.1:$P_FILER"
+  kv CREDHOST_TEST_STS_S3_ENDPOINT "http://127.0.0.1:$P_STS_S3"
+  kv CREDHOST_TEST_STS_ROLE_ARN "$STS_ROLE_ARN"
+  kv CREDHOST_TEST_STS_BUCKET "$STS_BUCKET"
+  kv CREDHOST_TEST_STS_FILER "http://127.0.0.1:$P_STS_FILER"
   kv CREDHOST_TEST_MOTO_ENDPOINT "http://127.0.0.1:$P_MOTO"
   kv CREDHOST_TEST_RCLONE_ENDPOINT "http://127.0.0.1:$P_RCLONE"
   kv CREDHOST_TEST_GCS_EMULATOR "http://127.0.0.1:$P_GCS"
