@@ -3,7 +3,10 @@
 that they share one table of issued tokens:
 
 token endpoint (--token-port): the OAuth2 token endpoint service-account keys
-    and authorized_user files point at through their `token_uri`.
+    and authorized_user files point at through their `token_uri`, and the
+    parts of the IAM Credentials and STS APIs that impersonation and
+    downscoping use (CREDHOST_TEST_GCP_AUTH, CREDHOST_TEST_GCP_IAM_ENDPOINT
+    and CREDHOST_TEST_GCP_STS_ENDPOINT all name this server).
     POST /token  grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer
                  assertion=JWT: verified like Google does it -- RS256 signature
                  with the public half of the key registered for `iss` (and
@@ -18,8 +21,15 @@ token endpoint (--token-port): the OAuth2 token endpoint service-account keys
     POST /_test/service-account[?lifetime=S]  a new key, as the JSON file
                  Google would hand out; only its public half is kept.
     POST /_test/authorized-user[?lifetime=S]  new authorized_user credentials.
-    GET  /_test/tokeninfo?access_token=T  {"account", "expires_in"} or 400.
-    GET  /_test/account?email=E  {"issued": N, "signed": M}.
+    GET  /_test/tokeninfo?access_token=T  {"account", "expires_in", "source",
+                 "scopes", "boundary"} or 400: source is oauth, metadata,
+                 generated or exchanged; scopes are known (else null) for
+                 generated tokens and the tokens exchanged from them;
+                 boundary is a downscoped token's accessBoundary (else null).
+    GET  /_test/account?email=E  {"issued": N, "signed": M, "generated": G,
+                 "exchanged": X}: tokens of E issued by any endpoint, signBlob
+                 calls, tokens generateAccessToken minted for E, downscoped
+                 tokens of E.
     GET  /_test/issued[?since=N]  {"next": M, "tokens": [...]}: every access
                  token issued (by either endpoint) from the N-th on, in order,
                  and the count so far; a test remembers `next` before it runs
@@ -28,6 +38,66 @@ token endpoint (--token-port): the OAuth2 token endpoint service-account keys
                  IAM Credentials API's signBlob, for a caller holding a current
                  token of that account (the metadata server's account
                  included): {"keyId", "signedBlob"}.
+    POST /v1/projects/-/serviceAccounts/EMAIL:generateAccessToken
+                 {"lifetime": "900s", "scope": [SCOPE, ...], "delegates":
+                 ["projects/-/serviceAccounts/EMAIL2", ...]}: the IAM
+                 Credentials API's generateAccessToken (base URL:
+                 CREDHOST_TEST_GCP_IAM_ENDPOINT). `Authorization: Bearer T`
+                 with T a current token from here, not downscoped (else 401;
+                 a downscoped one 403). Any account may impersonate any
+                 registered account and any NAME@PROJECT.iam.gserviceaccount.com
+                 (NAME 6-30 of a-z0-9-, registered on first use with a key of
+                 its own); another email, as target or delegate, gets 403
+                 PERMISSION_DENIED. lifetime is a duration string, default
+                 3600s, 1s..3600s (null delegates or lifetime are the
+                 defaults; else 400 INVALID_ARGUMENT, as are a missing
+                 or empty scope list, unknown fields and malformed JSON).
+                 Answers {"accessToken": "ya29.test-...", "expireTime":
+                 "YYYY-MM-DDTHH:MM:SSZ"}; the token belongs to EMAIL, lives
+                 until expireTime (whole seconds, at most `lifetime`), is
+                 listed by /_test/issued, and carries its scopes: the proxy
+                 lets it read with cloud-platform(.read-only) or
+                 devstorage.read_only/read_write/full_control, and write
+                 with cloud-platform or devstorage.read_write/full_control
+                 only (else 403 "insufficient authentication scopes").
+                 Errors: {"error": {"code", "message", "status"}}.
+    GET  /_test/generated[?since=N]  {"next": M, "calls": [...]}: every
+                 generateAccessToken call from the N-th on, in order, each
+                 {"time", "caller" (account of the bearer token, null if it
+                 was not current), "target", "lifetime", "scope",
+                 "delegates" (as sent), "status", "error", "token",
+                 "expireTime"}.
+    POST /v1/token  (form-encoded, as sts.googleapis.com; base URL:
+                 CREDHOST_TEST_GCP_STS_ENDPOINT) token exchange for
+                 downscoping: grant_type=urn:ietf:params:oauth:grant-type:token-exchange,
+                 subject_token_type and requested_token_type both
+                 urn:ietf:params:oauth:token-type:access_token,
+                 subject_token=T (a current token from here, not itself
+                 downscoped), options=URL-encoded JSON (once or, as
+                 google-auth sends it, twice; a "userProject" may sit beside
+                 "accessBoundary"):
+                   {"accessBoundary": {"accessBoundaryRules": [
+                     {"availablePermissions": ["inRole:roles/storage.objectViewer"],
+                      "availableResource": "//storage.googleapis.com/projects/_/buckets/BUCKET",
+                      "availabilityCondition": {"expression": EXPR,
+                                                "title": ..., "description": ...}}]}}
+                 1 to 10 rules; roles storage.objectViewer (objects.get and
+                 objects.list) and storage.legacyObjectReader (objects.get)
+                 only; availabilityCondition optional; EXPR is
+                 resource.name == 'projects/_/buckets/B/objects/NAME',
+                 resource.name.startsWith('projects/_/buckets/B/objects/PREFIX'),
+                 or an || of them (parentheses allowed). Answers
+                 {"access_token", "issued_token_type", "token_type": "Bearer",
+                 "expires_in"}: a token of the subject's account (listed by
+                 /_test/issued) that expires with the subject token.
+                 Anything malformed, unsupported or unknown, and a subject
+                 token that is not current, gets 400 {"error",
+                 "error_description"} as STS answers.
+    GET  /_test/exchanges[?since=N]  {"next": M, "exchanges": [...]}: every
+                 token exchange from the N-th on, each {"time", "subject"
+                 (account, null if the subject token was not current),
+                 "boundary" (the accessBoundary as sent), "status", "error",
+                 "expires_in", "token"}.
     GET  /healthz  readiness.
 
 metadata server (--metadata-port): what GCE_METADATA_HOST points at.
@@ -37,8 +107,23 @@ metadata server (--metadata-port): what GCE_METADATA_HOST points at.
 
 proxy (--proxy-port) in front of gcp-storage-emulator (--upstream), which
     never checks `Authorization`. The proxy refuses (401) every request that
-    does not carry a current token from the endpoints above, and forwards the
-    rest. V4 signed URLs of the XML API (`/BUCKET/OBJECT?X-Goog-Signature=...`,
+    does not carry a current token from the endpoints above. It refuses
+    (403, {"error": {"code": 403, "message", "errors": [{"reason":
+    "forbidden"}]}}) what a current token may not do: past a generated
+    token's scopes (see above), and past a downscoped token's boundary. A
+    downscoped token may only
+      - read an object: GET or HEAD of /storage/v1/b/B/o/NAME (metadata, or
+        media with alt=media) or of /download/storage/v1/b/B/o/NAME, when a
+        rule names bucket B and its condition (if any) holds for
+        projects/_/buckets/B/objects/NAME;
+      - list a bucket: GET /storage/v1/b/B/o, when a storage.objectViewer
+        rule names B and its condition (if any) holds for
+        projects/_/buckets/B -- so never with a condition on object names.
+    Every other request (an object or a listing no rule allows, an upload,
+    a delete, a patch, a rewrite, bucket metadata) gets 403. The emulator answers HEAD
+    with 501, so the proxy sends a HEAD on as a GET and relays only the
+    status and headers. The proxy forwards the rest.
+    V4 signed URLs of the XML API (`/BUCKET/OBJECT?X-Goog-Signature=...`,
     which the emulator lacks) need no token: the proxy checks them as GCS
     does (canonical request, string to sign, the account's key, expiry),
     refuses a bad one with 403, and carries out a good GET or PUT through the
@@ -63,11 +148,14 @@ proxy (--proxy-port) in front of gcp-storage-emulator (--upstream), which
         denied, tokens (distinct tokens used), initiations, chunks,
         status_queries, bytes_up (chunk bytes forwarded), media_gets,
         range_gets, bytes_down (media bytes relayed), faults, cancellations
-        (DELETEs of upload sessions).
+        (DELETEs of upload sessions), forbidden (refused with 403 for the
+        token's scopes or boundary).
 
 Every token decision is logged to stderr as one line, `token-issued {json}`,
-`token-denied {json}` or `proxy-denied {json}`; tokens never appear in it
-(tests ask /_test/issued for them).
+`token-denied {json}`, `generate-access-token {json}`, `generate-denied
+{json}`, `token-exchanged {json}`, `exchange-denied {json}`, `proxy-denied
+{json}` or `proxy-forbidden {json}`; tokens never appear in it (tests ask
+/_test/issued for them).
 """
 
 import argparse
@@ -77,6 +165,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import secrets
 import sys
 import threading
@@ -104,10 +193,18 @@ class State:
         self.metadata_lifetime = metadata_lifetime
         self.accounts = {}  # email -> {"key_id", "public", "lifetime"}
         self.users = {}  # client_id -> {"secret", "refresh", "lifetime"}
-        self.tokens = {}  # token -> (expires_at, account)
+        # token -> (expires_at, account, {"source", "scopes", "boundary", "rules"}):
+        # scopes are known (and enforced by the proxy) for generateAccessToken
+        # tokens and the tokens exchanged from them; boundary is the
+        # accessBoundary of a downscoped token, rules its parsed form.
+        self.tokens = {}
         self.issued = {}  # account -> count
         self.issued_tokens = []  # every token, in the order issued
         self.signed = {}  # account -> signBlob calls
+        self.generated = {}  # account -> tokens generateAccessToken minted for it
+        self.exchanged = {}  # account -> downscoped tokens of it
+        self.generate_calls = []  # every generateAccessToken call, in order
+        self.exchanges = []  # every STS token exchange, in order
         self.uploads = {}  # upload_id -> object name
         self.stats = {}  # object name -> counters
         self.faults = []
@@ -118,19 +215,26 @@ class State:
             self.counter += 1
             return self.counter
 
-    def issue(self, account, lifetime):
+    def issue(self, account, lifetime, expires_at=None, source="oauth", scopes=None, boundary=None, rules=None):
+        """A new access token of `account`, current for `lifetime` seconds
+        (or until `expires_at`)."""
         token = "ya29.test-" + secrets.token_urlsafe(32)
+        if expires_at is None:
+            expires_at = time.time() + lifetime
+        info = {"source": source, "scopes": scopes, "boundary": boundary, "rules": rules}
         with self.lock:
-            self.tokens[token] = (time.time() + lifetime, account)
+            self.tokens[token] = (expires_at, account, info)
             self.issued[account] = self.issued.get(account, 0) + 1
             self.issued_tokens.append(token)
-        log("token-issued", account=account, lifetime=lifetime, token=fingerprint(token))
+        log("token-issued", account=account, lifetime=lifetime, token=fingerprint(token), source=source,
+            downscoped=boundary is not None)
         return {"access_token": token, "expires_in": lifetime, "token_type": "Bearer"}
 
     def stat(self, name):
         return self.stats.setdefault(name, {
             "requests": 0, "denied": 0, "tokens": set(), "initiations": 0, "chunks": 0, "status_queries": 0,
-            "bytes_up": 0, "media_gets": 0, "range_gets": 0, "bytes_down": 0, "faults": 0, "cancellations": 0})
+            "bytes_up": 0, "media_gets": 0, "range_gets": 0, "bytes_down": 0, "faults": 0, "cancellations": 0,
+            "forbidden": 0})
 
 
 STATE = None
@@ -146,6 +250,207 @@ def log(event, **fields):
 
 def fingerprint(token):
     return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+# ------------------------------------------- access boundaries and scopes
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+# The roles a boundary rule may name, as the storage permissions they hold
+# that the proxy can tell apart. Roles that grant writes are refused at
+# exchange time rather than half enforced.
+BOUNDARY_ROLES = {
+    "roles/storage.objectViewer": {"storage.objects.get", "storage.objects.list"},
+    "roles/storage.legacyObjectReader": {"storage.objects.get"},
+}
+BUCKET_RESOURCE = "//storage.googleapis.com/projects/_/buckets/"
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+MAX_BOUNDARY_RULES = 10
+# OAuth scopes of generateAccessToken tokens, as GCS reads them.
+WRITE_SCOPES = {"https://www.googleapis.com/auth/cloud-platform",
+                "https://www.googleapis.com/auth/devstorage.full_control",
+                "https://www.googleapis.com/auth/devstorage.read_write"}
+READ_SCOPES = WRITE_SCOPES | {"https://www.googleapis.com/auth/cloud-platform.read-only",
+                              "https://www.googleapis.com/auth/devstorage.read_only"}
+MAX_GENERATED_LIFETIME = 3600
+SERVICE_ACCOUNT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def parse_condition(text):
+    """An availabilityCondition expression, as a list of ("==" | "startsWith",
+    STRING) tests of resource.name, any of which may hold. Grammar:
+        expr := term ("||" term)*
+        term := "(" expr ")" | "resource.name" "==" STRING
+              | "resource.name.startsWith(" STRING ")"
+    STRING is single- or double-quoted, without escapes. Anything else
+    raises BadRequest."""
+    pos = 0
+
+    def space():
+        nonlocal pos
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+
+    def take(word):
+        nonlocal pos
+        space()
+        if text.startswith(word, pos):
+            pos += len(word)
+            return True
+        return False
+
+    def string():
+        nonlocal pos
+        space()
+        if pos >= len(text) or text[pos] not in "'\"":
+            raise BadRequest(f"expected a quoted string at offset {pos} of the expression")
+        quote = text[pos]
+        end = text.find(quote, pos + 1)
+        if end < 0:
+            raise BadRequest("unterminated string in the expression")
+        value = text[pos + 1:end]
+        if "\\" in value:
+            raise BadRequest("escapes in expression strings are not supported here")
+        pos = end + 1
+        return value
+
+    def term():
+        if take("("):
+            tests = expr()
+            if not take(")"):
+                raise BadRequest(f"expected ')' at offset {pos} of the expression")
+            return tests
+        if take("resource.name.startsWith("):
+            value = string()
+            if not take(")"):
+                raise BadRequest(f"expected ')' at offset {pos} of the expression")
+            return [("startsWith", value)]
+        if take("resource.name"):
+            if take("=="):
+                return [("==", string())]
+        raise BadRequest("unsupported availabilityCondition expression (supported: resource.name == '...', "
+                         "resource.name.startsWith('...'), and || of them)")
+
+    def expr():
+        tests = term()
+        while take("||"):
+            tests += term()
+        return tests
+
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("availabilityCondition.expression must be a non-empty string")
+    tests = expr()
+    space()
+    if pos != len(text):
+        raise BadRequest(f"unexpected text at offset {pos} of the expression: {text[pos:pos + 20]!r}")
+    return tests
+
+
+def parse_access_boundary(options):
+    """The accessBoundary of an STS `options` value, checked: returns
+    (the boundary as given, its rules as [{"bucket", "permissions",
+    "condition": tests or None}]). Raises BadRequest."""
+    if not isinstance(options, dict):
+        raise BadRequest("options must be a JSON object")
+    unknown = set(options) - {"accessBoundary", "userProject"}
+    if unknown:
+        raise BadRequest(f"unknown options field(s) {sorted(unknown)}")
+    boundary = options.get("accessBoundary")
+    if not isinstance(boundary, dict) or set(boundary) != {"accessBoundaryRules"}:
+        raise BadRequest("options.accessBoundary must be an object holding accessBoundaryRules only")
+    rules = boundary["accessBoundaryRules"]
+    if not isinstance(rules, list) or not 1 <= len(rules) <= MAX_BOUNDARY_RULES:
+        raise BadRequest(f"accessBoundaryRules must be a list of 1 to {MAX_BOUNDARY_RULES} rules")
+    parsed = []
+    for i, rule in enumerate(rules):
+        where = f"accessBoundaryRules[{i}]"
+        if not isinstance(rule, dict):
+            raise BadRequest(f"{where} must be an object")
+        unknown = set(rule) - {"availablePermissions", "availableResource", "availabilityCondition"}
+        if unknown:
+            raise BadRequest(f"{where} has unknown field(s) {sorted(unknown)}")
+        perms = rule.get("availablePermissions")
+        if not isinstance(perms, list) or not perms or not all(isinstance(p, str) for p in perms):
+            raise BadRequest(f"{where}.availablePermissions must be a non-empty list of strings")
+        granted = set()
+        for perm in perms:
+            if not perm.startswith("inRole:"):
+                raise BadRequest(f"{where}.availablePermissions: {perm!r} is not of the form inRole:ROLE")
+            role = perm[len("inRole:"):]
+            if role not in BOUNDARY_ROLES:
+                raise BadRequest(f"{where}.availablePermissions: role {role!r} is not one this test server "
+                                 f"enforces ({', '.join(sorted(BOUNDARY_ROLES))})")
+            granted |= BOUNDARY_ROLES[role]
+        resource = rule.get("availableResource")
+        if not isinstance(resource, str) or not resource.startswith(BUCKET_RESOURCE) or \
+                not BUCKET_NAME.fullmatch(resource[len(BUCKET_RESOURCE):]):
+            raise BadRequest(f"{where}.availableResource must be {BUCKET_RESOURCE}BUCKET")
+        condition = None
+        if "availabilityCondition" in rule:
+            cond = rule["availabilityCondition"]
+            if not isinstance(cond, dict) or "expression" not in cond or \
+                    set(cond) - {"expression", "title", "description"}:
+                raise BadRequest(f"{where}.availabilityCondition must be an object with an expression "
+                                 "(and optionally a title and a description)")
+            for field in ("title", "description"):
+                if field in cond and not isinstance(cond[field], str):
+                    raise BadRequest(f"{where}.availabilityCondition.{field} must be a string")
+            condition = parse_condition(cond["expression"])
+        parsed.append({"bucket": resource[len(BUCKET_RESOURCE):], "permissions": granted, "condition": condition})
+    return boundary, parsed
+
+
+def boundary_allows(rules, permission, bucket, name):
+    """Whether a downscoped token may use `permission` on an object of
+    `bucket` (or, with no name, on the bucket): one rule must name the bucket
+    and the permission, and its condition hold for the resource's name."""
+    resource = f"projects/_/buckets/{bucket}" + (f"/objects/{name}" if name is not None else "")
+    for rule in rules:
+        if rule["bucket"] != bucket or permission not in rule["permissions"]:
+            continue
+        if rule["condition"] is None or any(
+                resource == value if op == "==" else resource.startswith(value) for op, value in rule["condition"]):
+            return True
+    return False
+
+
+def storage_permission(method, path):
+    """The GCS permission a JSON API request needs, with the bucket and the
+    object name it acts on (None when it acts on the bucket or on no bucket)."""
+    for prefix in ("/storage/v1/b/", "/download/storage/v1/b/", "/upload/storage/v1/b/"):
+        if path.startswith(prefix):
+            bucket, _, rest = path[len(prefix):].partition("/")
+            bucket = urllib.parse.unquote(bucket)
+            break
+    else:
+        return "unknown", None, None
+    if rest.startswith("o/") and len(rest) > 2:
+        name = urllib.parse.unquote(rest[2:])
+        if prefix != "/upload/storage/v1/b/" and method in ("GET", "HEAD"):
+            return "storage.objects.get", bucket, name
+        if method == "DELETE":
+            return "storage.objects.delete", bucket, name
+        return ("storage.objects.update" if method in ("PATCH", "PUT") else "storage.objects.create"), bucket, name
+    if rest == "o":
+        if method == "GET" and prefix == "/storage/v1/b/":
+            return "storage.objects.list", bucket, None
+        return "storage.objects.create", bucket, None
+    if rest == "" and method == "GET":
+        return "storage.buckets.get", bucket, None
+    return "unknown", bucket, None
+
+
+def forbidden_body(message):
+    return {"error": {"code": 403, "message": message,
+                      "errors": [{"message": message, "domain": "global", "reason": "forbidden"}]}}
+
+
+def rfc3339(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -165,7 +470,8 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in headers:
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def body(self):
         n = int(self.headers.get("Content-Length") or 0)
@@ -240,7 +546,9 @@ class TokenHandler(Handler):
                 entry = STATE.tokens.get(token)
             if not entry or entry[0] <= time.time():
                 return self.reply(400, {"error": "invalid_token"})
-            return self.reply(200, {"account": entry[1], "expires_in": int(entry[0] - time.time())})
+            return self.reply(200, {"account": entry[1], "expires_in": int(entry[0] - time.time()),
+                                    "source": entry[2]["source"], "scopes": entry[2]["scopes"],
+                                    "boundary": entry[2]["boundary"]})
         if path == "/_test/issued":
             since = int((query.get("since") or ["0"])[0])
             with STATE.lock:
@@ -248,7 +556,15 @@ class TokenHandler(Handler):
         if path == "/_test/account":
             email = (query.get("email") or [""])[0]
             with STATE.lock:
-                return self.reply(200, {"issued": STATE.issued.get(email, 0), "signed": STATE.signed.get(email, 0)})
+                return self.reply(200, {"issued": STATE.issued.get(email, 0), "signed": STATE.signed.get(email, 0),
+                                        "generated": STATE.generated.get(email, 0),
+                                        "exchanged": STATE.exchanged.get(email, 0)})
+        if path in ("/_test/generated", "/_test/exchanges"):
+            since = int((query.get("since") or ["0"])[0])
+            key = "calls" if path == "/_test/generated" else "exchanges"
+            with STATE.lock:
+                records = STATE.generate_calls if path == "/_test/generated" else STATE.exchanges
+                return self.reply(200, {"next": len(records), key: records[since:]})
         self.reply(404, {"error": "not_found"})
 
     def do_POST(self):
@@ -262,6 +578,11 @@ class TokenHandler(Handler):
             return self.reply(200, new_authorized_user(self.token_uri(), lifetime))
         if path.startswith("/v1/projects/-/serviceAccounts/") and path.endswith(":signBlob"):
             return self.sign_blob(urllib.parse.unquote(path[len("/v1/projects/-/serviceAccounts/"):-len(":signBlob")]))
+        if path.startswith("/v1/projects/-/serviceAccounts/") and path.endswith(":generateAccessToken"):
+            return self.generate_access_token(
+                urllib.parse.unquote(path[len("/v1/projects/-/serviceAccounts/"):-len(":generateAccessToken")]))
+        if path == "/v1/token":
+            return self.token_exchange(self.body().decode(errors="replace"))
         if path != "/token":
             return self.reply(404, {"error": "not_found"})
         form = {k: v[0] for k, v in urllib.parse.parse_qs(self.body().decode(errors="replace")).items()}
@@ -283,13 +604,158 @@ class TokenHandler(Handler):
             account = STATE.accounts.get(email)
         if entry is None or entry[0] <= time.time():
             return self.reply(401, {"error": {"code": 401, "message": "Request had invalid authentication credentials."}})
-        if entry[1] != email or account is None or "private" not in account:
+        if entry[1] != email or account is None or "private" not in account or entry[2]["boundary"] is not None:
             return self.reply(403, {"error": {"code": 403, "message": f"Permission 'iam.serviceAccounts.signBlob' denied on {email}"}})
         signature = account["private"].sign(base64.b64decode(body.get("payload", "")), padding.PKCS1v15(), hashes.SHA256())
         with STATE.lock:
             STATE.signed[email] = STATE.signed.get(email, 0) + 1
         log("sign-blob", account=email)
         self.reply(200, {"keyId": account["key_id"], "signedBlob": base64.b64encode(signature).decode()})
+
+    def api_error(self, code, status, message):
+        self.reply(code, {"error": {"code": code, "message": message, "status": status}})
+
+    def generate_access_token(self, email):
+        """The IAM Credentials API's generateAccessToken: a token of `email`
+        for a caller holding a current (not downscoped) token. Every account
+        may impersonate every account of the project (as if it held
+        roles/iam.serviceAccountTokenCreator on all of them)."""
+        raw = self.body()
+        auth = self.headers.get("Authorization", "")
+        token = auth[7:] if auth.startswith("Bearer ") else None
+        now = time.time()
+        with STATE.lock:
+            entry = STATE.tokens.get(token) if token else None
+        record = {"time": now, "caller": entry[1] if entry else None, "target": email, "lifetime": None,
+                  "scope": None, "delegates": None, "status": None, "error": None, "token": None,
+                  "expireTime": None}
+
+        def refuse(code, status, message):
+            record.update(status=code, error=message)
+            with STATE.lock:
+                STATE.generate_calls.append(record)
+            log("generate-denied", caller=record["caller"], target=email, status=code, reason=message)
+            self.api_error(code, status, message)
+
+        if entry is None or entry[0] <= now:
+            record["caller"] = None
+            return refuse(401, "UNAUTHENTICATED", "Request had invalid authentication credentials. "
+                          "Expected OAuth 2 access token, login cookie or other valid authentication credential.")
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            return refuse(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
+        if not isinstance(body, dict):
+            return refuse(400, "INVALID_ARGUMENT", "Invalid JSON payload received: not an object.")
+        record.update(lifetime=body.get("lifetime"), scope=body.get("scope"), delegates=body.get("delegates"))
+        unknown = set(body) - {"lifetime", "scope", "delegates"}
+        if unknown:
+            return refuse(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. Unknown name(s) {sorted(unknown)}.")
+        scope = body.get("scope")
+        if not isinstance(scope, list) or not scope or not all(isinstance(x, str) and x for x in scope):
+            return refuse(400, "INVALID_ARGUMENT", "scope must be a non-empty list of OAuth scopes.")
+        delegates = body.get("delegates") or []  # null, as proto3 JSON allows, is the default
+        if not isinstance(delegates, list) or not all(
+                isinstance(d, str) and d.startswith("projects/-/serviceAccounts/") for d in delegates):
+            return refuse(400, "INVALID_ARGUMENT", "delegates must be a list of projects/-/serviceAccounts/EMAIL.")
+        lifetime = body.get("lifetime")
+        if lifetime is None:
+            lifetime = "3600s"
+        m = re.fullmatch(r"(\d+)(\.\d{1,9})?s", lifetime) if isinstance(lifetime, str) else None
+        if m is None:
+            return refuse(400, "INVALID_ARGUMENT", f"lifetime {lifetime!r} is not a duration such as \"900s\".")
+        seconds = float(lifetime[:-1])
+        if seconds < 1 or seconds > MAX_GENERATED_LIFETIME:
+            return refuse(400, "INVALID_ARGUMENT", f"The lifetime {lifetime} is out of range: it must be between "
+                          f"1s and {MAX_GENERATED_LIFETIME}s.")
+        if entry[2]["boundary"] is not None:
+            return refuse(403, "PERMISSION_DENIED", "A downscoped token cannot call the IAM Credentials API.")
+        for target in [email] + [d[len("projects/-/serviceAccounts/"):] for d in delegates]:
+            if not self.may_impersonate(target):
+                return refuse(403, "PERMISSION_DENIED", f"Permission 'iam.serviceAccounts.getAccessToken' denied on "
+                              f"resource projects/-/serviceAccounts/{target} (or it may not exist).")
+        expires_at = float(int(now + seconds))  # expireTime names whole seconds
+        issued = STATE.issue(email, int(expires_at - now), expires_at=expires_at, source="generated",
+                             scopes=list(scope))
+        record.update(status=200, token=issued["access_token"], expireTime=rfc3339(expires_at))
+        with STATE.lock:
+            STATE.generated[email] = STATE.generated.get(email, 0) + 1
+            STATE.generate_calls.append(record)
+        log("generate-access-token", caller=entry[1], target=email, lifetime=lifetime, scope=scope,
+            delegates=delegates, token=fingerprint(issued["access_token"]))
+        self.reply(200, {"accessToken": issued["access_token"], "expireTime": rfc3339(expires_at)})
+
+    def may_impersonate(self, email):
+        """A registered account, or a well-formed service account of the
+        project (registered now, with a key of its own, so that signBlob and
+        signed URLs work for it too)."""
+        with STATE.lock:
+            if email in STATE.accounts:
+                return True
+        name, _, domain = email.partition("@")
+        if domain != f"{STATE.project}.iam.gserviceaccount.com" or not SERVICE_ACCOUNT_ID.fullmatch(name):
+            return False
+        key = new_key_pair()[0]
+        with STATE.lock:
+            known = email in STATE.accounts
+        if not known:
+            register_account(email, key, STATE.token_lifetime)
+        return True
+
+    def token_exchange(self, raw):
+        """sts.googleapis.com's POST /v1/token, for what downscoping needs:
+        an access token exchanged for one bound by a Credential Access
+        Boundary, living as long as the subject token still does."""
+        form = urllib.parse.parse_qs(raw, keep_blank_values=True)
+        one = {k: v[0] for k, v in form.items()}
+        now = time.time()
+        record = {"time": now, "subject": None, "boundary": None, "status": None, "error": None,
+                  "expires_in": None, "token": None}
+
+        def refuse(error, why):
+            record.update(status=400, error=why)
+            with STATE.lock:
+                STATE.exchanges.append(record)
+            log("exchange-denied", subject=record["subject"], error=error, reason=why)
+            self.reply(400, {"error": error, "error_description": why})
+
+        if one.get("grant_type") != TOKEN_EXCHANGE:
+            return refuse("unsupported_grant_type", f"grant_type must be {TOKEN_EXCHANGE}")
+        if one.get("subject_token_type") != ACCESS_TOKEN_TYPE:
+            return refuse("invalid_request", f"subject_token_type must be {ACCESS_TOKEN_TYPE}")
+        if one.get("requested_token_type") != ACCESS_TOKEN_TYPE:
+            return refuse("invalid_request", f"requested_token_type must be {ACCESS_TOKEN_TYPE}")
+        with STATE.lock:
+            entry = STATE.tokens.get(one.get("subject_token") or "")
+        if entry is None or entry[0] <= now:
+            return refuse("invalid_grant", "The subject token is not a current access token.")
+        record["subject"] = entry[1]
+        if entry[2]["boundary"] is not None:
+            return refuse("invalid_grant", "The subject token is already downscoped.")
+        text = one.get("options")
+        if not text:
+            return refuse("invalid_request", "options (a URL-encoded JSON accessBoundary) is required here")
+        try:
+            options = json.loads(text if text.lstrip().startswith("{") else urllib.parse.unquote(text))
+        except ValueError:
+            return refuse("invalid_request", "options is not URL-encoded JSON")
+        record["boundary"] = options.get("accessBoundary", options) if isinstance(options, dict) else options
+        try:
+            boundary, rules = parse_access_boundary(options)
+        except BadRequest as e:
+            return refuse("invalid_request", str(e))
+        remaining = int(entry[0] - now)
+        if remaining < 1:
+            return refuse("invalid_grant", "The subject token is not a current access token.")
+        issued = STATE.issue(entry[1], remaining, expires_at=entry[0], source="exchanged",
+                             scopes=entry[2]["scopes"], boundary=boundary, rules=rules)
+        record.update(status=200, expires_in=remaining, token=issued["access_token"])
+        with STATE.lock:
+            STATE.exchanged[entry[1]] = STATE.exchanged.get(entry[1], 0) + 1
+            STATE.exchanges.append(record)
+        log("token-exchanged", subject=entry[1], boundary=boundary, token=fingerprint(issued["access_token"]))
+        self.reply(200, {"access_token": issued["access_token"], "issued_token_type": ACCESS_TOKEN_TYPE,
+                         "token_type": "Bearer", "expires_in": remaining})
 
     def jwt_grant(self, assertion):
         try:
@@ -343,7 +809,7 @@ class MetadataHandler(Handler):
             return self.reply(403, "Missing Metadata-Flavor:Google header.", "text/plain", flavor)
         email = f"metadata-default@{STATE.project}.iam.gserviceaccount.com"
         if path == "/computeMetadata/v1/instance/service-accounts/default/token":
-            return self.reply(200, STATE.issue(email, STATE.metadata_lifetime), headers=flavor)
+            return self.reply(200, STATE.issue(email, STATE.metadata_lifetime, source="metadata"), headers=flavor)
         if path == "/computeMetadata/v1/instance/service-accounts/default/email":
             return self.reply(200, email, "text/plain", flavor)
         if path == "/computeMetadata/v1/project/project-id":
@@ -425,6 +891,15 @@ class ProxyHandler(Handler):
             return self.reply(401, {"error": {"code": 401, "message": f"Invalid Credentials ({reason})",
                                               "errors": [{"reason": "authError"}]}},
                               headers=[("WWW-Authenticate", 'Bearer realm="https://accounts.google.com/"')])
+        why = self.narrowed(entry, path)
+        if why:
+            if stats is not None:
+                with STATE.lock:
+                    stats["forbidden"] += 1
+            log("proxy-forbidden", method=self.command, path=path, object=name, account=entry[1], reason=why,
+                token=fingerprint(token))
+            self.body()
+            return self.reply(403, forbidden_body(why))
         length = int(self.headers.get("Content-Length") or 0)
         fault = None
         chunk = self.command == "PUT" and "upload_id" in query
@@ -454,6 +929,24 @@ class ProxyHandler(Handler):
                 stats["cancellations"] += 1
         data_chunk = chunk and not content_range.startswith("bytes */")
         return self.forward(query, name, length, fault, data_chunk, media)
+
+    def narrowed(self, entry, path):
+        """Why a current token may not make this request (None if it may):
+        the OAuth scopes of a generateAccessToken token, and the credential
+        access boundary of a downscoped one."""
+        info = entry[2]
+        if info["scopes"] is not None:
+            need = READ_SCOPES if self.command in ("GET", "HEAD") else WRITE_SCOPES
+            if not need & set(info["scopes"]):
+                return "Request had insufficient authentication scopes."
+        if info["rules"] is not None:
+            permission, bucket, obj = storage_permission(self.command, path)
+            if permission not in ("storage.objects.get", "storage.objects.list") or \
+                    not boundary_allows(info["rules"], permission, bucket, obj):
+                what = f"object {bucket}/{obj}" if obj is not None else f"bucket {bucket}" if bucket else path
+                return (f"{entry[1]} does not have {permission} access to the Google Cloud Storage {what}: "
+                        "the token's credential access boundary does not allow it.")
+        return None
 
     def signed_url(self, path, query):
         """A V4 signed URL of the XML API (`/BUCKET/OBJECT?X-Goog-...`), which
@@ -553,7 +1046,10 @@ class ProxyHandler(Handler):
                 headers.append(("Content-Range", f"bytes {start}-{start + keep - 1}/*"))
             length = len(body)
         up = http.client.HTTPConnection(self.server.upstream[0], self.server.upstream[1], timeout=600)
-        up.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+        # The emulator answers HEAD with 501: a HEAD goes on as a GET, and only
+        # the answer's status and headers come back.
+        up.putrequest("GET" if self.command == "HEAD" else self.command, self.path, skip_host=True,
+                      skip_accept_encoding=True)
         for k, v in headers:
             up.putheader(k, v)
         if length or self.command in ("POST", "PUT", "PATCH"):
@@ -590,6 +1086,9 @@ class ProxyHandler(Handler):
             if k.lower() not in HOP_BY_HOP | {"server", "date"}:
                 self.send_header(k, v)
         self.end_headers()
+        if self.command == "HEAD":
+            up.close()
+            return
         limit = int(fault.get("keep", 0)) if mode == "cut" else None
         sent = 0
         while True:
@@ -615,7 +1114,7 @@ class ProxyHandler(Handler):
         except OSError:
             pass
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_any
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = handle_any
 
 
 class Server(ThreadingHTTPServer):

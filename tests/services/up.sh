@@ -29,9 +29,12 @@
 #   moto            moto_server (ECR GetAuthorizationToken, other AWS APIs)
 #   gcs             gcp-storage-emulator (GCS JSON API, in memory, bucket projects)
 #   gcp-auth        gcp_auth.py: an OAuth token endpoint for generated
-#                   service-account keys, a metadata-server stand-in, and a
-#                   proxy in front of gcs that refuses requests without a
-#                   current token (and injects faults on request)
+#                   service-account keys, IAM Credentials
+#                   generateAccessToken and signBlob, STS token exchange
+#                   (downscoping), a metadata-server stand-in, and a proxy in
+#                   front of gcs that refuses requests without a current
+#                   token, enforces generated tokens' scopes and downscoped
+#                   tokens' access boundaries (and injects faults on request)
 #
 # Usage: tests/services/up.sh [RUN_DIR]     (default: tests/services/.run)
 # Ports: CREDHOST_TEST_PORT_BASE (default 18500) .. +39.
@@ -558,6 +561,8 @@ wait_http gcp-auth "http://127.0.0.1:$P_GCP_TOKEN/healthz" 200 30
   kv CREDHOST_TEST_GCS_BUCKET "$GCS_BUCKET"
   kv CREDHOST_TEST_GCP_PROJECT "$GCP_PROJECT"
   kv CREDHOST_TEST_GCP_AUTH "http://127.0.0.1:$P_GCP_TOKEN"
+  kv CREDHOST_TEST_GCP_IAM_ENDPOINT "http://127.0.0.1:$P_GCP_TOKEN"
+  kv CREDHOST_TEST_GCP_STS_ENDPOINT "http://127.0.0.1:$P_GCP_TOKEN"
   kv CREDHOST_TEST_GCP_TOKEN_URI "http://127.0.0.1:$P_GCP_TOKEN/token"
   kv CREDHOST_TEST_GCP_METADATA_HOST "127.0.0.1:$P_GCP_METADATA"
   kv CREDHOST_TEST_GCP_KEY_FILE "$RUN_DIR/gcp-auth/service-account.json"
