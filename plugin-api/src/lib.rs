@@ -23,6 +23,7 @@ pub mod rules;
 mod secret;
 mod types;
 pub mod v1_0;
+pub mod v1_1;
 
 #[cfg(feature = "sdk")]
 pub mod sdk;

@@ -8,8 +8,9 @@ use abi_stable::{
 use async_ffi::FfiFuture;
 
 use crate::{
-    CheckReport, CheckRequest, CredentialEntry, CredentialsRequest, DeleteRequest, DownloadRequest, PResult,
-    PluginError, PresignRequest, Presigned, RegistryAuth, RegistryRequest, TransferResult, UploadRequest,
+    CheckReport, CheckRequest, CredentialEntry, CredentialsRequest, DeleteRequest, DownloadRequest, Grant,
+    GrantRequest, PResult, PluginError, PresignRequest, Presigned, RegistryAuth, RegistryRequest, TransferResult,
+    UploadRequest,
 };
 use abi_stable::std_types::RVec;
 
@@ -18,7 +19,7 @@ use abi_stable::std_types::RVec;
 /// Interface evolution: **add methods only at the end**, after the current last
 /// one, each with a default body answering [`crate::ErrorKind::UNSUPPORTED`];
 /// never reorder, remove or change a method. 1.0 ended with `wait_idle`;
-/// 1.1 added `presign` and `delete`. Every I/O method returns an
+/// 1.1 added `presign` and `delete`; 1.2 added `grant`. Every I/O method returns an
 /// [`FfiFuture`] that the host may poll from any executor and may drop to
 /// cancel the work.
 #[sabi_trait]
@@ -68,6 +69,20 @@ pub trait Provider: Send + Sync {
         let _ = req;
         async_ffi::FutureExt::into_ffi(async {
             abi_stable::std_types::RResult::RErr(PluginError::unsupported("deleting projects"))
+        })
+    }
+
+    // ---- interface 1.2 --------------------------------------------------
+
+    /// A build-job grant: a URL reading one project object, a registry
+    /// credential for the requested repositories, optionally storage keys
+    /// limited to that object, all expiring together, each narrowed by the
+    /// platform itself (see [`GrantRequest`]). Since 1.2; plugins built for
+    /// 1.0 and 1.1 answer "unsupported".
+    fn grant(&self, req: GrantRequest) -> FfiFuture<PResult<Grant>> {
+        let _ = req;
+        async_ffi::FutureExt::into_ffi(async {
+            abi_stable::std_types::RResult::RErr(PluginError::unsupported("build-job grants"))
         })
     }
 }

@@ -30,11 +30,15 @@ impl Capabilities {
     pub const PRESIGN: Self = Self(1 << 5);
     /// Deleting projects (interface 1.1).
     pub const DELETE: Self = Self(1 << 6);
+    /// Build-job grants (interface 1.2).
+    pub const GRANT: Self = Self(1 << 7);
 
     /// What interface 1.0 could offer: registry, upload, download, credentials, check.
     pub const V1_0: Self = Self(0b1_1111);
+    /// What interface 1.1 could offer: 1.0's, presign and delete.
+    pub const V1_1: Self = Self(0b111_1111);
     /// All of the above.
-    pub const ALL: Self = Self(0b111_1111);
+    pub const ALL: Self = Self(0b1111_1111);
 
     /// Both sets (usable in constants, unlike `|`).
     pub const fn union(self, other: Self) -> Self {
@@ -61,6 +65,7 @@ impl Capabilities {
             (Self::CHECK, "check"),
             (Self::PRESIGN, "presign"),
             (Self::DELETE, "delete"),
+            (Self::GRANT, "grant"),
         ]
         .into_iter()
         .filter(|(c, _)| self.contains(*c))
@@ -127,4 +132,4 @@ impl RootModule for PluginRoot_Ref {
 /// and what the loader checks. It is not the crate's version: additions that
 /// change no layout (helpers, constants, accessors) leave it alone; it moves
 /// to the next minor only when the interface itself grows.
-pub const API_VERSION: &str = "1.1.0";
+pub const API_VERSION: &str = "1.2.0";

@@ -9,6 +9,66 @@ pub fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// The UTC calendar fields of Unix time `t`: year, month, day, hour,
+/// minute, second (proleptic Gregorian).
+pub fn utc_fields(t: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    // Every field but the year is within its small range by construction.
+    let small = |v: i64| u32::try_from(v).unwrap_or(0);
+    (year, small(month), small(day), small(h), small(m), small(s))
+}
+
+/// Unix time `t` as RFC 3339 UTC: `2026-12-05T01:02:03Z`.
+pub fn format_rfc3339(t: i64) -> String {
+    let (y, mo, d, h, mi, s) = utc_fields(t);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// Parses an RFC 3339 time (UTC offsets and fractions accepted, as token
+/// servers and Google's APIs send them) into Unix seconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, time) = s.split_once(['T', 't', ' '])?;
+    let mut d = date.split('-');
+    let (y, m, day): (i64, i64, i64) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
+    let (clock, offset) = if let Some(stripped) = time.strip_suffix(['Z', 'z']) {
+        (stripped, 0)
+    } else {
+        let idx = time.rfind(['+', '-'])?;
+        let (c, o) = time.split_at(idx);
+        let sign = if o.starts_with('-') { -1 } else { 1 };
+        let (oh, om) = o[1..].split_once(':')?;
+        (c, sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60))
+    };
+    let clock = clock.split('.').next()?;
+    let mut c = clock.split(':');
+    let (hh, mm, ss): (i64, i64, i64) = (c.next()?.parse().ok()?, c.next()?.parse().ok()?, c.next()?.parse().ok()?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from civil date (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss - offset)
+}
+
 /// Credentials are replaced at the latest this many seconds before they expire...
 pub const MAX_REFRESH_MARGIN_SECS: i64 = 300;
 /// ...or after `(SHARE - 1) / SHARE` of their lifetime, when that is sooner.
@@ -120,6 +180,18 @@ pub fn scrub_urls(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rfc3339_round_trips() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2015-01-01T00:00:00Z"), Some(1_420_070_400));
+        assert_eq!(parse_rfc3339("2015-01-01T01:00:00.123456+01:00"), Some(1_420_070_400));
+        assert_eq!(parse_rfc3339("garbage"), None);
+        for t in [0, 951_782_400, 1_796_432_523, 4_107_542_399] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
+        }
+        assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
     #[test]
     fn urls_lose_credentials_and_queries() {
         assert_eq!(

@@ -377,3 +377,91 @@ pub struct DeleteRequest {
     /// Reserved for later options.
     pub extra: Extra,
 }
+
+// ---- interface 1.2 ------------------------------------------------------
+
+/// Ask for a build-job grant (since 1.2): what one job needs, narrowed by the
+/// platform and short-lived. A plugin never answers with more than it was
+/// asked for without saying so in the grant's [`GrantPart`]s, and refuses
+/// (kind `unsupported` or `config`, naming what is missing) what it cannot
+/// narrow, unless `allow_unscoped_registry` accepts a registry-wide token.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug)]
+pub struct GrantRequest {
+    /// The bucket of the project object (the projects bucket when empty).
+    pub bucket: RString,
+    /// The project object the job may read (validated by the host).
+    pub name: RString,
+    /// The repository the job may push to (and pull from), if any.
+    pub repository: ROption<RString>,
+    /// Repositories the job may pull from.
+    pub pull: RVec<RString>,
+    /// How long the grant works, in seconds (the host checks 900..=43200).
+    pub ttl_secs: u64,
+    /// Also hand storage credentials narrowed to the object, read-only.
+    pub with_keys: bool,
+    /// Accept a registry credential wider than the repositories asked for
+    /// when the registry cannot narrow one; the grant then says so.
+    pub allow_unscoped_registry: bool,
+    /// Who the grant is for (a job or project name, `[A-Za-z0-9_=,.@-]`,
+    /// at most 64 characters): session names, audit records.
+    pub session_name: RString,
+    /// Reserved for later options.
+    pub extra: Extra,
+}
+
+/// What one part of a grant is limited to (since 1.2).
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct GrantPart {
+    /// Which part: `project` (the URL), `registry`, `keys`.
+    pub part: RString,
+    /// How narrow it is: `object`, `repository`, `registry`, `none` (the part
+    /// is absent), or a platform word.
+    pub scope: RString,
+    /// What it allows, for people, one line without secrets
+    /// (`s3:GetObject on arn:aws:s3:::projects/app.zip`).
+    pub detail: RString,
+    /// Unix time (seconds) after which the part stops working, when known.
+    pub expires_at: ROption<i64>,
+    /// Reserved for later results.
+    pub extra: Extra,
+}
+
+/// A build-job grant (since 1.2). The host turns it into the job's entries
+/// (`PROJECT_URL`, `REGISTRY`, `REGISTRY_TOKEN`, `DOCKER_CONFIG_JSON`, ...).
+#[repr(C)]
+#[derive(StableAbi, Clone)]
+pub struct Grant {
+    /// A presigned GET of the project object, expiring with the grant;
+    /// `None` when the store has no URLs (a shared filesystem).
+    pub project_url: ROption<Secret>,
+    /// Registry credentials narrowed to the requested repositories (or
+    /// wider, when accepted and said in `parts`); `None` without a registry.
+    pub registry: ROption<RegistryAuth>,
+    /// Further entries: storage keys asked for with `with_keys`, the
+    /// region, a shared directory's path. Secrets marked.
+    pub entries: RVec<CredentialEntry>,
+    /// What each part is limited to.
+    pub parts: RVec<GrantPart>,
+    /// Unix time (seconds) after which the grant stops working: the
+    /// earliest expiry of its parts.
+    pub expires_at: i64,
+    /// Reserved for later results.
+    pub extra: Extra,
+}
+
+crate::debug_fields!(Grant { project_url, registry, entries, parts, expires_at });
+
+impl GrantPart {
+    /// A part limited to `scope`, described by `detail`.
+    pub fn new(part: &str, scope: &str, detail: impl Into<String>, expires_at: Option<i64>) -> Self {
+        Self {
+            part: part.into(),
+            scope: scope.into(),
+            detail: RString::from(detail.into()),
+            expires_at: expires_at.into(),
+            extra: Extra::new(),
+        }
+    }
+}

@@ -14,8 +14,8 @@ use credhost_plugin_api::{
 };
 
 use crate::{
-    DeleteRequest, Dest, Download, Entry, Method, Plugin, PresignRequest, Probe, Progress, Provider, RegistryRequest,
-    Source, Stored, StreamReader, Upload,
+    DeleteRequest, Dest, Download, Entry, GrantRequest, Method, Plugin, PresignRequest, Probe, Progress, Provider,
+    RegistryAuth, RegistryRequest, Source, Stored, StreamReader, Upload,
 };
 
 struct Adapter<P>(Arc<P>);
@@ -73,6 +73,10 @@ fn entry(e: Entry) -> CredentialEntry {
     CredentialEntry { key: RString::from(e.key), value: e.value, secret: e.secret }
 }
 
+fn registry_auth(a: RegistryAuth) -> credhost_plugin_api::RegistryAuth {
+    credhost_plugin_api::RegistryAuth::new(a.server, a.username, a.secret, a.expires_at).with_kind(a.kind)
+}
+
 fn probe(p: Probe) -> CheckItem {
     CheckItem { component: p.component.into(), ok: p.ok, detail: p.detail.into() }
 }
@@ -90,13 +94,7 @@ impl<P: Provider> credhost_plugin_api::Provider for Adapter<P> {
                 form: req.auth_form(),
                 extra: extra_to_map(req.extra),
             };
-            let answer = p.registry_auth(request).await?;
-            Ok(answer
-                .map(|a| {
-                    credhost_plugin_api::RegistryAuth::new(a.server, a.username, a.secret, a.expires_at)
-                        .with_kind(a.kind)
-                })
-                .into())
+            Ok(p.registry_auth(request).await?.map(registry_auth).into())
         })
     }
 
@@ -196,6 +194,38 @@ impl<P: Provider> credhost_plugin_api::Provider for Adapter<P> {
                 extra: extra_to_map(req.extra),
             };
             p.delete(request).await
+        })
+    }
+
+    fn grant(&self, req: credhost_plugin_api::GrantRequest) -> FfiFuture<PResult<credhost_plugin_api::Grant>> {
+        let p = self.0.clone();
+        spawn_guarded("grant", move || async move {
+            let request = GrantRequest {
+                bucket: req.bucket.into_string(),
+                name: req.name.into_string(),
+                repository: req.repository.into_option().map(RString::into_string),
+                pull: req.pull.into_iter().map(RString::into_string).collect(),
+                ttl: std::time::Duration::from_secs(req.ttl_secs),
+                with_keys: req.with_keys,
+                allow_unscoped_registry: req.allow_unscoped_registry,
+                session_name: req.session_name.into_string(),
+                extra: extra_to_map(req.extra),
+            };
+            let g = p.grant(request).await?;
+            Ok(credhost_plugin_api::Grant {
+                project_url: g.project_url.into(),
+                registry: g.registry.map(registry_auth).into(),
+                entries: g.entries.into_iter().map(entry).collect(),
+                parts: g
+                    .parts
+                    .into_iter()
+                    .map(|part| {
+                        credhost_plugin_api::GrantPart::new(&part.part, &part.scope, part.detail, part.expires_at)
+                    })
+                    .collect(),
+                expires_at: g.expires_at,
+                extra: Extra::new(),
+            })
         })
     }
 }

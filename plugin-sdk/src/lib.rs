@@ -43,7 +43,7 @@ use std::future::Future;
 pub use credhost_plugin_api as api;
 pub use credhost_plugin_api::{
     abi_stable,
-    rules::{check_http_url, registry_host, unix_now},
+    rules::{check_http_url, format_rfc3339, parse_rfc3339, registry_host, unix_now},
     sdk::{
         error_chain, parse_settings, secret_from_env, spawn_cleanup, Context, ProgressHandle as Progress, SinkWriter,
         SourceReader as StreamReader,
@@ -56,8 +56,8 @@ pub use tokio;
 
 pub use io::{copy, AtomicFile, Copied, DestWriter, IoContext};
 pub use types::{
-    expires_in, DeleteRequest, Dest, Download, Entry, Method, PresignRequest, Presigned, Probe, RegistryAuth,
-    RegistryRequest, Source, Stored, Upload,
+    expires_in, DeleteRequest, Dest, Download, Entry, Grant, GrantPart, GrantRequest, Method, PresignRequest,
+    Presigned, Probe, RegistryAuth, RegistryRequest, Source, Stored, Upload,
 };
 
 /// The result of every provider operation.
@@ -72,8 +72,11 @@ pub trait Plugin: Provider + Sized {
     /// The plugin's own version (usually `env!("CARGO_PKG_VERSION")`).
     const VERSION: &'static str;
     /// What the provider offers; the host refuses other operations before
-    /// calling the plugin. Leave out what you do not implement.
-    const CAPABILITIES: Capabilities = Capabilities::ALL;
+    /// calling the plugin. Leave out what you do not implement. The default
+    /// is the operations of interface 1.1 (everything but
+    /// [`Provider::grant`]): a plugin that grants says
+    /// `Capabilities::V1_1.union(Capabilities::GRANT)` (or `ALL`).
+    const CAPABILITIES: Capabilities = Capabilities::V1_1;
     /// One line describing the plugin, shown by `credhost plugins`.
     const DESCRIPTION: &'static str = "";
     /// The dotted path of the setting holding the registry an instance
@@ -172,6 +175,17 @@ pub trait Provider: Send + Sync + 'static {
     fn delete(&self, req: DeleteRequest) -> impl Future<Output = Result<()>> + Send {
         let _ = req;
         async { Err(Error::unsupported("deleting projects")) }
+    }
+
+    /// A build-job grant (interface 1.2): a URL reading `req.name`, a
+    /// registry credential for the requested repositories and, with
+    /// `req.with_keys`, storage keys limited to reading that object, each
+    /// narrowed by the platform itself and expiring after `req.ttl`. What
+    /// the platform cannot narrow is refused, naming what is missing, never
+    /// handed out wider in silence (see [`GrantRequest`]).
+    fn grant(&self, req: GrantRequest) -> impl Future<Output = Result<Grant>> + Send {
+        let _ = req;
+        async { Err(Error::unsupported("build-job grants")) }
     }
 }
 

@@ -324,3 +324,104 @@ pub struct DeleteRequest {
     /// Options this kit does not know by name.
     pub extra: HashMap<String, String>,
 }
+
+/// Ask for a build-job grant (interface 1.2): read one project object,
+/// push one repository and pull a few, for `ttl`. Answer with nothing wider
+/// than asked: what the platform cannot narrow is refused
+/// ([`Error::unsupported`](crate::Error::unsupported) or a config error
+/// naming the missing setting), unless `allow_unscoped_registry` accepts a
+/// registry-wide credential, which the grant then says in its parts.
+#[derive(Clone, Debug)]
+pub struct GrantRequest {
+    /// The bucket of the project object (the projects bucket when empty:
+    /// fill it in).
+    pub bucket: String,
+    /// The project object, validated by the host.
+    pub name: String,
+    /// The repository the job may push to and pull from.
+    pub repository: Option<String>,
+    /// Repositories the job may pull from.
+    pub pull: Vec<String>,
+    /// How long the grant works (the host checks 15 min to 12 h).
+    pub ttl: Duration,
+    /// Also hand storage credentials limited to reading the object.
+    pub with_keys: bool,
+    /// Accept a registry credential wider than the repositories asked for.
+    pub allow_unscoped_registry: bool,
+    /// Who the grant is for (a job or project name): use it as the session
+    /// name where the platform records one. `[A-Za-z0-9_=,.@-]`, at most 64
+    /// characters.
+    pub session_name: String,
+    /// Options this kit does not know by name.
+    pub extra: HashMap<String, String>,
+}
+
+impl GrantRequest {
+    /// The registry token scope the request stands for (push and pull on
+    /// the repository, pull on each pulled one), space-separated as token
+    /// servers take it; `None` when no repository was asked for.
+    pub fn registry_scope(&self) -> Option<String> {
+        let mut scopes: Vec<String> = Vec::new();
+        if let Some(r) = &self.repository {
+            scopes.push(format!("repository:{r}:pull,push"));
+        }
+        for p in &self.pull {
+            if self.repository.as_deref() != Some(p.as_str()) {
+                scopes.push(format!("repository:{p}:pull"));
+            }
+        }
+        (!scopes.is_empty()).then(|| scopes.join(" "))
+    }
+
+    /// Whether any repository was asked for.
+    pub fn wants_registry(&self) -> bool {
+        self.repository.is_some() || !self.pull.is_empty()
+    }
+
+    /// Unix time (seconds) at which a grant made now for `ttl` ends.
+    pub fn ends_at(&self) -> i64 {
+        expires_in(self.ttl)
+    }
+}
+
+/// What one part of a grant is limited to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantPart {
+    /// `project`, `registry` or `keys`.
+    pub part: String,
+    /// `object`, `repository`, `registry` (wider than asked, accepted),
+    /// `none` (absent), or a platform word.
+    pub scope: String,
+    /// What it allows, for people: one line, no secrets.
+    pub detail: String,
+    /// Unix time (seconds) after which it stops working, when known.
+    pub expires_at: Option<i64>,
+}
+
+impl GrantPart {
+    /// A part of `part` limited to `scope`.
+    pub fn new(part: &str, scope: &str, detail: impl Into<String>, expires_at: Option<i64>) -> Self {
+        Self { part: part.into(), scope: scope.into(), detail: detail.into(), expires_at }
+    }
+}
+
+/// A build-job grant. The host turns it into the job's entries
+/// (`PROJECT_URL`, `REGISTRY`, `REGISTRY_REPOSITORY`, `REGISTRY_TOKEN`,
+/// `DOCKER_CONFIG_JSON`, `CREDHOST_GRANT_EXPIRES_AT`, ...).
+#[derive(Clone, Default)]
+pub struct Grant {
+    /// A presigned GET of the project object, expiring with the grant;
+    /// `None` for stores without URLs.
+    pub project_url: Option<Secret>,
+    /// The registry credential, narrowed to the requested repositories.
+    pub registry: Option<RegistryAuth>,
+    /// Further entries (storage keys, region, a shared path).
+    pub entries: Vec<Entry>,
+    /// What each part is limited to.
+    pub parts: Vec<GrantPart>,
+    /// Unix time (seconds) after which the grant stops working (the host
+    /// takes the earliest of this and the parts' expiries).
+    pub expires_at: i64,
+}
+
+credhost_plugin_api::debug_fields!(Grant { project_url, registry, entries, parts, expires_at });

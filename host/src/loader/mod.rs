@@ -42,7 +42,7 @@ mod elf;
 mod permissions;
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
-use credhost_plugin_api::{v1_0, PluginInfo, PluginRoot_Ref};
+use credhost_plugin_api::{v1_0, v1_1, PluginInfo, PluginRoot_Ref};
 use sha2::Digest;
 
 /// Why a plugin file was refused.
@@ -133,8 +133,10 @@ pub struct Policy {
 /// A loaded plugin library, by the interface version it speaks.
 #[derive(Clone, Copy)]
 pub enum Loaded {
-    /// The current interface (1.1).
-    V1_1(PluginRoot_Ref),
+    /// The current interface (1.2).
+    V1_2(PluginRoot_Ref),
+    /// The released 1.1 interface: the newer methods answer "unsupported".
+    V1_1(v1_1::PluginRoot_Ref),
     /// The released 1.0 interface: the newer methods answer "unsupported".
     V1_0(v1_0::PluginRoot_Ref),
 }
@@ -143,6 +145,7 @@ impl Loaded {
     /// The plugin's self-description.
     pub fn info(&self) -> PluginInfo {
         match self {
+            Loaded::V1_2(root) => (root.info())(),
             Loaded::V1_1(root) => (root.info())(),
             Loaded::V1_0(root) => (root.info())(),
         }
@@ -151,6 +154,7 @@ impl Loaded {
     /// The interface minor the plugin speaks, e.g. `1.0`.
     pub fn interface(&self) -> &'static str {
         match self {
+            Loaded::V1_2(_) => "1.2",
             Loaded::V1_1(_) => "1.1",
             Loaded::V1_0(_) => "1.0",
         }
@@ -421,17 +425,18 @@ fn load_library(vetted: Vetted) -> Result<Loaded, LoadError> {
     // The current interface first. A plugin built against an older released
     // minor fails that check (its version is lower, its provider's table of
     // methods shorter): retry with the frozen types of each older minor.
-    let loaded = match header.init_root_module::<PluginRoot_Ref>() {
-        Ok(root) => Loaded::V1_1(root),
-        Err(current) => match header.init_root_module::<v1_0::PluginRoot_Ref>() {
-            Ok(root) => Loaded::V1_0(root),
-            // The older interface's own complaint, once the version matched, says more.
-            Err(older) if !matches!(older, LibraryError::IncompatibleVersionNumber { .. }) => {
-                return Err(map_library_error(&path, older))
-            }
-            Err(_) => return Err(map_library_error(&path, current)),
-        },
-    };
+    // The interface minor the library declares picks the types to check it
+    // against: the current ones, or the frozen ones of an older released
+    // minor (abi_stable checks the major version, then the layout; a
+    // plugin built for an older minor has a shorter table of methods).
+    let declared = header.version_strings();
+    let mut parts = declared.version.as_str().split('.').map(|p| p.trim().parse::<u32>().ok());
+    let loaded = match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(1), Some(0)) => header.init_root_module::<v1_0::PluginRoot_Ref>().map(Loaded::V1_0),
+        (Some(1), Some(1)) => header.init_root_module::<v1_1::PluginRoot_Ref>().map(Loaded::V1_1),
+        _ => header.init_root_module::<PluginRoot_Ref>().map(Loaded::V1_2),
+    }
+    .map_err(|e| map_library_error(&path, e))?;
     cache.insert(id, loaded);
     Ok(loaded)
 }
