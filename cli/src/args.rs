@@ -50,6 +50,8 @@ pub enum Command {
     Credentials { format: job_env::Format, show_secrets: bool, project: Option<(String, String, Duration)> },
     /// `credhost docker-config`
     DockerConfig(DockerConfig),
+    /// `credhost grant`
+    Grant { request: credhost::GrantRequest, format: job_env::Format, show_secrets: bool },
 }
 
 /// `credhost docker-config`, resolved.
@@ -110,27 +112,41 @@ pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
             Command::Download { bucket, name, dest, force, json }
         }
         flags::Command::Credentials { format, show_secrets, name, namespace, project, expires } => {
-            let format = match format {
-                CredFormat::Env => job_env::Format::Env,
-                CredFormat::Json => job_env::Format::Json,
-                CredFormat::Dotenv => job_env::Format::Dotenv,
-                CredFormat::Shell => job_env::Format::Shell,
-                CredFormat::K8sSecret => job_env::Format::K8sSecret { name, namespace },
-            };
-            // The form's own options are checked before any plugin is asked.
-            job_env::check_format(&format)?;
+            let format = job_format(format, name, namespace)?;
             let project = match project {
                 None => None,
-                Some(p) => match p.split_once('/') {
-                    Some((bucket, name)) if !bucket.is_empty() && !name.is_empty() => {
-                        Some((bucket.to_owned(), name.to_owned(), expires.unwrap_or(DEFAULT_EXPIRY)))
-                    }
-                    _ => {
-                        return Err(Error::Usage(format!("--project {p:?}: give BUCKET/NAME, e.g. projects/1234.zip")))
-                    }
-                },
+                Some(p) => {
+                    let (bucket, name) = project_arg(&p)?;
+                    Some((bucket, name, expires.unwrap_or(DEFAULT_EXPIRY)))
+                }
             };
             Command::Credentials { format, show_secrets, project }
+        }
+        flags::Command::Grant {
+            project,
+            repository,
+            pull,
+            ttl,
+            with_keys,
+            allow_unscoped_registry,
+            session_name,
+            format,
+            show_secrets,
+            name,
+            namespace,
+        } => {
+            let format = job_format(format, name, namespace)?;
+            let (bucket, name) = project_arg(&project)?;
+            let request = credhost::GrantRequest {
+                repository,
+                pull,
+                ttl: ttl.unwrap_or(credhost::DEFAULT_GRANT_TTL),
+                with_keys,
+                allow_unscoped_registry,
+                session_name,
+                ..credhost::GrantRequest::new(bucket, name)
+            };
+            Command::Grant { request, format, show_secrets }
         }
         flags::Command::DockerConfig { output, merge, static_auths, registries, force } => {
             let target = match (output, &merge) {
@@ -149,6 +165,28 @@ pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
         }
     };
     Ok((global, command))
+}
+
+/// The output form of a job's entries, its own options checked before any
+/// plugin is asked.
+fn job_format(format: CredFormat, name: String, namespace: Option<String>) -> Result<job_env::Format> {
+    let format = match format {
+        CredFormat::Env => job_env::Format::Env,
+        CredFormat::Json => job_env::Format::Json,
+        CredFormat::Dotenv => job_env::Format::Dotenv,
+        CredFormat::Shell => job_env::Format::Shell,
+        CredFormat::K8sSecret => job_env::Format::K8sSecret { name, namespace, annotations: Vec::new() },
+    };
+    job_env::check_format(&format)?;
+    Ok(format)
+}
+
+/// `--project BUCKET/NAME`.
+fn project_arg(p: &str) -> Result<(String, String)> {
+    match p.split_once('/') {
+        Some((bucket, name)) if !bucket.is_empty() && !name.is_empty() => Ok((bucket.to_owned(), name.to_owned())),
+        _ => Err(Error::Usage(format!("--project {p:?}: give BUCKET/NAME, e.g. projects/1234.zip"))),
+    }
 }
 
 /// `NAME`'s last path segment (`1234.zip` for `dir/1234.zip`), relative to

@@ -121,6 +121,35 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
             }
             Ok(exit::OK)
         }
+        Command::Grant { request, format, show_secrets } => {
+            let provider = active.take(&host).await?;
+            let grant = provider.grant(request).await?;
+            let mut format = format.clone();
+            let expires = credhost::rfc3339(credhost::unix_seconds(grant.expires_at));
+            if let job_env::Format::K8sSecret { annotations, .. } = &mut format {
+                annotations.push(("credhost.io/expires-at".into(), expires.clone()));
+            }
+            let text = zeroize::Zeroizing::new(job_env::render(&grant.entries, *show_secrets, &format)?);
+            print(&text)?;
+            if !global.quiet {
+                if grant.registry_scope == Some(credhost::RegistryScope::Registry) {
+                    eprintln!(
+                        "credhost: warning: the registry credential is not limited to the repositories asked for: it works for the whole registry (--allow-unscoped-registry)"
+                    );
+                }
+                for part in &grant.parts {
+                    eprintln!("credhost: grant {}: {} ({})", part.part, part.scope, printable(&part.detail));
+                }
+                eprintln!("credhost: the grant expires at {expires}");
+                let redacted = job_env::redacted_count(&grant.entries, *show_secrets);
+                if redacted > 0 {
+                    eprintln!(
+                        "credhost: {redacted} secret value(s) printed as {REDACTED}; add --show-secrets to print them"
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
         Command::Presign { method, bucket, name, expires, json } => {
             let provider = active.take(&host).await?;
             let signed = provider.presign(*method, bucket, name, *expires).await?;

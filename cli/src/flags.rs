@@ -126,6 +126,48 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", requires = "project", value_parser = parse_duration)]
         expires: Option<std::time::Duration>,
     },
+    /// Print what one build job needs, and nothing more: a URL reading one
+    /// project, a registry credential for one repository (and pulls), and
+    /// with --with-keys storage keys that read only that project, all
+    /// narrowed by the platform and expiring together. Secrets redacted
+    /// unless --show-secrets.
+    Grant {
+        /// The project the job reads: BUCKET/NAME.
+        #[arg(long, value_name = "BUCKET/NAME")]
+        project: String,
+        /// The repository the job pushes to (push and pull).
+        #[arg(long, value_name = "REPO")]
+        repository: Option<String>,
+        /// A repository the job may pull from (repeatable).
+        #[arg(long, value_name = "REPO")]
+        pull: Vec<String>,
+        /// How long the grant works: 15m to 12h (default 1h).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        ttl: Option<std::time::Duration>,
+        /// Add storage keys limited to reading the project (for jobs using an SDK).
+        #[arg(long)]
+        with_keys: bool,
+        /// Accept a registry-wide token where the registry cannot narrow one
+        /// to the repositories (said on stderr and in CREDHOST_GRANT_REGISTRY_SCOPE).
+        #[arg(long)]
+        allow_unscoped_registry: bool,
+        /// The session name platforms record (default: from the project name).
+        #[arg(long, value_name = "NAME")]
+        session_name: Option<String>,
+        /// env, json, dotenv, shell, or k8s-secret (expiry in the annotation
+        /// credhost.io/expires-at).
+        #[arg(long, value_enum, default_value_t = CredFormat::Env)]
+        format: CredFormat,
+        /// Print secret values instead of a redaction marker.
+        #[arg(long)]
+        show_secrets: bool,
+        /// k8s-secret: the Secret's name.
+        #[arg(long, value_name = "N", default_value = "credhost-grant")]
+        name: String,
+        /// k8s-secret: the Secret's namespace (none: kubectl's current one).
+        #[arg(long, value_name = "NS")]
+        namespace: Option<String>,
+    },
     /// Write a docker config.json whose credHelpers send the registries credhost
     /// serves to docker-credential-credhost (or, with --static, holding their
     /// current credentials).

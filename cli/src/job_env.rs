@@ -24,6 +24,8 @@ pub enum Format {
         name: String,
         /// `metadata.namespace`, when given.
         namespace: Option<String>,
+        /// `metadata.annotations`, `(key, value)`.
+        annotations: Vec<(String, String)>,
     },
 }
 
@@ -75,7 +77,7 @@ pub fn render(entries: &[CredentialEntry], show_secrets: bool, format: &Format) 
                 let _ = writeln!(out, "export {}={}", e.key, quoted.as_str());
             }
         }
-        Format::K8sSecret { name, namespace } => {
+        Format::K8sSecret { name, namespace, annotations } => {
             check_k8s_name("--name", name, 253, true)?;
             if let Some(ns) = namespace {
                 check_k8s_name("--namespace", ns, 63, false)?;
@@ -84,6 +86,12 @@ pub fn render(entries: &[CredentialEntry], show_secrets: bool, format: &Format) 
             let _ = writeln!(out, "  name: {}", yaml_quote(name));
             if let Some(ns) = namespace {
                 let _ = writeln!(out, "  namespace: {}", yaml_quote(ns));
+            }
+            if !annotations.is_empty() {
+                out.push_str("  annotations:\n");
+                for (k, v) in annotations {
+                    let _ = writeln!(out, "    {}: {}", yaml_quote(k), yaml_quote(v));
+                }
             }
             out.push_str("  labels:\n    app.kubernetes.io/managed-by: credhost\ntype: Opaque\nstringData:");
             if entries.is_empty() {
@@ -270,25 +278,33 @@ mod tests {
         assert!(render(&bad, false, &Format::Shell).is_err());
         assert!(render(&bad, false, &Format::Dotenv).is_err());
         let bad = vec![CredentialEntry::plain("a b", "v")];
-        let k8s = Format::K8sSecret { name: "s".into(), namespace: None };
+        let k8s = Format::K8sSecret { name: "s".into(), namespace: None, annotations: Vec::new() };
         assert!(render(&bad, false, &k8s).is_err());
     }
 
     #[test]
     fn k8s_secret_manifest() {
-        let f = Format::K8sSecret { name: "build-creds".into(), namespace: Some("ci".into()) };
+        let f = Format::K8sSecret {
+            name: "build-creds".into(),
+            namespace: Some("ci".into()),
+            annotations: vec![("credhost.io/expires-at".into(), "2026-12-05T01:02:03Z".into())],
+        };
         let out = render(&entries(), true, &f).unwrap();
         assert!(
             out.starts_with("apiVersion: v1\nkind: Secret\nmetadata:\n  name: \"build-creds\"\n  namespace: \"ci\"\n"),
             "{out}"
         );
         assert!(out.contains("stringData:\n  \"REGISTRY\": \"127.0.0.1:5000\"\n"), "{out}");
+        assert!(
+            out.contains("  annotations:\n    \"credhost.io/expires-at\": \"2026-12-05T01:02:03Z\"\n  labels:"),
+            "{out}"
+        );
         assert!(out.contains("  \"TOKEN\": \"a\\\"b'c\\nd $HOME `x` \\\\\"\n"), "{out}");
         for bad in ["Build", "-x", "x-", "", "a_b"] {
-            let f = Format::K8sSecret { name: bad.into(), namespace: None };
+            let f = Format::K8sSecret { name: bad.into(), namespace: None, annotations: Vec::new() };
             assert!(render(&entries(), false, &f).is_err(), "{bad:?}");
         }
-        let f = Format::K8sSecret { name: "x".into(), namespace: Some("a.b".into()) };
+        let f = Format::K8sSecret { name: "x".into(), namespace: Some("a.b".into()), annotations: Vec::new() };
         assert!(render(&entries(), false, &f).is_err());
         assert_eq!(yaml_quote("\u{7f}\u{85}é"), "\"\\u007f\\u0085é\"");
     }

@@ -14,6 +14,7 @@
 pub mod config;
 mod disk_cache;
 mod error;
+mod grant;
 mod guard;
 mod host;
 mod live;
@@ -34,6 +35,10 @@ mod types;
 pub use credhost_plugin_api as api;
 pub use disk_cache::default_dir as default_cache_dir;
 pub use error::{one_line, Error, ErrorKind, PluginFailure, Result};
+pub use grant::{
+    rfc3339, validate_repository, Grant, GrantPart, GrantRequest, RegistryScope, DEFAULT_GRANT_TTL, MAX_GRANT_TTL,
+    MIN_GRANT_TTL,
+};
 pub use host::{Host, PluginStatus};
 pub use live::{LiveHost, SwitchStatus, WatchOptions};
 pub use provider::{DownloadOptions, Progress, ProviderHandle, UploadOptions, MAX_PRESIGN_SECS};

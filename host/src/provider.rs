@@ -15,7 +15,7 @@ use abi_stable::{
     std_types::{ROption, RResult, RVec},
 };
 use credhost_plugin_api::{
-    v1_0, ByteSource_TO, CheckRequest, CredentialsRequest, DeleteRequest, DownloadDest, DownloadRequest,
+    v1_0, v1_1, ByteSource_TO, CheckRequest, CredentialsRequest, DeleteRequest, DownloadDest, DownloadRequest,
     ErrorKind as PluginKind, Extra, FfiFuture, PResult, PluginError, PresignRequest, ProviderBox, RegistryRequest,
     UploadRequest, UploadSource,
 };
@@ -77,51 +77,47 @@ pub struct ProviderHandle {
 /// A plugin's provider, by the interface version the plugin speaks.
 pub(crate) enum AnyProvider {
     /// The current interface.
-    V1_1(ProviderBox),
+    V1_2(ProviderBox),
+    /// The released 1.1 interface.
+    V1_1(v1_1::ProviderBox),
     /// The released 1.0 interface.
     V1_0(v1_0::ProviderBox),
 }
 
+/// Calls the method every interface version has, whichever the plugin speaks.
+macro_rules! on_every {
+    ($self:ident, $p:ident => $call:expr) => {
+        match $self {
+            AnyProvider::V1_2($p) => $call,
+            AnyProvider::V1_1($p) => $call,
+            AnyProvider::V1_0($p) => $call,
+        }
+    };
+}
+
 impl AnyProvider {
     fn registry_auth(&self, req: RegistryRequest) -> FfiFuture<PResult<ROption<credhost_plugin_api::RegistryAuth>>> {
-        match self {
-            AnyProvider::V1_1(p) => p.registry_auth(req),
-            AnyProvider::V1_0(p) => p.registry_auth(req),
-        }
+        on_every!(self, p => p.registry_auth(req))
     }
     fn upload(&self, req: UploadRequest) -> FfiFuture<PResult<credhost_plugin_api::TransferResult>> {
-        match self {
-            AnyProvider::V1_1(p) => p.upload(req),
-            AnyProvider::V1_0(p) => p.upload(req),
-        }
+        on_every!(self, p => p.upload(req))
     }
     fn download(&self, req: DownloadRequest) -> FfiFuture<PResult<credhost_plugin_api::TransferResult>> {
-        match self {
-            AnyProvider::V1_1(p) => p.download(req),
-            AnyProvider::V1_0(p) => p.download(req),
-        }
+        on_every!(self, p => p.download(req))
     }
     fn credentials(&self, req: CredentialsRequest) -> FfiFuture<PResult<RVec<credhost_plugin_api::CredentialEntry>>> {
-        match self {
-            AnyProvider::V1_1(p) => p.credentials(req),
-            AnyProvider::V1_0(p) => p.credentials(req),
-        }
+        on_every!(self, p => p.credentials(req))
     }
     fn check(&self, req: CheckRequest) -> FfiFuture<PResult<credhost_plugin_api::CheckReport>> {
-        match self {
-            AnyProvider::V1_1(p) => p.check(req),
-            AnyProvider::V1_0(p) => p.check(req),
-        }
+        on_every!(self, p => p.check(req))
     }
     fn wait_idle(&self) -> FfiFuture<PResult<()>> {
-        match self {
-            AnyProvider::V1_1(p) => p.wait_idle(),
-            AnyProvider::V1_0(p) => p.wait_idle(),
-        }
+        on_every!(self, p => p.wait_idle())
     }
     /// `None` for a plugin that predates the method.
     fn presign(&self, req: PresignRequest) -> Option<FfiFuture<PResult<credhost_plugin_api::Presigned>>> {
         match self {
+            AnyProvider::V1_2(p) => Some(p.presign(req)),
             AnyProvider::V1_1(p) => Some(p.presign(req)),
             AnyProvider::V1_0(_) => None,
         }
@@ -129,8 +125,16 @@ impl AnyProvider {
     /// `None` for a plugin that predates the method.
     fn delete(&self, req: DeleteRequest) -> Option<FfiFuture<PResult<()>>> {
         match self {
+            AnyProvider::V1_2(p) => Some(p.delete(req)),
             AnyProvider::V1_1(p) => Some(p.delete(req)),
             AnyProvider::V1_0(_) => None,
+        }
+    }
+    /// `None` for a plugin that predates the method.
+    fn grant(&self, req: credhost_plugin_api::GrantRequest) -> Option<FfiFuture<PResult<credhost_plugin_api::Grant>>> {
+        match self {
+            AnyProvider::V1_2(p) => Some(p.grant(req)),
+            AnyProvider::V1_1(_) | AnyProvider::V1_0(_) => None,
         }
     }
 }
@@ -487,6 +491,22 @@ impl ProviderHandle {
         let req = DeleteRequest { bucket: bucket.into(), name: name.into(), extra: Extra::new() };
         let Some(fut) = self.inner.provider.delete(req) else { return Err(self.too_old(Operation::Delete)) };
         self.call(Operation::Delete, fut, None).await
+    }
+
+    /// A build-job grant: a URL reading `req.bucket`/`req.name`, a
+    /// registry credential for the requested repositories and, with
+    /// `req.with_keys`, storage keys limited to reading that object, each
+    /// narrowed by the platform and expiring after `req.ttl`. Everything is
+    /// checked before anything is issued; a part the platform cannot narrow
+    /// is refused (kind [`crate::ErrorKind::InvalidInput`] or
+    /// [`crate::ErrorKind::Config`], naming what is missing), never handed
+    /// out wider unless `req.allow_unscoped_registry` accepts it.
+    pub async fn grant(&self, req: &crate::GrantRequest) -> Result<crate::Grant> {
+        self.require(Operation::Grant)?;
+        req.validate()?;
+        let Some(fut) = self.inner.provider.grant(req.to_api()) else { return Err(self.too_old(Operation::Grant)) };
+        let granted = self.call(Operation::Grant, fut, None).await?;
+        crate::Grant::from_api(req, &granted, &self.inner.instance)
     }
 
     fn too_old(&self, op: Operation) -> Error {

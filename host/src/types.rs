@@ -341,11 +341,13 @@ pub enum Operation {
     Presign,
     /// Deleting a project (interface 1.1).
     Delete,
+    /// Build-job grants (interface 1.2).
+    Grant,
 }
 
 impl Operation {
     /// Every operation, in the order plugins list them.
-    pub const ALL: [Operation; 7] = [
+    pub const ALL: [Operation; 8] = [
         Operation::Registry,
         Operation::Upload,
         Operation::Download,
@@ -353,6 +355,7 @@ impl Operation {
         Operation::Check,
         Operation::Presign,
         Operation::Delete,
+        Operation::Grant,
     ];
 
     /// The short name `credhost plugins` shows: `registry`, `upload`, ...
@@ -365,6 +368,7 @@ impl Operation {
             Operation::Check => "check",
             Operation::Presign => "presign",
             Operation::Delete => "delete",
+            Operation::Grant => "grant",
         }
     }
 
@@ -378,6 +382,7 @@ impl Operation {
             Operation::Check => "check",
             Operation::Presign => "presigned URLs",
             Operation::Delete => "delete",
+            Operation::Grant => "build-job grants",
         }
     }
 
@@ -385,6 +390,7 @@ impl Operation {
     pub fn since(self) -> &'static str {
         match self {
             Operation::Presign | Operation::Delete => "1.1",
+            Operation::Grant => "1.2",
             _ => "1.0",
         }
     }
@@ -398,6 +404,7 @@ impl Operation {
             Operation::Check => api::Capabilities::CHECK,
             Operation::Presign => api::Capabilities::PRESIGN,
             Operation::Delete => api::Capabilities::DELETE,
+            Operation::Grant => api::Capabilities::GRANT,
         }
     }
 }

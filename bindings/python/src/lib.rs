@@ -599,6 +599,40 @@ impl Core {
         to_py(py, &signed)
     }
 
+    /// A build-job grant: a dict with `entries` (dicts `key`, `value`,
+    /// `secret`), `expires_at`, `registry_scope` and `parts`.
+    #[pyo3(signature = (bucket, name, repository=None, pull=Vec::new(), ttl=3600.0, with_keys=false, allow_unscoped_registry=false, session_name=None, cancel=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn grant(
+        &self,
+        py: Python<'_>,
+        bucket: String,
+        name: String,
+        repository: Option<String>,
+        pull: Vec<String>,
+        ttl: f64,
+        with_keys: bool,
+        allow_unscoped_registry: bool,
+        session_name: Option<String>,
+        cancel: Option<PyRef<'_, CancelToken>>,
+    ) -> PyResult<Py<PyAny>> {
+        let ttl = Duration::try_from_secs_f64(ttl).map_err(|_| {
+            errors::raise(py, "InvalidInput", "invalid_input", "ttl must be a positive number of seconds", false)
+        })?;
+        let request = credhost::GrantRequest {
+            repository,
+            pull,
+            ttl,
+            with_keys,
+            allow_unscoped_registry,
+            session_name,
+            ..credhost::GrantRequest::new(bucket, name)
+        };
+        let grant =
+            self.run(py, "grant", cancel.as_deref(), |b| async move { Ok(b.provider().grant(&request).await?) })?;
+        to_py(py, &grant)
+    }
+
     /// Deletes `bucket`/`name` (succeeds when it does not exist).
     #[pyo3(signature = (bucket, name, cancel=None))]
     fn delete(

@@ -7,13 +7,15 @@ import datetime
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from . import _credhost
 from ._errors import CheckFailed, InvalidInput
 from ._types import (
     CheckItem,
     CheckReport,
+    Grant,
+    GrantPart,
     PluginStatus,
     Presigned,
     RegistryAuth,
@@ -177,6 +179,40 @@ class _Client:
             result["PROJECT_URL"] = self._presign("GET", bucket_name, project_name, expires, cancel).url
         return result
 
+    def _grant(
+        self,
+        project: Union[str, Tuple[str, str]],
+        repository: Optional[str],
+        pull: Iterable[str],
+        ttl: Expires,
+        with_keys: bool,
+        allow_unscoped_registry: bool,
+        session_name: Optional[str],
+        cancel: _Token,
+    ) -> Grant:
+        if isinstance(project, str):
+            bucket_name, sep, project_name = project.partition("/")
+            if not sep or not bucket_name or not project_name:
+                raise InvalidInput(f"project {project!r}: give 'BUCKET/NAME' or (bucket, name)")
+        else:
+            bucket_name, project_name = project
+        if isinstance(pull, str):
+            raise TypeError("pull must be a list of repository names, not one string")
+        got = self._core.grant(
+            bucket_name,
+            project_name,
+            repository,
+            list(pull),
+            _seconds(ttl),
+            with_keys,
+            allow_unscoped_registry,
+            session_name,
+            cancel,
+        )
+        entries = {e["key"]: Secret(e["value"]) if e["secret"] else e["value"] for e in got["entries"]}
+        parts = tuple(GrantPart(**p) for p in got["parts"])
+        return Grant(entries, got["expires_at"], got["registry_scope"], parts)
+
     def _check(self, raise_on_failure: bool, cancel: _Token) -> CheckReport:
         report = CheckReport(tuple(CheckItem(**item) for item in self._core.check(cancel)["items"]))
         if raise_on_failure and not report.ok:
@@ -322,6 +358,30 @@ class Credentials(_Client):
         :class:`Secret`. ``project=(bucket_name, project_name)`` adds
         ``PROJECT_URL``, a presigned URL reading that project for ``expires``."""
         return self._get_credentials(project, expires, None)
+
+    def grant(
+        self,
+        project: Union[str, Tuple[str, str]],
+        repository: Optional[str] = None,
+        pull: Iterable[str] = (),
+        ttl: Expires = 3600,
+        with_keys: bool = False,
+        *,
+        allow_unscoped_registry: bool = False,
+        session_name: Optional[str] = None,
+    ) -> Grant:
+        """What one build job needs and nothing more (``credhost grant``): a
+        URL reading ``project`` (``'BUCKET/NAME'`` or ``(bucket, name)``), a
+        registry credential pushing ``repository`` and pulling each of
+        ``pull``, and with ``with_keys`` storage keys that only read the
+        project; each narrowed by the platform, all expiring after ``ttl``
+        (seconds or a ``timedelta``, 15 minutes to 12 hours). A part the
+        platform cannot narrow raises :class:`InvalidInput` or
+        :class:`ConfigError` naming what is missing, unless
+        ``allow_unscoped_registry`` accepts a registry-wide credential."""
+        return self._grant(
+            project, repository, pull, ttl, with_keys, allow_unscoped_registry, session_name, None
+        )
 
     def check(self, *, raise_on_failure: bool = True) -> CheckReport:
         """Probes storage (the bucket is there) and registry (reachable,

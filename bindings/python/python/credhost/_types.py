@@ -11,6 +11,8 @@ __all__ = [
     "TransferResult",
     "RegistryAuth",
     "Presigned",
+    "Grant",
+    "GrantPart",
     "CheckItem",
     "CheckReport",
     "PluginStatus",
@@ -91,6 +93,37 @@ class Presigned:
     """Headers a client must send with it."""
     expires_at: int
     """Unix time (seconds) after which the URL stops working."""
+
+
+@dataclass(frozen=True)
+class GrantPart:
+    """What one part of a :class:`Grant` is limited to."""
+
+    part: str
+    """``project``, ``registry`` or ``keys``."""
+    scope: str
+    """``object``, ``repository``, ``account``, ``registry``, ``none``, or a platform word."""
+    detail: str
+    """What it allows, one line."""
+    expires_at: Optional[int]
+    """Unix time (seconds) after which it stops working, when known."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one build job is granted (``Credentials.grant``): its entries
+    (``PROJECT_URL``, ``REGISTRY``, ``REGISTRY_TOKEN``, ``DOCKER_CONFIG_JSON``,
+    ``CREDHOST_GRANT_EXPIRES_AT``, ...; secrets are :class:`Secret`), when it
+    stops working, and what each part is limited to."""
+
+    entries: Dict[str, str]
+    """The job's environment entries."""
+    expires_at: int
+    """Unix time (seconds) after which the grant stops working."""
+    registry_scope: Optional[str]
+    """``repository``, ``account`` or ``registry`` (accepted wider); ``None`` without a registry credential."""
+    parts: Tuple[GrantPart, ...]
+    """What each part is limited to."""
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar, Union
 
 from . import _client, _credhost
-from ._types import CheckReport, PluginStatus, Presigned, RegistryAuth, Secret, SwitchStatus, TransferResult
+from ._types import CheckReport, Grant, PluginStatus, Presigned, RegistryAuth, Secret, SwitchStatus, TransferResult
 
 __all__ = ["Credentials", "LiveCredentials"]
 
@@ -125,6 +125,22 @@ class Credentials:
     ) -> Dict[str, str]:
         """See :meth:`credhost.Credentials.get_credentials`."""
         return await _call(self._sync._get_credentials, project, expires)
+
+    async def grant(
+        self,
+        project: Union[str, Tuple[str, str]],
+        repository: Optional[str] = None,
+        pull: Iterable[str] = (),
+        ttl: _client.Expires = 3600,
+        with_keys: bool = False,
+        *,
+        allow_unscoped_registry: bool = False,
+        session_name: Optional[str] = None,
+    ) -> Grant:
+        """See :meth:`credhost.Credentials.grant`."""
+        return await _call(
+            self._sync._grant, project, repository, pull, ttl, with_keys, allow_unscoped_registry, session_name
+        )
 
     async def check(self, *, raise_on_failure: bool = True) -> CheckReport:
         """See :meth:`credhost.Credentials.check`."""
