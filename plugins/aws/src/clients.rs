@@ -33,6 +33,8 @@ pub struct Clients {
     pub ecr: aws_sdk_ecr::Client,
     /// S3, tuned for cheap integrity checks.
     pub s3: aws_sdk_s3::Client,
+    /// ECR's endpoint override.
+    ecr_endpoint_url: Option<String>,
 }
 
 impl Clients {
@@ -43,6 +45,7 @@ impl Clients {
             ("endpoint_url", &s.endpoint_url),
             ("s3_endpoint_url", &s.s3_endpoint_url),
             ("ecr_endpoint_url", &s.ecr_endpoint_url),
+            ("sts_endpoint_url", &s.sts_endpoint_url),
         ] {
             if let Some(u) = url {
                 check_http_url(u).map_err(|why| PluginError::config(key, why))?;
@@ -89,11 +92,28 @@ impl Clients {
         if let Some(url) = &s.s3_endpoint_url {
             s3 = s3.endpoint_url(url);
         }
+        if let Some(role) = &s.job_role_arn {
+            if !role.starts_with("arn:") {
+                return Err(PluginError::config("job_role_arn", format!("{role:?} is not an ARN")));
+            }
+        }
         Ok(Self {
+            ecr_endpoint_url: s.ecr_endpoint_url.clone(),
             ecr: aws_sdk_ecr::Client::from_conf(ecr.build()),
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
             sdk,
         })
+    }
+
+    /// An ECR client acting with a session's keys.
+    pub fn ecr_as(&self, credentials: Credentials) -> aws_sdk_ecr::Client {
+        let mut ecr = aws_sdk_ecr::config::Builder::from(&self.sdk)
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .interceptor(SensitiveAnswers);
+        if let Some(url) = &self.ecr_endpoint_url {
+            ecr = ecr.endpoint_url(url);
+        }
+        aws_sdk_ecr::Client::from_conf(ecr.build())
     }
 
     /// The chain's current credentials.

@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod error;
+pub mod grant;
 pub mod provider;
 pub mod registry;
 pub mod settings;

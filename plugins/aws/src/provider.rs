@@ -1,8 +1,9 @@
 //! The provider: ECR for the registry, S3 for the projects bucket.
 
 use credhost_plugin_sdk::{
-    parse_settings, registry_host, Context, DeleteRequest, Download, Entry, Error, ErrorKind, Plugin, PresignRequest,
-    Presigned, Probe, Provider, RegistryAuth, RegistryRequest, Result, Secret, Stored, Upload,
+    parse_settings, registry_host, Capabilities, Context, DeleteRequest, Download, Entry, Error, ErrorKind, Grant,
+    GrantRequest, Plugin, PresignRequest, Presigned, Probe, Provider, RegistryAuth, RegistryRequest, Result, Secret,
+    Stored, Upload,
 };
 use credhost_s3_transfer::store::S3Bucket;
 
@@ -10,13 +11,17 @@ use crate::{clients::Clients, registry, settings::Settings, store};
 
 /// The provider of one instance.
 pub struct AwsProvider {
-    clients: Clients,
-    registry: String,
-    registry_ids: Vec<String>,
-    region: String,
-    store: S3Bucket,
+    pub(crate) clients: Clients,
+    pub(crate) registry: String,
+    pub(crate) registry_ids: Vec<String>,
+    pub(crate) region: String,
+    pub(crate) store: S3Bucket,
     endpoint_url: Option<String>,
     s3_endpoint_url: Option<String>,
+    sts_endpoint_url: Option<String>,
+    pub(crate) force_path_style: bool,
+    pub(crate) job_role_arn: Option<String>,
+    pub(crate) job_external_id: Option<String>,
 }
 
 impl Plugin for AwsProvider {
@@ -24,6 +29,7 @@ impl Plugin for AwsProvider {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "ECR registry tokens and S3 storage, credentials from aws-config's chain";
     const REGISTRY_SETTING: Option<&'static str> = Some("registry");
+    const CAPABILITIES: Capabilities = Capabilities::ALL;
     // The default credential chain reads these without any setting naming
     // them: keys, profiles, web identity, container and instance metadata,
     // and the files under the home directory.
@@ -46,12 +52,26 @@ impl Plugin for AwsProvider {
             store,
             endpoint_url: s.endpoint_url,
             s3_endpoint_url: s.s3_endpoint_url,
+            sts_endpoint_url: s.sts_endpoint_url,
+            force_path_style: s.force_path_style,
+            job_role_arn: s.job_role_arn,
+            job_external_id: s.job_external_id,
             clients,
         })
     }
 }
 
 impl AwsProvider {
+    /// Where STS answers, when not AWS's own endpoint.
+    pub(crate) fn sts_endpoint(&self) -> Option<&str> {
+        self.sts_endpoint_url.as_deref().or(self.endpoint_url.as_deref())
+    }
+
+    /// Where S3 answers, when not AWS's own endpoint.
+    pub(crate) fn s3_endpoint(&self) -> Option<&str> {
+        self.s3_endpoint_url.as_deref().or(self.endpoint_url.as_deref())
+    }
+
     async fn token(&self) -> Result<RegistryAuth> {
         registry::registry_auth(&self.clients.ecr, &self.registry_ids, &self.registry).await
     }
@@ -116,5 +136,9 @@ impl Provider for AwsProvider {
 
     async fn delete(&self, req: DeleteRequest) -> Result<()> {
         self.store.delete(req).await
+    }
+
+    async fn grant(&self, req: GrantRequest) -> Result<Grant> {
+        self.grant_job(req).await
     }
 }

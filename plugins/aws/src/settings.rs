@@ -29,6 +29,14 @@ pub struct Settings {
     pub s3_endpoint_url: Option<String>,
     /// Endpoint override for ECR only.
     pub ecr_endpoint_url: Option<String>,
+    /// Endpoint override for STS only (build-job grants).
+    pub sts_endpoint_url: Option<String>,
+    /// The role build-job grants assume (`credhost grant`): each grant is a
+    /// session of it, cut down by a session policy to one object and the
+    /// requested repositories. Its own policies bound what any grant can get.
+    pub job_role_arn: Option<String>,
+    /// The external id the job role's trust policy asks for, if any.
+    pub job_external_id: Option<String>,
     /// Path-style S3 addressing (for S3-compatible endpoints).
     #[serde(default)]
     pub force_path_style: bool,

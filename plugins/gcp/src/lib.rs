@@ -23,6 +23,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod grant;
 pub mod provider;
 pub mod registry;
 pub mod retry;

@@ -4,8 +4,8 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use credhost_plugin_sdk::{
-    parse_settings, Context, DeleteRequest, Download, Entry, Error as PluginError, Method, Plugin, PresignRequest,
-    Presigned, Probe, Provider, RegistryAuth, RegistryRequest, Stored, Upload,
+    parse_settings, Capabilities, Context, DeleteRequest, Download, Entry, Error as PluginError, Grant, GrantRequest,
+    Method, Plugin, PresignRequest, Presigned, Probe, Provider, RegistryAuth, RegistryRequest, Stored, Upload,
 };
 
 use crate::{
@@ -18,12 +18,15 @@ use crate::{
 
 /// The provider.
 pub struct GcpProvider {
-    project_id: String,
+    pub(crate) project_id: String,
     location: String,
-    registry: String,
-    bucket: String,
-    gcs: Arc<Gcs>,
-    iam: reqwest::Url,
+    pub(crate) registry: String,
+    pub(crate) bucket: String,
+    pub(crate) gcs: Arc<Gcs>,
+    pub(crate) iam: reqwest::Url,
+    pub(crate) sts: reqwest::Url,
+    pub(crate) job_service_account: Option<String>,
+    pub(crate) job_token_max_lifetime: u64,
     chunk: usize,
 }
 
@@ -60,7 +63,11 @@ impl GcpProvider {
         tracing::debug!("credentials: {}", tokens.source().describe());
         let gcs = Arc::new(Gcs::new(settings.storage_base()?, http, tokens));
         let iam = settings.iam_base()?;
+        let sts = settings.sts_base()?;
         Ok(Self {
+            sts,
+            job_service_account: settings.job_service_account,
+            job_token_max_lifetime: settings.job_token_max_lifetime.unwrap_or(crate::grant::DEFAULT_MAX_TOKEN_LIFETIME),
             project_id: settings.project_id,
             location: settings.location,
             registry: settings.registry,
@@ -89,6 +96,7 @@ impl Plugin for GcpProvider {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Artifact Registry / GCR tokens and GCS storage";
     const REGISTRY_SETTING: Option<&'static str> = Some("registry");
+    const CAPABILITIES: Capabilities = Capabilities::ALL;
     // Application Default Credentials, gcloud's configuration and the
     // metadata server are found through these, without a setting naming them.
     const IDENTITY_ENV: &'static [&'static str] =
@@ -158,5 +166,9 @@ impl Provider for GcpProvider {
 
     async fn delete(&self, req: DeleteRequest) -> Result<(), PluginError> {
         self.gcs.delete(&req.bucket, &req.name, None).await
+    }
+
+    async fn grant(&self, req: GrantRequest) -> Result<Grant, PluginError> {
+        self.grant_job(req).await
     }
 }

@@ -22,6 +22,15 @@ pub struct Settings {
     /// Base URL of the IAM Credentials API, which signs URLs for accounts
     /// whose key the plugin does not hold; absent: Google's.
     pub iam_endpoint: Option<String>,
+    /// Base URL of the Security Token Service (downscoped tokens for
+    /// grants with keys); absent: Google's.
+    pub sts_endpoint: Option<String>,
+    /// The service account build-job grants hand tokens of (`credhost
+    /// grant`); bind it only what a job may do.
+    pub job_service_account: Option<String>,
+    /// The longest token IAM Credentials issues here, in seconds (3600
+    /// unless an organization policy allows up to 43200).
+    pub job_token_max_lifetime: Option<u64>,
 }
 
 /// `credentials = ...`: one pinned source.
@@ -41,6 +50,8 @@ pub enum CredentialsSetting {
 
 /// Google's storage endpoint.
 pub const DEFAULT_STORAGE_ENDPOINT: &str = "https://storage.googleapis.com";
+/// Google's Security Token Service endpoint.
+pub const DEFAULT_STS_ENDPOINT: &str = "https://sts.googleapis.com";
 /// Google's IAM Credentials endpoint.
 pub const DEFAULT_IAM_ENDPOINT: &str = "https://iamcredentials.googleapis.com";
 
@@ -55,6 +66,23 @@ impl Settings {
             storage_url(ep)?;
         }
         self.iam_base()?;
+        self.sts_base()?;
+        if let Some(a) = &self.job_service_account {
+            if !a.contains('@') || a.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+                return Err(PluginError::config(
+                    "job_service_account",
+                    format!("`job_service_account` = {a:?} is not a service account email"),
+                ));
+            }
+        }
+        if let Some(l) = self.job_token_max_lifetime {
+            if !(900..=43_200).contains(&l) {
+                return Err(PluginError::config(
+                    "job_token_max_lifetime",
+                    "`job_token_max_lifetime` is seconds from 900 to 43200",
+                ));
+            }
+        }
         match &self.credentials {
             Some(CredentialsSetting::ServiceAccountFile(p)) => non_empty("credentials.service_account_file", p),
             Some(CredentialsSetting::ServiceAccountJsonEnv(v)) => non_empty("credentials.service_account_json_env", v),
@@ -69,6 +97,15 @@ impl Settings {
             .map_err(|why| PluginError::config("iam_endpoint", format!("`iam_endpoint`: {why}")))?;
         reqwest::Url::parse(endpoint)
             .map_err(|e| PluginError::config("iam_endpoint", format!("`iam_endpoint` is not a URL: {e}")))
+    }
+
+    /// The Security Token Service base URL.
+    pub fn sts_base(&self) -> Result<reqwest::Url, PluginError> {
+        let endpoint = self.sts_endpoint.as_deref().unwrap_or(DEFAULT_STS_ENDPOINT);
+        credhost_plugin_sdk::check_http_url(endpoint)
+            .map_err(|why| PluginError::config("sts_endpoint", format!("`sts_endpoint`: {why}")))?;
+        reqwest::Url::parse(endpoint)
+            .map_err(|e| PluginError::config("sts_endpoint", format!("`sts_endpoint` is not a URL: {e}")))
     }
 
     /// The storage base URL, without a trailing slash.

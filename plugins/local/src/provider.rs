@@ -1,8 +1,8 @@
 //! The provider: the registry and the store its settings describe.
 
 use credhost_plugin_sdk::{
-    parse_settings, Context, DeleteRequest, Download, Entry, Error, ErrorKind, Plugin, PresignRequest, Presigned,
-    Probe, Provider, RegistryAuth, RegistryRequest, Result, Stored, Upload,
+    parse_settings, Capabilities, Context, DeleteRequest, Download, Entry, Error, ErrorKind, Grant, GrantRequest,
+    Plugin, PresignRequest, Presigned, Probe, Provider, RegistryAuth, RegistryRequest, Result, Stored, Upload,
 };
 
 use crate::{registry::Registry, settings::Settings, store::Store};
@@ -17,6 +17,7 @@ impl Plugin for LocalProvider {
     const NAME: &'static str = "local";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "a self-hosted registry and a directory or S3-compatible store";
+    const CAPABILITIES: Capabilities = Capabilities::ALL;
     const REGISTRY_SETTING: Option<&'static str> = Some("registry.url");
     const IDENTITY_ENV_SETTINGS: &'static [&'static str] = &[
         "registry.username_env",
@@ -75,5 +76,17 @@ impl Provider for LocalProvider {
 
     async fn delete(&self, req: DeleteRequest) -> Result<()> {
         self.store.delete(req).await
+    }
+
+    async fn grant(&self, mut req: GrantRequest) -> Result<Grant> {
+        if req.bucket.is_empty() {
+            req.bucket = self.store.bucket().to_owned();
+        }
+        let mut grant = Grant { expires_at: req.ends_at(), ..Grant::default() };
+        // The registry first: a registry that cannot narrow refuses before
+        // any storage session is made.
+        self.registry.grant(&req, &mut grant).await?;
+        self.store.grant(&req, &mut grant).await?;
+        Ok(grant)
     }
 }

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use credhost_plugin_sdk::{
-    check_http_url, error_chain, expires_in, registry_host, secret_from_env, unix_now, AuthForm, Error as PluginError,
-    ErrorKind, Probe, RegistryAuth, Secret,
+    check_http_url, error_chain, expires_in, parse_rfc3339, registry_host, secret_from_env, unix_now, AuthForm, Entry,
+    Error as PluginError, ErrorKind, Grant, GrantPart, GrantRequest, Probe, RegistryAuth, Secret,
 };
 use reqwest::{
     header::{RETRY_AFTER, WWW_AUTHENTICATE},
@@ -164,6 +164,62 @@ impl Registry {
         }
     }
 
+    /// The registry part of a build-job grant. Token auth narrows: a bearer
+    /// token for exactly the requested repositories (push and pull on one,
+    /// pull on the others), never the password. Basic auth has one password
+    /// for every repository: handed out only when the request accepts a
+    /// registry-wide credential. An open registry needs nothing.
+    pub async fn grant(&self, req: &GrantRequest, grant: &mut Grant) -> Result<(), PluginError> {
+        let Some(scope) = req.registry_scope() else { return Ok(()) };
+        let which = scope.replace("repository:", "").replace(' ', ", ");
+        match (self.mode, &self.username, &self.password) {
+            (AuthMode::Token, Some(_), Some(_)) => {
+                let auth = self.auth(Some(&scope), AuthForm::Any).await?.ok_or_else(|| {
+                    PluginError::new(ErrorKind::OTHER, format!("registry {} issued no token", self.host))
+                })?;
+                grant.parts.push(GrantPart::new(
+                    "registry",
+                    "repository",
+                    format!("a bearer token of {}'s token server for {which}", self.host),
+                    auth.expires_at,
+                ));
+                grant.registry = Some(auth);
+            }
+            (AuthMode::Basic, Some(user), Some(pass)) => {
+                if !req.allow_unscoped_registry {
+                    return Err(PluginError::new(
+                        ErrorKind::INVALID_INPUT,
+                        format!(
+                            "registry {} uses basic auth: its one password works for every repository, so no credential limited to {which} exists (token auth can narrow); pass --allow-unscoped-registry to hand out the registry-wide password",
+                            self.host
+                        ),
+                    ));
+                }
+                let auth = self
+                    .auth(None, AuthForm::Basic)
+                    .await?
+                    .unwrap_or_else(|| RegistryAuth::basic(&self.host, user.as_str(), pass.clone()));
+                grant.parts.push(GrantPart::new(
+                    "registry",
+                    "registry",
+                    format!("the password of user `{user}`: every repository of {}, with no expiry", self.host),
+                    None,
+                ));
+                grant.registry = Some(auth);
+            }
+            _ => {
+                grant.entries.push(Entry::plain("REGISTRY", &self.host));
+                grant.parts.push(GrantPart::new(
+                    "registry",
+                    "none",
+                    format!("registry {} is open: no credential is needed or handed out", self.host),
+                    None,
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// `GET /v2/` without credentials; the Bearer challenge if the registry sent one.
     async fn challenge(&self) -> Result<Option<Challenge>, PluginError> {
         let what = format!("registry {}", self.host);
@@ -252,7 +308,8 @@ impl Registry {
             if let Some(service) = &c.service {
                 q.append_pair("service", service);
             }
-            if let Some(scope) = scope.or(c.scope.as_deref()) {
+            // Several scopes go as several parameters, as token servers take them.
+            for scope in scope.or(c.scope.as_deref()).unwrap_or_default().split_whitespace() {
                 q.append_pair("scope", scope);
             }
         }
@@ -466,39 +523,6 @@ pub fn parse_bearer_challenge(header: &str) -> Option<Challenge> {
     Some(Challenge { realm: realm?, service, scope })
 }
 
-/// Parses the RFC 3339 times token servers send as `issued_at` (UTC offsets
-/// and fractions accepted) into Unix seconds.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (date, time) = s.split_once(['T', 't', ' '])?;
-    let mut d = date.split('-');
-    let (y, m, day): (i64, i64, i64) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
-    let (clock, offset) = if let Some(stripped) = time.strip_suffix(['Z', 'z']) {
-        (stripped, 0)
-    } else {
-        let idx = time.rfind(['+', '-'])?;
-        let (c, o) = time.split_at(idx);
-        let sign = if o.starts_with('-') { -1 } else { 1 };
-        let (oh, om) = o[1..].split_once(':')?;
-        (c, sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60))
-    };
-    let clock = clock.split('.').next()?;
-    let mut c = clock.split(':');
-    let (hh, mm, ss): (i64, i64, i64) = (c.next()?.parse().ok()?, c.next()?.parse().ok()?, c.next()?.parse().ok()?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
-    }
-    // Days from civil date (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss - offset)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,13 +563,5 @@ mod tests {
         for s in [200, 400, 401, 403, 404, 501] {
             assert!(!is_transient_status(StatusCode::from_u16(s).unwrap()), "{s}");
         }
-    }
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2015-01-01T00:00:00Z"), Some(1_420_070_400));
-        assert_eq!(parse_rfc3339("2015-01-01T01:00:00.123456+01:00"), Some(1_420_070_400));
-        assert_eq!(parse_rfc3339("garbage"), None);
     }
 }

@@ -73,6 +73,14 @@ pub enum StorageSettings {
         part_size_mib: Option<u64>,
         /// Parts in flight (default 4).
         concurrency: Option<usize>,
+        /// The role build-job grants assume at the store's STS (which
+        /// answers on `sts_endpoint`), cut down by a session policy to
+        /// reading one object; without it a grant signs its URL with the
+        /// store's keys and cannot hand out keys.
+        grant_role_arn: Option<String>,
+        /// The STS endpoint for grants (default: `endpoint`, where
+        /// SeaweedFS and MinIO answer STS).
+        sts_endpoint: Option<String>,
     },
 }
 
@@ -91,6 +99,8 @@ struct StorageTable {
     secret_access_key_env: Option<String>,
     part_size_mib: Option<u64>,
     concurrency: Option<usize>,
+    grant_role_arn: Option<String>,
+    sts_endpoint: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -130,6 +140,8 @@ impl TryFrom<StorageTable> for StorageSettings {
                 unused(&t.secret_access_key_env, "secret_access_key_env", "fs")?;
                 unused(&t.part_size_mib, "part_size_mib", "fs")?;
                 unused(&t.concurrency, "concurrency", "fs")?;
+                unused(&t.grant_role_arn, "grant_role_arn", "fs")?;
+                unused(&t.sts_endpoint, "sts_endpoint", "fs")?;
                 Ok(StorageSettings::Fs { root: required(t.root, "root")?, bucket: required(t.bucket, "bucket")? })
             }
             StorageKind::S3 => {
@@ -142,6 +154,8 @@ impl TryFrom<StorageTable> for StorageSettings {
                     secret_access_key_env: required(t.secret_access_key_env, "secret_access_key_env")?,
                     part_size_mib: t.part_size_mib,
                     concurrency: t.concurrency,
+                    grant_role_arn: t.grant_role_arn,
+                    sts_endpoint: t.sts_endpoint,
                 })
             }
         }

@@ -4,8 +4,8 @@ pub mod fs;
 pub mod s3;
 
 use credhost_plugin_sdk::{
-    check_http_url, secret_from_env, Context, DeleteRequest, Download, Entry, Error, ErrorKind, PresignRequest,
-    Presigned, Probe, Result, Stored, Upload,
+    check_http_url, secret_from_env, Context, DeleteRequest, Download, Entry, Error, ErrorKind, Grant, GrantPart,
+    GrantRequest, PresignRequest, Presigned, Probe, Result, Stored, Upload,
 };
 
 use crate::settings::StorageSettings;
@@ -31,8 +31,18 @@ impl Store {
                 secret_access_key_env,
                 part_size_mib,
                 concurrency,
+                grant_role_arn,
+                sts_endpoint,
             } => {
                 check_http_url(&endpoint).map_err(|why| Error::config("storage.endpoint", why))?;
+                if let Some(u) = &sts_endpoint {
+                    check_http_url(u).map_err(|why| Error::config("storage.sts_endpoint", why))?;
+                }
+                if let Some(arn) = &grant_role_arn {
+                    if !arn.starts_with("arn:") {
+                        return Err(Error::config("storage.grant_role_arn", format!("{arn:?} is not an ARN")));
+                    }
+                }
                 credhost_s3_transfer::check_bucket_name(&bucket).map_err(|why| Error::config("storage.bucket", why))?;
                 let opts = credhost_s3_transfer::store::transfer_options("storage.", part_size_mib, concurrency)?;
                 let access_key_id =
@@ -45,6 +55,8 @@ impl Store {
                     access_key_id,
                     secret_access_key,
                     opts,
+                    grant_role_arn,
+                    sts_endpoint,
                 }))
             }
         })
@@ -85,11 +97,55 @@ impl Store {
         }
     }
 
+    /// The projects bucket.
+    pub fn bucket(&self) -> &str {
+        match self {
+            Store::Fs(s) => s.bucket(),
+            Store::S3(s) => s.bucket.bucket(),
+        }
+    }
+
     /// Probes the bucket.
     pub async fn check(&self) -> Probe {
         match self {
             Store::Fs(s) => s.check().await,
             Store::S3(s) => s.bucket.check().await,
+        }
+    }
+
+    /// The project part of a build-job grant: a URL reading the one object
+    /// (and, with `with_keys`, keys reading only it), or for a directory
+    /// the entries pointing at the shared file.
+    pub async fn grant(&self, req: &GrantRequest, grant: &mut Grant) -> Result<()> {
+        match self {
+            Store::Fs(s) => {
+                let path = s.root().join(&req.bucket).join(&req.name);
+                grant.entries.extend([
+                    Entry::plain("CREDHOST_STORAGE", "fs"),
+                    Entry::plain("CREDHOST_STORAGE_ROOT", s.root().display().to_string()),
+                    Entry::plain("PROJECTS_BUCKET", &req.bucket),
+                    Entry::plain("PROJECT_PATH", path.display().to_string()),
+                ]);
+                grant.parts.push(GrantPart::new(
+                    "project",
+                    "shared-directory",
+                    format!(
+                        "no URL: the filesystem store is a directory the job must share; it reads {} itself, with whatever rights the directory gives it",
+                        path.display()
+                    ),
+                    None,
+                ));
+                if req.with_keys {
+                    grant.parts.push(GrantPart::new(
+                        "keys",
+                        "none",
+                        "the filesystem store has no keys to hand out",
+                        None,
+                    ));
+                }
+                Ok(())
+            }
+            Store::S3(s) => s.grant(req, grant).await,
         }
     }
 

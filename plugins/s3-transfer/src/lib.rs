@@ -68,6 +68,8 @@ mod crc;
 mod download;
 mod error;
 mod file_body;
+#[cfg(feature = "sdk")]
+pub mod grant;
 mod options;
 mod pool;
 mod presign;

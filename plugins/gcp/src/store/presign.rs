@@ -42,20 +42,9 @@ pub fn encode(s: &str, keep_slash: bool) -> String {
 
 /// `YYYYMMDD` and `YYYYMMDDTHHMMSSZ` of Unix time `t` (UTC).
 pub fn timestamp(t: i64) -> (String, String) {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day, h, m, s) = credhost_plugin_sdk::api::rules::utc_fields(t);
     let date = format!("{year:04}{month:02}{day:02}");
-    let stamp = format!("{date}T{:02}{:02}{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60);
+    let stamp = format!("{date}T{h:02}{m:02}{s:02}Z");
     (date, stamp)
 }
 
