@@ -1,7 +1,8 @@
-//! Interface evolution, both ways: a plugin built against the released 1.0
-//! interface (from its frozen sources, tests/fixtures/v1_0) in this 1.1 host,
-//! and plugins built against 1.1 in a host that knows only 1.0; the 1.0 kit's
-//! source compiling unchanged against 1.1; and `credhost plugins inspect`.
+//! Interface evolution, both ways: plugins built against the released 1.0
+//! and 1.1 interfaces (from their frozen sources, tests/fixtures/v1_0 and
+//! v1_1) in this 1.2 host, and plugins built against 1.2 in a host that
+//! knows only 1.0; the 1.0 and 1.1 kits' sources compiling unchanged against
+//! 1.2; and `credhost plugins inspect`.
 
 use std::{os::unix::fs::PermissionsExt, path::PathBuf};
 
@@ -63,16 +64,72 @@ fn a_plugin_built_for_1_0_loads_in_this_host_and_the_newer_methods_answer_unsupp
 }
 
 /// The same plugin source, written against the 1.0 kit, compiled unchanged
-/// against the 1.1 interface crate (a workspace member): it loads as 1.1.
+/// against the current interface crate (a workspace member): it loads as 1.2.
 #[test]
 fn the_1_0_kit_source_compiles_unchanged_against_1_1() {
     let ws = legacy_ws(&artifact(&lib_file("fixture_legacy_1_1")));
     let rows: serde_json::Value = serde_json::from_str(&ws.run(&["plugins", "--json"]).ok()).unwrap();
-    assert_eq!((rows[0]["status"].as_str(), rows[0]["api_version"].as_str()), (Some("loaded"), Some("1.1.0")));
+    assert_eq!((rows[0]["status"].as_str(), rows[0]["api_version"].as_str()), (Some("loaded"), Some("1.2.0")));
     every_1_0_method_works(&ws);
     // The 1.0 kit offers the 1.0 operations: the host says so before calling.
     let err = ws.run(&["delete", "projects", "a.zip"]).fails_with(1);
     assert!(err.contains("does not offer it (it offers: registry, upload, download, credentials, check)"), "{err}");
+}
+
+/// A workspace with instance `dir` running `file` (a build of the 1.1 kit's
+/// plugin template) over `store/`, its password in `DIR_PASSWORD`.
+fn dir_ws(file: &std::path::Path) -> Workspace {
+    let mut ws = Workspace::new();
+    let dir = ws.path("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(file, dir.join(lib_file("credhost_dir"))).unwrap();
+    std::fs::create_dir_all(ws.path("store/projects")).unwrap();
+    ws.write_config("platform = \"dir\"\nplugin_dir = \"plugins\"\n\n[plugins.dir.settings]\nroot = \"store\"\nregistry = \"registry.example:5000\"\npassword_env = \"DIR_PASSWORD\"\n");
+    ws.set_env("DIR_PASSWORD", "dir-pw");
+    ws
+}
+
+/// The 1.1 template's operations, and grants refused as they must be.
+fn the_1_1_template_serves(ws: &Workspace, interface: &str) -> String {
+    let rows: serde_json::Value = serde_json::from_str(&ws.run(&["plugins", "--json"]).ok()).unwrap();
+    assert_eq!((rows[0]["status"].as_str(), rows[0]["api_version"].as_str()), (Some("loaded"), Some(interface)));
+    write_zip(&ws.path("a.zip"), 20_000, 3);
+    ws.run(&["upload", "a.zip"]).ok();
+    ws.run(&["download", "projects", "a.zip", "-o", "b.zip"]).ok();
+    assert_eq!(sha256(&ws.path("a.zip")), sha256(&ws.path("b.zip")));
+    ws.run(&["delete", "projects", "a.zip"]).ok();
+    assert!(ws.run(&["credentials"]).ok().contains("REGISTRY_TOKEN=<redacted>"));
+    ws.run(&["grant", "--project", "projects/a.zip"]).fails_with(1)
+}
+
+fn fixture_1_1(file: &str) -> PathBuf {
+    let p = repo_root().join("target/fixture-v1_1/release").join(file);
+    assert!(
+        p.exists(),
+        "{} is missing: tests/run builds it (cargo build --release --manifest-path tests/fixtures/v1_1/Cargo.toml --target-dir target/fixture-v1_1)",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn a_plugin_built_for_1_1_loads_in_this_host_and_grants_answer_that_they_need_1_2() {
+    let ws = dir_ws(&fixture_1_1(&lib_file("credhost_dir")));
+    let err = the_1_1_template_serves(&ws, "1.1.0");
+    assert!(err.contains("implements plugin interface 1.1") && err.contains("need interface 1.2"), "{err}");
+    let inspect = ws.run(&["plugins", "inspect", "plugins/libcredhost_dir.so"]).ok();
+    assert!(inspect.contains("interface:   1.1 (built against 1.1.0)"), "{inspect}");
+}
+
+/// The template written against the 1.1 kit, compiled unchanged against
+/// the current kit (a workspace member): it loads as 1.2, and a grant is
+/// answered by the kit's default, "unsupported".
+#[test]
+fn the_1_1_kit_source_compiles_unchanged_against_1_2() {
+    let ws = dir_ws(&artifact(&lib_file("fixture_legacy_1_2")));
+    let err = the_1_1_template_serves(&ws, "1.2.0");
+    assert!(err.contains("build-job grants is not supported by this plugin"), "{err}");
 }
 
 /// Plugins built against 1.1 in a host that knows only the released 1.0
@@ -120,7 +177,7 @@ fn plugins_built_for_1_1_serve_a_1_0_host() {
             );
         }
         assert!(text.contains("OK download: ") && text.contains("identical true"), "{text}");
-        assert!(text.contains("api 1.1.0"), "{text}");
+        assert!(text.contains("api 1.2.0"), "{text}");
     }
 }
 
@@ -129,14 +186,17 @@ fn inspect_describes_a_file_and_says_why_it_would_be_refused() {
     let ws = Workspace::new();
     let local = artifact(&lib_file("credhost_local"));
     let out = ws.run(&["plugins", "inspect", local.to_str().unwrap()]).ok();
-    assert!(out.contains("plugin:      local") && out.contains("interface:   1.1 (built against 1.1.0)"), "{out}");
-    assert!(out.contains("offers:      registry, upload, download, credentials, check, presign, delete"), "{out}");
+    assert!(out.contains("plugin:      local") && out.contains("interface:   1.2 (built against 1.2.0)"), "{out}");
+    assert!(
+        out.contains("offers:      registry, upload, download, credentials, check, presign, delete, grant"),
+        "{out}"
+    );
     assert!(out.contains("panic:       unwind") && out.contains("status:      would load here"), "{out}");
     let v: serde_json::Value =
         serde_json::from_str(&ws.run(&["plugins", "inspect", local.to_str().unwrap(), "--json"]).ok()).unwrap();
     assert_eq!(
         (v["name"].as_str(), v["interface"].as_str(), v["panic"].as_str()),
-        (Some("local"), Some("1.1"), Some("unwind"))
+        (Some("local"), Some("1.2"), Some("unwind"))
     );
 
     let abort = repo_root().join("target/fixture-abort/release").join(lib_file("credhost_abort"));
@@ -193,4 +253,74 @@ fn the_released_1_0_interface_stays_frozen() {
     );
     let files = std::fs::read_dir(repo_root().join("tests/fixtures/v1_0/api/src")).unwrap().count();
     assert_eq!(files, FROZEN.iter().filter(|(f, _)| f.starts_with("tests/fixtures/v1_0/api/src/")).count());
+}
+
+/// The released 1.1 interface, frozen likewise: the host's fallback types
+/// (`plugin-api/src/v1_1.rs`) and the 1.1 crates, kit and template the
+/// 1.1 fixture is built from (`tests/fixtures/v1_1`).
+#[test]
+fn the_released_1_1_interface_stays_frozen() {
+    const FROZEN: &[(&str, &str)] = &[
+        ("plugin-api/src/v1_1.rs", "27385b36a7e297db84d6ac8c0940f400f50141a188e008ee649b3bb42e97b1c2"),
+        ("tests/fixtures/v1_1/Cargo.toml", "0f0d45de0f02d0722f38f73224a64791df8f634a8e338500e85fe19535535d1e"),
+        ("tests/fixtures/v1_1/api/Cargo.toml", "557d940d5b45af756e7ef48c44c94f5b1522767729e3b7dff895459c8fd1ea4e"),
+        ("tests/fixtures/v1_1/api/src/error.rs", "e20a1ac7ca01288c29cfdcfe8050ba1ce0b5271ea481d09714d5a108bb13432b"),
+        ("tests/fixtures/v1_1/api/src/extra.rs", "671cc06f1bdb3839ec61e19d6d2e9e38c5e8c9cf6242c7b4a96747b3f5ca3aa2"),
+        ("tests/fixtures/v1_1/api/src/lib.rs", "ab0857a6e4e4777f48a9e6fdf99761ed78d9e5812af3c270724c3d96b568da0b"),
+        ("tests/fixtures/v1_1/api/src/provider.rs", "0a8f3d8672d8fe867da090f15eecc0651228fc8d8d284e025f0867899e2636a5"),
+        ("tests/fixtures/v1_1/api/src/root.rs", "bd47bef629ed88fce7810f28f01b264673054e698cd0173843dbaded814784c8"),
+        ("tests/fixtures/v1_1/api/src/rules.rs", "897b378db204651a7a793579661b826db1a2b39113a34aa3b172603606b09194"),
+        (
+            "tests/fixtures/v1_1/api/src/sdk/helpers.rs",
+            "dc03f59b1039e6e37d373cd9019a088107ef8bb8791b55306cc766c663eb629c",
+        ),
+        ("tests/fixtures/v1_1/api/src/sdk/io.rs", "13595247c67597357ff6b8b30eb5f3f4fd5ed67bca28b67fc040e2f9317cb2cf"),
+        (
+            "tests/fixtures/v1_1/api/src/sdk/kit_v1_0.rs",
+            "5d6e09a508855ff7606aaa07ffe938882174b8efd3058c0a7c5b85d7aa967a6e",
+        ),
+        (
+            "tests/fixtures/v1_1/api/src/sdk/logging.rs",
+            "cbe0bca1e8c00547f22bf7096e2a7eaa284788dd4caccb4c86026e415e5749a3",
+        ),
+        ("tests/fixtures/v1_1/api/src/sdk/mod.rs", "c25f1c65d56840fee86f84987f0947dca9abeb148886bc3aa0a8cdff0fb7a853"),
+        (
+            "tests/fixtures/v1_1/api/src/sdk/process.rs",
+            "14d1010191193d1997f4a2def43b8afb76c2ea6dd23125b9ba4ee07d01202624",
+        ),
+        (
+            "tests/fixtures/v1_1/api/src/sdk/runtime.rs",
+            "786cb4c3d2a9f2e459a5d611e8dd0d2d3b536876dba75b46c0ff7ea60cfd128e",
+        ),
+        ("tests/fixtures/v1_1/api/src/secret.rs", "c2d9ce580e03c3d74384e5e3f83a9713b745f3da7a5dadfcc95abebbde2ae556"),
+        ("tests/fixtures/v1_1/api/src/types.rs", "f71e623b631f1e550af5f8f1af60f6a080ac98feb5e822c86d7a7edf19ce1806"),
+        ("tests/fixtures/v1_1/api/src/v1_0.rs", "db848b99dd32c7d6f4a95a8b002ea036a94bd5a366e2bd855979f0c4f76fb66f"),
+        ("tests/fixtures/v1_1/plugin/Cargo.toml", "147fc7dc4bdfdff77331cf29e20662af1cf5950cdb4623972a3268532c29e2df"),
+        ("tests/fixtures/v1_1/plugin/src/lib.rs", "c908583b74196f4610972d76d160db091d343121253b8a9abb5c1794086e691d"),
+        ("tests/fixtures/v1_1/sdk/Cargo.toml", "cd3f59c9255847ae361c31c5a37efbfdf3aa04e540a35889f1f1d8f20cecfe76"),
+        ("tests/fixtures/v1_1/sdk/src/adapter.rs", "4669c18b3ca708c0f660bdc31b4bcafc7891c36bcf90964b18176f34434e161f"),
+        ("tests/fixtures/v1_1/sdk/src/io.rs", "3a9fa23d45a48c610a292acf51c6e8da0ec444b65fff6c9a30c2701a3a31301f"),
+        ("tests/fixtures/v1_1/sdk/src/lib.rs", "bd2c0ac52796f274147800aa58980515b344cc443591a228ab7cd4cf1d40ee4e"),
+        ("tests/fixtures/v1_1/sdk/src/testing.rs", "79c573deddbd23a9333d5f98999306214111382baf63dc26c69d90733b46d79a"),
+        ("tests/fixtures/v1_1/sdk/src/types.rs", "dfa583f5c93ad4fe30f929be1d42786d7f2292e17192fd24621062be4b29ad95"),
+    ];
+    let changed: Vec<&str> =
+        FROZEN.iter().filter(|(file, digest)| sha256(&repo_root().join(file)) != *digest).map(|(f, _)| *f).collect();
+    assert!(
+        changed.is_empty(),
+        "frozen copies of the released 1.1 interface were edited: {changed:?}; restore them from the release (git log -- FILE)"
+    );
+    let mut sources = Vec::new();
+    let mut stack = vec![repo_root().join("tests/fixtures/v1_1")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") || p.file_name().is_some_and(|n| n == "Cargo.toml") {
+                sources.push(p);
+            }
+        }
+    }
+    assert_eq!(sources.len(), FROZEN.len() - 1, "a file was added to or removed from tests/fixtures/v1_1");
 }

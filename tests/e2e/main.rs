@@ -9,6 +9,7 @@ mod credhelper;
 mod evolution;
 mod fs_store;
 mod gcp;
+mod grant;
 mod hardening;
 mod hostile;
 mod job_env;
