@@ -141,6 +141,24 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
                     eprintln!("credhost: grant {}: {} ({})", part.part, part.scope, printable(&part.detail));
                 }
                 eprintln!("credhost: the grant expires at {expires}");
+                // A part the platform could not make last as long as asked
+                // (a token server's fixed lifetime) ends the grant early.
+                let end = credhost::unix_seconds(grant.expires_at);
+                let asked = credhost::unix_seconds(std::time::SystemTime::now())
+                    + i64::try_from(request.ttl.as_secs()).unwrap_or(i64::MAX);
+                if end < asked - 60 {
+                    let first = grant
+                        .parts
+                        .iter()
+                        .filter(|p| p.expires_at.map(credhost::unix_seconds) == Some(end))
+                        .map(|p| p.part.as_str())
+                        .next()
+                        .unwrap_or("a part");
+                    eprintln!(
+                        "credhost: warning: the grant ends {} s before the --ttl asked for: its {first} credential expires first",
+                        asked - end
+                    );
+                }
                 let redacted = job_env::redacted_count(&grant.entries, *show_secrets);
                 if redacted > 0 {
                     eprintln!(

@@ -74,6 +74,27 @@ impl Backend {
     }
 
     /// A workspace on this backend, with a registry that needs credentials.
+    /// The secrets of every STS session moto handed out (it records them).
+    pub fn moto_sessions(&self) -> Vec<String> {
+        let moto = self.svc.var("CREDHOST_TEST_MOTO_ENDPOINT");
+        for _ in 0..50 {
+            let (body, code) = crate::curl(&[&format!("{moto}/moto-api/data.json")]);
+            if code == "200" {
+                let v: serde_json::Value = serde_json::from_str(&body).expect("moto state");
+                return v["sts"]["AssumedRole"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|r| [r["secret_access_key"].as_str(), r["session_token"].as_str()])
+                    .flatten()
+                    .map(str::to_owned)
+                    .collect();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!("moto's state export never answered");
+    }
+
     pub fn ws(&self) -> Workspace {
         let svc = &self.svc;
         let basic = format!(
@@ -86,9 +107,19 @@ impl Backend {
             )),
             Kind::LocalS3 => Workspace::local_s3(svc, &basic),
             Kind::LocalRclone => Workspace::local_s3_at(svc, &basic, &svc.var("CREDHOST_TEST_RCLONE_ENDPOINT")),
-            Kind::AwsSeaweed => Workspace::aws(svc, &svc.var("CREDHOST_TEST_S3_ENDPOINT"), ""),
-            Kind::AwsMoto => Workspace::aws(svc, &svc.var("CREDHOST_TEST_MOTO_ENDPOINT"), ""),
-            Kind::Gcp => gcp::keyed_ws(svc, 3600).0,
+            Kind::AwsSeaweed => Workspace::aws(svc, &svc.var("CREDHOST_TEST_S3_ENDPOINT"), &aws_grants(svc)),
+            Kind::AwsMoto => Workspace::aws(svc, &svc.var("CREDHOST_TEST_MOTO_ENDPOINT"), &aws_grants(svc)),
+            Kind::Gcp => {
+                let ws = gcp::keyed_ws(svc, 3600).0;
+                let text = std::fs::read_to_string(ws.path("plugins.toml")).expect("plugins.toml");
+                ws.write_config(&format!(
+                    "{text}iam_endpoint = \"{}\"\nsts_endpoint = \"{}\"\njob_service_account = \"conformance@{}.iam.gserviceaccount.com\"\n",
+                    svc.var("CREDHOST_TEST_GCP_IAM_ENDPOINT"),
+                    svc.var("CREDHOST_TEST_GCP_STS_ENDPOINT"),
+                    svc.var("CREDHOST_TEST_GCP_PROJECT"),
+                ));
+                ws
+            }
         };
         ws.set_env("REG_USER", &svc.var("CREDHOST_TEST_REGISTRY_USER"));
         ws.set_env("REG_PASS", &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
@@ -255,4 +286,12 @@ pub fn part_files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Grant settings of the aws plugin: sessions of a role at moto's STS.
+fn aws_grants(svc: &Services) -> String {
+    format!(
+        "sts_endpoint_url = \"{}\"\njob_role_arn = \"arn:aws:iam::123456789012:role/credhost-job\"",
+        svc.var("CREDHOST_TEST_MOTO_ENDPOINT")
+    )
 }
