@@ -18,7 +18,7 @@ impl Plugin for Dir {
     const NAME: &'static str = "dir";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "projects in a directory, a registry password from the environment";
-    const CAPABILITIES: Capabilities = Capabilities::ALL.without(Capabilities::PRESIGN);
+    const CAPABILITIES: Capabilities = Capabilities::V1_1.without(Capabilities::PRESIGN);
     const REGISTRY_SETTING: Option<&'static str> = Some("registry");
     const IDENTITY_ENV_SETTINGS: &'static [&'static str] = &["password_env"];
 
