@@ -15,18 +15,6 @@ fn decode_registry_token(token: &str) -> (String, String) {
     (u.to_owned(), p.to_owned())
 }
 
-/// Writes an OCI image layout and pushes it with skopeo; returns skopeo's output.
-fn skopeo_push(ws: &Workspace, registry: &str, repo: &str, auth: &[&str]) -> std::process::Output {
-    let layout = oci_layout(ws);
-    Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false"])
-        .args(auth)
-        .arg(format!("oci:{}:v1", layout.display()))
-        .arg(format!("docker://{registry}/{repo}:v1"))
-        .output()
-        .expect("skopeo")
-}
-
 /// Local plugin with fs storage and a registry using `auth` ("basic" or "token").
 fn auth_ws(svc: &Services, registry_var: &str, auth: &str, password: &str) -> Workspace {
     let mut ws = Workspace::local(&format!(

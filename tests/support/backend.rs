@@ -76,23 +76,14 @@ impl Backend {
     /// A workspace on this backend, with a registry that needs credentials.
     /// The secrets of every STS session moto handed out (it records them).
     pub fn moto_sessions(&self) -> Vec<String> {
-        let moto = self.svc.var("CREDHOST_TEST_MOTO_ENDPOINT");
-        for _ in 0..50 {
-            let (body, code) = crate::curl(&[&format!("{moto}/moto-api/data.json")]);
-            if code == "200" {
-                let v: serde_json::Value = serde_json::from_str(&body).expect("moto state");
-                return v["sts"]["AssumedRole"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|r| [r["secret_access_key"].as_str(), r["session_token"].as_str()])
-                    .flatten()
-                    .map(str::to_owned)
-                    .collect();
-            }
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-        panic!("moto's state export never answered");
+        moto_state(&self.svc)["sts"]["AssumedRole"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|r| [r["secret_access_key"].as_str(), r["session_token"].as_str()])
+            .flatten()
+            .map(str::to_owned)
+            .collect()
     }
 
     pub fn ws(&self) -> Workspace {

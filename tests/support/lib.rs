@@ -483,3 +483,31 @@ pub fn curl(args: &[&str]) -> (String, String) {
     let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
     (body.to_owned(), code.to_owned())
 }
+
+/// Writes an OCI image layout and pushes it with skopeo to
+/// `registry`/`repo`:v1 with `auth` (skopeo's credential flags); returns
+/// skopeo's output.
+pub fn skopeo_push(ws: &Workspace, registry: &str, repo: &str, auth: &[&str]) -> std::process::Output {
+    let layout = oci_layout(ws);
+    Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .args(auth)
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{registry}/{repo}:v1"))
+        .output()
+        .expect("skopeo")
+}
+
+/// moto's state export (`/moto-api/data.json`), asked again while it
+/// answers 500 (it does while a multipart upload with parts is open).
+pub fn moto_state(svc: &Services) -> serde_json::Value {
+    let moto = svc.var("CREDHOST_TEST_MOTO_ENDPOINT");
+    for _ in 0..50 {
+        let (body, code) = curl(&[&format!("{moto}/moto-api/data.json")]);
+        if code == "200" {
+            return serde_json::from_str(&body).expect("moto's state is JSON");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("moto's state export never answered");
+}

@@ -131,17 +131,8 @@ impl GcpProvider {
         let what = format!("IAM generateAccessToken for {account}");
         let body = serde_json::json!({ "scope": [SCOPE], "lifetime": format!("{}s", lifetime.as_secs()) });
         let resp = self.gcs.send(&what, |http| http.post(url.clone()).json(&body)).await?;
-        let status = resp.status();
-        let text = read_text(resp, &what).await?;
-        if !status.is_success() {
-            return Err(status_error(&what, status, &text));
-        }
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|_| PluginError::new(ErrorKind::OTHER, format!("{what}: the answer is not JSON")))?;
-        let secret =
-            v["accessToken"].as_str().filter(|t| !t.is_empty()).map(Secret::new).ok_or_else(|| {
-                PluginError::new(ErrorKind::OTHER, format!("{what}: the answer holds no accessToken"))
-            })?;
+        let v = json_answer(resp, &what).await?;
+        let secret = token_field(&v, "accessToken", &what)?;
         let expires_at = v["expireTime"]
             .as_str()
             .and_then(parse_rfc3339)
@@ -163,17 +154,8 @@ impl GcpProvider {
             ("options", options.as_str()),
         ];
         let resp = self.gcs.http().post(url).form(&form).send().await.map_err(|e| send_error(what, &e))?;
-        let status = resp.status();
-        let text = read_text(resp, what).await?;
-        if !status.is_success() {
-            return Err(status_error(what, status, &text));
-        }
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|_| PluginError::new(ErrorKind::OTHER, format!("{what}: the answer is not JSON")))?;
-        let secret =
-            v["access_token"].as_str().filter(|t| !t.is_empty()).map(Secret::new).ok_or_else(|| {
-                PluginError::new(ErrorKind::OTHER, format!("{what}: the answer holds no access_token"))
-            })?;
+        let v = json_answer(resp, what).await?;
+        let secret = token_field(&v, "access_token", what)?;
         // Without `expires_in` the downscoped token lives as its subject.
         let expires_at = match v["expires_in"].as_u64() {
             Some(s) => expires_in(Duration::from_secs(s)).min(token.expires_at),
@@ -181,6 +163,26 @@ impl GcpProvider {
         };
         Ok(AccessToken { secret, expires_at, lifetime: token.lifetime })
     }
+}
+
+/// A successful answer's JSON, or the server's error in its words.
+async fn json_answer(resp: reqwest::Response, what: &str) -> Result<serde_json::Value, PluginError> {
+    let status = resp.status();
+    let text = read_text(resp, what).await?;
+    if !status.is_success() {
+        return Err(status_error(what, status, &text));
+    }
+    serde_json::from_str(&text)
+        .map_err(|_| PluginError::new(ErrorKind::OTHER, format!("{what}: the answer is not JSON")))
+}
+
+/// A non-empty token under `field` of an answer.
+fn token_field(v: &serde_json::Value, field: &str, what: &str) -> Result<Secret, PluginError> {
+    v[field]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .map(Secret::new)
+        .ok_or_else(|| PluginError::new(ErrorKind::OTHER, format!("{what}: the answer holds no {field}")))
 }
 
 #[cfg(test)]
