@@ -58,6 +58,8 @@ fn a_plugin_built_for_1_0_loads_in_this_host_and_the_newer_methods_answer_unsupp
             "{args:?}: {err}"
         );
     }
+    let err = ws.run(&["grant", "--project", "projects/a.zip"]).fails_with(1);
+    assert!(err.contains("implements plugin interface 1.0") && err.contains("need interface 1.2"), "{err}");
     let inspect = ws.run(&["plugins", "inspect", "plugins/libcredhost_legacy.so"]).ok();
     assert!(inspect.contains("interface:   1.0 (built against 1.0.0)"), "{inspect}");
     assert!(inspect.contains("panic:       not recorded") && inspect.contains("would load here"), "{inspect}");

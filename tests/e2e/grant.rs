@@ -329,6 +329,10 @@ fn aws_session_policies_reach_sts_exactly() {
     let config: serde_json::Value = serde_json::from_str(&entries["DOCKER_CONFIG_JSON"]).unwrap();
     assert_eq!(config["auths"][AWS_REGISTRY]["auth"].as_str(), Some(entries["REGISTRY_TOKEN"].as_str()));
     assert!(entries["PROJECT_URL"].contains("X-Amz-Expires=1800"));
+    // The session STS made lasts the 30 minutes asked for, and so does the grant.
+    let expires = credhost::api::rules::parse_rfc3339(&entries["CREDHOST_GRANT_EXPIRES_AT"]).unwrap();
+    let now = credhost::api::rules::unix_now();
+    assert!((now + 1740..=now + 1800).contains(&expires), "expires at {expires}, now {now}");
 
     let recorded = moto_assumed_roles(&svc);
     let mine: Vec<&serde_json::Value> = recorded.iter().filter(|r| r["session_name"] == session.as_str()).collect();
@@ -368,4 +372,44 @@ fn aws_session_policies_reach_sts_exactly() {
 /// moto's record of AssumeRole calls.
 fn moto_assumed_roles(svc: &Services) -> Vec<serde_json::Value> {
     moto_state(svc)["sts"]["AssumedRole"].as_array().cloned().unwrap_or_default()
+}
+
+/// A grant stops working when it expires: its URL and its keys are refused
+/// by the store once their 15 minutes (the shortest grant) are over. The
+/// one test here that waits that long; it sleeps on its own thread.
+#[test]
+fn a_grants_url_and_keys_stop_working_when_it_expires() {
+    let svc = Services::get();
+    let endpoint = svc.var("CREDHOST_TEST_STS_S3_ENDPOINT");
+    let ws = Workspace::aws(
+        &svc,
+        &endpoint,
+        &format!("sts_endpoint_url = \"{endpoint}\"\njob_role_arn = \"{}\"", svc.var("CREDHOST_TEST_STS_ROLE_ARN")),
+    );
+    let (name, other) = two_objects(&ws);
+    let project = format!("projects/{name}");
+    let entries = grant_json(&ws, &["--project", &project, "--with-keys", "--show-secrets", "--ttl", "15m"]);
+    let probe = |entries: &BTreeMap<String, String>| {
+        python(
+            &svc,
+            PROBE_KEYS,
+            &[
+                &endpoint,
+                &entries["AWS_ACCESS_KEY_ID"],
+                &entries["AWS_SECRET_ACCESS_KEY"],
+                &entries["AWS_SESSION_TOKEN"],
+                "projects",
+                &name,
+                &other,
+            ],
+        )
+    };
+    assert_eq!(curl(&["-o", "/dev/null", &entries["PROJECT_URL"]]).1, "200");
+    assert!(probe(&entries).starts_with("read ok\n"));
+    let expires = credhost::api::rules::parse_rfc3339(&entries["CREDHOST_GRANT_EXPIRES_AT"]).unwrap();
+    let wait = expires + 5 - credhost::api::rules::unix_now();
+    std::thread::sleep(std::time::Duration::from_secs(wait.max(0) as u64));
+    assert_eq!(curl(&["-o", "/dev/null", &entries["PROJECT_URL"]]).1, "403", "an expired grant's URL still read");
+    let after = probe(&entries);
+    assert!(!after.starts_with("read ok"), "an expired grant's keys still read: {after}");
 }
