@@ -52,6 +52,10 @@ pub enum Command {
     DockerConfig(DockerConfig),
     /// `credhost grant`
     Grant { request: credhost::GrantRequest, format: job_env::Format, show_secrets: bool },
+    /// `credhost kubelet-provider`
+    KubeletProvider,
+    /// `credhost kubelet-config`
+    KubeletConfig { name: String, default_cache_duration: Duration, output: Option<PathBuf>, force: bool },
 }
 
 /// `credhost docker-config`, resolved.
@@ -121,6 +125,10 @@ pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
                 }
             };
             Command::Credentials { format, show_secrets, project }
+        }
+        flags::Command::KubeletProvider => Command::KubeletProvider,
+        flags::Command::KubeletConfig { name, default_cache_duration, output, force } => {
+            Command::KubeletConfig { name, default_cache_duration, output, force }
         }
         flags::Command::Grant {
             project,

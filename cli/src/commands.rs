@@ -198,6 +198,37 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
         }
         Command::Inspect { .. } => unreachable!("handled above"),
         Command::DockerConfig(args) => docker_config(&host, args, global.quiet).await,
+        Command::KubeletProvider => {
+            let input = crate::credhelper::read_input(credhost::kubelet::MAX_REQUEST as u64)?;
+            kubelet_answer(&Registries::new(host.config().clone()), &input).await
+        }
+        Command::KubeletConfig { name, default_cache_duration, output, force } => {
+            let registries = Registries::new(host.config().clone());
+            let map = registries.map().await?;
+            let mut patterns: Vec<String> = map.hosts().map(|(h, _)| h.to_owned()).collect();
+            patterns.extend(map.wildcard_patterns().map(str::to_owned));
+            let config = std::path::absolute(&global.config)
+                .map_err(|e| credhost::Error::io("cannot resolve", &global.config, e))?;
+            let opts = credhost::kubelet::ConfigOptions {
+                name: name.clone(),
+                default_cache_duration: credhost::kubelet::go_duration(default_cache_duration.as_secs()),
+                config_path: config.display().to_string(),
+            };
+            let text = credhost::kubelet::provider_config(&opts, &patterns);
+            match output {
+                None => print(&text)?,
+                Some(path) => {
+                    if !force && std::fs::symlink_metadata(path).is_ok() {
+                        return Err(credhost::Error::Exists(path.clone()).into());
+                    }
+                    std::fs::write(path, &text).map_err(|e| credhost::Error::io("cannot write", path, e))?;
+                    if !global.quiet {
+                        eprintln!("credhost: wrote {}", path.display());
+                    }
+                }
+            }
+            Ok(exit::OK)
+        }
     }
 }
 
@@ -377,6 +408,15 @@ async fn docker_config(host: &Host, args: &DockerConfig, quiet: bool) -> Result<
     if !args.static_auths && !quiet {
         docker_config::note_helper_config(host.config());
     }
+    Ok(exit::OK)
+}
+
+/// Answers a kubelet `CredentialProviderRequest` read from `input`.
+pub async fn kubelet_answer(registries: &Registries, input: &[u8]) -> Result<i32> {
+    let request = credhost::kubelet::parse_request(input)?;
+    let response = credhost::kubelet::respond(registries, &request).await?;
+    // The credentials are what the kubelet asked for.
+    print_json(&Revealed(&response))?;
     Ok(exit::OK)
 }
 

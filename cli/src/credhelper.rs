@@ -52,6 +52,25 @@ pub fn config_path() -> Option<PathBuf> {
 pub fn main() -> i32 {
     crate::logging::init(0, false);
     let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    // A kubelet pointed at this program (as its image credential provider)
+    // sends a CredentialProviderRequest, with whatever arguments its
+    // config lists: that gets the kubelet's answer.
+    if args.is_empty() || args == ["get"] {
+        let input = match read_stdin() {
+            Ok(input) => input,
+            Err(e) => return fail(&e.message()),
+        };
+        if is_kubelet_request(&input) {
+            return kubelet(&input);
+        }
+        return match args.is_empty() {
+            true => fail(USAGE),
+            false => match run("get", input) {
+                Ok(code) => code,
+                Err(e) => fail(&e.message()),
+            },
+        };
+    }
     let [action] = args.as_slice() else {
         return fail(USAGE);
     };
@@ -71,7 +90,7 @@ pub fn main() -> i32 {
             let _ = read_stdin();
             fail("credhost does not store registry credentials, so there is nothing to erase: they come from the platform's plugin (plugins.toml)")
         }
-        "get" | "list" => match run(action) {
+        "list" => match run(action, Zeroizing::new(Vec::new())) {
             Ok(code) => code,
             Err(e) => fail(&e.message()),
         },
@@ -96,14 +115,54 @@ fn fail(message: &str) -> i32 {
     1
 }
 
-/// Reads standard input, up to one byte more than [`MAX_STDIN`].
+/// Reads standard input, up to one byte more than [`MAX_STDIN`] (a
+/// kubelet's request may be as long as [`credhost::kubelet::MAX_REQUEST`]).
 fn read_stdin() -> Result<Zeroizing<Vec<u8>>> {
+    read_input(credhost::kubelet::MAX_REQUEST as u64)
+}
+
+/// Reads standard input, up to one byte more than `max`.
+pub fn read_input(max: u64) -> Result<Zeroizing<Vec<u8>>> {
     let mut bytes = Zeroizing::new(Vec::with_capacity(4096));
     std::io::stdin()
-        .take(MAX_STDIN + 1)
+        .take(max + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| credhost::Error::io("cannot read", Path::new("standard input"), e))?;
     Ok(bytes)
+}
+
+/// Whether `input` is a kubelet's CredentialProviderRequest rather than a
+/// server URL (which is never a JSON object).
+fn is_kubelet_request(input: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(input);
+    text.trim_start().starts_with('{') && text.contains(credhost::kubelet::REQUEST_KIND)
+}
+
+/// The kubelet's answer, as `credhost kubelet-provider` gives it: errors
+/// are one line on standard error and a non-zero status, as the kubelet
+/// reads them.
+fn kubelet(input: &[u8]) -> i32 {
+    let answer = (|| -> Result<i32> {
+        let path = config_path().ok_or_else(|| credhost::Error::Config {
+            location: credhost::config::CONFIG_ENV.into(),
+            message: "no configuration: set CREDHOST_CONFIG in the kubelet's provider config (env)".into(),
+        })?;
+        let registries = Registries::from_file(&path)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
+        let code = runtime.block_on(crate::commands::kubelet_answer(&registries, input));
+        runtime.shutdown_background();
+        code
+    })();
+    match answer {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("docker-credential-credhost: {}", e.message());
+            e.exit_code().max(1)
+        }
+    }
 }
 
 /// The server URL of a `get` request, from what was read on standard input
@@ -122,8 +181,7 @@ pub fn get_request(input: &[u8]) -> std::result::Result<&str, String> {
     Ok(server)
 }
 
-fn run(action: &str) -> Result<i32> {
-    let input = if action == "get" { read_stdin()? } else { Zeroizing::new(Vec::new()) };
+fn run(action: &str, input: Zeroizing<Vec<u8>>) -> Result<i32> {
     let server = if action == "get" {
         match get_request(&input) {
             // The URL is not logged: a client may pass `user:password@host`.

@@ -168,6 +168,28 @@ pub enum Command {
         #[arg(long, value_name = "NS")]
         namespace: Option<String>,
     },
+    /// Answer the kubelet's image credential provider protocol
+    /// (credentialprovider.kubelet.k8s.io/v1): a CredentialProviderRequest on
+    /// standard input, the credentials of the instance serving the image on
+    /// standard output (run by the kubelet; see `credhost kubelet-config`).
+    KubeletProvider,
+    /// Write the kubelet's CredentialProviderConfig for the registries credhost
+    /// serves (--image-credential-provider-config).
+    KubeletConfig {
+        /// The provider's name: the executable in the kubelet's
+        /// --image-credential-provider-bin-dir.
+        #[arg(long, default_value = "credhost")]
+        name: String,
+        /// How long the kubelet reuses an answer that says nothing of its own.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+        default_cache_duration: std::time::Duration,
+        /// Where to write (default: standard output).
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Replace the output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Write a docker config.json whose credHelpers send the registries credhost
     /// serves to docker-credential-credhost (or, with --static, holding their
     /// current credentials).

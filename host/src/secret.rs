@@ -61,6 +61,13 @@ impl Serialize for Secret {
     }
 }
 
+/// A secret read from input (a request holding a token) is kept as one.
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret::new)
+    }
+}
+
 /// Serializes `T` with its secrets in clear: what a front end prints when
 /// the user asked for the secrets (`credhost token --format json`, a
 /// presigned URL). Everything else serializes secrets as [`REDACTED`].

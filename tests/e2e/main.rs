@@ -14,6 +14,7 @@ mod hardening;
 mod hostile;
 mod job_env;
 mod kit;
+mod kubelet;
 mod load;
 mod loading;
 mod registry;
