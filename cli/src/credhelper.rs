@@ -131,6 +131,22 @@ pub fn read_input(max: u64) -> Result<Zeroizing<Vec<u8>>> {
     Ok(bytes)
 }
 
+/// The configured registries and a runtime for one request (a single
+/// thread is plenty: plugins run on their own); `hint` says how to name a
+/// configuration when there is none.
+fn registries_and_runtime(hint: &str) -> Result<(Registries, tokio::runtime::Runtime)> {
+    let path = config_path().ok_or_else(|| credhost::Error::Config {
+        location: credhost::config::CONFIG_ENV.into(),
+        message: format!("no configuration: {hint}"),
+    })?;
+    let registries = Registries::from_file(&path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
+    Ok((registries, runtime))
+}
+
 /// Whether `input` is a kubelet's CredentialProviderRequest rather than a
 /// server URL (which is never a JSON object).
 fn is_kubelet_request(input: &[u8]) -> bool {
@@ -143,15 +159,8 @@ fn is_kubelet_request(input: &[u8]) -> bool {
 /// reads them.
 fn kubelet(input: &[u8]) -> i32 {
     let answer = (|| -> Result<i32> {
-        let path = config_path().ok_or_else(|| credhost::Error::Config {
-            location: credhost::config::CONFIG_ENV.into(),
-            message: "no configuration: set CREDHOST_CONFIG in the kubelet's provider config (env)".into(),
-        })?;
-        let registries = Registries::from_file(&path)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
+        let (registries, runtime) =
+            registries_and_runtime("set CREDHOST_CONFIG in the kubelet's provider config (env)")?;
         let code = runtime.block_on(crate::commands::kubelet_answer(&registries, input));
         runtime.shutdown_background();
         code
@@ -191,16 +200,8 @@ fn run(action: &str, input: Zeroizing<Vec<u8>>) -> Result<i32> {
     } else {
         None
     };
-    let path = config_path().ok_or_else(|| credhost::Error::Config {
-        location: credhost::config::CONFIG_ENV.into(),
-        message: "no configuration: set CREDHOST_CONFIG or create ~/.config/credhost/plugins.toml".into(),
-    })?;
-    let registries = Registries::from_file(&path)?;
-    // One registry per run: a single thread is plenty, and plugins run on their own.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
+    let (registries, runtime) =
+        registries_and_runtime("set CREDHOST_CONFIG or create ~/.config/credhost/plugins.toml")?;
     let result = runtime.block_on(async {
         match server {
             Some(server) => match registries.get(server).await? {

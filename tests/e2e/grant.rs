@@ -24,21 +24,10 @@ fn jwt_claims(token: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).expect("JWT claims")
 }
 
-/// Local plugin, fs store, the token-auth registry of the test services.
-fn token_ws(svc: &Services) -> Workspace {
-    let mut ws = Workspace::local(&format!(
-        "registry = {{ url = \"http://{}\", auth = \"token\", username_env = \"REG_USER\", password_env = \"REG_PASS\" }}\nstorage = {{ kind = \"fs\", root = \"store\", bucket = \"projects\" }}",
-        svc.var("CREDHOST_TEST_REGISTRY_TOKEN")
-    ));
-    ws.set_env("REG_USER", &svc.var("CREDHOST_TEST_REGISTRY_USER"));
-    ws.set_env("REG_PASS", &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
-    ws
-}
-
 #[test]
 fn a_grant_lasts_15_minutes_to_12_hours_and_names_checked_before_anything_is_issued() {
     let svc = Services::get();
-    let ws = token_ws(&svc);
+    let ws = Workspace::local_token(&svc);
     let repo = unique("ttl-never-asked");
     for (ttl, word) in [("14m", "not 14m"), ("43201", "15 minutes to 12 hours"), ("0", "not 0s")] {
         let err = ws.run(&["grant", "--project", "projects/a.zip", "--repository", &repo, "--ttl", ttl]).fails_with(2);
@@ -58,7 +47,7 @@ fn a_grant_lasts_15_minutes_to_12_hours_and_names_checked_before_anything_is_iss
 fn token_registry_grants_a_bearer_for_exactly_the_repositories() {
     let svc = Services::get();
     let registry = svc.var("CREDHOST_TEST_REGISTRY_TOKEN");
-    let ws = token_ws(&svc);
+    let ws = Workspace::local_token(&svc);
     let (repo, base) = (unique("granted"), unique("base"));
     let out = ws.run(&[
         "grant",
@@ -121,7 +110,7 @@ fn token_registry_grants_a_bearer_for_exactly_the_repositories() {
 #[test]
 fn a_grant_redacts_its_secrets_and_never_logs_them() {
     let svc = Services::get();
-    let ws = token_ws(&svc);
+    let ws = Workspace::local_token(&svc);
     let repo = unique("hygiene");
     let shown = grant_json(&ws, &["--project", "projects/app.zip", "--repository", &repo, "--show-secrets"]);
     let token_entry = shown["REGISTRY_TOKEN"].clone();
@@ -300,7 +289,7 @@ fn local_s3_without_a_role_signs_one_url_and_hands_out_no_keys() {
 #[test]
 fn aws_session_policies_reach_sts_exactly() {
     let svc = Services::get();
-    let moto = svc.var("CREDHOST_TEST_MOTO_ENDPOINT");
+    let moto = svc.var("CREDHOST_TEST_MOTO_STS_ENDPOINT");
     let role = "arn:aws:iam::123456789012:role/credhost-job";
     let ws = Workspace::aws(
         &svc,

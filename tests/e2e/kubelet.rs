@@ -135,12 +135,7 @@ fn htpasswd_registry_credentials_pull_for_the_kubelet() {
 #[test]
 fn token_auth_registry_credentials_pull_for_the_kubelet() {
     let svc = Services::get();
-    let mut ws = Workspace::local(&format!(
-        "registry = {{ url = \"http://{}\", auth = \"token\", username_env = \"REG_USER\", password_env = \"REG_PASS\" }}\nstorage = {{ kind = \"fs\", root = \"store\", bucket = \"projects\" }}",
-        svc.var("CREDHOST_TEST_REGISTRY_TOKEN")
-    ));
-    ws.set_env("REG_USER", &svc.var("CREDHOST_TEST_REGISTRY_USER"));
-    ws.set_env("REG_PASS", &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+    let ws = Workspace::local_token(&svc);
     let creds = format!("{}:{}", svc.var("CREDHOST_TEST_REGISTRY_USER"), svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
     pull_with_answer(&ws, &svc.var("CREDHOST_TEST_REGISTRY_TOKEN"), &creds, "credhost", &["kubelet-provider"]);
 }

@@ -14,12 +14,7 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn ten_thousand_concurrent_token_requests_make_one_upstream_call() {
     let svc = Services::get();
-    let mut ws = Workspace::local(&format!(
-        "registry = {{ url = \"http://{}\", auth = \"token\", username_env = \"REG_USER\", password_env = \"REG_PASS\" }}\nstorage = {{ kind = \"fs\", root = \"store\", bucket = \"projects\" }}",
-        svc.var("CREDHOST_TEST_REGISTRY_TOKEN")
-    ));
-    ws.set_env("REG_USER", &svc.var("CREDHOST_TEST_REGISTRY_USER"));
-    ws.set_env("REG_PASS", &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+    let ws = Workspace::local_token(&svc);
     let repo = unique("stampede");
     let scope = format!("repository:{repo}:pull,push");
     let issued = || {

@@ -27,6 +27,9 @@
 #                   store, with its own quirks (ranged GETs answered 200,
 #                   multipart ETags without the -N suffix)
 #   moto            moto_server (ECR GetAuthorizationToken, other AWS APIs)
+#   moto-sts        a second moto_server for STS only: tests read the sessions
+#                   it recorded from /moto-api/data.json, which the first one
+#                   answers with 500 while any multipart upload is open
 #   gcs             gcp-storage-emulator (GCS JSON API, in memory, bucket projects)
 #   gcp-auth        gcp_auth.py: an OAuth token endpoint for generated
 #                   service-account keys, IAM Credentials
@@ -88,8 +91,9 @@ P_STS_FILER=$((PORT_BASE + 30))
 P_STS_FILER_GRPC=$((PORT_BASE + 31))
 P_STS_ADMIN=$((PORT_BASE + 32))
 P_STS_ADMIN_GRPC=$((PORT_BASE + 33))
+P_MOTO_STS=$((PORT_BASE + 34))
 ALL_PORTS=($P_REG_OPEN $P_REG_BASIC $P_REG_TOKEN $P_TOKEN $P_MOTO $P_RCLONE $(seq $P_S3 $P_ADMIN_GRPC)
-  $(seq $P_GCS $P_GCS_PROXY) $(seq $P_STS_S3 $P_STS_ADMIN_GRPC))
+  $(seq $P_GCS $P_GCS_PROXY) $(seq $P_STS_S3 $P_STS_ADMIN_GRPC) $P_MOTO_STS)
 
 REG_USER=credhost
 REG_PASSWORD=credhost-pw-1
@@ -111,7 +115,7 @@ if ! [[ $TOKEN_EXPIRES_IN =~ ^[1-9][0-9]*$ ]]; then
   echo "up.sh: CREDHOST_TEST_TOKEN_EXPIRES_IN must be a positive number of seconds" >&2
   exit 2
 fi
-SERVICES=(registry-open registry-basic registry-token token-server weed weed-sts rclone moto gcs gcp-auth)
+SERVICES=(registry-open registry-basic registry-token token-server weed weed-sts rclone moto moto-sts gcs gcp-auth)
 
 log() { echo "up.sh: $*" >&2; }
 
@@ -395,6 +399,8 @@ while read -r v; do REG_ENV+=(-u "$v"); done < <(compgen -e | grep '^REGISTRY_' 
 # 1. Launch everything that does not depend on another service.
 start moto "moto_server -H 127.0.0.1 -p $P_MOTO" \
   env -u INITIAL_NO_AUTH_ACTION_COUNT "$MOTO_SERVER" -H 127.0.0.1 -p "$P_MOTO"
+start moto-sts "moto_server -H 127.0.0.1 -p $P_MOTO_STS" \
+  env -u INITIAL_NO_AUTH_ACTION_COUNT "$MOTO_SERVER" -H 127.0.0.1 -p "$P_MOTO_STS"
 
 # Without the two AWS_* variables weed's S3 gateway accepts anyone.
 # -dir is fresh on every start: weed mini remembers its flags in DIR/mini.options.
@@ -529,6 +535,7 @@ alive "${PID[rclone]}" || fail rclone "process ${PID[rclone]} exited"
 # 6. The GCS emulator, then the stand-ins (their /healthz answers once the
 #    metadata server and the proxy listen and the default key is written).
 wait_http gcs "http://127.0.0.1:$P_GCS/" 200 30
+wait_http moto-sts "http://127.0.0.1:$P_MOTO_STS/moto-api/" 200 30
 wait_http gcp-auth "http://127.0.0.1:$P_GCP_TOKEN/healthz" 200 30
 
 # -------------------------------------------------------------- env file ---
@@ -555,6 +562,7 @@ wait_http gcp-auth "http://127.0.0.1:$P_GCP_TOKEN/healthz" 200 30
   kv CREDHOST_TEST_STS_BUCKET "$STS_BUCKET"
   kv CREDHOST_TEST_STS_FILER "http://127.0.0.1:$P_STS_FILER"
   kv CREDHOST_TEST_MOTO_ENDPOINT "http://127.0.0.1:$P_MOTO"
+  kv CREDHOST_TEST_MOTO_STS_ENDPOINT "http://127.0.0.1:$P_MOTO_STS"
   kv CREDHOST_TEST_RCLONE_ENDPOINT "http://127.0.0.1:$P_RCLONE"
   kv CREDHOST_TEST_GCS_EMULATOR "http://127.0.0.1:$P_GCS"
   kv CREDHOST_TEST_GCS_ENDPOINT "http://127.0.0.1:$P_GCS_PROXY"

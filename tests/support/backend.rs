@@ -279,10 +279,10 @@ pub fn part_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Grant settings of the aws plugin: sessions of a role at moto's STS.
+/// Grant settings of the aws plugin: sessions of a role at the STS-only moto.
 fn aws_grants(svc: &Services) -> String {
     format!(
         "sts_endpoint_url = \"{}\"\njob_role_arn = \"arn:aws:iam::123456789012:role/credhost-job\"",
-        svc.var("CREDHOST_TEST_MOTO_ENDPOINT")
+        svc.var("CREDHOST_TEST_MOTO_STS_ENDPOINT")
     )
 }

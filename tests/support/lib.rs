@@ -143,6 +143,18 @@ impl Workspace {
         ws
     }
 
+    /// Local plugin with fs storage and the token-auth registry of the test
+    /// services, its user and password in `REG_USER` / `REG_PASS`.
+    pub fn local_token(svc: &Services) -> Self {
+        let mut ws = Self::local(&format!(
+            "registry = {{ url = \"http://{}\", auth = \"token\", username_env = \"REG_USER\", password_env = \"REG_PASS\" }}\nstorage = {{ kind = \"fs\", root = \"store\", bucket = \"projects\" }}",
+            svc.var("CREDHOST_TEST_REGISTRY_TOKEN")
+        ));
+        ws.set_env("REG_USER", &svc.var("CREDHOST_TEST_REGISTRY_USER"));
+        ws.set_env("REG_PASS", &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+        ws
+    }
+
     /// Local plugin with SeaweedFS storage (keys from the env vars the settings name).
     pub fn local_s3(svc: &Services, registry_settings: &str) -> Self {
         Self::local_s3_at(svc, registry_settings, &svc.var("CREDHOST_TEST_S3_ENDPOINT"))
@@ -498,10 +510,11 @@ pub fn skopeo_push(ws: &Workspace, registry: &str, repo: &str, auth: &[&str]) ->
         .expect("skopeo")
 }
 
-/// moto's state export (`/moto-api/data.json`), asked again while it
-/// answers 500 (it does while a multipart upload with parts is open).
+/// The state export (`/moto-api/data.json`) of the test services' STS-only
+/// moto, where grants' sessions are recorded (the other moto answers 500
+/// there while any multipart upload is open); asked again on a 500.
 pub fn moto_state(svc: &Services) -> serde_json::Value {
-    let moto = svc.var("CREDHOST_TEST_MOTO_ENDPOINT");
+    let moto = svc.var("CREDHOST_TEST_MOTO_STS_ENDPOINT");
     for _ in 0..50 {
         let (body, code) = curl(&[&format!("{moto}/moto-api/data.json")]);
         if code == "200" {
