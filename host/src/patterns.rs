@@ -1,20 +1,22 @@
 //! The registry patterns a configuration may name: `host[:port]`, or a
-//! `*.suffix` wildcard. A leaf module, so that reading a configuration and
-//! routing registries to instances can both use it.
+//! wildcard `*.suffix` (`*.*.suffix`, ...) matched as the kubelet matches
+//! images. A leaf module, so that reading a configuration and routing
+//! registries to instances can both use it.
 
 use credhost_plugin_api::rules::registry_host;
 
 use crate::{Error, Result};
 
-/// Checks a `[registries]` key: `host[:port]`, or `*.suffix`.
+/// Checks a `[registries]` key: `host[:port]`, or `*.suffix` (one `*.`
+/// per label it stands for: `*.*.suffix`).
 pub fn check_pattern(pattern: &str) -> std::result::Result<(), String> {
-    let host = match pattern.strip_prefix("*.") {
-        Some(rest) => rest,
-        None if pattern.starts_with('*') => {
-            return Err("a wildcard is `*.` followed by a domain, e.g. `*.example.com`".into())
-        }
-        None => pattern,
-    };
+    let mut host = pattern;
+    while let Some(rest) = host.strip_prefix("*.") {
+        host = rest;
+    }
+    if host.starts_with('*') {
+        return Err("a wildcard is `*.` followed by a domain, e.g. `*.example.com`".into());
+    }
     if host.is_empty() {
         return Err("it is empty".into());
     }
@@ -32,10 +34,19 @@ pub fn check_pattern(pattern: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Whether `host` matches the wildcard `*.suffix` given as its `.suffix`:
-/// any host ending in it, never the bare domain.
-pub(crate) fn wildcard_matches(dot_suffix: &str, host: &str) -> bool {
-    host.len() > dot_suffix.len() && host.ends_with(dot_suffix)
+/// Whether `host` matches the wildcard `pattern` as the kubelet matches
+/// (`URLsMatch`): as many labels, each `*` any one label, equal ports.
+pub(crate) fn wildcard_matches(pattern: &str, host: &str) -> bool {
+    crate::kubelet::urls_match(pattern, host)
+}
+
+/// Whether `host` matched the wildcard `pattern` by the rule before the
+/// kubelet's (a `*.suffix` matched any host ending in `.suffix`, at any
+/// depth): what a configuration's wildcard no longer matches is warned
+/// about, for one release.
+pub(crate) fn matched_at_any_depth(pattern: &str, host: &str) -> bool {
+    let suffix = pattern.trim_start_matches("*.");
+    host.len() > suffix.len() + 1 && host.ends_with(suffix) && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
 }
 
 /// The `host[:port]` of `server` (a host or URL, as a client sends it),

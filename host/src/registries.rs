@@ -12,7 +12,11 @@ use std::collections::BTreeMap;
 
 use credhost_plugin_api::rules::registry_host;
 
-use crate::{config::Config, patterns::wildcard_matches, Error, ErrorKind, PluginInfo, Result};
+use crate::{
+    config::Config,
+    patterns::{matched_at_any_depth, wildcard_matches},
+    Error, ErrorKind, PluginInfo, Result,
+};
 
 /// How a registry host reached its instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,8 +53,8 @@ struct Unloaded {
 #[derive(Clone, Debug, Default)]
 pub struct RegistryMap {
     exact: BTreeMap<String, Route>,
-    /// `(".suffix", instance, "*.suffix")`, longest suffix first.
-    wildcards: Vec<(String, String, String)>,
+    /// `(pattern, instance)`, longest pattern first.
+    wildcards: Vec<(String, String)>,
     /// Instances whose plugin could not be loaded: the registries they
     /// declare are unknown.
     unloaded: BTreeMap<String, Unloaded>,
@@ -67,11 +71,10 @@ impl RegistryMap {
         let mut exact: BTreeMap<String, Route> = BTreeMap::new();
         let mut wildcards = Vec::new();
         for (pattern, instance) in &config.registries {
-            match pattern.strip_prefix('*') {
-                Some(suffix) => wildcards.push((suffix.to_owned(), instance.clone(), pattern.clone())),
-                None => {
-                    exact.insert(pattern.clone(), Route { instance: instance.clone(), via: Via::Table });
-                }
+            if pattern.starts_with('*') {
+                wildcards.push((pattern.clone(), instance.clone()));
+            } else {
+                exact.insert(pattern.clone(), Route { instance: instance.clone(), via: Via::Table });
             }
         }
         for (name, instance) in &config.instances {
@@ -147,10 +150,23 @@ impl RegistryMap {
         if let Some(route) = self.exact.get(&host) {
             return Some(route.clone());
         }
-        self.wildcards
+        let found = self
+            .wildcards
             .iter()
-            .find(|(suffix, _, _)| wildcard_matches(suffix, &host))
-            .map(|(_, instance, pattern)| Route { instance: instance.clone(), via: Via::Wildcard(pattern.clone()) })
+            .find(|(pattern, _)| wildcard_matches(pattern, &host))
+            .map(|(pattern, instance)| Route { instance: instance.clone(), via: Via::Wildcard(pattern.clone()) });
+        if found.is_none() {
+            if let Some((pattern, _)) = self.wildcards.iter().find(|(p, _)| matched_at_any_depth(p, &host)) {
+                let extra = host.split('.').count() - pattern.split('.').count();
+                tracing::warn!(
+                    target: "credhost::registries",
+                    "the wildcard `{pattern}` no longer matches {host}: wildcards match as the kubelet does, one label per `*.`; add `\"{}{}\"` to [registries] to keep it",
+                    "*.".repeat(extra),
+                    pattern
+                );
+            }
+        }
+        found
     }
 
     /// Every exactly known host and its route, sorted by host.
@@ -160,7 +176,7 @@ impl RegistryMap {
 
     /// The wildcard patterns (`*.suffix`), which no host list can spell out.
     pub fn wildcard_patterns(&self) -> impl Iterator<Item = &str> {
-        self.wildcards.iter().map(|(_, _, p)| p.as_str())
+        self.wildcards.iter().map(|(p, _)| p.as_str())
     }
 }
 
@@ -175,7 +191,7 @@ pub(crate) struct Served {
     /// Hosts the configuration maps to the instance: its `registries` list
     /// and the exact `[registries]` entries naming it.
     mapped: Vec<String>,
-    /// `.suffix` of each `[registries]` wildcard naming it.
+    /// The `[registries]` wildcards naming it.
     wildcards: Vec<String>,
 }
 
@@ -193,9 +209,10 @@ impl Served {
             if instance != name {
                 continue;
             }
-            match pattern.strip_prefix('*') {
-                Some(suffix) => wildcards.push(suffix.to_owned()),
-                None => mapped.push(registry_host(pattern)),
+            if pattern.starts_with('*') {
+                wildcards.push(pattern.clone());
+            } else {
+                mapped.push(registry_host(pattern));
             }
         }
         Self { own, mapped, wildcards }
@@ -209,7 +226,7 @@ impl Served {
     pub(crate) fn request_for(&self, host: &str) -> Option<String> {
         let known = self.own.as_deref() == Some(host)
             || self.mapped.iter().any(|h| h == host)
-            || self.wildcards.iter().any(|s| wildcard_matches(s, host));
+            || self.wildcards.iter().any(|p| wildcard_matches(p, host));
         (!known).then(|| host.to_owned())
     }
 }
@@ -305,7 +322,7 @@ registry = "123.dkr.ecr.us-east-1.amazonaws.com"
     #[test]
     fn declared_settings_table_and_wildcards() {
         let m = map(&format!(
-            "{TWO}[registries]\n\"127.0.0.1:5001\" = \"aws\"\n\"*.pkg.example\" = \"local\"\n\"*.a.pkg.example\" = \"aws\"\n"
+            "{TWO}[registries]\n\"127.0.0.1:5001\" = \"aws\"\n\"*.pkg.example\" = \"local\"\n\"*.a.pkg.example\" = \"aws\"\n\"*.*.deep.example\" = \"local\"\n"
         ))
         .unwrap();
         let instance = |h: &str| m.resolve(h).map(|r| r.instance);
@@ -316,6 +333,10 @@ registry = "123.dkr.ecr.us-east-1.amazonaws.com"
         // The longest suffix wins; a wildcard never matches the bare domain.
         assert_eq!(m.resolve("b.a.pkg.example").unwrap().via, Via::Wildcard("*.a.pkg.example".into()));
         assert_eq!(instance("pkg.example"), None);
+        // One label per `*.`, as the kubelet matches.
+        assert_eq!(instance("c.b.pkg.example"), None);
+        assert_eq!(instance("b.a.deep.example").as_deref(), Some("local"));
+        assert_eq!(instance("a.deep.example"), None);
         assert_eq!(instance("127.0.0.1:5002"), None);
         let hosts: Vec<&str> = m.hosts().map(|(h, _)| h).collect();
         assert_eq!(hosts, ["123.dkr.ecr.us-east-1.amazonaws.com", "127.0.0.1:5000", "127.0.0.1:5001"]);

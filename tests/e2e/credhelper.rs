@@ -250,15 +250,29 @@ fn list_unknown_hosts_store_erase_and_version() {
 #[test]
 fn wildcard_and_exact_mappings() {
     let svc = Services::get();
-    let ws = combined_ws(&svc, "\"*.registry.test\" = \"local\"\n\"pinned.registry.test\" = \"aws\"\n");
+    let ws = combined_ws(
+        &svc,
+        "\"*.registry.test\" = \"local\"\n\"*.*.deep.test\" = \"local\"\n\"pinned.registry.test\" = \"aws\"\n",
+    );
     let user = svc.var("CREDHOST_TEST_REGISTRY_USER");
     let v = get(&ws, "a.registry.test");
     assert_eq!((v["ServerURL"].as_str(), v["Username"].as_str()), (Some("a.registry.test"), Some(user.as_str())));
     assert_eq!(v["Secret"], svc.var("CREDHOST_TEST_REGISTRY_PASSWORD").as_str());
     // The server is echoed as the client gave it; matching ignores scheme, path and case.
-    let v = get(&ws, "https://B.a.Registry.test/v2/");
-    assert_eq!(v["ServerURL"], "https://B.a.Registry.test/v2/");
+    let v = get(&ws, "https://A.Registry.test/v2/");
+    assert_eq!(v["ServerURL"], "https://A.Registry.test/v2/");
     assert_eq!(v["Username"], user.as_str());
+    // One label per `*.`, as the kubelet matches; what the wildcard matched
+    // before at any depth is said on stderr.
+    let run = helper(&ws, &["get"], "b.a.registry.test");
+    assert_eq!((run.code(), run.stdout().trim()), (1, NOT_FOUND));
+    assert!(
+        run.stderr().contains("`*.registry.test` no longer matches b.a.registry.test")
+            && run.stderr().contains("\"*.*.registry.test\""),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(get(&ws, "b.a.deep.test")["Username"], user.as_str());
     // An exact entry wins over the wildcard; the bare domain is no match.
     assert_eq!(get(&ws, "pinned.registry.test")["Username"], "AWS");
     let run = helper(&ws, &["get"], "registry.test");
