@@ -216,3 +216,42 @@ fn serde_yaml_value(svc: &Services, yaml: &str) -> serde_json::Value {
     let out = python(svc, "import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.argv[1])))", &[yaml]);
     serde_json::from_str(&out).unwrap()
 }
+
+/// The golden table (tests/kubelet-golden.json): every request answered
+/// exactly as written there, for the `[registries]` it lists.
+#[test]
+fn golden_requests_get_their_responses() {
+    let svc = Services::get();
+    let text = std::fs::read_to_string(repo_root().join("tests/kubelet-golden.json")).unwrap();
+    let golden: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ws = Workspace::local_basic(&svc);
+    let mut config = std::fs::read_to_string(ws.path("plugins.toml")).unwrap();
+    config.push_str("\n[registries]\n");
+    for (pattern, instance) in golden["registries"].as_object().unwrap() {
+        config.push_str(&format!("{pattern:?} = {:?}\n", instance.as_str().unwrap()));
+    }
+    ws.write_config(&config);
+    let basic = svc.var("CREDHOST_TEST_REGISTRY_BASIC");
+    let (host, port) = basic.rsplit_once(':').unwrap();
+    let off = format!("{host}:{}", port.parse::<u16>().unwrap() + 9);
+    let (user, password) = (svc.var("CREDHOST_TEST_REGISTRY_USER"), svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+    let fill = |v: &serde_json::Value| -> serde_json::Value {
+        let text = v
+            .to_string()
+            .replace("{basic_port_off}", &off)
+            .replace("{basic}", &basic)
+            .replace("{user}", &user)
+            .replace("{password}", &password);
+        serde_json::from_str(&text).unwrap()
+    };
+    let cases = golden["cases"].as_array().unwrap();
+    assert!(cases.len() >= 9);
+    for case in cases {
+        let (code, stdout, stderr) = exec(&ws, "credhost", &["kubelet-provider"], &fill(&case["request"]));
+        assert_eq!(code, 0, "{}: {stderr}", case["what"]);
+        let got: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(got, fill(&case["response"]), "{}", case["what"]);
+        // And strictly as the kubelet decodes it.
+        let _: Response = serde_json::from_str(&stdout).unwrap();
+    }
+}
