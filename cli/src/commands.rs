@@ -113,11 +113,8 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
             }
             let text = zeroize::Zeroizing::new(job_env::render(&entries, *show_secrets, format)?);
             print(&text)?;
-            let redacted = job_env::redacted_count(&entries, *show_secrets);
-            if redacted > 0 && !global.quiet {
-                eprintln!(
-                    "credhost: {redacted} secret value(s) printed as {REDACTED}; add --show-secrets to print them"
-                );
+            if !global.quiet {
+                note_redacted(&entries, *show_secrets);
             }
             Ok(exit::OK)
         }
@@ -145,7 +142,7 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
                 // (a token server's fixed lifetime) ends the grant early.
                 let end = credhost::unix_seconds(grant.expires_at);
                 let asked = credhost::unix_seconds(std::time::SystemTime::now())
-                    + i64::try_from(request.ttl.as_secs()).unwrap_or(i64::MAX);
+                    .saturating_add(i64::try_from(request.ttl.as_secs()).unwrap_or(i64::MAX));
                 if end < asked - 60 {
                     let first = grant
                         .parts
@@ -159,12 +156,7 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
                         asked - end
                     );
                 }
-                let redacted = job_env::redacted_count(&grant.entries, *show_secrets);
-                if redacted > 0 {
-                    eprintln!(
-                        "credhost: {redacted} secret value(s) printed as {REDACTED}; add --show-secrets to print them"
-                    );
-                }
+                note_redacted(&grant.entries, *show_secrets);
             }
             Ok(exit::OK)
         }
@@ -409,6 +401,14 @@ async fn docker_config(host: &Host, args: &DockerConfig, quiet: bool) -> Result<
         docker_config::note_helper_config(host.config());
     }
     Ok(exit::OK)
+}
+
+/// Says on stderr how many secret values printed redacted, and how to see them.
+fn note_redacted(entries: &[CredentialEntry], show_secrets: bool) {
+    let redacted = job_env::redacted_count(entries, show_secrets);
+    if redacted > 0 {
+        eprintln!("credhost: {redacted} secret value(s) printed as {REDACTED}; add --show-secrets to print them");
+    }
 }
 
 /// Answers a kubelet `CredentialProviderRequest` read from `input`.

@@ -5,11 +5,11 @@
 use std::time::{Duration, SystemTime};
 
 use credhost_plugin_api as api;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use crate::{
     names,
-    types::{from_unix, unix_seconds},
+    types::{from_unix, unix, unix_opt, unix_seconds},
     AuthKind, CredentialEntry, Error, RegistryAuth, Result, Secret,
 };
 
@@ -183,17 +183,6 @@ pub struct GrantPart {
     /// When it stops working, when known.
     #[serde(serialize_with = "unix_opt")]
     pub expires_at: Option<SystemTime>,
-}
-
-fn unix<S: Serializer>(t: &SystemTime, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_i64(unix_seconds(*t))
-}
-
-fn unix_opt<S: Serializer>(t: &Option<SystemTime>, s: S) -> std::result::Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.serialize_some(&unix_seconds(*t)),
-        None => s.serialize_none(),
-    }
 }
 
 /// A build-job grant: the job's entries, when they stop working, and what

@@ -27,11 +27,11 @@ pub fn unix_seconds(t: SystemTime) -> i64 {
     }
 }
 
-fn unix<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn unix<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_i64(unix_seconds(*t))
 }
 
-fn unix_opt<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn unix_opt<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => s.serialize_some(&unix_seconds(*t)),
         None => s.serialize_none(),

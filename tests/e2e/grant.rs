@@ -402,3 +402,131 @@ fn a_grants_url_and_keys_stop_working_when_it_expires() {
     let after = probe(&entries);
     assert!(!after.starts_with("read ok"), "an expired grant's keys still read: {after}");
 }
+
+/// gcp: the URL is a V4 signed GET; the registry token is one of the job's
+/// own service account, minted by IAM Credentials for the grant's length;
+/// keys are that token downscoped to the one object, which the test
+/// services' GCS proxy enforces (no GCS emulator checks tokens).
+#[test]
+fn gcp_grants_a_job_accounts_token_and_a_token_downscoped_to_the_object() {
+    use credhost_e2e::gcp;
+    let svc = Services::get();
+    let (ws, key) = gcp::keyed_ws(&svc, 3600);
+    let account = format!("build-job@{}.iam.gserviceaccount.com", svc.var("CREDHOST_TEST_GCP_PROJECT"));
+    let text = std::fs::read_to_string(ws.path("plugins.toml")).unwrap();
+    let (iam, sts) = (svc.var("CREDHOST_TEST_GCP_IAM_ENDPOINT"), svc.var("CREDHOST_TEST_GCP_STS_ENDPOINT"));
+    let auth = svc.var("CREDHOST_TEST_GCP_AUTH");
+
+    // Without the job's account, a registry token cannot be granted.
+    let err = gcp::run(&ws, &["grant", "--project", "projects/x.zip", "--repository", "app"], &[]).fails_with(2);
+    assert!(err.contains("job_service_account"), "{err}");
+    ws.write_config(&format!(
+        "{text}iam_endpoint = \"{iam}\"\nsts_endpoint = \"{sts}\"\njob_service_account = \"{account}\"\n"
+    ));
+
+    let (name, other) = (unique("gcs-grant"), unique("gcs-other"));
+    write_zip(&ws.path("a.zip"), 40_000, 17);
+    gcp::run(&ws, &["upload", "a.zip", "--name", &name], &[]).ok();
+    gcp::run(&ws, &["upload", "a.zip", "--name", &other], &[]).ok();
+
+    // Longer than IAM Credentials issues: refused before it is asked.
+    let generated = |since: u64| gcp::control(&svc, "GET", &format!("{auth}/_test/generated?since={since}"), None);
+    let before = generated(0)["next"].as_u64().unwrap();
+    let project = format!("projects/{name}");
+    let err = gcp::run(&ws, &["grant", "--project", &project, "--repository", "app", "--ttl", "2h"], &[]).fails_with(2);
+    assert!(err.contains("at most 3600 s"), "{err}");
+    assert_eq!(generated(before)["calls"].as_array().unwrap().len(), 0, "IAM was asked for a refused grant");
+
+    let exchanges = |since: u64| gcp::control(&svc, "GET", &format!("{auth}/_test/exchanges?since={since}"), None);
+    let exchanged_before = exchanges(0)["next"].as_u64().unwrap();
+    let out = gcp::run(
+        &ws,
+        &[
+            "grant",
+            "--project",
+            &project,
+            "--repository",
+            "app",
+            "--with-keys",
+            "--ttl",
+            "30m",
+            "--format",
+            "json",
+            "--show-secrets",
+        ],
+        &[],
+    );
+    let entries: BTreeMap<String, String> = serde_json::from_str(&out.ok()).unwrap();
+    assert_eq!(entries["CREDHOST_GRANT_REGISTRY_SCOPE"], "account");
+    assert!(out.stderr().contains(&format!("an access token of {account}")), "{}", out.stderr());
+
+    // IAM Credentials minted the registry token for the job's account, for 30 minutes, at the service's request.
+    let calls = generated(before)["calls"].as_array().unwrap().clone();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!((calls[0]["target"].as_str(), calls[0]["lifetime"].as_str()), (Some(account.as_str()), Some("1800s")));
+    assert_eq!(calls[0]["caller"], key["client_email"]);
+    let token = gcp::decode_b64(&entries["REGISTRY_TOKEN"]);
+    let token = token.strip_prefix("oauth2accesstoken:").expect("oauth2accesstoken:TOKEN").to_owned();
+    assert_eq!(gcp::token_account(&svc, &token).as_deref(), Some(account.as_str()));
+
+    // The keys: one exchange, with the object's boundary.
+    let ex = exchanges(exchanged_before)["exchanges"].as_array().unwrap().clone();
+    assert_eq!(ex.len(), 1, "{ex:?}");
+    assert_eq!(ex[0]["subject"], account.as_str());
+    let rule = &ex[0]["boundary"]["accessBoundaryRules"][0];
+    assert_eq!(rule["availablePermissions"], serde_json::json!(["inRole:roles/storage.objectViewer"]));
+    assert_eq!(
+        rule["availabilityCondition"]["expression"],
+        format!("resource.name == 'projects/_/buckets/projects/objects/{name}'").as_str()
+    );
+    let downscoped = &entries["GOOGLE_OAUTH_ACCESS_TOKEN"];
+    let gcs = svc.var("CREDHOST_TEST_GCS_ENDPOINT");
+    let bearer = format!("Authorization: Bearer {downscoped}");
+    let object = |n: &str| format!("{gcs}/storage/v1/b/projects/o/{n}?alt=media");
+    assert_eq!(curl(&["-o", "/dev/null", "-H", &bearer, &object(&name)]).1, "200");
+    assert_eq!(curl(&["-o", "/dev/null", "-H", &bearer, &object(&other)]).1, "403");
+    assert_eq!(curl(&["-o", "/dev/null", "-H", &bearer, &format!("{gcs}/storage/v1/b/projects/o")]).1, "403");
+
+    // The URL reads the object with nothing else.
+    let (_, code) = curl(&["-o", ws.path("got.zip").to_str().unwrap(), &entries["PROJECT_URL"]]);
+    assert_eq!(code, "200");
+    assert_eq!(sha256(&ws.path("got.zip")), sha256(&ws.path("a.zip")));
+    gcp::delete_object(&svc, &name);
+    gcp::delete_object(&svc, &other);
+}
+
+/// A token server's own lifetime ends the grant early, and says so; once
+/// the token has expired, the registry refuses it (Distribution allows 60 s
+/// of clock skew past `exp`).
+#[test]
+fn a_token_expires_with_its_grant_and_is_then_refused() {
+    let svc = Services::get();
+    let registry = svc.var("CREDHOST_TEST_REGISTRY_TOKEN");
+    let ws = Workspace::local_token(&svc);
+    let repo = unique("expiring");
+    let knob = format!("{}/_test/lifetime", svc.var("CREDHOST_TEST_TOKEN_REALM").trim_end_matches("/token"));
+    let rule = serde_json::json!({ "scope": repo, "expires_in": 3 }).to_string();
+    let (_, code) = curl(&["-X", "POST", "-H", "Content-Type: application/json", "-d", &rule, &knob]);
+    assert_eq!(code, "200");
+    let out = ws.run(&[
+        "grant",
+        "--project",
+        "projects/app.zip",
+        "--repository",
+        &repo,
+        "--format",
+        "json",
+        "--show-secrets",
+    ]);
+    let entries: BTreeMap<String, String> = serde_json::from_str(&out.ok()).unwrap();
+    assert!(out.stderr().contains("its registry credential expires first"), "{}", out.stderr());
+    let expires = credhost::api::rules::parse_rfc3339(&entries["CREDHOST_GRANT_EXPIRES_AT"]).unwrap();
+    assert!(expires <= credhost::api::rules::unix_now() + 3, "{entries:?}");
+    let config: serde_json::Value = serde_json::from_str(&entries["DOCKER_CONFIG_JSON"]).unwrap();
+    let token = config["auths"][registry.as_str()]["registrytoken"].as_str().unwrap().to_owned();
+    let out = skopeo_push(&ws, &registry, &repo, &["--dest-registry-token", &token]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(std::time::Duration::from_secs((expires + 62 - credhost::api::rules::unix_now()).max(0) as u64));
+    let out = skopeo_push(&ws, &registry, &repo, &["--dest-registry-token", &token]);
+    assert!(!out.status.success(), "an expired grant's token still pushed");
+}
