@@ -133,3 +133,21 @@ impl RootModule for PluginRoot_Ref {
 /// change no layout (helpers, constants, accessors) leave it alone; it moves
 /// to the next minor only when the interface itself grows.
 pub const API_VERSION: &str = "1.2.0";
+
+#[cfg(test)]
+mod tests {
+    /// The crate's major and minor are the interface's: a release that grows
+    /// the interface must also be a new minor of the crate, or a registry (or
+    /// a cached unpacking of an earlier package) hands the older sources out
+    /// under the same version.
+    #[test]
+    fn the_crate_version_names_the_interface_minor() {
+        let crate_minor = format!("{}.{}.", env!("CARGO_PKG_VERSION_MAJOR"), env!("CARGO_PKG_VERSION_MINOR"));
+        assert!(
+            super::API_VERSION.starts_with(&crate_minor),
+            "credhost-plugin-api {} implements interface {}: bump the crate to the interface's minor",
+            env!("CARGO_PKG_VERSION"),
+            super::API_VERSION
+        );
+    }
+}
