@@ -4,9 +4,10 @@ that they share one table of issued tokens:
 
 token endpoint (--token-port): the OAuth2 token endpoint service-account keys
     and authorized_user files point at through their `token_uri`, and the
-    parts of the IAM Credentials and STS APIs that impersonation and
-    downscoping use (CREDHOST_TEST_GCP_AUTH, CREDHOST_TEST_GCP_IAM_ENDPOINT
-    and CREDHOST_TEST_GCP_STS_ENDPOINT all name this server).
+    parts of the IAM Credentials and STS APIs that impersonation,
+    downscoping and Workload Identity Federation use (CREDHOST_TEST_GCP_AUTH,
+    CREDHOST_TEST_GCP_IAM_ENDPOINT and CREDHOST_TEST_GCP_STS_ENDPOINT all
+    name this server).
     POST /token  grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer
                  assertion=JWT: verified like Google does it -- RS256 signature
                  with the public half of the key registered for `iss` (and
@@ -27,9 +28,10 @@ token endpoint (--token-port): the OAuth2 token endpoint service-account keys
                  generated tokens and the tokens exchanged from them;
                  boundary is a downscoped token's accessBoundary (else null).
     GET  /_test/account?email=E  {"issued": N, "signed": M, "generated": G,
-                 "exchanged": X}: tokens of E issued by any endpoint, signBlob
-                 calls, tokens generateAccessToken minted for E, downscoped
-                 tokens of E.
+                 "exchanged": X, "federated": F}: tokens of E issued by any
+                 endpoint, signBlob calls, tokens generateAccessToken minted
+                 for E, downscoped tokens of E, federated tokens of E (E a
+                 principal://... then).
     GET  /_test/issued[?since=N]  {"next": M, "tokens": [...]}: every access
                  token issued (by either endpoint) from the N-th on, in order,
                  and the count so far; a test remembers `next` before it runs
@@ -61,12 +63,20 @@ token endpoint (--token-port): the OAuth2 token endpoint service-account keys
                  with cloud-platform or devstorage.read_write/full_control
                  only (else 403 "insufficient authentication scopes").
                  Errors: {"error": {"code", "message", "status"}}.
+                 A federated token (see Workload Identity Federation below)
+                 may call it too, its principal being the caller, when it
+                 carries the cloud-platform or iam scope (else 403
+                 PERMISSION_DENIED "Request had insufficient authentication
+                 scopes."); any principal may impersonate (as if it held
+                 roles/iam.workloadIdentityUser everywhere).
     GET  /_test/generated[?since=N]  {"next": M, "calls": [...]}: every
                  generateAccessToken call from the N-th on, in order, each
-                 {"time", "caller" (account of the bearer token, null if it
-                 was not current), "target", "lifetime", "scope",
-                 "delegates" (as sent), "status", "error", "token",
-                 "expireTime"}.
+                 {"time", "caller" (account of the bearer token -- for a
+                 federated token its principal://... -- null if it was not
+                 current), "caller_source" (that token's source: oauth,
+                 metadata, generated, exchanged or federated; null),
+                 "target", "lifetime", "scope", "delegates" (as sent),
+                 "status", "error", "token", "expireTime"}.
     POST /v1/token  (form-encoded, as sts.googleapis.com; base URL:
                  CREDHOST_TEST_GCP_STS_ENDPOINT) token exchange for
                  downscoping: grant_type=urn:ietf:params:oauth:grant-type:token-exchange,
@@ -93,10 +103,66 @@ token endpoint (--token-port): the OAuth2 token endpoint service-account keys
                  Anything malformed, unsupported or unknown, and a subject
                  token that is not current, gets 400 {"error",
                  "error_description"} as STS answers.
+    POST /v1/token  Workload Identity Federation (with --workload-provider,
+                 --oidc-issuer, --oidc-jwks): an OIDC token of an external
+                 issuer (a Kubernetes projected service-account token, say)
+                 exchanged for a federated access token, as STS does it:
+                 grant_type=urn:ietf:params:oauth:grant-type:token-exchange,
+                 subject_token_type urn:ietf:params:oauth:token-type:jwt (or
+                 ...:id_token), requested_token_type ...:access_token,
+                 audience=//iam.googleapis.com/projects/NUM/locations/global/
+                 workloadIdentityPools/POOL/providers/PROVIDER (a configured
+                 provider), scope=SCOPE[ SCOPE...] (required; Google OAuth
+                 scopes), subject_token=JWT, options (optional, a
+                 "userProject" only). The JWT must be RS256, signed by a key
+                 of the JWKS file (by `kid`; without one, any of its RSA
+                 keys; the file is read again whenever it changes), `iss`
+                 the issuer, `aud` (a string or a list) holding an allowed
+                 audience (by default https://iam.googleapis.com/ + the
+                 provider's resource, or //iam.googleapis.com/ + it;
+                 --workload-allowed-audience replaces both), `iat` and `exp`
+                 present, `exp` after now, `iat` and `nbf` at most 60 s ahead,
+                 a `sub` of 1 to 127 bytes (google.subject=assertion.sub).
+                 Answers {"access_token", "issued_token_type", "token_type":
+                 "Bearer", "expires_in": min(3600, exp - now)}: a token whose
+                 account is principal://iam.googleapis.com/projects/NUM/
+                 locations/global/workloadIdentityPools/POOL/subject/SUB
+                 (source "federated", with the requested scopes), listed by
+                 /_test/issued. The proxy refuses it (403: no IAM binding
+                 grants a principal anything here); generateAccessToken
+                 takes it. Refusals, as STS words them:
+                   400 invalid_request  Invalid value for "audience". ...
+                                        (not a provider resource name)
+                   400 invalid_target   The target service indicated by the
+                                        "audience" parameters is invalid. ...
+                                        (no such provider here)
+                   400 invalid_grant    The audience in ID Token [A, B] does
+                                        not match the expected audience.
+                   400 invalid_grant    The issuer in ID Token ISS does not
+                                        match the expected one in config: URL
+                   400 invalid_grant    Unable to verify the ID Token signature.
+                   400 invalid_grant    Error connecting to the given
+                                        credential's issuer. (a `kid` the JWKS
+                                        lacks, or an unreadable JWKS file)
+                   400 invalid_grant    ID Token issued at IAT is stale to
+                                        sign-in. (expired, or no exp; IAT
+                                        "null" without iat)
+                   400 invalid_request  The size of mapped attribute
+                                        google.subject exceeds the 127 bytes
+                                        limit. ...
+                 and, worded here: a token not yet valid (iat/nbf), not
+                 RS256, unparsable; a missing sub; a missing or non-Google
+                 scope; options other than userProject.
     GET  /_test/exchanges[?since=N]  {"next": M, "exchanges": [...]}: every
-                 token exchange from the N-th on, each {"time", "subject"
-                 (account, null if the subject token was not current),
-                 "boundary" (the accessBoundary as sent), "status", "error",
+                 token exchange from the N-th on, each {"time", "kind"
+                 ("downscope" or "federation"), "subject" (downscoping: the
+                 subject token's account, null if it was not current;
+                 federation: the JWT's `sub` as sent, null if it could not
+                 be read), "boundary" (the accessBoundary as sent; null for
+                 federation), "audience" (as sent; null for downscoping),
+                 "issuer" (the JWT's `iss` as sent; null for downscoping),
+                 "scope" (as sent), "principal" (the federated token's
+                 principal, null unless it succeeded), "status", "error",
                  "expires_in", "token"}.
     GET  /healthz  readiness.
 
@@ -109,8 +175,10 @@ proxy (--proxy-port) in front of gcp-storage-emulator (--upstream), which
     never checks `Authorization`. The proxy refuses (401) every request that
     does not carry a current token from the endpoints above. It refuses
     (403, {"error": {"code": 403, "message", "errors": [{"reason":
-    "forbidden"}]}}) what a current token may not do: past a generated
-    token's scopes (see above), and past a downscoped token's boundary. A
+    "forbidden"}]}}) what a current token may not do: anything for a
+    federated token (of a principal://..., downscoped or not: no bucket
+    here grants a principal a role), past a generated token's scopes (see
+    above), and past a downscoped token's boundary. A
     downscoped token may only
       - read an object: GET or HEAD of /storage/v1/b/B/o/NAME (metadata, or
         media with alt=media) or of /download/storage/v1/b/B/o/NAME, when a
@@ -153,7 +221,8 @@ proxy (--proxy-port) in front of gcp-storage-emulator (--upstream), which
 
 Every token decision is logged to stderr as one line, `token-issued {json}`,
 `token-denied {json}`, `generate-access-token {json}`, `generate-denied
-{json}`, `token-exchanged {json}`, `exchange-denied {json}`, `proxy-denied
+{json}`, `token-exchanged {json}`, `token-federated {json}`, `exchange-denied
+{json}` (for federation with a `detail` beyond the description), `proxy-denied
 {json}` or `proxy-forbidden {json}`; tokens never appear in it (tests ask
 /_test/issued for them).
 """
@@ -203,6 +272,8 @@ class State:
         self.signed = {}  # account -> signBlob calls
         self.generated = {}  # account -> tokens generateAccessToken minted for it
         self.exchanged = {}  # account -> downscoped tokens of it
+        self.federated = {}  # principal -> federated tokens of it
+        self.federation = None  # a Federation, with --workload-provider
         self.generate_calls = []  # every generateAccessToken call, in order
         self.exchanges = []  # every STS token exchange, in order
         self.uploads = {}  # upload_id -> object name
@@ -256,6 +327,7 @@ def fingerprint(token):
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+JWT_TOKEN_TYPES = ("urn:ietf:params:oauth:token-type:jwt", "urn:ietf:params:oauth:token-type:id_token")
 # The roles a boundary rule may name, as the storage permissions they hold
 # that the proxy can tell apart. Roles that grant writes are refused at
 # exchange time rather than half enforced.
@@ -453,6 +525,177 @@ def rfc3339(t):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
+# ------------------------------------------------ Workload Identity Federation
+
+IAM_PREFIX = "//iam.googleapis.com/"
+# A provider resource as --workload-provider names it (Google wants the
+# project's number; pool and provider ids are not held to Google's 4-32
+# characters here).
+PROVIDER_RESOURCE = re.compile(
+    r"projects/(\d+)/locations/global/workloadIdentityPools/([a-z0-9][a-z0-9-]*)/providers/([a-z0-9][a-z0-9-]*)")
+# What STS takes for the `audience` parameter's form; anything else is not
+# even a provider name (invalid_request), a name no provider has is
+# invalid_target.
+AUDIENCE_FORM = re.compile(
+    r"//iam\.googleapis\.com/(projects/[^/]+/locations/[^/]+/workloadIdentityPools/[^/]+/providers/[^/]+"
+    r"|locations/[^/]+/workforcePools/[^/]+/providers/[^/]+)")
+INVALID_AUDIENCE = ('Invalid value for "audience". This value should be the full resource name of the Identity '
+                    'Provider. See https://cloud.google.com/iam/docs/reference/sts/rest/v1/TopLevel/token for the '
+                    'list of possible formats.')
+INVALID_TARGET = ('The target service indicated by the "audience" parameters is invalid. This might either be '
+                  "because the pool or provider is disabled or deleted or because it doesn't exist.")
+ISSUER_UNREACHABLE = "Error connecting to the given credential's issuer."
+BAD_SIGNATURE = "Unable to verify the ID Token signature."
+SUBJECT_TOO_LONG = ("The size of mapped attribute google.subject exceeds the 127 bytes limit. Either modify your "
+                    "attribute mapping or the incoming assertion to produce a mapped attribute that is less than "
+                    "127 bytes.")
+MAX_FEDERATED_LIFETIME = 3600
+# STS takes an iat (or nbf) up to about a minute ahead of its clock. It
+# takes an exp up to a minute behind too, but then hands out a token that is
+# dead or nearly so: here an exp must be ahead.
+CLOCK_SKEW = 60
+# generateAccessToken wants one of these on a federated caller's token.
+IAM_CALLER_SCOPES = {"https://www.googleapis.com/auth/cloud-platform", "https://www.googleapis.com/auth/iam"}
+
+
+class Federation:
+    """The workload identity pool providers this server plays: each trusts
+    one OIDC issuer, whose keys are a JWKS file (re-read when it changes, so
+    that it may be written after the server starts or rotated), and accepts
+    tokens whose `aud` holds one of its allowed audiences."""
+
+    def __init__(self, providers, issuer, jwks_path, allowed_audiences):
+        self.issuer = issuer
+        self.jwks_path = jwks_path
+        self.providers = {}  # //iam.googleapis.com/RESOURCE -> {"resource", "project_number", "pool", "audiences"}
+        for resource in providers:
+            if resource.startswith(IAM_PREFIX):
+                resource = resource[len(IAM_PREFIX):]
+            m = PROVIDER_RESOURCE.fullmatch(resource)
+            if m is None:
+                raise ValueError(f"--workload-provider {resource!r} is not "
+                                 "projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER")
+            audiences = list(allowed_audiences) if allowed_audiences else [
+                "https://iam.googleapis.com/" + resource, IAM_PREFIX + resource]
+            self.providers[IAM_PREFIX + resource] = {"resource": resource, "project_number": m.group(1),
+                                                     "pool": m.group(2), "audiences": audiences}
+        self.lock = threading.Lock()
+        self.loaded = None  # (mtime_ns, size) of the file the keys came from
+        self.keys = []  # [(kid or None, public key)]
+
+    def principal(self, provider, subject):
+        return (f"principal://iam.googleapis.com/projects/{provider['project_number']}/locations/global/"
+                f"workloadIdentityPools/{provider['pool']}/subject/{subject}")
+
+    def jwks(self):
+        """The issuer's RSA keys, from the JWKS file as it is now. Raises
+        OSError or ValueError when it cannot be read."""
+        st = os.stat(self.jwks_path)
+        stamp = (st.st_mtime_ns, st.st_size)
+        with self.lock:
+            if self.loaded == stamp:
+                return self.keys
+        with open(self.jwks_path) as f:
+            doc = json.load(f)
+        if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+            raise ValueError("not a JWKS: no \"keys\" list")
+        keys = []
+        for jwk in doc["keys"]:
+            if not isinstance(jwk, dict) or jwk.get("kty") != "RSA" or jwk.get("use", "sig") != "sig":
+                continue
+            try:
+                keys.append((jwk.get("kid"), jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(jwk))))
+            except (jwt.PyJWTError, ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"bad RSA key {jwk.get('kid')!r}: {e}") from None
+        if not keys:
+            raise ValueError("the JWKS holds no RSA signing key")
+        with self.lock:
+            self.loaded, self.keys = stamp, keys
+        log("jwks-loaded", path=self.jwks_path, kids=[k for k, _ in keys])
+        return keys
+
+
+class Refused(Exception):
+    """An STS refusal: the error code, Google's description, and what
+    went wrong in more words (for the log only)."""
+
+    def __init__(self, error, description, detail=None):
+        super().__init__(description)
+        self.error, self.description, self.detail = error, description, detail
+
+
+def numeric_claim(claims, name):
+    value = claims.get(name)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def verify_subject_token(federation, provider, token, now):
+    """The claims of an external OIDC token, checked as STS checks them for
+    an OIDC provider; raises Refused."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as e:
+        raise Refused("invalid_grant", "Unable to parse the ID Token.", str(e)) from None
+    alg = header.get("alg")
+    if alg != "RS256":
+        raise Refused("invalid_grant", f"The ID Token is signed with {alg!r}: only RS256 is supported here.")
+    try:
+        keys = federation.jwks()
+    except (OSError, ValueError) as e:
+        raise Refused("invalid_grant", ISSUER_UNREACHABLE, f"JWKS {federation.jwks_path}: {e}") from None
+    kid = header.get("kid")
+    candidates = [key for k, key in keys if k == kid] if kid is not None else [key for _, key in keys]
+    if not candidates:
+        raise Refused("invalid_grant", ISSUER_UNREACHABLE, f"kid {kid!r} is not in the issuer's JWKS")
+    payload = None
+    for key in candidates:
+        try:
+            payload = jwt.PyJWS().decode_complete(token, key=key, algorithms=["RS256"])["payload"]
+            break
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.PyJWTError as e:
+            raise Refused("invalid_grant", "Unable to parse the ID Token.", str(e)) from None
+    if payload is None:
+        raise Refused("invalid_grant", BAD_SIGNATURE, f"no key of the JWKS verifies it (kid {kid!r})")
+    try:
+        claims = json.loads(payload)
+    except ValueError:
+        claims = None
+    if not isinstance(claims, dict):
+        raise Refused("invalid_grant", "Unable to parse the ID Token.", "the payload is not a JSON object")
+    iss = claims.get("iss")
+    if iss != federation.issuer:
+        shown = "null" if iss is None else iss
+        raise Refused("invalid_grant",
+                      f"The issuer in ID Token {shown} does not match the expected one in config: {federation.issuer}")
+    aud = claims.get("aud")
+    auds = [aud] if isinstance(aud, str) else [a for a in aud if isinstance(a, str)] if isinstance(aud, list) else []
+    if not set(auds) & set(provider["audiences"]):
+        raise Refused("invalid_grant", f"The audience in ID Token [{', '.join(auds)}] does not match the expected "
+                      "audience.", f"allowed: {provider['audiences']}")
+    iat, exp, nbf = numeric_claim(claims, "iat"), numeric_claim(claims, "exp"), numeric_claim(claims, "nbf")
+    stale = f"ID Token issued at {'null' if iat is None else int(iat)} is stale to sign-in."
+    if iat is None:
+        raise Refused("invalid_grant", stale, "no iat")
+    if exp is None:
+        raise Refused("invalid_grant", stale, "no exp")
+    if exp <= now:
+        raise Refused("invalid_grant", stale, f"expired {now - exp:.0f}s ago")
+    if iat > now + CLOCK_SKEW:
+        raise Refused("invalid_grant", f"The ID Token is not yet valid: it was issued at {int(iat)}, "
+                      f"{iat - now:.0f}s from now.")
+    if nbf is not None and nbf > now + CLOCK_SKEW:
+        raise Refused("invalid_grant", f"The ID Token is not yet valid before {int(nbf)}, {nbf - now:.0f}s from now.")
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise Refused("invalid_request", "The mapped attribute google.subject (google.subject=assertion.sub) is "
+                      "empty: the ID Token has no sub.")
+    if len(sub.encode()) > 127:
+        raise Refused("invalid_request", SUBJECT_TOO_LONG, f"sub is {len(sub.encode())} bytes")
+    return claims
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "credhost-gcp-stand-in"
 
@@ -558,7 +801,8 @@ class TokenHandler(Handler):
             with STATE.lock:
                 return self.reply(200, {"issued": STATE.issued.get(email, 0), "signed": STATE.signed.get(email, 0),
                                         "generated": STATE.generated.get(email, 0),
-                                        "exchanged": STATE.exchanged.get(email, 0)})
+                                        "exchanged": STATE.exchanged.get(email, 0),
+                                        "federated": STATE.federated.get(email, 0)})
         if path in ("/_test/generated", "/_test/exchanges"):
             since = int((query.get("since") or ["0"])[0])
             key = "calls" if path == "/_test/generated" else "exchanges"
@@ -626,7 +870,8 @@ class TokenHandler(Handler):
         now = time.time()
         with STATE.lock:
             entry = STATE.tokens.get(token) if token else None
-        record = {"time": now, "caller": entry[1] if entry else None, "target": email, "lifetime": None,
+        record = {"time": now, "caller": entry[1] if entry else None,
+                  "caller_source": entry[2]["source"] if entry else None, "target": email, "lifetime": None,
                   "scope": None, "delegates": None, "status": None, "error": None, "token": None,
                   "expireTime": None}
 
@@ -638,9 +883,11 @@ class TokenHandler(Handler):
             self.api_error(code, status, message)
 
         if entry is None or entry[0] <= now:
-            record["caller"] = None
+            record["caller"] = record["caller_source"] = None
             return refuse(401, "UNAUTHENTICATED", "Request had invalid authentication credentials. "
                           "Expected OAuth 2 access token, login cookie or other valid authentication credential.")
+        if entry[2]["source"] == "federated" and not IAM_CALLER_SCOPES & set(entry[2]["scopes"] or ()):
+            return refuse(403, "PERMISSION_DENIED", "Request had insufficient authentication scopes.")
         try:
             body = json.loads(raw or b"{}")
         except ValueError:
@@ -709,7 +956,10 @@ class TokenHandler(Handler):
         form = urllib.parse.parse_qs(raw, keep_blank_values=True)
         one = {k: v[0] for k, v in form.items()}
         now = time.time()
-        record = {"time": now, "subject": None, "boundary": None, "status": None, "error": None,
+        federation = one.get("subject_token_type") in JWT_TOKEN_TYPES
+        record = {"time": now, "kind": "federation" if federation else "downscope", "subject": None,
+                  "boundary": None, "audience": one.get("audience") if federation else None, "issuer": None,
+                  "scope": one.get("scope"), "principal": None, "status": None, "error": None,
                   "expires_in": None, "token": None}
 
         def refuse(error, why):
@@ -721,6 +971,8 @@ class TokenHandler(Handler):
 
         if one.get("grant_type") != TOKEN_EXCHANGE:
             return refuse("unsupported_grant_type", f"grant_type must be {TOKEN_EXCHANGE}")
+        if federation:
+            return self.federate(one, record, now)
         if one.get("subject_token_type") != ACCESS_TOKEN_TYPE:
             return refuse("invalid_request", f"subject_token_type must be {ACCESS_TOKEN_TYPE}")
         if one.get("requested_token_type") != ACCESS_TOKEN_TYPE:
@@ -754,6 +1006,66 @@ class TokenHandler(Handler):
             STATE.exchanged[entry[1]] = STATE.exchanged.get(entry[1], 0) + 1
             STATE.exchanges.append(record)
         log("token-exchanged", subject=entry[1], boundary=boundary, token=fingerprint(issued["access_token"]))
+        self.reply(200, {"access_token": issued["access_token"], "issued_token_type": ACCESS_TOKEN_TYPE,
+                         "token_type": "Bearer", "expires_in": remaining})
+
+    def federate(self, one, record, now):
+        """sts.googleapis.com's POST /v1/token for Workload Identity
+        Federation: an external OIDC token exchanged for a federated access
+        token of the principal its `sub` maps to."""
+        token = one.get("subject_token") or ""
+        try:  # what the token claims, for the record, before it is checked
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            unverified = None
+        if isinstance(unverified, dict):
+            record.update(subject=unverified.get("sub"), issuer=unverified.get("iss"))
+        try:
+            if one.get("requested_token_type") != ACCESS_TOKEN_TYPE:
+                raise Refused("invalid_request", f"requested_token_type must be {ACCESS_TOKEN_TYPE}")
+            audience = one.get("audience") or ""
+            if not AUDIENCE_FORM.fullmatch(audience):
+                raise Refused("invalid_request", INVALID_AUDIENCE, f"audience {audience!r}")
+            federation = STATE.federation
+            provider = federation.providers.get(audience) if federation else None
+            if provider is None:
+                raise Refused("invalid_target", INVALID_TARGET, f"no provider {audience!r} here")
+            scopes = (one.get("scope") or "").split()
+            if not scopes:
+                raise Refused("invalid_request", "scope is required when exchanging an external credential "
+                              "(e.g. https://www.googleapis.com/auth/cloud-platform).")
+            bad = [x for x in scopes if not x.startswith("https://www.googleapis.com/auth/")]
+            if bad:
+                raise Refused("invalid_scope", f"Invalid scope(s): {' '.join(bad)}")
+            if one.get("options"):
+                text = one["options"]
+                try:
+                    options = json.loads(text if text.lstrip().startswith("{") else urllib.parse.unquote(text))
+                except ValueError:
+                    options = None
+                if not isinstance(options, dict) or set(options) - {"userProject"}:
+                    raise Refused("invalid_request", "options may only hold a userProject when exchanging an "
+                                  "external credential here")
+            claims = verify_subject_token(federation, provider, token, now)
+            remaining = int(min(MAX_FEDERATED_LIFETIME, claims["exp"] - now))
+            if remaining < 1:
+                raise Refused("invalid_grant", f"ID Token issued at {int(claims['iat'])} is stale to sign-in.",
+                              "exp is less than a second ahead")
+        except Refused as e:
+            record.update(status=400, error=e.description)
+            with STATE.lock:
+                STATE.exchanges.append(record)
+            log("exchange-denied", kind="federation", subject=record["subject"], audience=record["audience"],
+                error=e.error, reason=e.description, detail=e.detail)
+            return self.reply(400, {"error": e.error, "error_description": e.description})
+        principal = federation.principal(provider, claims["sub"])
+        issued = STATE.issue(principal, remaining, expires_at=now + remaining, source="federated", scopes=scopes)
+        record.update(status=200, principal=principal, expires_in=remaining, token=issued["access_token"])
+        with STATE.lock:
+            STATE.federated[principal] = STATE.federated.get(principal, 0) + 1
+            STATE.exchanges.append(record)
+        log("token-federated", principal=principal, audience=record["audience"], scope=scopes, expires_in=remaining,
+            token=fingerprint(issued["access_token"]))
         self.reply(200, {"access_token": issued["access_token"], "issued_token_type": ACCESS_TOKEN_TYPE,
                          "token_type": "Bearer", "expires_in": remaining})
 
@@ -935,6 +1247,11 @@ class ProxyHandler(Handler):
         the OAuth scopes of a generateAccessToken token, and the credential
         access boundary of a downscoped one."""
         info = entry[2]
+        if entry[1].startswith("principal://"):
+            permission, bucket, obj = storage_permission(self.command, path)
+            what = "object" if obj is not None else "bucket" if bucket else "resource"
+            return (f"{entry[1]} does not have {permission} access to the Google Cloud Storage {what}. "
+                    f"Permission '{permission}' denied on resource (or it may not exist).")
         if info["scopes"] is not None:
             need = READ_SCOPES if self.command in ("GET", "HEAD") else WRITE_SCOPES
             if not need & set(info["scopes"]):
@@ -1133,8 +1450,33 @@ def main():
     p.add_argument("--project", default="credhost-test")
     p.add_argument("--token-lifetime", type=int, default=3600)
     p.add_argument("--metadata-lifetime", type=int, default=3600)
+    p.add_argument("--workload-provider", action="append", default=[], metavar="RESOURCE",
+                   help="a workload identity pool provider STS plays, "
+                        "projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER "
+                        "(repeatable; all trust --oidc-issuer)")
+    p.add_argument("--oidc-issuer", metavar="URL", help="the providers' OIDC issuer: a subject token's iss")
+    p.add_argument("--oidc-jwks", metavar="FILE",
+                   help="the issuer's keys, a JWKS JSON file (read when first needed and again when it changes)")
+    p.add_argument("--workload-allowed-audience", action="append", default=[], metavar="AUD",
+                   help="an audience the providers accept in a subject token's aud (repeatable); default: "
+                        "https://iam.googleapis.com/RESOURCE and //iam.googleapis.com/RESOURCE")
     a = p.parse_args()
     STATE = State(a.project, a.token_lifetime, a.metadata_lifetime)
+    if a.workload_provider or a.oidc_issuer or a.oidc_jwks or a.workload_allowed_audience:
+        if not (a.workload_provider and a.oidc_issuer and a.oidc_jwks):
+            p.error("--workload-provider, --oidc-issuer and --oidc-jwks go together")
+        try:
+            STATE.federation = Federation(a.workload_provider, a.oidc_issuer, os.path.abspath(a.oidc_jwks),
+                                          a.workload_allowed_audience)
+        except ValueError as e:
+            p.error(str(e))
+        if os.path.exists(a.oidc_jwks):
+            try:
+                STATE.federation.jwks()
+            except (OSError, ValueError) as e:
+                p.error(f"--oidc-jwks {a.oidc_jwks}: {e}")
+        for audience, provider in STATE.federation.providers.items():
+            log("workload-provider", audience=audience, issuer=a.oidc_issuer, allowed_audiences=provider["audiences"])
     # The metadata server's account: Google holds its key, and signs with it
     # through signBlob.
     register_account(f"metadata-default@{a.project}.iam.gserviceaccount.com",

@@ -23,6 +23,39 @@
 #                   the role's full rights): narrow with Policy only.
 #                   Bucket CREDHOST_TEST_STS_BUCKET; role
 #                   CREDHOST_TEST_STS_ROLE_ARN; filer CREDHOST_TEST_STS_FILER.
+#                   It also answers unsigned STS AssumeRoleWithWebIdentity
+#                   for role WorkloadRole (CREDHOST_TEST_STS_WEB_ROLE_ARN,
+#                   s3:* attached, the same inline Policy narrowing): iam.json
+#                   lists the oidc service as OIDC provider "credhost-test-k8s"
+#                   (issuer CREDHOST_TEST_OIDC_ISSUER, clientIds
+#                   [CREDHOST_TEST_STS_WEB_AUDIENCE = sts.amazonaws.com],
+#                   jwksUri its /openid/v1/jwks, fetched at the first token
+#                   and cached 1 h, refetched when a token names an unknown
+#                   kid) and the role trusts {"Federated": that provider} for
+#                   sts:AssumeRoleWithWebIdentity when oidc:sub is like
+#                   system:serviceaccount:*. A token is refused unless its
+#                   header names a kid the JWKS holds and the RS*/ES*
+#                   signature verifies with that key, iss equals the issuer
+#                   exactly, aud (string or array) or azp holds the audience,
+#                   sub is set, and exp/nbf (when present; no leeway) are
+#                   current. Not checked: a missing exp, iat. The session
+#                   lasts DurationSeconds (900-43200, default 3600) even past
+#                   the token's exp.
+#   oidc            svc_helper.py oidc-serve: the OIDC issuer of a stand-in
+#                   Kubernetes cluster (service-account token issuer). Every
+#                   start writes a fresh RSA key pair into RUN_DIR/oidc
+#                   (key.pem, 0600, CREDHOST_TEST_OIDC_KEY; kid
+#                   CREDHOST_TEST_OIDC_KID), a "stranger" pair no JWKS lists
+#                   (CREDHOST_TEST_OIDC_STRANGER_KEY, its kid
+#                   CREDHOST_TEST_OIDC_STRANGER_KID) and jwks.json
+#                   (CREDHOST_TEST_OIDC_JWKS), and serves
+#                   /.well-known/openid-configuration and /openid/v1/jwks
+#                   (both re-read from RUN_DIR/oidc per request). Tokens:
+#                   `$CREDHOST_TEST_PYTHON $CREDHOST_TEST_SVC_HELPER oidc-token
+#                   --namespace NS --service-account NAME [--aud AUD]
+#                   [--exp-in S] [--key PEM] ...` prints a projected
+#                   service-account token (defaults from the env file; see
+#                   svc_helper.py).
 #   rclone          `rclone serve s3` over a directory: a second S3-compatible
 #                   store, with its own quirks (ranged GETs answered 200,
 #                   multipart ETags without the -N suffix)
@@ -34,7 +67,10 @@
 #   gcp-auth        gcp_auth.py: an OAuth token endpoint for generated
 #                   service-account keys, IAM Credentials
 #                   generateAccessToken and signBlob, STS token exchange
-#                   (downscoping), a metadata-server stand-in, and a proxy in
+#                   (downscoping, and Workload Identity Federation of the
+#                   oidc issuer's tokens through the pool provider
+#                   CREDHOST_TEST_GCP_WORKLOAD_PROVIDER: signature, issuer
+#                   and audience checked), a metadata-server stand-in, and a proxy in
 #                   front of gcs that refuses requests without a current
 #                   token, enforces generated tokens' scopes and downscoped
 #                   tokens' access boundaries (and injects faults on request)
@@ -92,8 +128,9 @@ P_STS_FILER_GRPC=$((PORT_BASE + 31))
 P_STS_ADMIN=$((PORT_BASE + 32))
 P_STS_ADMIN_GRPC=$((PORT_BASE + 33))
 P_MOTO_STS=$((PORT_BASE + 34))
+P_OIDC=$((PORT_BASE + 35))
 ALL_PORTS=($P_REG_OPEN $P_REG_BASIC $P_REG_TOKEN $P_TOKEN $P_MOTO $P_RCLONE $(seq $P_S3 $P_ADMIN_GRPC)
-  $(seq $P_GCS $P_GCS_PROXY) $(seq $P_STS_S3 $P_STS_ADMIN_GRPC) $P_MOTO_STS)
+  $(seq $P_GCS $P_GCS_PROXY) $(seq $P_STS_S3 $P_STS_ADMIN_GRPC) $P_MOTO_STS $P_OIDC)
 
 REG_USER=credhost
 REG_PASSWORD=credhost-pw-1
@@ -104,6 +141,14 @@ S3_SECRET_KEY=credhost-test-secret-key
 S3_BUCKET=projects
 STS_BUCKET=projects
 STS_ROLE_ARN=arn:aws:iam::000000000000:role/BuildRole
+STS_WEB_ROLE_ARN=arn:aws:iam::000000000000:role/WorkloadRole
+# What a kubelet's tokenAttributes.serviceAccountTokenAudience is set to for AWS.
+STS_WEB_AUDIENCE=sts.amazonaws.com
+OIDC_ISSUER="http://127.0.0.1:$P_OIDC"
+OIDC_PROVIDER=credhost-test-k8s
+# The workload identity pool provider gcp-auth's STS exchanges the issuer's
+# tokens through (Workload Identity Federation).
+GCP_WORKLOAD_PROVIDER="projects/123456/locations/global/workloadIdentityPools/k8s/providers/cluster"
 GCS_BUCKET=projects
 GCP_PROJECT=credhost-test
 # Lifetime of issued registry tokens. Distribution accepts a token up to 60 s
@@ -115,7 +160,7 @@ if ! [[ $TOKEN_EXPIRES_IN =~ ^[1-9][0-9]*$ ]]; then
   echo "up.sh: CREDHOST_TEST_TOKEN_EXPIRES_IN must be a positive number of seconds" >&2
   exit 2
 fi
-SERVICES=(registry-open registry-basic registry-token token-server weed weed-sts rclone moto moto-sts gcs gcp-auth)
+SERVICES=(registry-open registry-basic registry-token token-server weed weed-sts rclone moto moto-sts gcs gcp-auth oidc)
 
 log() { echo "up.sh: $*" >&2; }
 
@@ -402,6 +447,11 @@ start moto "moto_server -H 127.0.0.1 -p $P_MOTO" \
 start moto-sts "moto_server -H 127.0.0.1 -p $P_MOTO_STS" \
   env -u INITIAL_NO_AUTH_ACTION_COUNT "$MOTO_SERVER" -H 127.0.0.1 -p "$P_MOTO_STS"
 
+# The OIDC issuer writes its keys and JWKS before it listens. weed-sts reads
+# the JWKS only when the first web-identity token arrives.
+start oidc "svc_helper.py oidc-serve --dir $RUN_DIR/oidc --port $P_OIDC" \
+  "$PY" -u "$HERE/svc_helper.py" oidc-serve --dir "$RUN_DIR/oidc" --port "$P_OIDC" --issuer "$OIDC_ISSUER"
+
 # Without the two AWS_* variables weed's S3 gateway accepts anyone.
 # -dir is fresh on every start: weed mini remembers its flags in DIR/mini.options.
 mkdir -p "$RUN_DIR/weed/data"
@@ -429,9 +479,18 @@ mkdir -p "$RUN_DIR/weed-sts/data"
   "sts": {"tokenDuration": "1h", "maxSessionLength": "12h", "issuer": "seaweedfs-sts",
           "signingKey": "$(head -c 32 /dev/urandom | base64 -w0)"},
   "policy": {"defaultEffect": "Deny"},
+  "providers": [{"name": "$OIDC_PROVIDER", "type": "oidc",
+                 "config": {"issuer": "$OIDC_ISSUER", "clientIds": ["$STS_WEB_AUDIENCE"],
+                            "jwksUri": "$OIDC_ISSUER/openid/v1/jwks"}}],
   "roles": [{"roleName": "BuildRole", "roleArn": "$STS_ROLE_ARN",
              "trustPolicy": {"Version": "2012-10-17", "Statement": [
                {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": ["sts:AssumeRole"]}]},
+             "attachedPolicies": ["S3Full"]},
+            {"roleName": "WorkloadRole", "roleArn": "$STS_WEB_ROLE_ARN",
+             "trustPolicy": {"Version": "2012-10-17", "Statement": [
+               {"Effect": "Allow", "Principal": {"Federated": "$OIDC_PROVIDER"},
+                "Action": ["sts:AssumeRoleWithWebIdentity"],
+                "Condition": {"StringLike": {"oidc:sub": "system:serviceaccount:*"}}}]},
              "attachedPolicies": ["S3Full"]}],
   "policies": [{"name": "S3Full", "document": {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::*", "arn:aws:s3:::*/*"]}]}}]
@@ -469,7 +528,8 @@ start gcs "--port $P_GCS --in-memory" \
 
 start gcp-auth "gcp_auth.py --token-port $P_GCP_TOKEN" \
   "$PY" -u "$HERE/gcp_auth.py" --token-port "$P_GCP_TOKEN" --metadata-port "$P_GCP_METADATA" \
-  --proxy-port "$P_GCS_PROXY" --upstream "127.0.0.1:$P_GCS" --dir "$RUN_DIR/gcp-auth" --project "$GCP_PROJECT"
+  --proxy-port "$P_GCS_PROXY" --upstream "127.0.0.1:$P_GCS" --dir "$RUN_DIR/gcp-auth" --project "$GCP_PROJECT" \
+  --workload-provider "$GCP_WORKLOAD_PROVIDER" --oidc-issuer "$OIDC_ISSUER" --oidc-jwks "$RUN_DIR/oidc/jwks.json"
 
 registry_config registry-open "$P_REG_OPEN"
 start registry-open "$RUN_DIR/registry-open/config.yml" \
@@ -532,6 +592,22 @@ alive "${PID[weed-sts]}" || fail weed-sts "process ${PID[weed-sts]} exited"
 wait_helper rclone "$RCLONE_PROBE"
 alive "${PID[rclone]}" || fail rclone "process ${PID[rclone]} exited"
 
+# The OIDC issuer, then weed-sts trusting it: a token it signs is exchanged
+# for working session keys, and one for another audience is refused.
+wait_http oidc "http://127.0.0.1:$P_OIDC/.well-known/openid-configuration" 200 30
+OIDC_KID=$(<"$RUN_DIR/oidc/kid")
+OIDC_STRANGER_KID=$(<"$RUN_DIR/oidc/stranger-kid")
+[[ -n $OIDC_KID && -s $RUN_DIR/oidc/key.pem && -s $RUN_DIR/oidc/stranger-key.pem ]] ||
+  fail oidc "no key or kid in $RUN_DIR/oidc"
+if ! env CREDHOST_TEST_OIDC_KEY="$RUN_DIR/oidc/key.pem" CREDHOST_TEST_OIDC_KID="$OIDC_KID" \
+  CREDHOST_TEST_OIDC_ISSUER="$OIDC_ISSUER" CREDHOST_TEST_STS_BUCKET="$STS_BUCKET" \
+  "$PY" "$HERE/svc_helper.py" web-identity-ready "http://127.0.0.1:$P_STS_S3" \
+  "$STS_WEB_ROLE_ARN" "$STS_WEB_AUDIENCE" 30 2>"$RUN_DIR/weed-sts/web-identity-probe.err" 9>&-; then
+  cat "$RUN_DIR/weed-sts/web-identity-probe.err" >&2
+  fail weed-sts "AssumeRoleWithWebIdentity with a token of the oidc issuer failed"
+fi
+mark weed-sts-web-identity
+
 # 6. The GCS emulator, then the stand-ins (their /healthz answers once the
 #    metadata server and the proxy listen and the default key is written).
 wait_http gcs "http://127.0.0.1:$P_GCS/" 200 30
@@ -561,6 +637,20 @@ wait_http gcp-auth "http://127.0.0.1:$P_GCP_TOKEN/healthz" 200 30
   kv CREDHOST_TEST_STS_ROLE_ARN "$STS_ROLE_ARN"
   kv CREDHOST_TEST_STS_BUCKET "$STS_BUCKET"
   kv CREDHOST_TEST_STS_FILER "http://127.0.0.1:$P_STS_FILER"
+  kv CREDHOST_TEST_STS_WEB_ROLE_ARN "$STS_WEB_ROLE_ARN"
+  kv CREDHOST_TEST_STS_WEB_AUDIENCE "$STS_WEB_AUDIENCE"
+  kv CREDHOST_TEST_OIDC_ISSUER "$OIDC_ISSUER"
+  kv CREDHOST_TEST_GCP_WORKLOAD_PROVIDER "$GCP_WORKLOAD_PROVIDER"
+  kv CREDHOST_TEST_GCP_WORKLOAD_AUDIENCE "//iam.googleapis.com/$GCP_WORKLOAD_PROVIDER"
+  kv CREDHOST_TEST_OIDC_KEY "$RUN_DIR/oidc/key.pem"
+  kv CREDHOST_TEST_OIDC_KID "$OIDC_KID"
+  kv CREDHOST_TEST_OIDC_STRANGER_KEY "$RUN_DIR/oidc/stranger-key.pem"
+  kv CREDHOST_TEST_OIDC_STRANGER_KID "$OIDC_STRANGER_KID"
+  kv CREDHOST_TEST_OIDC_JWKS "$RUN_DIR/oidc/jwks.json"
+  kv CREDHOST_TEST_OIDC_PROVIDER "$OIDC_PROVIDER"
+  kv CREDHOST_TEST_OIDC_LOG "$RUN_DIR/oidc/oidc.log"
+  kv CREDHOST_TEST_PYTHON "$PY"
+  kv CREDHOST_TEST_SVC_HELPER "$HERE/svc_helper.py"
   kv CREDHOST_TEST_MOTO_ENDPOINT "http://127.0.0.1:$P_MOTO"
   kv CREDHOST_TEST_MOTO_STS_ENDPOINT "http://127.0.0.1:$P_MOTO_STS"
   kv CREDHOST_TEST_RCLONE_ENDPOINT "http://127.0.0.1:$P_RCLONE"
