@@ -53,9 +53,15 @@ pub enum Command {
     /// `credhost grant`
     Grant { request: credhost::GrantRequest, format: job_env::Format, show_secrets: bool },
     /// `credhost kubelet-provider`
-    KubeletProvider,
+    KubeletProvider { require_service_account: bool },
     /// `credhost kubelet-config`
-    KubeletConfig { name: String, default_cache_duration: Duration, output: Option<PathBuf>, force: bool },
+    KubeletConfig {
+        name: String,
+        default_cache_duration: Duration,
+        tokens: Option<credhost::kubelet::TokenAttributes>,
+        output: Option<PathBuf>,
+        force: bool,
+    },
 }
 
 /// `credhost docker-config`, resolved.
@@ -126,9 +132,29 @@ pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
             };
             Command::Credentials { format, show_secrets, project }
         }
-        flags::Command::KubeletProvider => Command::KubeletProvider,
-        flags::Command::KubeletConfig { name, default_cache_duration, output, force } => {
-            Command::KubeletConfig { name, default_cache_duration, output, force }
+        flags::Command::KubeletProvider { require_service_account } => {
+            Command::KubeletProvider { require_service_account }
+        }
+        flags::Command::KubeletConfig {
+            name,
+            default_cache_duration,
+            service_account_audience,
+            cache_type,
+            require_service_account,
+            required_annotation,
+            output,
+            force,
+        } => {
+            let tokens = match service_account_audience {
+                None => None,
+                Some(audience) => Some(credhost::kubelet::TokenAttributes::new(
+                    audience,
+                    cache_type.as_deref().unwrap_or("ServiceAccount"),
+                    require_service_account,
+                    required_annotation,
+                )?),
+            };
+            Command::KubeletConfig { name, default_cache_duration, tokens, output, force }
         }
         flags::Command::Grant {
             project,

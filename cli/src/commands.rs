@@ -190,11 +190,12 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
         }
         Command::Inspect { .. } => unreachable!("handled above"),
         Command::DockerConfig(args) => docker_config(&host, args, global.quiet).await,
-        Command::KubeletProvider => {
+        Command::KubeletProvider { require_service_account } => {
             let input = crate::credhelper::read_input(credhost::kubelet::MAX_REQUEST as u64)?;
-            kubelet_answer(&Registries::new(host.config().clone()), &input).await
+            let opts = credhost::kubelet::RespondOptions { require_service_account: *require_service_account };
+            kubelet_answer(&Registries::new(host.config().clone()), &input, opts).await
         }
-        Command::KubeletConfig { name, default_cache_duration, output, force } => {
+        Command::KubeletConfig { name, default_cache_duration, tokens, output, force } => {
             let registries = Registries::new(host.config().clone());
             let map = registries.map().await?;
             let mut patterns: Vec<String> = map.hosts().map(|(h, _)| h.to_owned()).collect();
@@ -205,6 +206,7 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
                 name: name.clone(),
                 default_cache_duration: credhost::kubelet::go_duration(default_cache_duration.as_secs()),
                 config_path: config.display().to_string(),
+                tokens: tokens.clone(),
             };
             let text = credhost::kubelet::provider_config(&opts, &patterns);
             match output {
@@ -412,9 +414,13 @@ fn note_redacted(entries: &[CredentialEntry], show_secrets: bool) {
 }
 
 /// Answers a kubelet `CredentialProviderRequest` read from `input`.
-pub async fn kubelet_answer(registries: &Registries, input: &[u8]) -> Result<i32> {
+pub async fn kubelet_answer(
+    registries: &Registries,
+    input: &[u8],
+    opts: credhost::kubelet::RespondOptions,
+) -> Result<i32> {
     let request = credhost::kubelet::parse_request(input)?;
-    let response = credhost::kubelet::respond(registries, &request).await?;
+    let response = credhost::kubelet::respond(registries, &request, opts).await?;
     // The credentials are what the kubelet asked for.
     print_json(&Revealed(&response))?;
     Ok(exit::OK)

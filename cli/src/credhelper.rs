@@ -161,7 +161,7 @@ fn kubelet(input: &[u8]) -> i32 {
     let answer = (|| -> Result<i32> {
         let (registries, runtime) =
             registries_and_runtime("set CREDHOST_CONFIG in the kubelet's provider config (env)")?;
-        let code = runtime.block_on(crate::commands::kubelet_answer(&registries, input));
+        let code = runtime.block_on(crate::commands::kubelet_answer(&registries, input, Default::default()));
         runtime.shutdown_background();
         code
     })();

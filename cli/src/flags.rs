@@ -172,7 +172,16 @@ pub enum Command {
     /// (credentialprovider.kubelet.k8s.io/v1): a CredentialProviderRequest on
     /// standard input, the credentials of the instance serving the image on
     /// standard output (run by the kubelet; see `credhost kubelet-config`).
-    KubeletProvider,
+    /// A request carrying a service-account token gets the workload's own
+    /// credentials where the instance's plugin has workload identity.
+    KubeletProvider {
+        /// Every answer must be a workload's (the config's
+        /// requireServiceAccount): a request without a service-account token,
+        /// or for an instance without workload identity, is refused, never
+        /// answered with the node's credentials.
+        #[arg(long)]
+        require_service_account: bool,
+    },
     /// Write the kubelet's CredentialProviderConfig for the registries credhost
     /// serves (--image-credential-provider-config).
     KubeletConfig {
@@ -183,6 +192,25 @@ pub enum Command {
         /// How long the kubelet reuses an answer that says nothing of its own.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
         default_cache_duration: std::time::Duration,
+        /// Service-account mode: the kubelet sends each pod's service-account
+        /// token for this audience (tokenAttributes), and the workload's own
+        /// credentials are answered (the audience the platform's trust names:
+        /// `sts.amazonaws.com` for AWS, the workload identity pool provider
+        /// for GCP).
+        #[arg(long, value_name = "AUD")]
+        service_account_audience: Option<String>,
+        /// What the kubelet caches answers by: the service account
+        /// (`ServiceAccount`, the default) or each token (`Token`).
+        #[arg(long, value_name = "TYPE", requires = "service_account_audience", value_parser = ["Token", "ServiceAccount"])]
+        cache_type: Option<String>,
+        /// Only pods with a service account: never the node's credentials.
+        #[arg(long, requires = "service_account_audience")]
+        require_service_account: bool,
+        /// A service-account annotation the kubelet must pass (a pod whose
+        /// service account lacks it is not pulled); repeat for more. The
+        /// credhost.io/ annotations credhost reads are passed when present.
+        #[arg(long, value_name = "KEY", requires = "service_account_audience")]
+        required_annotation: Vec<String>,
         /// Where to write (default: standard output).
         #[arg(short, long, value_name = "PATH")]
         output: Option<PathBuf>,

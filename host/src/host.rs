@@ -210,6 +210,9 @@ impl Host {
                 let services = HostServices_TO::from_value(services, TD_Opaque);
                 let settings = RStr::from_str(&settings);
                 let built = match loaded {
+                    Loaded::V1_3(root) => {
+                        (root.new_provider())(settings, services).into_result().map(AnyProvider::V1_3)
+                    }
                     Loaded::V1_2(root) => {
                         (root.new_provider())(settings, services).into_result().map(AnyProvider::V1_2)
                     }

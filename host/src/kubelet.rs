@@ -222,13 +222,93 @@ pub fn cache_duration(now: i64, expires_at: Option<i64>) -> String {
     go_duration(u64::try_from(usable).unwrap_or(0))
 }
 
+/// A workload's identity, from a request in service-account mode.
+#[derive(Clone)]
+pub struct Workload {
+    /// The pod's service-account token, as the kubelet sent it.
+    pub token: Secret,
+    /// From the token's `sub` claim, unverified (the platform verifies the
+    /// token): for names, never for trust.
+    pub namespace: String,
+    /// See `namespace`.
+    pub service_account: String,
+    /// The service account's annotations the kubelet passed.
+    pub annotations: BTreeMap<String, String>,
+}
+
+credhost_plugin_api::debug_fields!(Workload { token, namespace, service_account, annotations });
+
+impl Workload {
+    /// The workload of a request carrying a service-account token (`None`
+    /// without one). The token is a JWT whose `sub` claim is
+    /// `system:serviceaccount:NAMESPACE:NAME`; it is decoded, not verified:
+    /// the platform that exchanges it does that.
+    pub fn from_request(req: &Request) -> Result<Option<Workload>> {
+        let Some(token) = req.service_account_token.as_ref().filter(|t| !t.is_empty()) else { return Ok(None) };
+        let bad = |why: &str| Error::InvalidInput(format!("the service-account token {why}"));
+        let mut parts = token.expose().split('.');
+        let (Some(_), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(bad("is not a JWT (three dot-separated parts)"));
+        };
+        use base64::Engine as _;
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .map_err(|_| bad("has a payload that is not base64url"))?;
+        #[derive(Deserialize)]
+        struct Claims {
+            sub: Option<String>,
+        }
+        let claims: Claims =
+            serde_json::from_slice(&claims).map_err(|_| bad("has a payload that is not a JSON object"))?;
+        let sub = claims.sub.ok_or_else(|| bad("has no sub claim"))?;
+        let mut fields = sub.splitn(4, ':');
+        let (Some("system"), Some("serviceaccount"), Some(namespace), Some(name)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(bad(&format!(
+                "is not a service account's (its sub is {:?}, not system:serviceaccount:NAMESPACE:NAME)",
+                crate::names::printable(&sub)
+            )));
+        };
+        let dns = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 253
+                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        };
+        if !dns(namespace) || !dns(name) {
+            return Err(bad(&format!(
+                "names a service account Kubernetes would not ({:?})",
+                crate::names::printable(&sub)
+            )));
+        }
+        Ok(Some(Workload {
+            token: token.clone(),
+            namespace: namespace.to_owned(),
+            service_account: name.to_owned(),
+            annotations: req.service_account_annotations.clone(),
+        }))
+    }
+}
+
+/// How the provider was configured (its `args` in the kubelet's config).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RespondOptions {
+    /// `tokenAttributes.requireServiceAccount`: every answer is a
+    /// workload's, never the node's.
+    pub require_service_account: bool,
+}
+
 /// The answer to `req`: the credentials of the instance serving the
 /// image's registry, as a user name and password, keyed by that registry;
-/// no `auth` for an image no instance serves. A request carrying a
-/// service-account token asks for the workload's own credentials, which
-/// no instance hands out yet: it is refused, never answered with the
-/// node's credentials in their place.
-pub async fn respond(registries: &Registries, req: &Request) -> Result<Response> {
+/// no `auth` for an image no instance serves.
+///
+/// A request carrying a service-account token asks for the workload's own
+/// credentials: an instance whose plugin has workload identity exchanges
+/// the token at its platform; one without answers with the node's
+/// credentials unless `require_service_account`, when it is refused. A
+/// workload's answer is never replaced by the node's: a failed exchange is
+/// an error.
+pub async fn respond(registries: &Registries, req: &Request, opts: RespondOptions) -> Result<Response> {
     let (host, _) = image_registry(&req.image);
     let empty = |duration: String| Response {
         api_version: API_VERSION,
@@ -237,24 +317,87 @@ pub async fn respond(registries: &Registries, req: &Request) -> Result<Response>
         cache_duration: duration,
         auth: None,
     };
-    if req.service_account_token.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(Error::Unsupported {
-            instance: registries
-                .map()
-                .await?
-                .resolve(&host)
-                .map(|r| r.instance)
-                .unwrap_or_else(|| registries.config().platform.clone()),
-            op: "registry credentials",
-            why: "the request carries a service-account token (service-account mode), and the workload's own credentials cannot be made by this instance; the node's are never given in their place: remove tokenAttributes from the kubelet's provider config for node credentials".into(),
-        });
+    let workload = Workload::from_request(req)?;
+    if workload.is_none() && opts.require_service_account {
+        return Err(Error::InvalidInput(
+            "the provider is configured with requireServiceAccount, and the request carries no service-account token: no node credentials are given in a workload's place".into(),
+        ));
     }
+    let auth = match workload {
+        None => registries.get(&host).await?,
+        Some(workload) => {
+            let map = registries.map().await?;
+            let Some(route) = map.resolve(&host) else {
+                crate::resolver::unresolved(map, &host)?;
+                return Ok(empty("0".into()));
+            };
+            let provider = registries.provider(&route.instance).await?;
+            // A plugin that declares workload identity but answers that it
+            // has none (one built with `Capabilities::ALL` that never
+            // implemented it) counts as one without.
+            let answer = if provider.offers(crate::Operation::WorkloadIdentity) {
+                tracing::debug!(target: "credhost::kubelet", registry = %host, instance = %route.instance,
+                    namespace = %workload.namespace, service_account = %workload.service_account,
+                    "the workload's own credentials");
+                match provider.workload_registry_auth(Some(&host), &workload).await {
+                    Err(e) if e.kind() == crate::ErrorKind::Unsupported => None,
+                    // The token is the pod's, bound to it and to the
+                    // audience the platform trusts: handed on as a
+                    // password, every registry the kubelet sends it to
+                    // could replay it.
+                    Ok(Some(a)) if a.secret.expose() == workload.token.expose() => {
+                        return Err(Error::Unsupported {
+                            instance: route.instance,
+                            op: crate::Operation::WorkloadIdentity.description(),
+                            why: format!(
+                                "plugin `{}` answered with the service-account token itself as the password, which credhost never hands on",
+                                provider.plugin()
+                            ),
+                        });
+                    }
+                    other => Some(other?),
+                }
+            } else {
+                None
+            };
+            if let Some(answer) = answer {
+                answer
+            } else if opts.require_service_account {
+                // Why this instance has none (an older interface, a plugin
+                // without it), and why the node's are no answer.
+                let why = match provider.require(crate::Operation::WorkloadIdentity) {
+                    Err(Error::Unsupported { why, .. }) => why,
+                    _ => format!("plugin `{}` answers that it has no workload identity", provider.plugin()),
+                };
+                return Err(Error::Unsupported {
+                    instance: route.instance,
+                    op: crate::Operation::WorkloadIdentity.description(),
+                    why: format!(
+                        "{why}; the provider is configured with requireServiceAccount, and the node's credentials are never given in a workload's place"
+                    ),
+                });
+            } else {
+                tracing::debug!(target: "credhost::kubelet", registry = %host, instance = %route.instance,
+                    "no workload identity in plugin `{}`: the node's credentials", provider.plugin());
+                registries.get(&host).await?
+            }
+        }
+    };
     // Nothing for an image no instance serves, or whose registry needs no
     // credentials: the kubelet goes on with its other providers, or
     // anonymously.
-    let Some(auth) = registries.get(&host).await? else {
+    let Some(auth) = auth else {
         return Ok(empty("0".into()));
     };
+    if auth.kind == crate::AuthKind::Bearer {
+        return Err(Error::Unsupported {
+            instance: registries.map().await?.resolve(&host).map(|r| r.instance).unwrap_or_default(),
+            op: "registry credentials",
+            why: format!(
+                "the plugin answered {host} with a bearer token, and the kubelet needs a user name and password"
+            ),
+        });
+    }
     let now = unix_seconds(std::time::SystemTime::now());
     let duration = cache_duration(now, auth.expires_at.map(unix_seconds));
     let mut map = BTreeMap::new();
@@ -272,6 +415,104 @@ pub struct ConfigOptions {
     pub default_cache_duration: String,
     /// The configuration file the provider reads (`CREDHOST_CONFIG`).
     pub config_path: String,
+    /// Service-account mode (`tokenAttributes`), when asked for.
+    pub tokens: Option<TokenAttributes>,
+}
+
+/// The annotations credhost's plugins read, passed by the kubelet when a
+/// service account has them.
+pub const ANNOTATIONS: [&str; 3] = [
+    credhost_plugin_api::annotations::ROLE_ARN,
+    credhost_plugin_api::annotations::PULL,
+    credhost_plugin_api::annotations::SERVICE_ACCOUNT,
+];
+
+/// The kubelet's `tokenAttributes`: service-account mode.
+#[derive(Clone, Debug)]
+pub struct TokenAttributes {
+    /// `serviceAccountTokenAudience`.
+    pub audience: String,
+    /// `cacheType`: `ServiceAccount` or `Token`.
+    pub cache_type: String,
+    /// `requireServiceAccount`.
+    pub require_service_account: bool,
+    /// `requiredServiceAccountAnnotationKeys`.
+    pub required_annotations: Vec<String>,
+    /// `optionalServiceAccountAnnotationKeys`: those of [`ANNOTATIONS`] not
+    /// required.
+    pub optional_annotations: Vec<String>,
+}
+
+impl TokenAttributes {
+    /// Checked attributes: an audience, a cache type the kubelet knows,
+    /// annotation keys Kubernetes accepts (`[prefix/]name`).
+    pub fn new(
+        audience: String,
+        cache_type: &str,
+        require_service_account: bool,
+        required: Vec<String>,
+    ) -> Result<Self> {
+        if audience.trim().is_empty() || audience.chars().any(char::is_control) {
+            return Err(Error::InvalidInput("the service-account audience is empty or not printable".into()));
+        }
+        if !matches!(cache_type, "Token" | "ServiceAccount") {
+            return Err(Error::InvalidInput(format!(
+                "cache type {:?} is not Token or ServiceAccount",
+                crate::names::printable(cache_type)
+            )));
+        }
+        let mut required_annotations: Vec<String> = Vec::new();
+        for key in required {
+            if !annotation_key_ok(&key) {
+                return Err(Error::InvalidInput(format!(
+                    "{:?} is not an annotation key ([prefix/]name: a DNS subdomain, then up to 63 letters, digits, '-', '_', '.')",
+                    crate::names::printable(&key)
+                )));
+            }
+            if !required_annotations.contains(&key) {
+                required_annotations.push(key);
+            }
+        }
+        let optional_annotations = ANNOTATIONS
+            .iter()
+            .filter(|k| !required_annotations.iter().any(|r| r == *k))
+            .map(|k| (*k).to_owned())
+            .collect();
+        Ok(Self {
+            audience,
+            cache_type: cache_type.to_owned(),
+            require_service_account,
+            required_annotations,
+            optional_annotations,
+        })
+    }
+}
+
+/// Whether `key` is a Kubernetes annotation key: an optional DNS-subdomain
+/// prefix and `/`, then a name of 1 to 63 alphanumerics, `-`, `_` and `.`,
+/// starting and ending alphanumeric.
+fn annotation_key_ok(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && alnum(name.chars().next())
+        && alnum(name.chars().last())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|l| {
+                !l.is_empty()
+                    && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            })
+    });
+    name_ok && prefix_ok
 }
 
 /// The kubelet's `CredentialProviderConfig` (YAML) for the registries
@@ -287,8 +528,28 @@ pub fn provider_config(opts: &ConfigOptions, patterns: &[String]) -> String {
     out.push_str(&format!("    defaultCacheDuration: {}\n", quote(&opts.default_cache_duration)));
     out.push_str(&format!("    apiVersion: {}\n", quote(API_VERSION)));
     out.push_str("    args:\n      - \"kubelet-provider\"\n");
+    if opts.tokens.as_ref().is_some_and(|t| t.require_service_account) {
+        out.push_str("      - \"--require-service-account\"\n");
+    }
     out.push_str("    env:\n      - name: \"CREDHOST_CONFIG\"\n");
     out.push_str(&format!("        value: {}\n", quote(&opts.config_path)));
+    if let Some(t) = &opts.tokens {
+        out.push_str("    tokenAttributes:\n");
+        out.push_str(&format!("      serviceAccountTokenAudience: {}\n", quote(&t.audience)));
+        out.push_str(&format!("      cacheType: {}\n", quote(&t.cache_type)));
+        out.push_str(&format!("      requireServiceAccount: {}\n", t.require_service_account));
+        for (field, keys) in [
+            ("requiredServiceAccountAnnotationKeys", &t.required_annotations),
+            ("optionalServiceAccountAnnotationKeys", &t.optional_annotations),
+        ] {
+            if !keys.is_empty() {
+                out.push_str(&format!("      {field}:\n"));
+                for k in keys {
+                    out.push_str(&format!("        - {}\n", quote(k)));
+                }
+            }
+        }
+    }
     out
 }
 

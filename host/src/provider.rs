@@ -15,7 +15,7 @@ use abi_stable::{
     std_types::{ROption, RResult, RVec},
 };
 use credhost_plugin_api::{
-    v1_0, v1_1, ByteSource_TO, CheckRequest, CredentialsRequest, DeleteRequest, DownloadDest, DownloadRequest,
+    v1_0, v1_1, v1_2, ByteSource_TO, CheckRequest, CredentialsRequest, DeleteRequest, DownloadDest, DownloadRequest,
     ErrorKind as PluginKind, Extra, FfiFuture, PResult, PluginError, PresignRequest, ProviderBox, RegistryRequest,
     UploadRequest, UploadSource,
 };
@@ -77,7 +77,9 @@ pub struct ProviderHandle {
 /// A plugin's provider, by the interface version the plugin speaks.
 pub(crate) enum AnyProvider {
     /// The current interface.
-    V1_2(ProviderBox),
+    V1_3(ProviderBox),
+    /// The released 1.2 interface.
+    V1_2(v1_2::ProviderBox),
     /// The released 1.1 interface.
     V1_1(v1_1::ProviderBox),
     /// The released 1.0 interface.
@@ -88,6 +90,7 @@ pub(crate) enum AnyProvider {
 macro_rules! on_every {
     ($self:ident, $p:ident => $call:expr) => {
         match $self {
+            AnyProvider::V1_3($p) => $call,
             AnyProvider::V1_2($p) => $call,
             AnyProvider::V1_1($p) => $call,
             AnyProvider::V1_0($p) => $call,
@@ -117,6 +120,7 @@ impl AnyProvider {
     /// `None` for a plugin that predates the method.
     fn presign(&self, req: PresignRequest) -> Option<FfiFuture<PResult<credhost_plugin_api::Presigned>>> {
         match self {
+            AnyProvider::V1_3(p) => Some(p.presign(req)),
             AnyProvider::V1_2(p) => Some(p.presign(req)),
             AnyProvider::V1_1(p) => Some(p.presign(req)),
             AnyProvider::V1_0(_) => None,
@@ -125,6 +129,7 @@ impl AnyProvider {
     /// `None` for a plugin that predates the method.
     fn delete(&self, req: DeleteRequest) -> Option<FfiFuture<PResult<()>>> {
         match self {
+            AnyProvider::V1_3(p) => Some(p.delete(req)),
             AnyProvider::V1_2(p) => Some(p.delete(req)),
             AnyProvider::V1_1(p) => Some(p.delete(req)),
             AnyProvider::V1_0(_) => None,
@@ -133,8 +138,19 @@ impl AnyProvider {
     /// `None` for a plugin that predates the method.
     fn grant(&self, req: credhost_plugin_api::GrantRequest) -> Option<FfiFuture<PResult<credhost_plugin_api::Grant>>> {
         match self {
+            AnyProvider::V1_3(p) => Some(p.grant(req)),
             AnyProvider::V1_2(p) => Some(p.grant(req)),
             AnyProvider::V1_1(_) | AnyProvider::V1_0(_) => None,
+        }
+    }
+    /// `None` for a plugin that predates the method.
+    fn workload_registry_auth(
+        &self,
+        req: credhost_plugin_api::WorkloadAuthRequest,
+    ) -> Option<FfiFuture<PResult<ROption<credhost_plugin_api::RegistryAuth>>>> {
+        match self {
+            AnyProvider::V1_3(p) => Some(p.workload_registry_auth(req)),
+            AnyProvider::V1_2(_) | AnyProvider::V1_1(_) | AnyProvider::V1_0(_) => None,
         }
     }
 }
@@ -224,7 +240,7 @@ impl ProviderHandle {
     }
 
     /// Refuses an operation the plugin does not offer, before calling it.
-    fn require(&self, op: Operation) -> Result<()> {
+    pub(crate) fn require(&self, op: Operation) -> Result<()> {
         if minor(op.since()) > minor(self.inner.interface) {
             return Err(Error::Unsupported {
                 instance: self.inner.instance.clone(),
@@ -507,6 +523,43 @@ impl ProviderHandle {
         let Some(fut) = self.inner.provider.grant(req.to_api()) else { return Err(self.too_old(Operation::Grant)) };
         let granted = self.call(Operation::Grant, fut, None).await?;
         crate::Grant::from_api(req, &granted, &self.inner.instance)
+    }
+
+    /// Registry credentials of a workload's own identity for `registry` (a
+    /// host; the instance's own registry when `None`), from the workload's
+    /// service-account token: the platform verifies the token and answers
+    /// with what that identity may pull. Never cached here (the kubelet
+    /// caches per service account or token), and never answered with the
+    /// instance's own credentials: a plugin without workload identity is
+    /// refused (kind [`crate::ErrorKind::Unsupported`]).
+    pub async fn workload_registry_auth(
+        &self,
+        registry: Option<&str>,
+        workload: &crate::kubelet::Workload,
+    ) -> Result<Option<RegistryAuth>> {
+        self.require(Operation::WorkloadIdentity)?;
+        let host = registry.map(crate::patterns::checked_host).transpose()?;
+        let asked =
+            host.as_deref().and_then(|h| self.inner.served.read().unwrap_or_else(|p| p.into_inner()).request_for(h));
+        let req = credhost_plugin_api::WorkloadAuthRequest {
+            registry: RegistryRequest::for_registry(asked.as_deref()).with_auth_form(AuthForm::Basic.to_api()),
+            token: credhost_plugin_api::Secret::new(workload.token.expose()),
+            namespace: workload.namespace.as_str().into(),
+            service_account: workload.service_account.as_str().into(),
+            annotations: workload.annotations.iter().map(|(k, v)| (k.as_str().into(), v.as_str().into())).collect(),
+            extra: Extra::new(),
+        };
+        let Some(fut) = self.inner.provider.workload_registry_auth(req) else {
+            return Err(self.too_old(Operation::WorkloadIdentity));
+        };
+        let auth = self.call(Operation::WorkloadIdentity, fut, None).await?;
+        Ok(auth.into_option().map(|a| {
+            let mut a = RegistryAuth::from_api(&a);
+            if let Some(host) = &host {
+                a.server = host.clone();
+            }
+            a
+        }))
     }
 
     fn too_old(&self, op: Operation) -> Error {

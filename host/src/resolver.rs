@@ -208,7 +208,7 @@ impl Registries {
 /// `Ok` for a host no instance serves, unless an instance whose plugin
 /// could not be loaded may serve it: then that failure is the answer (a
 /// client told "no credentials" would go on anonymously and fail later).
-fn unresolved(map: &RegistryMap, host: &str) -> Result<()> {
+pub(crate) fn unresolved(map: &RegistryMap, host: &str) -> Result<()> {
     let suspects = map.may_serve(host);
     let Some((_, kind, _)) = suspects.first() else { return Ok(()) };
     let why: Vec<String> = suspects

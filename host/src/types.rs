@@ -343,11 +343,14 @@ pub enum Operation {
     Delete,
     /// Build-job grants (interface 1.2).
     Grant,
+    /// Registry credentials of a workload's own identity: a kubelet's
+    /// request carrying a service-account token (interface 1.3).
+    WorkloadIdentity,
 }
 
 impl Operation {
     /// Every operation, in the order plugins list them.
-    pub const ALL: [Operation; 8] = [
+    pub const ALL: [Operation; 9] = [
         Operation::Registry,
         Operation::Upload,
         Operation::Download,
@@ -356,6 +359,7 @@ impl Operation {
         Operation::Presign,
         Operation::Delete,
         Operation::Grant,
+        Operation::WorkloadIdentity,
     ];
 
     /// The short name `credhost plugins` shows: `registry`, `upload`, ...
@@ -369,6 +373,7 @@ impl Operation {
             Operation::Presign => "presign",
             Operation::Delete => "delete",
             Operation::Grant => "grant",
+            Operation::WorkloadIdentity => "workload-identity",
         }
     }
 
@@ -383,6 +388,7 @@ impl Operation {
             Operation::Presign => "presigned URLs",
             Operation::Delete => "delete",
             Operation::Grant => "build-job grants",
+            Operation::WorkloadIdentity => "workload registry credentials (service-account tokens)",
         }
     }
 
@@ -391,6 +397,7 @@ impl Operation {
         match self {
             Operation::Presign | Operation::Delete => "1.1",
             Operation::Grant => "1.2",
+            Operation::WorkloadIdentity => "1.3",
             _ => "1.0",
         }
     }
@@ -405,6 +412,7 @@ impl Operation {
             Operation::Presign => api::Capabilities::PRESIGN,
             Operation::Delete => api::Capabilities::DELETE,
             Operation::Grant => api::Capabilities::GRANT,
+            Operation::WorkloadIdentity => api::Capabilities::WORKLOAD_IDENTITY,
         }
     }
 }

@@ -24,6 +24,7 @@ mod secret;
 mod types;
 pub mod v1_0;
 pub mod v1_1;
+pub mod v1_2;
 
 #[cfg(feature = "sdk")]
 pub mod sdk;

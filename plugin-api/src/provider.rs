@@ -10,7 +10,7 @@ use async_ffi::FfiFuture;
 use crate::{
     CheckReport, CheckRequest, CredentialEntry, CredentialsRequest, DeleteRequest, DownloadRequest, Grant,
     GrantRequest, PResult, PluginError, PresignRequest, Presigned, RegistryAuth, RegistryRequest, TransferResult,
-    UploadRequest,
+    UploadRequest, WorkloadAuthRequest,
 };
 use abi_stable::std_types::RVec;
 
@@ -19,7 +19,8 @@ use abi_stable::std_types::RVec;
 /// Interface evolution: **add methods only at the end**, after the current last
 /// one, each with a default body answering [`crate::ErrorKind::UNSUPPORTED`];
 /// never reorder, remove or change a method. 1.0 ended with `wait_idle`;
-/// 1.1 added `presign` and `delete`; 1.2 added `grant`. Every I/O method returns an
+/// 1.1 added `presign` and `delete`; 1.2 added `grant`; 1.3 added
+/// `workload_registry_auth`. Every I/O method returns an
 /// [`FfiFuture`] that the host may poll from any executor and may drop to
 /// cancel the work.
 #[sabi_trait]
@@ -83,6 +84,22 @@ pub trait Provider: Send + Sync {
         let _ = req;
         async_ffi::FutureExt::into_ffi(async {
             abi_stable::std_types::RResult::RErr(PluginError::unsupported("build-job grants"))
+        })
+    }
+
+    // ---- interface 1.3 --------------------------------------------------
+
+    /// Registry credentials of a workload rather than of the node: the
+    /// platform verifies the workload's token (a Kubernetes service-account
+    /// token) and answers with what that identity may pull, never with the
+    /// plugin's own credentials in its place (see [`WorkloadAuthRequest`]).
+    /// `None` when the registry needs no credentials. Plugins without
+    /// workload identity (and every plugin built for 1.0 to 1.2) answer
+    /// "unsupported". Since 1.3.
+    fn workload_registry_auth(&self, req: WorkloadAuthRequest) -> FfiFuture<PResult<ROption<RegistryAuth>>> {
+        let _ = req;
+        async_ffi::FutureExt::into_ffi(async {
+            abi_stable::std_types::RResult::RErr(PluginError::unsupported("workload identity (service-account tokens)"))
         })
     }
 }

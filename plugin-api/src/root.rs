@@ -32,13 +32,17 @@ impl Capabilities {
     pub const DELETE: Self = Self(1 << 6);
     /// Build-job grants (interface 1.2).
     pub const GRANT: Self = Self(1 << 7);
+    /// Registry credentials of a workload's own identity (since 1.3).
+    pub const WORKLOAD_IDENTITY: Self = Self(1 << 8);
 
     /// What interface 1.0 could offer: registry, upload, download, credentials, check.
     pub const V1_0: Self = Self(0b1_1111);
     /// What interface 1.1 could offer: 1.0's, presign and delete.
     pub const V1_1: Self = Self(0b111_1111);
+    /// What interface 1.2 could offer: 1.1's and grants.
+    pub const V1_2: Self = Self(0b1111_1111);
     /// All of the above.
-    pub const ALL: Self = Self(0b1111_1111);
+    pub const ALL: Self = Self(0b1_1111_1111);
 
     /// Both sets (usable in constants, unlike `|`).
     pub const fn union(self, other: Self) -> Self {
@@ -66,6 +70,7 @@ impl Capabilities {
             (Self::PRESIGN, "presign"),
             (Self::DELETE, "delete"),
             (Self::GRANT, "grant"),
+            (Self::WORKLOAD_IDENTITY, "workload-identity"),
         ]
         .into_iter()
         .filter(|(c, _)| self.contains(*c))
@@ -132,7 +137,7 @@ impl RootModule for PluginRoot_Ref {
 /// and what the loader checks. It is not the crate's version: additions that
 /// change no layout (helpers, constants, accessors) leave it alone; it moves
 /// to the next minor only when the interface itself grows.
-pub const API_VERSION: &str = "1.2.0";
+pub const API_VERSION: &str = "1.3.0";
 
 #[cfg(test)]
 mod tests {

@@ -465,3 +465,45 @@ impl GrantPart {
         }
     }
 }
+
+// ---- interface 1.3 ------------------------------------------------------
+
+/// Ask for a workload's registry credentials (since 1.3): a kubelet pulling
+/// for a pod whose service account carries its own identity on the
+/// platform (KEP-4412). The plugin exchanges `token` at the platform (which
+/// verifies it) for that identity's credentials, narrowed as the
+/// annotations say; it never answers with its own credentials instead, and
+/// never hands the token back as a password.
+#[repr(C)]
+#[derive(StableAbi, Clone)]
+pub struct WorkloadAuthRequest {
+    /// The registry, as for [`crate::Provider::registry_auth`].
+    pub registry: RegistryRequest,
+    /// The service-account token the kubelet projected for the pod (a
+    /// JWT for the audience the kubelet configuration names).
+    pub token: Secret,
+    /// The namespace and the service account, from the token's `sub` claim
+    /// (`system:serviceaccount:NAMESPACE:NAME`), read by the host without
+    /// verifying the token: for names (sessions, logs), never for trust.
+    pub namespace: RString,
+    /// See `namespace`.
+    pub service_account: RString,
+    /// The service account's annotations the kubelet passed (the keys its
+    /// configuration lists), e.g. `credhost.io/role-arn`.
+    pub annotations: RHashMap<RString, RString>,
+    /// Reserved for later options.
+    pub extra: Extra,
+}
+
+crate::debug_fields!(WorkloadAuthRequest { registry, token, namespace, service_account, annotations });
+
+/// The service-account annotations plugins read (since 1.3).
+pub mod annotations {
+    /// The AWS role a workload's pulls assume (`aws`).
+    pub const ROLE_ARN: &str = "credhost.io/role-arn";
+    /// The repositories a workload may pull, comma-separated: the session
+    /// is narrowed to them (`aws`).
+    pub const PULL: &str = "credhost.io/pull";
+    /// The Google service account a workload's pulls act as (`gcp`).
+    pub const SERVICE_ACCOUNT: &str = "credhost.io/service-account";
+}

@@ -15,7 +15,7 @@ use credhost_plugin_api::{
 
 use crate::{
     DeleteRequest, Dest, Download, Entry, GrantRequest, Method, Plugin, PresignRequest, Probe, Progress, Provider,
-    RegistryAuth, RegistryRequest, Source, Stored, StreamReader, Upload,
+    RegistryAuth, RegistryRequest, Source, Stored, StreamReader, Upload, WorkloadRequest,
 };
 
 struct Adapter<P>(Arc<P>);
@@ -77,6 +77,15 @@ fn registry_auth(a: RegistryAuth) -> credhost_plugin_api::RegistryAuth {
     credhost_plugin_api::RegistryAuth::new(a.server, a.username, a.secret, a.expires_at).with_kind(a.kind)
 }
 
+fn registry_request(req: credhost_plugin_api::RegistryRequest) -> RegistryRequest {
+    RegistryRequest {
+        registry: req.registry.as_ref().into_option().map(|r| r.to_string()),
+        scope: req.scope(),
+        form: req.auth_form(),
+        extra: extra_to_map(req.extra),
+    }
+}
+
 fn probe(p: Probe) -> CheckItem {
     CheckItem { component: p.component.into(), ok: p.ok, detail: p.detail.into() }
 }
@@ -88,13 +97,7 @@ impl<P: Provider> credhost_plugin_api::Provider for Adapter<P> {
     ) -> FfiFuture<PResult<ROption<credhost_plugin_api::RegistryAuth>>> {
         let p = self.0.clone();
         spawn_guarded("registry_auth", move || async move {
-            let request = RegistryRequest {
-                registry: req.registry.as_ref().into_option().map(|r| r.to_string()),
-                scope: req.scope(),
-                form: req.auth_form(),
-                extra: extra_to_map(req.extra),
-            };
-            Ok(p.registry_auth(request).await?.map(registry_auth).into())
+            Ok(p.registry_auth(registry_request(req)).await?.map(registry_auth).into())
         })
     }
 
@@ -226,6 +229,24 @@ impl<P: Provider> credhost_plugin_api::Provider for Adapter<P> {
                 expires_at: g.expires_at,
                 extra: Extra::new(),
             })
+        })
+    }
+
+    fn workload_registry_auth(
+        &self,
+        req: credhost_plugin_api::WorkloadAuthRequest,
+    ) -> FfiFuture<PResult<ROption<credhost_plugin_api::RegistryAuth>>> {
+        let p = self.0.clone();
+        spawn_guarded("workload_registry_auth", move || async move {
+            let request = WorkloadRequest {
+                registry: registry_request(req.registry),
+                token: req.token,
+                namespace: req.namespace.into_string(),
+                service_account: req.service_account.into_string(),
+                annotations: extra_to_map(req.annotations),
+                extra: extra_to_map(req.extra),
+            };
+            Ok(p.workload_registry_auth(request).await?.map(registry_auth).into())
         })
     }
 }

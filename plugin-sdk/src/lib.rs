@@ -57,7 +57,7 @@ pub use tokio;
 pub use io::{copy, AtomicFile, Copied, DestWriter, IoContext};
 pub use types::{
     expires_in, DeleteRequest, Dest, Download, Entry, Grant, GrantPart, GrantRequest, Method, PresignRequest,
-    Presigned, Probe, RegistryAuth, RegistryRequest, Source, Stored, Upload,
+    Presigned, Probe, RegistryAuth, RegistryRequest, Source, Stored, Upload, WorkloadRequest,
 };
 
 /// The result of every provider operation.
@@ -74,8 +74,10 @@ pub trait Plugin: Provider + Sized {
     /// What the provider offers; the host refuses other operations before
     /// calling the plugin. Leave out what you do not implement. The default
     /// is the operations of interface 1.1 (everything but
-    /// [`Provider::grant`]): a plugin that grants says
-    /// `Capabilities::V1_1.union(Capabilities::GRANT)` (or `ALL`).
+    /// [`Provider::grant`] and [`Provider::workload_registry_auth`]): a
+    /// plugin that grants says `Capabilities::V1_1.union(Capabilities::GRANT)`,
+    /// one that serves workloads adds `Capabilities::WORKLOAD_IDENTITY` (or
+    /// `ALL` for everything).
     const CAPABILITIES: Capabilities = Capabilities::V1_1;
     /// One line describing the plugin, shown by `credhost plugins`.
     const DESCRIPTION: &'static str = "";
@@ -186,6 +188,23 @@ pub trait Provider: Send + Sync + 'static {
     fn grant(&self, req: GrantRequest) -> impl Future<Output = Result<Grant>> + Send {
         let _ = req;
         async { Err(Error::unsupported("build-job grants")) }
+    }
+
+    /// Registry credentials of a workload's own identity (interface 1.3):
+    /// a kubelet pulling for a pod sends the pod's service-account token,
+    /// which the platform verifies and exchanges for that identity's
+    /// credentials (STS `AssumeRoleWithWebIdentity`, a workload identity
+    /// pool). Answer with those credentials or an error, never with the
+    /// instance's own credentials in their place, and never with the token
+    /// itself as a password. `req.registry` is as for
+    /// [`Provider::registry_auth`]. Say
+    /// [`Capabilities::WORKLOAD_IDENTITY`] in [`Plugin::CAPABILITIES`].
+    fn workload_registry_auth(
+        &self,
+        req: WorkloadRequest,
+    ) -> impl Future<Output = Result<Option<RegistryAuth>>> + Send {
+        let _ = req;
+        async { Err(Error::unsupported("workload identity (service-account tokens)")) }
     }
 }
 

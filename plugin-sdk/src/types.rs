@@ -425,3 +425,41 @@ pub struct Grant {
 }
 
 credhost_plugin_api::debug_fields!(Grant { project_url, registry, entries, parts, expires_at });
+
+/// A workload's registry request (interface 1.3), see
+/// [`Provider::workload_registry_auth`](crate::Provider::workload_registry_auth).
+#[derive(Clone)]
+pub struct WorkloadRequest {
+    /// The registry, as for a node's request.
+    pub registry: RegistryRequest,
+    /// The pod's service-account token (a JWT): hand it to the platform's
+    /// exchange, never log it, never answer with it.
+    pub token: Secret,
+    /// The namespace from the token's `sub` claim, unverified: for names
+    /// (session names, logs), never for trust.
+    pub namespace: String,
+    /// The service account's name from the token's `sub` claim, unverified.
+    pub service_account: String,
+    /// The service account's annotations the kubelet passed, e.g.
+    /// [`api::annotations::ROLE_ARN`](crate::api::annotations::ROLE_ARN).
+    pub annotations: HashMap<String, String>,
+    /// Options this kit does not know by name.
+    pub extra: HashMap<String, String>,
+}
+
+credhost_plugin_api::debug_fields!(WorkloadRequest { registry, token, namespace, service_account, annotations });
+
+impl WorkloadRequest {
+    /// The annotation `key`, trimmed, when set and not empty.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// `NAMESPACE.SERVICEACCOUNT`, cut to `max` characters: a session name
+    /// that says whose pulls these are.
+    pub fn session_name(&self, max: usize) -> String {
+        let mut name = format!("{}.{}", self.namespace, self.service_account);
+        name.truncate(name.char_indices().nth(max).map_or(name.len(), |(i, _)| i));
+        name
+    }
+}

@@ -1,8 +1,8 @@
-//! Interface evolution, both ways: plugins built against the released 1.0
-//! and 1.1 interfaces (from their frozen sources, tests/fixtures/v1_0 and
-//! v1_1) in this 1.2 host, and plugins built against 1.2 in a host that
-//! knows only 1.0; the 1.0 and 1.1 kits' sources compiling unchanged against
-//! 1.2; and `credhost plugins inspect`.
+//! Interface evolution, both ways: plugins built against the released 1.0,
+//! 1.1 and 1.2 interfaces (from their frozen sources, tests/fixtures/v1_0,
+//! v1_1 and v1_2) in this 1.3 host, and plugins built against 1.3 in a host
+//! that knows only 1.0; the 1.0 and 1.1 kits' sources compiling unchanged
+//! against the current kit; and `credhost plugins inspect`.
 
 use std::{os::unix::fs::PermissionsExt, path::PathBuf};
 
@@ -66,12 +66,16 @@ fn a_plugin_built_for_1_0_loads_in_this_host_and_the_newer_methods_answer_unsupp
 }
 
 /// The same plugin source, written against the 1.0 kit, compiled unchanged
-/// against the current interface crate (a workspace member): it loads as 1.2.
+/// against the current interface crate (a workspace member): it loads as
+/// the current interface.
 #[test]
 fn the_1_0_kit_source_compiles_unchanged_against_1_1() {
     let ws = legacy_ws(&artifact(&lib_file("fixture_legacy_1_1")));
     let rows: serde_json::Value = serde_json::from_str(&ws.run(&["plugins", "--json"]).ok()).unwrap();
-    assert_eq!((rows[0]["status"].as_str(), rows[0]["api_version"].as_str()), (Some("loaded"), Some("1.2.0")));
+    assert_eq!(
+        (rows[0]["status"].as_str(), rows[0]["api_version"].as_str()),
+        (Some("loaded"), Some(credhost::api::API_VERSION))
+    );
     every_1_0_method_works(&ws);
     // The 1.0 kit offers the 1.0 operations: the host says so before calling.
     let err = ws.run(&["delete", "projects", "a.zip"]).fails_with(1);
@@ -125,13 +129,62 @@ fn a_plugin_built_for_1_1_loads_in_this_host_and_grants_answer_that_they_need_1_
 }
 
 /// The template written against the 1.1 kit, compiled unchanged against
-/// the current kit (a workspace member): it loads as 1.2, and a grant is
-/// answered by the kit's default, "unsupported".
+/// the current kit (a workspace member): it loads as the current interface,
+/// and a grant is answered by the kit's default, "unsupported".
 #[test]
-fn the_1_1_kit_source_compiles_unchanged_against_1_2() {
+fn the_1_1_kit_source_compiles_unchanged_against_the_current_kit() {
     let ws = dir_ws(&artifact(&lib_file("fixture_legacy_1_2")));
-    let err = the_1_1_template_serves(&ws, "1.2.0");
+    let err = the_1_1_template_serves(&ws, credhost::api::API_VERSION);
     assert!(err.contains("build-job grants is not supported by this plugin"), "{err}");
+}
+
+fn fixture_1_2(file: &str) -> PathBuf {
+    let p = repo_root().join("target/fixture-v1_2/release").join(file);
+    assert!(
+        p.exists(),
+        "{} is missing: tests/run builds it (cargo build --release --manifest-path tests/fixtures/v1_2/Cargo.toml --target-dir target/fixture-v1_2)",
+        p.display()
+    );
+    p
+}
+
+/// The 1.2 template (built from the frozen 1.2 crates) in this host: every
+/// operation it offers works; a workload's pull (service-account mode,
+/// interface 1.3) is answered with the node's credentials when the
+/// kubelet's config allows it, and refused, saying the plugin needs 1.3,
+/// when it requires a service account.
+#[test]
+fn a_plugin_built_for_1_2_loads_in_this_host_and_workload_pulls_answer_that_they_need_1_3() {
+    let ws = dir_ws(&fixture_1_2(&lib_file("credhost_dir")));
+    // The template offers the 1.1 operations but presign; grants it leaves out.
+    let err = the_1_1_template_serves(&ws, "1.2.0");
+    assert!(err.contains("plugin `dir` 0.0.0 does not offer it"), "{err}");
+    let inspect = ws.run(&["plugins", "inspect", "plugins/libcredhost_dir.so"]).ok();
+    assert!(inspect.contains("interface:   1.2 (built against 1.2.0)"), "{inspect}");
+    let request = serde_json::json!({
+        "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+        "kind": "CredentialProviderRequest",
+        "image": "registry.example:5000/app:v1",
+        "serviceAccountToken": format!("e30.{}.sig", "eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6dGVhbTpidWlsZGVyIn0"),
+    });
+    let answer = |args: &[&str]| {
+        let mut child = ws
+            .cmd(args)
+            .env("CREDHOST_CONFIG", ws.path("plugins.toml"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+        Run(child.wait_with_output().unwrap())
+    };
+    let node = answer(&["kubelet-provider"]).ok();
+    assert!(node.contains("\"registry.example:5000\"") && node.contains("dir-pw"), "{node}");
+    let err = answer(&["kubelet-provider", "--require-service-account"]).fails_with(1);
+    assert!(err.contains("implements plugin interface 1.2") && err.contains("need interface 1.3"), "{err}");
+    assert!(!err.contains("dir-pw"), "{err}");
 }
 
 /// Plugins built against 1.1 in a host that knows only the released 1.0
@@ -179,7 +232,7 @@ fn plugins_built_for_1_1_serve_a_1_0_host() {
             );
         }
         assert!(text.contains("OK download: ") && text.contains("identical true"), "{text}");
-        assert!(text.contains("api 1.2.0"), "{text}");
+        assert!(text.contains(&format!("api {}", credhost::api::API_VERSION)), "{text}");
     }
 }
 
@@ -188,7 +241,7 @@ fn inspect_describes_a_file_and_says_why_it_would_be_refused() {
     let ws = Workspace::new();
     let local = artifact(&lib_file("credhost_local"));
     let out = ws.run(&["plugins", "inspect", local.to_str().unwrap()]).ok();
-    assert!(out.contains("plugin:      local") && out.contains("interface:   1.2 (built against 1.2.0)"), "{out}");
+    assert!(out.contains("plugin:      local") && out.contains("interface:   1.3 (built against 1.3.0)"), "{out}");
     assert!(
         out.contains("offers:      registry, upload, download, credentials, check, presign, delete, grant"),
         "{out}"
@@ -198,7 +251,7 @@ fn inspect_describes_a_file_and_says_why_it_would_be_refused() {
         serde_json::from_str(&ws.run(&["plugins", "inspect", local.to_str().unwrap(), "--json"]).ok()).unwrap();
     assert_eq!(
         (v["name"].as_str(), v["interface"].as_str(), v["panic"].as_str()),
-        (Some("local"), Some("1.2"), Some("unwind"))
+        (Some("local"), Some("1.3"), Some("unwind"))
     );
 
     let abort = repo_root().join("target/fixture-abort/release").join(lib_file("credhost_abort"));
@@ -306,14 +359,72 @@ fn the_released_1_1_interface_stays_frozen() {
         ("tests/fixtures/v1_1/sdk/src/testing.rs", "79c573deddbd23a9333d5f98999306214111382baf63dc26c69d90733b46d79a"),
         ("tests/fixtures/v1_1/sdk/src/types.rs", "dfa583f5c93ad4fe30f929be1d42786d7f2292e17192fd24621062be4b29ad95"),
     ];
+    frozen(FROZEN, "1.1", "tests/fixtures/v1_1");
+}
+
+/// The released 1.2 interface, frozen likewise: the host's fallback types
+/// (`plugin-api/src/v1_2.rs`) and the 1.2 crates, kit and template the 1.2
+/// fixture is built from (`tests/fixtures/v1_2`).
+#[test]
+fn the_released_1_2_interface_stays_frozen() {
+    const FROZEN: &[(&str, &str)] = &[
+        ("plugin-api/src/v1_2.rs", "a299b37dcfd285b2db28069ea4a86a446f28b03596db352cd89c3c2e42de883d"),
+        ("tests/fixtures/v1_2/Cargo.toml", "ef65a9ff208301c7cbb0c3b388ae655312c3a542bdbc90018a532b8156de3a14"),
+        ("tests/fixtures/v1_2/api/Cargo.toml", "af0fe45380da8890159e1c61650ea39fb9608316a0ba85f900c528cbb0222f89"),
+        ("tests/fixtures/v1_2/api/src/error.rs", "e20a1ac7ca01288c29cfdcfe8050ba1ce0b5271ea481d09714d5a108bb13432b"),
+        ("tests/fixtures/v1_2/api/src/extra.rs", "671cc06f1bdb3839ec61e19d6d2e9e38c5e8c9cf6242c7b4a96747b3f5ca3aa2"),
+        ("tests/fixtures/v1_2/api/src/lib.rs", "eabe811c7cfdac1b996f49b9fda289d1e10c1ff45889b636daa1a8a215a51fe1"),
+        ("tests/fixtures/v1_2/api/src/provider.rs", "71537f7cf8bcea0a127d4513d9f4758eec01db6edb5a224a1a213ee84de5493f"),
+        ("tests/fixtures/v1_2/api/src/root.rs", "44ec87d68863755ee849025d9beffec2c1140f77b7319122e10d174f425c0321"),
+        ("tests/fixtures/v1_2/api/src/rules.rs", "cb79d9dee55ac9446fbc7e1473d8d9801a0644a8f73dc4592903a70f28cea81c"),
+        (
+            "tests/fixtures/v1_2/api/src/sdk/helpers.rs",
+            "dc03f59b1039e6e37d373cd9019a088107ef8bb8791b55306cc766c663eb629c",
+        ),
+        ("tests/fixtures/v1_2/api/src/sdk/io.rs", "13595247c67597357ff6b8b30eb5f3f4fd5ed67bca28b67fc040e2f9317cb2cf"),
+        (
+            "tests/fixtures/v1_2/api/src/sdk/kit_v1_0.rs",
+            "5d6e09a508855ff7606aaa07ffe938882174b8efd3058c0a7c5b85d7aa967a6e",
+        ),
+        (
+            "tests/fixtures/v1_2/api/src/sdk/logging.rs",
+            "cbe0bca1e8c00547f22bf7096e2a7eaa284788dd4caccb4c86026e415e5749a3",
+        ),
+        ("tests/fixtures/v1_2/api/src/sdk/mod.rs", "c25f1c65d56840fee86f84987f0947dca9abeb148886bc3aa0a8cdff0fb7a853"),
+        (
+            "tests/fixtures/v1_2/api/src/sdk/process.rs",
+            "14d1010191193d1997f4a2def43b8afb76c2ea6dd23125b9ba4ee07d01202624",
+        ),
+        (
+            "tests/fixtures/v1_2/api/src/sdk/runtime.rs",
+            "786cb4c3d2a9f2e459a5d611e8dd0d2d3b536876dba75b46c0ff7ea60cfd128e",
+        ),
+        ("tests/fixtures/v1_2/api/src/secret.rs", "c2d9ce580e03c3d74384e5e3f83a9713b745f3da7a5dadfcc95abebbde2ae556"),
+        ("tests/fixtures/v1_2/api/src/types.rs", "104f4f592f8c3bf9800778e529f22462e1dd117f68e99de589d90c0914701dfb"),
+        ("tests/fixtures/v1_2/api/src/v1_0.rs", "db848b99dd32c7d6f4a95a8b002ea036a94bd5a366e2bd855979f0c4f76fb66f"),
+        ("tests/fixtures/v1_2/api/src/v1_1.rs", "27385b36a7e297db84d6ac8c0940f400f50141a188e008ee649b3bb42e97b1c2"),
+        ("tests/fixtures/v1_2/plugin/Cargo.toml", "5e5dcf41cf1ddf5765dde093b0ae61694a296ae79313ad7f439ba625d4dae841"),
+        ("tests/fixtures/v1_2/plugin/src/lib.rs", "6c7e20724891d2d49657b2420e62a0f3d49f6006f66797b0745701e0fb667680"),
+        ("tests/fixtures/v1_2/sdk/Cargo.toml", "6a9f084c14b928ea13a4fbb746aa0b459f182dc6225be560d851c486b8a957e9"),
+        ("tests/fixtures/v1_2/sdk/src/adapter.rs", "269c841099b565a6416cf475aff955c7e9a39bc4bd4a3dbdfe88874a2c761d86"),
+        ("tests/fixtures/v1_2/sdk/src/io.rs", "3a9fa23d45a48c610a292acf51c6e8da0ec444b65fff6c9a30c2701a3a31301f"),
+        ("tests/fixtures/v1_2/sdk/src/lib.rs", "f8cf855290c86888e02efe1e41c5309f12bb7e797a82d12fce857c35cd6c3179"),
+        ("tests/fixtures/v1_2/sdk/src/testing.rs", "79c573deddbd23a9333d5f98999306214111382baf63dc26c69d90733b46d79a"),
+        ("tests/fixtures/v1_2/sdk/src/types.rs", "6e9a0c8287d2e46e4f47190e1a7b366f5883b96e5fa2a39aea64e0464e8d0ca8"),
+    ];
+    frozen(FROZEN, "1.2", "tests/fixtures/v1_2");
+}
+
+/// Every file of `frozen` has its digest, and `dir` holds no other source.
+fn frozen(frozen: &[(&str, &str)], release: &str, dir: &str) {
     let changed: Vec<&str> =
-        FROZEN.iter().filter(|(file, digest)| sha256(&repo_root().join(file)) != *digest).map(|(f, _)| *f).collect();
+        frozen.iter().filter(|(file, digest)| sha256(&repo_root().join(file)) != *digest).map(|(f, _)| *f).collect();
     assert!(
         changed.is_empty(),
-        "frozen copies of the released 1.1 interface were edited: {changed:?}; restore them from the release (git log -- FILE)"
+        "frozen copies of the released {release} interface were edited: {changed:?}; restore them from the release (git log -- FILE)"
     );
     let mut sources = Vec::new();
-    let mut stack = vec![repo_root().join("tests/fixtures/v1_1")];
+    let mut stack = vec![repo_root().join(dir)];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
@@ -324,5 +435,6 @@ fn the_released_1_1_interface_stays_frozen() {
             }
         }
     }
-    assert_eq!(sources.len(), FROZEN.len() - 1, "a file was added to or removed from tests/fixtures/v1_1");
+    let listed = frozen.iter().filter(|(f, _)| f.starts_with(dir)).count();
+    assert_eq!(sources.len(), listed, "a file was added to or removed from {dir}");
 }

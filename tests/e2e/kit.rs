@@ -82,7 +82,7 @@ fn the_template_builds_out_of_tree_and_serves_the_installed_credhost() {
 
     let inspect = ws.run(&["plugins", "inspect", file.to_str().unwrap()]).ok();
     assert!(inspect.contains("plugin:      dir 0.1.0") && inspect.contains("would load here"), "{inspect}");
-    assert!(inspect.contains("panic:       unwind") && inspect.contains("interface:   1.2"), "{inspect}");
+    assert!(inspect.contains("panic:       unwind") && inspect.contains("interface:   1.3"), "{inspect}");
     let listed = ws.run(&["plugins"]).ok();
     assert!(listed.contains("dir") && listed.contains("loaded"), "{listed}");
     assert!(listed.contains("offers: registry, upload, download, credentials, check, delete"), "{listed}");

@@ -51,7 +51,7 @@ fn row<'a>(rows: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
 fn local_still_works(ws: &Workspace, rows: &[serde_json::Value]) {
     let local = row(rows, "local");
     assert_eq!(local["status"], "loaded");
-    assert_eq!(local["api_version"], "1.2.0");
+    assert_eq!(local["api_version"], credhost::api::API_VERSION);
     assert_eq!(local["sha256"].as_str().unwrap().len(), 64);
     write_zip(&ws.path("a.zip"), 500, 1);
     ws.run(&["upload", "a.zip"]).ok();
@@ -147,7 +147,10 @@ fn interface_major_mismatch() {
     let ws = setup(&[("libcredhost_future.so", artifact(&lib_file("fixture_major_mismatch")))], "[plugins.future]\n");
     let rows = report(&ws);
     let status = row(&rows, "future")["status"].as_str().unwrap();
-    assert!(status.contains("built for plugin interface 2.0.0") && status.contains("1.2.0"), "{status}");
+    assert!(
+        status.contains("built for plugin interface 2.0.0") && status.contains(credhost::api::API_VERSION),
+        "{status}"
+    );
     local_still_works(&ws, &rows);
     let err = ws.run(&["--platform", "future", "token"]).fails_with(5);
     assert_eq!(err.trim().lines().count(), 1, "{err}");

@@ -524,3 +524,19 @@ pub fn moto_state(svc: &Services) -> serde_json::Value {
     }
     panic!("moto's state export never answered");
 }
+
+/// A token of the test services' OIDC issuer, shaped like a Kubernetes
+/// projected service-account token (`svc_helper.py oidc-token ARGS`: the
+/// issuer's key, kid, iss and audience unless `args` say otherwise).
+pub fn oidc_token(svc: &Services, args: &[&str]) -> String {
+    let out = Command::new(svc.var("CREDHOST_TEST_PYTHON"))
+        .arg(svc.var("CREDHOST_TEST_SVC_HELPER"))
+        .arg("oidc-token")
+        .args(args)
+        .envs(svc.vars())
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn svc_helper.py oidc-token");
+    assert!(out.status.success(), "oidc-token failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("a token is text").trim().to_owned()
+}

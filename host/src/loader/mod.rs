@@ -42,7 +42,7 @@ mod elf;
 mod permissions;
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
-use credhost_plugin_api::{v1_0, v1_1, PluginInfo, PluginRoot_Ref};
+use credhost_plugin_api::{v1_0, v1_1, v1_2, PluginInfo, PluginRoot_Ref};
 use sha2::Digest;
 
 /// Why a plugin file was refused.
@@ -133,8 +133,10 @@ pub struct Policy {
 /// A loaded plugin library, by the interface version it speaks.
 #[derive(Clone, Copy)]
 pub enum Loaded {
-    /// The current interface (1.2).
-    V1_2(PluginRoot_Ref),
+    /// The current interface (1.3).
+    V1_3(PluginRoot_Ref),
+    /// The released 1.2 interface: the newer methods answer "unsupported".
+    V1_2(v1_2::PluginRoot_Ref),
     /// The released 1.1 interface: the newer methods answer "unsupported".
     V1_1(v1_1::PluginRoot_Ref),
     /// The released 1.0 interface: the newer methods answer "unsupported".
@@ -145,6 +147,7 @@ impl Loaded {
     /// The plugin's self-description.
     pub fn info(&self) -> PluginInfo {
         match self {
+            Loaded::V1_3(root) => (root.info())(),
             Loaded::V1_2(root) => (root.info())(),
             Loaded::V1_1(root) => (root.info())(),
             Loaded::V1_0(root) => (root.info())(),
@@ -154,6 +157,7 @@ impl Loaded {
     /// The interface minor the plugin speaks, e.g. `1.0`.
     pub fn interface(&self) -> &'static str {
         match self {
+            Loaded::V1_3(_) => "1.3",
             Loaded::V1_2(_) => "1.2",
             Loaded::V1_1(_) => "1.1",
             Loaded::V1_0(_) => "1.0",
@@ -434,7 +438,8 @@ fn load_library(vetted: Vetted) -> Result<Loaded, LoadError> {
     let loaded = match (parts.next().flatten(), parts.next().flatten()) {
         (Some(1), Some(0)) => header.init_root_module::<v1_0::PluginRoot_Ref>().map(Loaded::V1_0),
         (Some(1), Some(1)) => header.init_root_module::<v1_1::PluginRoot_Ref>().map(Loaded::V1_1),
-        _ => header.init_root_module::<PluginRoot_Ref>().map(Loaded::V1_2),
+        (Some(1), Some(2)) => header.init_root_module::<v1_2::PluginRoot_Ref>().map(Loaded::V1_2),
+        _ => header.init_root_module::<PluginRoot_Ref>().map(Loaded::V1_3),
     }
     .map_err(|e| map_library_error(&path, e))?;
     cache.insert(id, loaded);

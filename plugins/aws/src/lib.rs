@@ -10,5 +10,6 @@ pub mod provider;
 pub mod registry;
 pub mod settings;
 pub mod store;
+pub mod workload;
 
 credhost_plugin_sdk::export_plugin!(crate::provider::AwsProvider);

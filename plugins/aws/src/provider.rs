@@ -3,7 +3,7 @@
 use credhost_plugin_sdk::{
     parse_settings, registry_host, Capabilities, Context, DeleteRequest, Download, Entry, Error, ErrorKind, Grant,
     GrantRequest, Plugin, PresignRequest, Presigned, Probe, Provider, RegistryAuth, RegistryRequest, Result, Secret,
-    Stored, Upload,
+    Stored, Upload, WorkloadRequest,
 };
 use credhost_s3_transfer::store::S3Bucket;
 
@@ -22,6 +22,7 @@ pub struct AwsProvider {
     pub(crate) force_path_style: bool,
     pub(crate) job_role_arn: Option<String>,
     pub(crate) job_external_id: Option<String>,
+    pub(crate) kubelet_role_arn: Option<String>,
 }
 
 impl Plugin for AwsProvider {
@@ -56,6 +57,7 @@ impl Plugin for AwsProvider {
             force_path_style: s.force_path_style,
             job_role_arn: s.job_role_arn,
             job_external_id: s.job_external_id,
+            kubelet_role_arn: s.kubelet_role_arn,
             clients,
         })
     }
@@ -140,5 +142,9 @@ impl Provider for AwsProvider {
 
     async fn grant(&self, req: GrantRequest) -> Result<Grant> {
         self.grant_job(req).await
+    }
+
+    async fn workload_registry_auth(&self, req: WorkloadRequest) -> Result<Option<RegistryAuth>> {
+        self.workload_auth(req).await.map(Some)
     }
 }

@@ -37,6 +37,10 @@ pub struct Settings {
     pub job_role_arn: Option<String>,
     /// The external id the job role's trust policy asks for, if any.
     pub job_external_id: Option<String>,
+    /// The role a Kubernetes workload's pulls assume with its
+    /// service-account token when its service account has no
+    /// `credhost.io/role-arn` annotation (kubelet service-account mode).
+    pub kubelet_role_arn: Option<String>,
     /// Path-style S3 addressing (for S3-compatible endpoints).
     #[serde(default)]
     pub force_path_style: bool,

@@ -27,8 +27,8 @@ use crate::{
 pub const DEFAULT_MAX_TOKEN_LIFETIME: u64 = 3600;
 
 /// The STS token exchange's grant and token types.
-const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub(crate) const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub(crate) const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// The Credential Access Boundary allowing only reads of `bucket`/`name`.
 pub fn object_boundary(bucket: &str, name: &str) -> Result<serde_json::Value, PluginError> {
@@ -131,13 +131,7 @@ impl GcpProvider {
         let what = format!("IAM generateAccessToken for {account}");
         let body = serde_json::json!({ "scope": [SCOPE], "lifetime": format!("{}s", lifetime.as_secs()) });
         let resp = self.gcs.send(&what, |http| http.post(url.clone()).json(&body)).await?;
-        let v = json_answer(resp, &what).await?;
-        let secret = token_field(&v, "accessToken", &what)?;
-        let expires_at = v["expireTime"]
-            .as_str()
-            .and_then(parse_rfc3339)
-            .ok_or_else(|| PluginError::new(ErrorKind::OTHER, format!("{what}: the answer holds no expireTime")))?;
-        Ok(AccessToken { secret, expires_at, lifetime: lifetime.as_secs() })
+        generated_token(resp, &what, lifetime).await
     }
 
     /// `token` exchanged at STS for one limited by `boundary`.
@@ -165,8 +159,23 @@ impl GcpProvider {
     }
 }
 
+/// The token of a `generateAccessToken` answer.
+pub(crate) async fn generated_token(
+    resp: reqwest::Response,
+    what: &str,
+    lifetime: Duration,
+) -> Result<AccessToken, PluginError> {
+    let v = json_answer(resp, what).await?;
+    let secret = token_field(&v, "accessToken", what)?;
+    let expires_at = v["expireTime"]
+        .as_str()
+        .and_then(parse_rfc3339)
+        .ok_or_else(|| PluginError::new(ErrorKind::OTHER, format!("{what}: the answer holds no expireTime")))?;
+    Ok(AccessToken { secret, expires_at, lifetime: lifetime.as_secs() })
+}
+
 /// A successful answer's JSON, or the server's error in its words.
-async fn json_answer(resp: reqwest::Response, what: &str) -> Result<serde_json::Value, PluginError> {
+pub(crate) async fn json_answer(resp: reqwest::Response, what: &str) -> Result<serde_json::Value, PluginError> {
     let status = resp.status();
     let text = read_text(resp, what).await?;
     if !status.is_success() {
@@ -177,7 +186,7 @@ async fn json_answer(resp: reqwest::Response, what: &str) -> Result<serde_json::
 }
 
 /// A non-empty token under `field` of an answer.
-fn token_field(v: &serde_json::Value, field: &str, what: &str) -> Result<Secret, PluginError> {
+pub(crate) fn token_field(v: &serde_json::Value, field: &str, what: &str) -> Result<Secret, PluginError> {
     v[field]
         .as_str()
         .filter(|t| !t.is_empty())

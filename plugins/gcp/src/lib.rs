@@ -29,6 +29,7 @@ pub mod registry;
 pub mod retry;
 pub mod settings;
 pub mod store;
+pub mod workload;
 
 pub use provider::GcpProvider;
 

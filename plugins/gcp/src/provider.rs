@@ -6,6 +6,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use credhost_plugin_sdk::{
     parse_settings, Capabilities, Context, DeleteRequest, Download, Entry, Error as PluginError, Grant, GrantRequest,
     Method, Plugin, PresignRequest, Presigned, Probe, Provider, RegistryAuth, RegistryRequest, Stored, Upload,
+    WorkloadRequest,
 };
 
 use crate::{
@@ -27,6 +28,8 @@ pub struct GcpProvider {
     pub(crate) sts: reqwest::Url,
     pub(crate) job_service_account: Option<String>,
     pub(crate) job_token_max_lifetime: u64,
+    pub(crate) kubelet_audience: Option<String>,
+    pub(crate) kubelet_service_account: Option<String>,
     chunk: usize,
 }
 
@@ -68,6 +71,8 @@ impl GcpProvider {
             sts,
             job_service_account: settings.job_service_account,
             job_token_max_lifetime: settings.job_token_max_lifetime.unwrap_or(crate::grant::DEFAULT_MAX_TOKEN_LIFETIME),
+            kubelet_audience: settings.kubelet_audience.as_deref().and_then(crate::workload::pool_audience),
+            kubelet_service_account: settings.kubelet_service_account,
             project_id: settings.project_id,
             location: settings.location,
             registry: settings.registry,
@@ -114,6 +119,10 @@ impl Provider for GcpProvider {
         // One access token serves every repository: `scope` needs no answer.
         let token = self.gcs.tokens().token().await?;
         Ok(Some(registry::auth(server, token)))
+    }
+
+    async fn workload_registry_auth(&self, req: WorkloadRequest) -> Result<Option<RegistryAuth>, PluginError> {
+        self.workload_auth(req).await.map(Some)
     }
 
     async fn upload(&self, req: Upload) -> Result<Stored, PluginError> {

@@ -31,6 +31,15 @@ pub struct Settings {
     /// The longest token IAM Credentials issues here, in seconds (3600
     /// unless an organization policy allows up to 43200).
     pub job_token_max_lifetime: Option<u64>,
+    /// The workload identity pool provider trusting the cluster's
+    /// service-account tokens (kubelet service-account mode):
+    /// `projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER`,
+    /// with or without `//iam.googleapis.com/`.
+    pub kubelet_audience: Option<String>,
+    /// The Google service account a workload's pulls act as when its
+    /// Kubernetes service account has no `credhost.io/service-account`
+    /// annotation.
+    pub kubelet_service_account: Option<String>,
 }
 
 /// `credentials = ...`: one pinned source.
@@ -72,6 +81,22 @@ impl Settings {
                 return Err(PluginError::config(
                     "job_service_account",
                     format!("`job_service_account` = {a:?} is not a service account email"),
+                ));
+            }
+        }
+        if let Some(a) = &self.kubelet_audience {
+            if crate::workload::pool_audience(a).is_none() {
+                return Err(PluginError::config(
+                    "kubelet_audience",
+                    format!("`kubelet_audience` = {a:?} is not a workload identity pool provider (projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER)"),
+                ));
+            }
+        }
+        if let Some(a) = &self.kubelet_service_account {
+            if !crate::workload::is_service_account(a) {
+                return Err(PluginError::config(
+                    "kubelet_service_account",
+                    format!("`kubelet_service_account` = {a:?} is not a service account email"),
                 ));
             }
         }

@@ -17,7 +17,7 @@ impl Plugin for LocalProvider {
     const NAME: &'static str = "local";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "a self-hosted registry and a directory or S3-compatible store";
-    const CAPABILITIES: Capabilities = Capabilities::ALL;
+    const CAPABILITIES: Capabilities = Capabilities::V1_2;
     const REGISTRY_SETTING: Option<&'static str> = Some("registry.url");
     const IDENTITY_ENV_SETTINGS: &'static [&'static str] = &[
         "registry.username_env",

@@ -148,37 +148,90 @@ pub async fn assume_role(sts: &aws_sdk_sts::Client, a: &AssumeRole<'_>) -> Resul
         req = req.external_id(id);
     }
     let out = req.send().await.map_err(|e| sdk_error(&format!("STS AssumeRole of {}", a.role_arn), e))?;
-    let c = out.credentials().ok_or_else(|| {
-        PluginError::new(ErrorKind::OTHER, format!("STS answered AssumeRole of {} without credentials", a.role_arn))
+    session("AssumeRole", a.role_arn, a.session_name, out.credentials())
+}
+
+/// The session STS answered `call` of `role` with.
+fn session(
+    call: &str,
+    role: &str,
+    name: &str,
+    c: Option<&aws_sdk_sts::types::Credentials>,
+) -> Result<Session, PluginError> {
+    let c = c.ok_or_else(|| {
+        PluginError::new(ErrorKind::OTHER, format!("STS answered {call} of {role} without credentials"))
     })?;
     let expires_at = c.expiration().secs();
-    tracing::debug!("STS session {} of {} until {expires_at}", a.session_name, a.role_arn);
+    tracing::debug!("STS session {name} of {role} until {expires_at} ({call})");
     Ok(Session {
         credentials: Credentials::new(
             c.access_key_id(),
             c.secret_access_key(),
             Some(c.session_token().to_owned()),
             None,
-            "credhost-grant",
+            "credhost-session",
         ),
         expires_at,
     })
 }
 
+/// A web identity to assume a role with: the caller holds no AWS keys, STS
+/// verifies the token against the role's trusted OIDC provider.
+pub struct WebIdentity<'a> {
+    /// The role's ARN.
+    pub role_arn: &'a str,
+    /// The session name STS records (and CloudTrail shows).
+    pub session_name: &'a str,
+    /// The inline session policy, if the session is narrowed further than
+    /// the role.
+    pub policy: Option<&'a SessionPolicy>,
+    /// The OIDC token (a Kubernetes service-account token).
+    pub token: &'a Secret,
+    /// The session's lifetime.
+    pub ttl: Duration,
+}
+
+/// Assumes a role with a web identity token (unsigned: no keys needed).
+pub async fn assume_role_with_web_identity(
+    sts: &aws_sdk_sts::Client,
+    w: &WebIdentity<'_>,
+) -> Result<Session, PluginError> {
+    let duration = i32::try_from(w.ttl.as_secs()).unwrap_or(i32::MAX);
+    let mut req = sts
+        .assume_role_with_web_identity()
+        .role_arn(w.role_arn)
+        .role_session_name(w.session_name)
+        .web_identity_token(w.token.expose())
+        .duration_seconds(duration);
+    if let Some(policy) = w.policy {
+        req = req.policy(policy.to_json()?);
+    }
+    let out =
+        req.send().await.map_err(|e| sdk_error(&format!("STS AssumeRoleWithWebIdentity of {}", w.role_arn), e))?;
+    session("AssumeRoleWithWebIdentity", w.role_arn, w.session_name, out.credentials())
+}
+
 /// An STS client for `endpoint` (AWS's regional endpoint when `None`) with
-/// static keys.
+/// static keys, or none (for the unsigned web-identity call).
 pub fn sts_client(endpoint: Option<&str>, region: &str, credentials: Credentials) -> aws_sdk_sts::Client {
+    sts_client_with(endpoint, region, Some(credentials))
+}
+
+/// [`sts_client`], with keys or without.
+pub fn sts_client_with(endpoint: Option<&str>, region: &str, credentials: Option<Credentials>) -> aws_sdk_sts::Client {
     let mut b = aws_sdk_sts::Config::builder()
         .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
-        .region(aws_sdk_sts::config::Region::new(region.to_owned()))
-        .credentials_provider(credentials)
-        .timeout_config(
-            aws_sdk_sts::config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .operation_attempt_timeout(Duration::from_secs(20))
-                .operation_timeout(Duration::from_secs(60))
-                .build(),
-        );
+        .region(aws_sdk_sts::config::Region::new(region.to_owned()));
+    if let Some(credentials) = credentials {
+        b = b.credentials_provider(credentials);
+    }
+    b = b.timeout_config(
+        aws_sdk_sts::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .operation_attempt_timeout(Duration::from_secs(20))
+            .operation_timeout(Duration::from_secs(60))
+            .build(),
+    );
     if let Some(url) = endpoint {
         b = b.endpoint_url(url);
     }
