@@ -13,8 +13,26 @@ use crate::{Error, Result};
 /// everything in it when dropped (on error, and when the caller's future is
 /// dropped).
 pub(crate) struct Staging {
-    work: tempfile::TempDir,
+    work: Option<tempfile::TempDir>,
     part: PathBuf,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let Some(work) = self.work.take() else { return };
+        let dir = work.keep();
+        // A cancelled plugin task may still open its output file while the
+        // directory is being emptied (its cancellation is not synchronous),
+        // which makes the final rmdir fail: empty it again. Once the
+        // directory is gone, nothing can be created in it.
+        for _ in 0..20 {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound && dir.exists() => continue,
+                _ => return,
+            }
+        }
+        tracing::warn!(target: "credhost::download", dir = %dir.display(), "cannot remove a cancelled download's directory");
+    }
 }
 
 impl Staging {
@@ -42,7 +60,7 @@ impl Staging {
             .map_err(|e| Error::io("cannot create a directory in", &dir, e))?;
         let part = std::path::absolute(work.path().join(&file_name))
             .map_err(|e| Error::io("cannot resolve", work.path(), e))?;
-        Ok(Self { work, part })
+        Ok(Self { work: Some(work), part })
     }
 
     /// The file the plugin writes.
@@ -53,7 +71,6 @@ impl Staging {
     /// Moves the verified file to `dest` (see [`persist`]); the directory goes.
     pub(crate) fn finish(self, dest: &Path, force: bool) -> Result<()> {
         persist(&self.part, dest, force)?;
-        drop(self.work);
         Ok(())
     }
 }
