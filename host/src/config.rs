@@ -70,9 +70,30 @@ pub struct Instance {
     pub identity_env: Vec<String>,
     /// `timeout` and `transfer_idle_timeout`: how long its calls may take.
     pub limits: Limits,
+    /// `isolation`: where the plugin runs.
+    pub isolation: Isolation,
+    /// `env`: with process isolation, the environment variables the child
+    /// sees (names, or `PREFIX*`); `None`: the host's whole environment.
+    pub env: Option<Vec<String>>,
+    /// `process_idle_timeout`: with process isolation, how long a child
+    /// may go without a call before it is stopped (started again on the
+    /// next one); default 300 s.
+    pub process_idle_timeout: std::time::Duration,
     /// `settings`: handed to the plugin as JSON; the host never reads them,
     /// except at the path the plugin itself declares for its registry.
     pub settings: toml::Table,
+}
+
+/// Where an instance's plugin runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// `"in-process"` (the default): loaded into this process; fast, panics
+    /// and deadlines contained.
+    #[default]
+    InProcess,
+    /// `"process"`: in a child process of its own, so that even `abort()`,
+    /// a crash or `exit()` in the plugin costs one request.
+    Process,
 }
 
 impl Instance {
@@ -140,6 +161,9 @@ struct RawPlugin {
     identity_env: Vec<String>,
     timeout: Option<u64>,
     transfer_idle_timeout: Option<u64>,
+    isolation: Option<String>,
+    env: Option<Vec<String>>,
+    process_idle_timeout: Option<u64>,
     #[serde(default)]
     settings: toml::Table,
 }
@@ -191,6 +215,39 @@ impl Config {
                     }
                 }
             }
+            let isolation = match p.isolation.as_deref() {
+                None | Some("in-process") => Isolation::InProcess,
+                Some("process") => Isolation::Process,
+                Some(other) => {
+                    return Err(Error::Config {
+                        location: at(&["plugins", &name, "isolation"]),
+                        message: format!(
+                            "plugins.{name}.isolation is `{}`: use \"in-process\" or \"process\"",
+                            other.escape_debug()
+                        ),
+                    })
+                }
+            };
+            for (key, set) in [("env", p.env.is_some()), ("process_idle_timeout", p.process_idle_timeout.is_some())] {
+                if set && isolation != Isolation::Process {
+                    return Err(Error::Config {
+                        location: at(&["plugins", &name, key]),
+                        message: format!(
+                            "plugins.{name}.{key} is about a plugin process: it needs isolation = \"process\""
+                        ),
+                    });
+                }
+            }
+            let process_idle_timeout = match p.process_idle_timeout {
+                None => std::time::Duration::from_secs(300),
+                Some(secs @ 1..=86_400) => std::time::Duration::from_secs(secs),
+                Some(_) => {
+                    return Err(Error::Config {
+                        location: at(&["plugins", &name, "process_idle_timeout"]),
+                        message: format!("plugins.{name}.process_idle_timeout must be between 1 and 86400 seconds"),
+                    })
+                }
+            };
             let instance = Instance {
                 name: name.clone(),
                 plugin,
@@ -198,6 +255,9 @@ impl Config {
                 sha256: p.sha256,
                 registries: p.registries,
                 identity_env: p.identity_env,
+                isolation,
+                env: p.env,
+                process_idle_timeout,
                 limits,
                 settings: p.settings,
             };
@@ -403,16 +463,19 @@ fn check_instance(instance: &Instance, at: &dyn Fn(&[&str]) -> String) -> Result
             });
         }
     }
-    for var in &instance.identity_env {
-        let base = var.strip_suffix('*').unwrap_or(var);
-        if base.is_empty() || !base.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(Error::Config {
-                location: at(&["plugins", name, "identity_env"]),
-                message: format!(
-                    "plugins.{name}.identity_env: `{}` is not an environment variable name (or `PREFIX*`)",
-                    var.escape_debug()
-                ),
-            });
+    for (key, vars) in [("env", instance.env.as_deref().unwrap_or_default()), ("identity_env", &instance.identity_env)]
+    {
+        for var in vars {
+            let base = var.strip_suffix('*').unwrap_or(var);
+            if base.is_empty() || !base.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(Error::Config {
+                    location: at(&["plugins", name, key]),
+                    message: format!(
+                        "plugins.{name}.{key}: `{}` is not an environment variable name (or `PREFIX*`)",
+                        var.escape_debug()
+                    ),
+                });
+            }
         }
     }
     Ok(())

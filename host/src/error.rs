@@ -251,6 +251,26 @@ pub struct PluginFailure {
 }
 
 impl PluginFailure {
+    /// An error a plugin's child process reported as text, with the name of
+    /// its kind ([`ErrorKind::name`]).
+    pub(crate) fn isolated(kind: &str, message: String) -> Self {
+        let kind = [
+            ErrorKind::NotFound,
+            ErrorKind::Unauthenticated,
+            ErrorKind::InvalidInput,
+            ErrorKind::Config,
+            ErrorKind::PluginRefused,
+            ErrorKind::Unsupported,
+            ErrorKind::Unavailable,
+            ErrorKind::TimedOut,
+            ErrorKind::Panicked,
+        ]
+        .into_iter()
+        .find(|k| k.name() == kind)
+        .unwrap_or(ErrorKind::Other);
+        Self { kind, plugin_kind: "other", message, retryable: false, setting: None }
+    }
+
     /// The library's account of a plugin's error.
     pub(crate) fn from_api(e: &PluginError) -> Self {
         Self {

@@ -55,6 +55,9 @@ pub struct PluginStatus {
     /// `loaded`, `refused: <reason>`, or for files no instance uses
     /// `not configured (not loaded)`.
     pub status: String,
+    /// Where the instance's plugin runs: `in-process` or `process` (`-` for
+    /// files no instance uses).
+    pub isolation: &'static str,
 }
 
 impl Host {
@@ -151,6 +154,10 @@ impl Host {
             let path = self.file_of(instance);
             claimed.push(canonical(&path));
             let mut row = status_row(name, &instance.plugin, &path, self.policy());
+            row.isolation = match instance.isolation {
+                crate::config::Isolation::InProcess => "in-process",
+                crate::config::Isolation::Process => "process",
+            };
             match self.load_plugin(name) {
                 Ok((_, loaded)) => {
                     let info = PluginInfo::from_api(&loaded.info(), loaded.interface());
@@ -185,8 +192,29 @@ impl Host {
     }
 
     /// A provider for instance `name`, built from its settings: a new one
-    /// (with its own token cache) at each call.
+    /// (with its own token cache) at each call. With `isolation =
+    /// "process"`, the plugin is loaded and runs in a child process.
     pub async fn provider(&self, name: &str) -> Result<ProviderHandle> {
+        let instance = self.config.instance(name)?.clone();
+        let (info, interface, provider) = match instance.isolation {
+            crate::config::Isolation::InProcess => self.construct(name).await?,
+            crate::config::Isolation::Process => {
+                let (p, info, interface) =
+                    crate::isolation::ProcessProvider::start(&instance, &self.config.path).await?;
+                (info, interface, AnyProvider::Process(p))
+            }
+        };
+        let info = PluginInfo::from_api(&info, interface);
+        let served = Served::new(&self.config, name, Some(&info));
+        Ok(ProviderHandle::new(instance.name, instance.plugin, info, interface, provider, instance.limits, served))
+    }
+
+    /// Loads instance `name`'s plugin into this process and builds its
+    /// provider: the plugin's description, its interface minor, the provider.
+    pub(crate) async fn construct(
+        &self,
+        name: &str,
+    ) -> Result<(credhost_plugin_api::PluginInfo, &'static str, AnyProvider)> {
         let instance = self.config.instance(name)?.clone();
         // Vetting hashes the file and `dlopen` reads it: not on an async worker.
         let loading = {
@@ -195,8 +223,6 @@ impl Host {
         };
         let (_path, loaded) =
             loading.await.map_err(|e| Error::Internal(format!("the plugin loading task failed: {e}")))??;
-        let info = PluginInfo::from_api(&loaded.info(), loaded.interface());
-        let served = Served::new(&self.config, name, Some(&info));
         let settings = self.config.settings_json(name);
         let services = Services::new(&instance.plugin, &self.config.base_dir);
         // Plugin constructors are synchronous and may wait for their own
@@ -252,15 +278,7 @@ impl Host {
             }
             Error::Plugin { instance: name.to_owned(), op: "init", source }
         })?;
-        Ok(ProviderHandle::new(
-            instance.name,
-            instance.plugin,
-            info,
-            loaded.interface(),
-            provider,
-            instance.limits,
-            served,
-        ))
+        Ok((loaded.info(), loaded.interface(), provider))
     }
 }
 
@@ -279,5 +297,6 @@ fn status_row(name: &str, plugin: &str, path: &Path, policy: loader::Policy) -> 
         path: Some(path.display().to_string()),
         sha256: loader::sha256_file(path, policy).ok(),
         status: String::new(),
+        isolation: "-",
     }
 }

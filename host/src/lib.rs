@@ -17,6 +17,7 @@ mod error;
 mod grant;
 mod guard;
 mod host;
+pub mod isolation;
 pub mod kubelet;
 mod live;
 pub mod loader;

@@ -84,6 +84,8 @@ pub(crate) enum AnyProvider {
     V1_1(v1_1::ProviderBox),
     /// The released 1.0 interface.
     V1_0(v1_0::ProviderBox),
+    /// A plugin in a child process (`isolation = "process"`).
+    Process(Arc<crate::isolation::ProcessProvider>),
 }
 
 /// Calls the method every interface version has, whichever the plugin speaks.
@@ -94,63 +96,96 @@ macro_rules! on_every {
             AnyProvider::V1_2($p) => $call,
             AnyProvider::V1_1($p) => $call,
             AnyProvider::V1_0($p) => $call,
+            AnyProvider::Process($p) => $call,
         }
     };
 }
 
 impl AnyProvider {
-    fn registry_auth(&self, req: RegistryRequest) -> FfiFuture<PResult<ROption<credhost_plugin_api::RegistryAuth>>> {
+    pub(crate) fn registry_auth(
+        &self,
+        req: RegistryRequest,
+    ) -> FfiFuture<PResult<ROption<credhost_plugin_api::RegistryAuth>>> {
         on_every!(self, p => p.registry_auth(req))
     }
-    fn upload(&self, req: UploadRequest) -> FfiFuture<PResult<credhost_plugin_api::TransferResult>> {
-        on_every!(self, p => p.upload(req))
+    pub(crate) fn upload(&self, req: UploadRequest) -> FfiFuture<PResult<credhost_plugin_api::TransferResult>> {
+        match self {
+            AnyProvider::Process(_) => crate::isolation::ProcessProvider::transfer_unsupported("uploads"),
+            AnyProvider::V1_3(p) => p.upload(req),
+            AnyProvider::V1_2(p) => p.upload(req),
+            AnyProvider::V1_1(p) => p.upload(req),
+            AnyProvider::V1_0(p) => p.upload(req),
+        }
     }
-    fn download(&self, req: DownloadRequest) -> FfiFuture<PResult<credhost_plugin_api::TransferResult>> {
-        on_every!(self, p => p.download(req))
+    pub(crate) fn download(&self, req: DownloadRequest) -> FfiFuture<PResult<credhost_plugin_api::TransferResult>> {
+        match self {
+            AnyProvider::Process(_) => crate::isolation::ProcessProvider::transfer_unsupported("downloads"),
+            AnyProvider::V1_3(p) => p.download(req),
+            AnyProvider::V1_2(p) => p.download(req),
+            AnyProvider::V1_1(p) => p.download(req),
+            AnyProvider::V1_0(p) => p.download(req),
+        }
     }
-    fn credentials(&self, req: CredentialsRequest) -> FfiFuture<PResult<RVec<credhost_plugin_api::CredentialEntry>>> {
+    pub(crate) fn credentials(
+        &self,
+        req: CredentialsRequest,
+    ) -> FfiFuture<PResult<RVec<credhost_plugin_api::CredentialEntry>>> {
         on_every!(self, p => p.credentials(req))
     }
-    fn check(&self, req: CheckRequest) -> FfiFuture<PResult<credhost_plugin_api::CheckReport>> {
+    pub(crate) fn check(&self, req: CheckRequest) -> FfiFuture<PResult<credhost_plugin_api::CheckReport>> {
         on_every!(self, p => p.check(req))
     }
-    fn wait_idle(&self) -> FfiFuture<PResult<()>> {
+    pub(crate) fn wait_idle(&self) -> FfiFuture<PResult<()>> {
         on_every!(self, p => p.wait_idle())
     }
     /// `None` for a plugin that predates the method.
-    fn presign(&self, req: PresignRequest) -> Option<FfiFuture<PResult<credhost_plugin_api::Presigned>>> {
+    pub(crate) fn presign(&self, req: PresignRequest) -> Option<FfiFuture<PResult<credhost_plugin_api::Presigned>>> {
         match self {
             AnyProvider::V1_3(p) => Some(p.presign(req)),
             AnyProvider::V1_2(p) => Some(p.presign(req)),
             AnyProvider::V1_1(p) => Some(p.presign(req)),
+            AnyProvider::Process(p) => Some(p.presign(req)),
             AnyProvider::V1_0(_) => None,
         }
     }
     /// `None` for a plugin that predates the method.
-    fn delete(&self, req: DeleteRequest) -> Option<FfiFuture<PResult<()>>> {
+    pub(crate) fn delete(&self, req: DeleteRequest) -> Option<FfiFuture<PResult<()>>> {
         match self {
             AnyProvider::V1_3(p) => Some(p.delete(req)),
             AnyProvider::V1_2(p) => Some(p.delete(req)),
             AnyProvider::V1_1(p) => Some(p.delete(req)),
+            AnyProvider::Process(p) => Some(p.delete(req)),
             AnyProvider::V1_0(_) => None,
         }
     }
     /// `None` for a plugin that predates the method.
-    fn grant(&self, req: credhost_plugin_api::GrantRequest) -> Option<FfiFuture<PResult<credhost_plugin_api::Grant>>> {
+    pub(crate) fn grant(
+        &self,
+        req: credhost_plugin_api::GrantRequest,
+    ) -> Option<FfiFuture<PResult<credhost_plugin_api::Grant>>> {
         match self {
             AnyProvider::V1_3(p) => Some(p.grant(req)),
             AnyProvider::V1_2(p) => Some(p.grant(req)),
+            AnyProvider::Process(p) => Some(p.grant(req)),
             AnyProvider::V1_1(_) | AnyProvider::V1_0(_) => None,
         }
     }
     /// `None` for a plugin that predates the method.
-    fn workload_registry_auth(
+    pub(crate) fn workload_registry_auth(
         &self,
         req: credhost_plugin_api::WorkloadAuthRequest,
     ) -> Option<FfiFuture<PResult<ROption<credhost_plugin_api::RegistryAuth>>>> {
         match self {
             AnyProvider::V1_3(p) => Some(p.workload_registry_auth(req)),
+            AnyProvider::Process(p) => Some(p.workload_registry_auth(req)),
             AnyProvider::V1_2(_) | AnyProvider::V1_1(_) | AnyProvider::V1_0(_) => None,
+        }
+    }
+    /// The child's pid, for a plugin in a process of its own that is running.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        match self {
+            AnyProvider::Process(p) => p.pid(),
+            _ => None,
         }
     }
 }
@@ -232,6 +267,12 @@ impl ProviderHandle {
     pub(crate) fn reroute(&self, config: &crate::config::Config) {
         let served = Served::new(config, &self.inner.instance, Some(&self.inner.info));
         *self.inner.served.write().unwrap_or_else(|p| p.into_inner()) = served;
+    }
+
+    /// The process id of the plugin's child process, when the instance runs
+    /// with `isolation = "process"` and its child is running.
+    pub fn process_id(&self) -> Option<u32> {
+        self.inner.provider.pid()
     }
 
     /// Whether the plugin offers `op` (and speaks an interface that has it).

@@ -12,6 +12,7 @@ use abi_stable::{
 /// hosts: an unknown value reads as [`ErrorKind::OTHER`].
 #[repr(transparent)]
 #[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ErrorKind(pub u32);
 
 impl ErrorKind {
@@ -80,6 +81,7 @@ impl fmt::Display for ErrorKind {
 /// [`PluginError::kind`] and [`PluginError::retryable`].
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PluginError {
     /// What the caller should do next.
     pub kind: ErrorKind,

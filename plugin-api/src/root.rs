@@ -13,6 +13,7 @@ use crate::{Extra, HostServicesBox, PResult, ProviderBox};
 /// What a plugin can do, as bit flags (a newtype so later versions can add bits).
 #[repr(transparent)]
 #[derive(StableAbi, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Capabilities(pub u64);
 
 impl Capabilities {
@@ -95,6 +96,7 @@ impl std::fmt::Debug for Capabilities {
 /// Describes a plugin library.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PluginInfo {
     /// The platform name the plugin serves, e.g. `local`; unique per host.
     pub name: RString,

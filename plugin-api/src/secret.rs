@@ -81,6 +81,25 @@ impl From<&str> for Secret {
     }
 }
 
+/// A secret serializes as its text: for the message channel between the
+/// host and a plugin's child process, never for output.
+#[cfg(feature = "serde")]
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.expose())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut text = String::deserialize(deserializer)?;
+        let secret = Secret::new(text.as_str());
+        text.zeroize();
+        Ok(secret)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

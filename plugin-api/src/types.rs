@@ -20,6 +20,7 @@ pub type Extra = RHashMap<RString, RString>;
 /// Which registry to authenticate to.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RegistryRequest {
     /// Registry host (`host[:port]`); `None` means the plugin's own
     /// registry. Hosts since credhost's kit 1.1 send `None` as well for a
@@ -34,6 +35,7 @@ pub struct RegistryRequest {
 /// Credentials for a container registry.
 #[repr(C)]
 #[derive(StableAbi, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RegistryAuth {
     /// The registry host these credentials are for (`host[:port]`, no scheme).
     pub server: RString,
@@ -161,6 +163,7 @@ pub struct DownloadRequest {
 /// The outcome of an upload or download.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TransferResult {
     /// Bucket the object is in.
     pub bucket: RString,
@@ -177,6 +180,7 @@ pub struct TransferResult {
 /// Ask for the entries a build job needs.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CredentialsRequest {
     /// Reserved for later options.
     pub extra: Extra,
@@ -185,6 +189,7 @@ pub struct CredentialsRequest {
 /// One environment-style entry for a build job.
 #[repr(C)]
 #[derive(StableAbi, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CredentialEntry {
     /// Variable name, e.g. `AWS_ACCESS_KEY_ID`.
     pub key: RString,
@@ -210,6 +215,7 @@ impl fmt::Debug for CredentialEntry {
 /// Ask for a live probe.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CheckRequest {
     /// Reserved for later options.
     pub extra: Extra,
@@ -218,6 +224,7 @@ pub struct CheckRequest {
 /// One probe of `check`.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CheckItem {
     /// What was probed, e.g. `storage` or `registry`.
     pub component: RString,
@@ -230,6 +237,7 @@ pub struct CheckItem {
 /// The outcome of `check`.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CheckReport {
     /// Every probe that ran.
     pub items: RVec<CheckItem>,
@@ -304,6 +312,7 @@ impl CheckItem {
 /// What a presigned URL lets its holder do.
 #[repr(transparent)]
 #[derive(StableAbi, Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PresignMethod(pub u8);
 
 impl PresignMethod {
@@ -325,6 +334,7 @@ impl PresignMethod {
 /// Ask for a presigned URL (since 1.1).
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PresignRequest {
     /// GET an existing object, or PUT a new one.
     pub method: PresignMethod,
@@ -341,6 +351,7 @@ pub struct PresignRequest {
 /// One HTTP header a client must send with a presigned URL.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Header {
     /// Its name.
     pub name: RString,
@@ -351,6 +362,7 @@ pub struct Header {
 /// A presigned URL (since 1.1). The URL is a credential: it is a [`Secret`].
 #[repr(C)]
 #[derive(StableAbi, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Presigned {
     /// `GET` or `PUT`.
     pub method: RString,
@@ -369,6 +381,7 @@ crate::debug_fields!(Presigned { method, url, headers, expires_at });
 /// Delete an object (since 1.1).
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DeleteRequest {
     /// The bucket.
     pub bucket: RString,
@@ -387,6 +400,7 @@ pub struct DeleteRequest {
 /// narrow, unless `allow_unscoped_registry` accepts a registry-wide token.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct GrantRequest {
     /// The bucket of the project object (the projects bucket when empty).
     pub bucket: RString,
@@ -413,6 +427,7 @@ pub struct GrantRequest {
 /// What one part of a grant is limited to (since 1.2).
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct GrantPart {
     /// Which part: `project` (the URL), `registry`, `keys`.
     pub part: RString,
@@ -432,6 +447,7 @@ pub struct GrantPart {
 /// (`PROJECT_URL`, `REGISTRY`, `REGISTRY_TOKEN`, `DOCKER_CONFIG_JSON`, ...).
 #[repr(C)]
 #[derive(StableAbi, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Grant {
     /// A presigned GET of the project object, expiring with the grant;
     /// `None` when the store has no URLs (a shared filesystem).
@@ -476,6 +492,7 @@ impl GrantPart {
 /// never hands the token back as a password.
 #[repr(C)]
 #[derive(StableAbi, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct WorkloadAuthRequest {
     /// The registry, as for [`crate::Provider::registry_auth`].
     pub registry: RegistryRequest,

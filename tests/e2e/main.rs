@@ -12,6 +12,7 @@ mod gcp;
 mod grant;
 mod hardening;
 mod hostile;
+mod isolation;
 mod job_env;
 mod kit;
 mod kubelet;
