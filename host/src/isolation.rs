@@ -479,6 +479,13 @@ impl ProcessProvider {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        // The child may have died since it was looked up: its reader marks
+        // it dead before it drops the waiters, so a waiter added after that
+        // would wait for nothing.
+        if let Some(why) = conn.dead.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            conn.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            return Err(self.died(&why));
+        }
         struct Cancel<'a>(&'a Conn, u64, bool);
         impl Drop for Cancel<'_> {
             fn drop(&mut self) {
