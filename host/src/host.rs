@@ -200,7 +200,7 @@ impl Host {
             crate::config::Isolation::InProcess => self.construct(name).await?,
             crate::config::Isolation::Process => {
                 let (p, info, interface) =
-                    crate::isolation::ProcessProvider::start(&instance, &self.config.path).await?;
+                    crate::isolation::ProcessProvider::start(&instance, &self.config.path, self.policy()).await?;
                 (info, interface, AnyProvider::Process(p))
             }
         };

@@ -254,11 +254,16 @@ impl ProcessProvider {
     pub(crate) async fn start(
         instance: &Instance,
         config: &Path,
+        policy: crate::loader::Policy,
     ) -> Result<(Arc<ProcessProvider>, PluginInfo, &'static str)> {
         let runner = runner_path().map_err(|e| match e {
             Error::Unsupported { op, why, .. } => Error::Unsupported { instance: instance.name.clone(), op, why },
             other => other,
         })?;
+        // It runs the plugin with the host's environment: vetted as a
+        // plugin file is.
+        crate::loader::vet_executable(&runner, policy)
+            .map_err(|source| Error::Load { plugin: instance.plugin.clone(), source })?;
         let config = std::path::absolute(config).map_err(|e| Error::io("cannot resolve", config, e))?;
         let p = Arc::new(ProcessProvider {
             instance: instance.name.clone(),

@@ -187,3 +187,18 @@ fn a_call_past_its_deadline_is_cancelled_in_the_child() {
         assert_eq!(provider.process_id(), Some(pid), "the child was replaced");
     });
 }
+
+/// The runner executes plugins with the host's environment: it is vetted
+/// as a plugin file is, so a runner anyone may rewrite is refused.
+#[test]
+fn a_runner_anyone_may_rewrite_is_refused() {
+    let mut ws = crash_ws("abort", "never", "process", "");
+    let runner = ws.path("credhost-plugin-runner");
+    std::fs::copy(artifact("credhost-plugin-runner"), &runner).unwrap();
+    std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o777)).unwrap();
+    ws.set_env("CREDHOST_PLUGIN_RUNNER", runner.to_str().unwrap());
+    let err = ws.run(&["credentials"]).fails_with(5);
+    assert!(err.contains("world-writable"), "{err}");
+    std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(ws.run(&["credentials"]).ok().contains("SEEN="));
+}

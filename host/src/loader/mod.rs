@@ -286,6 +286,13 @@ pub fn vet(path: &Path, pin: Option<&str>, policy: Policy) -> Result<Vetted, Loa
     Ok(vetted)
 }
 
+/// Steps 1-2 for an executable credhost runs (the plugin runner): a regular
+/// file reached without a final link, owned and written as a plugin file
+/// must be, in directories no one else may write.
+pub(crate) fn vet_executable(path: &Path, policy: Policy) -> Result<(), LoadError> {
+    open_vetted(path, policy).map(drop)
+}
+
 /// Steps 1-2: opens `path` once, without following a final link, and vets
 /// the handle (a regular file of at most [`MAX_PLUGIN_BYTES`], its owner
 /// and mode) and every directory above it. Nothing of the file is read.
