@@ -321,6 +321,7 @@ def test_plugins(backend):
     rows = c.plugins()
     active = [r for r in rows if r.name == c.platform]
     assert len(active) == 1 and active[0].status == "loaded", rows
+    assert active[0].isolation == "in-process", rows
     assert "upload" in active[0].capabilities
     assert len(active[0].sha256) == 64
     others = [r for r in rows if r.name != c.platform]

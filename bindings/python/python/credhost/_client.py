@@ -3,6 +3,7 @@ over the native host."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import shutil
@@ -224,7 +225,12 @@ class _Client:
         return report
 
     def _plugins(self) -> List[PluginStatus]:
-        return [PluginStatus(**{**row, "capabilities": tuple(row["capabilities"])}) for row in self._core.plugins()]
+        # Only the fields this package knows: a newer library may report more.
+        known = {f.name for f in dataclasses.fields(PluginStatus)}
+        return [
+            PluginStatus(**{k: v for k, v in {**row, "capabilities": tuple(row["capabilities"])}.items() if k in known})
+            for row in self._core.plugins()
+        ]
 
 
 class Credentials(_Client):

@@ -178,6 +178,9 @@ class PluginStatus:
     """The file's sha256, when readable."""
     status: str
     """``loaded``, ``refused: <reason>`` or ``not configured (not loaded)``."""
+    isolation: str = "in-process"
+    """Where the instance's plugin runs: ``in-process`` or ``process`` (a
+    child process of its own); ``-`` for a file no instance uses."""
 
 
 @dataclass(frozen=True)
