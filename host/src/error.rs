@@ -268,6 +268,7 @@ impl PluginFailure {
         .into_iter()
         .find(|k| k.name() == kind)
         .unwrap_or(ErrorKind::Other);
+        let message = credhost_plugin_api::rules::scrub_urls(&message);
         Self { kind, plugin_kind: "other", message, retryable: false, setting: None }
     }
 

@@ -59,6 +59,23 @@ pub fn session_policy(req: &GrantRequest, account: &str, region: &str) -> Result
 }
 
 impl AwsProvider {
+    /// The account and region of the instance's ECR registry: from its host
+    /// name, else the first `registry_ids` and the instance's region; a
+    /// config error saying `why` they are needed when neither tells.
+    pub(crate) fn ecr_account_region(&self, why: &str) -> Result<(String, String)> {
+        match (ecr_account_region(&self.registry), self.registry_ids.first()) {
+            (Some((a, r)), _) => Ok((a.to_owned(), r.to_owned())),
+            (None, Some(id)) => Ok((id.clone(), self.region.clone())),
+            (None, None) => Err(Error::config(
+                "registry_ids",
+                format!(
+                    "the account of registry {} cannot be told from its name: set `registry_ids` to its account id, so {why}",
+                    self.registry
+                ),
+            )),
+        }
+    }
+
     pub(crate) async fn grant_job(&self, mut req: GrantRequest) -> Result<Grant> {
         let role = self.job_role_arn.as_deref().ok_or_else(|| {
             Error::config(
@@ -69,19 +86,10 @@ impl AwsProvider {
         if req.bucket.is_empty() {
             req.bucket = self.store.bucket().to_owned();
         }
-        let (account, region) = match (ecr_account_region(&self.registry), self.registry_ids.first()) {
-            (Some((a, r)), _) => (a.to_owned(), r.to_owned()),
-            (None, Some(id)) => (id.clone(), self.region.clone()),
-            (None, None) if req.wants_registry() => {
-                return Err(Error::config(
-                    "registry_ids",
-                    format!(
-                        "the account of registry {} cannot be told from its name: set `registry_ids` to its account id, so the grant can name the repository's ARN",
-                        self.registry
-                    ),
-                ))
-            }
-            (None, None) => (String::new(), self.region.clone()),
+        let (account, region) = match self.ecr_account_region("the grant can name the repository's ARN") {
+            Ok(found) => found,
+            Err(_) if !req.wants_registry() => (String::new(), self.region.clone()),
+            Err(e) => return Err(e),
         };
         let policy = session_policy(&req, &account, &region)?;
         let base = self.clients.credentials().await?;

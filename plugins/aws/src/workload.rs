@@ -9,7 +9,7 @@ use std::time::Duration;
 use credhost_plugin_sdk::{api::annotations, unix_now, Error, ErrorKind, RegistryAuth, Result, WorkloadRequest};
 use credhost_s3_transfer::grant::{self, check_literal, SessionPolicy, WebIdentity};
 
-use crate::{grant::ecr_account_region, provider::AwsProvider, registry};
+use crate::{provider::AwsProvider, registry};
 
 /// What pulling an image needs of ECR, besides the token call.
 const PULL_ACTIONS: &[&str] = &["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"];
@@ -78,20 +78,8 @@ impl AwsProvider {
         let policy = match req.annotation(annotations::PULL) {
             None => None,
             Some(repos) => {
-                let (account, region) = match (ecr_account_region(&self.registry), self.registry_ids.first()) {
-                    (Some((a, r)), _) => (a.to_owned(), r.to_owned()),
-                    (None, Some(id)) => (id.clone(), self.region.clone()),
-                    (None, None) => {
-                        return Err(Error::config(
-                            "registry_ids",
-                            format!(
-                                "the account of registry {} cannot be told from its name: set `registry_ids` to its account id, so the pulls of {} can be limited",
-                                self.registry,
-                                annotations::PULL
-                            ),
-                        ))
-                    }
-                };
+                let (account, region) =
+                    self.ecr_account_region(&format!("the pulls of {} can be limited", annotations::PULL))?;
                 Some(pull_policy(repos, &account, &region)?)
             }
         };
