@@ -319,7 +319,9 @@ fn plugins(host: &Host, json: bool) -> Result<i32> {
                 text.push_str(&format!("    offers: {}\n", offers.join(", ")));
             }
             if r.isolation == "process" {
-                text.push_str("    runs in: a process of its own (isolation = \"process\")\n");
+                text.push_str(
+                    "    runs in: a process of its own (isolation = \"process\"; started by the first call of a running host)\n",
+                );
             }
             text.push_str(&format!("    path:   {}\n", printable(r.path.as_deref().unwrap_or("-"))));
             text.push_str(&format!("    sha256: {}\n", r.sha256.as_deref().unwrap_or("-")));

@@ -79,6 +79,10 @@ pub struct Instance {
     /// may go without a call before it is stopped (started again on the
     /// next one); default 300 s.
     pub process_idle_timeout: std::time::Duration,
+    /// `process_memory_limit_mib`: with process isolation, the most memory
+    /// the child may allocate (`RLIMIT_DATA`); none by default. A plugin
+    /// past it fails its allocation, which ends its process, not the host.
+    pub process_memory_limit: Option<u64>,
     /// `settings`: handed to the plugin as JSON; the host never reads them,
     /// except at the path the plugin itself declares for its registry.
     pub settings: toml::Table,
@@ -164,6 +168,7 @@ struct RawPlugin {
     isolation: Option<String>,
     env: Option<Vec<String>>,
     process_idle_timeout: Option<u64>,
+    process_memory_limit_mib: Option<u64>,
     #[serde(default)]
     settings: toml::Table,
 }
@@ -228,7 +233,11 @@ impl Config {
                     })
                 }
             };
-            for (key, set) in [("env", p.env.is_some()), ("process_idle_timeout", p.process_idle_timeout.is_some())] {
+            for (key, set) in [
+                ("env", p.env.is_some()),
+                ("process_idle_timeout", p.process_idle_timeout.is_some()),
+                ("process_memory_limit_mib", p.process_memory_limit_mib.is_some()),
+            ] {
                 if set && isolation != Isolation::Process {
                     return Err(Error::Config {
                         location: at(&["plugins", &name, key]),
@@ -248,6 +257,18 @@ impl Config {
                     })
                 }
             };
+            let process_memory_limit = match p.process_memory_limit_mib {
+                None => None,
+                Some(mib @ 64..=1_048_576) => Some(mib << 20),
+                Some(_) => {
+                    return Err(Error::Config {
+                        location: at(&["plugins", &name, "process_memory_limit_mib"]),
+                        message: format!(
+                            "plugins.{name}.process_memory_limit_mib must be between 64 and 1048576 (MiB)"
+                        ),
+                    })
+                }
+            };
             let instance = Instance {
                 name: name.clone(),
                 plugin,
@@ -258,6 +279,7 @@ impl Config {
                 isolation,
                 env: p.env,
                 process_idle_timeout,
+                process_memory_limit,
                 limits,
                 settings: p.settings,
             };

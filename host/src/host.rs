@@ -58,6 +58,22 @@ pub struct PluginStatus {
     /// Where the instance's plugin runs: `in-process` or `process` (`-` for
     /// files no instance uses).
     pub isolation: &'static str,
+    /// With `isolation = "process"`, the pid of the instance's running
+    /// child, when the report is of a running host that has one (a report
+    /// starts nothing; see [`PluginStatus::with_process`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+impl PluginStatus {
+    /// The row with the pid of `provider`'s child, when it is this row's
+    /// instance and runs in a process of its own.
+    pub fn with_process(mut self, provider: &crate::ProviderHandle) -> Self {
+        if provider.name() == self.name && self.isolation == "process" {
+            self.pid = provider.process_id();
+        }
+        self
+    }
 }
 
 impl Host {
@@ -158,9 +174,17 @@ impl Host {
                 crate::config::Isolation::InProcess => "in-process",
                 crate::config::Isolation::Process => "process",
             };
-            match self.load_plugin(name) {
-                Ok((_, loaded)) => {
-                    let info = PluginInfo::from_api(&loaded.info(), loaded.interface());
+            // A plugin meant to run in a process of its own is loaded in
+            // one to be described, never into this process.
+            let loaded = match instance.isolation {
+                crate::config::Isolation::InProcess => {
+                    self.load_plugin(name).map(|(_, loaded)| (loaded.info(), loaded.interface()))
+                }
+                crate::config::Isolation::Process => self.describe_in_child(instance),
+            };
+            match loaded {
+                Ok((info, interface)) => {
+                    let info = PluginInfo::from_api(&info, interface);
                     row.version = Some(info.version.clone());
                     row.api_version = Some(info.api_version.clone());
                     row.capabilities = info.capabilities.clone();
@@ -184,6 +208,27 @@ impl Host {
             rows.push(row);
         }
         rows
+    }
+
+    /// [`crate::isolation::ProcessProvider::describe`], from any thread
+    /// (in a runtime or not).
+    fn describe_in_child(
+        &self,
+        instance: &crate::config::Instance,
+    ) -> Result<(credhost_plugin_api::PluginInfo, &'static str)> {
+        let (path, policy) = (self.config.path.clone(), self.policy());
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| Error::Internal(format!("cannot start a runtime: {e}")))?;
+                    rt.block_on(crate::isolation::ProcessProvider::describe(instance, &path, policy))
+                })
+                .join()
+                .unwrap_or_else(|_| Err(Error::Internal("describing the plugin panicked".into())))
+        })
     }
 
     /// A provider for the active instance.
@@ -298,5 +343,6 @@ fn status_row(name: &str, plugin: &str, path: &Path, policy: loader::Policy) -> 
         sha256: loader::sha256_file(path, policy).ok(),
         status: String::new(),
         isolation: "-",
+        pid: None,
     }
 }

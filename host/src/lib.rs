@@ -48,5 +48,5 @@ pub use resolver::Registries;
 pub use secret::{Revealed, Secret, REDACTED};
 pub use types::{
     unix_seconds, AuthForm, AuthKind, CheckItem, CheckReport, CredentialEntry, Operation, PluginInfo, PresignMethod,
-    Presigned, RegistryAuth, TransferResult,
+    Presigned, ProcessState, RegistryAuth, TransferResult,
 };

@@ -52,6 +52,11 @@ pub struct SwitchStatus {
     /// Why the file's current contents were rejected; `None` when what the
     /// file says is what is being served.
     pub last_error: Option<String>,
+    /// With `isolation = "process"`, the state of the active instance's
+    /// plugin process (pid, crashes in a row, the pause before the next
+    /// start), as of [`LiveHost::status`]; `None` in-process and in the
+    /// values [`LiveHost::subscribe`] sends.
+    pub process: Option<crate::ProcessState>,
 }
 
 /// A host whose active provider follows `plugins.toml`.
@@ -146,7 +151,7 @@ impl LiveHost {
         let config = Config::from_text(path, &text, platform)?;
         let identity = provider_identity(&config);
         let provider = build_provider(config.clone()).await?;
-        let status = SwitchStatus { generation: 0, platform: config.platform.clone(), last_error: None };
+        let status = SwitchStatus { generation: 0, platform: config.platform.clone(), last_error: None, process: None };
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             platform_override: platform.map(str::to_owned),
@@ -180,7 +185,9 @@ impl LiveHost {
 
     /// The current status.
     pub fn status(&self) -> SwitchStatus {
-        self.shared.status.borrow().clone()
+        let mut status = self.shared.status.borrow().clone();
+        status.process = self.shared.active().provider.process_state();
+        status
     }
 
     /// A receiver that sees every status change (switches and rejections).

@@ -109,22 +109,10 @@ impl AnyProvider {
         on_every!(self, p => p.registry_auth(req))
     }
     pub(crate) fn upload(&self, req: UploadRequest) -> FfiFuture<PResult<credhost_plugin_api::TransferResult>> {
-        match self {
-            AnyProvider::Process(_) => crate::isolation::ProcessProvider::transfer_unsupported("uploads"),
-            AnyProvider::V1_3(p) => p.upload(req),
-            AnyProvider::V1_2(p) => p.upload(req),
-            AnyProvider::V1_1(p) => p.upload(req),
-            AnyProvider::V1_0(p) => p.upload(req),
-        }
+        on_every!(self, p => p.upload(req))
     }
     pub(crate) fn download(&self, req: DownloadRequest) -> FfiFuture<PResult<credhost_plugin_api::TransferResult>> {
-        match self {
-            AnyProvider::Process(_) => crate::isolation::ProcessProvider::transfer_unsupported("downloads"),
-            AnyProvider::V1_3(p) => p.download(req),
-            AnyProvider::V1_2(p) => p.download(req),
-            AnyProvider::V1_1(p) => p.download(req),
-            AnyProvider::V1_0(p) => p.download(req),
-        }
+        on_every!(self, p => p.download(req))
     }
     pub(crate) fn credentials(
         &self,
@@ -273,6 +261,16 @@ impl ProviderHandle {
     /// with `isolation = "process"` and its child is running.
     pub fn process_id(&self) -> Option<u32> {
         self.inner.provider.pid()
+    }
+
+    /// The state of the plugin's child process (pid, crashes in a row, the
+    /// pause before the next start), when the instance runs with
+    /// `isolation = "process"`.
+    pub fn process_state(&self) -> Option<crate::ProcessState> {
+        match &self.inner.provider {
+            AnyProvider::Process(p) => Some(p.state()),
+            _ => None,
+        }
     }
 
     /// Whether the plugin offers `op` (and speaks an interface that has it).
@@ -615,7 +613,15 @@ impl ProviderHandle {
     pub async fn check(&self) -> Result<CheckReport> {
         self.require(Operation::Check)?;
         let report = self.call(Operation::Check, self.inner.provider.check(CheckRequest::default()), None).await?;
-        Ok(CheckReport::from_api(&report))
+        let mut report = CheckReport::from_api(&report);
+        if let Some(state) = self.process_state() {
+            report.items.push(crate::CheckItem {
+                component: "plugin process".into(),
+                ok: true,
+                detail: state.describe(),
+            });
+        }
+        Ok(report)
     }
 
     /// Waits (at most `timeout`) for the clean-up work of cancelled

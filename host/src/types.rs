@@ -214,6 +214,51 @@ impl Serialize for CredentialEntry {
     }
 }
 
+/// The state of an instance's plugin process (`isolation = "process"`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessState {
+    /// The running child's pid; `None` while none runs (idle, or between
+    /// a crash and the next call).
+    pub pid: Option<u32>,
+    /// Calls failed by a dying child since the last answered call.
+    pub crashes_in_a_row: u32,
+    /// How the last child that failed a call ended (`SIGSEGV`, `exit
+    /// status 0`).
+    pub last_exit: Option<String>,
+    /// How long the next start still waits, after crashes in a row (in
+    /// serialized form: seconds).
+    #[serde(serialize_with = "seconds")]
+    pub next_start_waits: Option<std::time::Duration>,
+}
+
+fn seconds<S: serde::Serializer>(d: &Option<std::time::Duration>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+impl ProcessState {
+    /// One line: `pid 1234`, `not running`, with the crashes when there are.
+    pub fn describe(&self) -> String {
+        let mut text = match self.pid {
+            Some(pid) => format!("pid {pid}"),
+            None => "not running (starts on the next call)".to_owned(),
+        };
+        if self.crashes_in_a_row > 0 {
+            text.push_str(&format!(
+                "; {} crash(es) in a row, the last: {}",
+                self.crashes_in_a_row,
+                self.last_exit.as_deref().unwrap_or("unknown")
+            ));
+        }
+        if let Some(wait) = self.next_start_waits {
+            text.push_str(&format!("; the next start waits {:.2} s", wait.as_secs_f64()));
+        }
+        text
+    }
+}
+
 /// One probe of a provider's `check`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CheckItem {

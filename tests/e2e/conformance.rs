@@ -135,12 +135,22 @@ fn signal(pid: u32, sig: &str) {
 const SIGNALS: [(&str, i32, &str); 3] =
     [("TERM", 143, "terminated (SIGTERM)"), ("HUP", 129, "hung up (SIGHUP)"), ("INT", 130, "interrupted")];
 
-/// Bytes the process `pid` has written so far (`/proc/PID/io` `wchar`: every
-/// write, including the ranged writes into a download file that was sized
-/// up front, whose length says nothing of what is in it).
+/// Bytes the process `pid` and its children (a plugin's process) have
+/// written so far (`/proc/PID/io` `wchar`: every write, including the
+/// ranged writes into a download file that was sized up front, whose
+/// length says nothing of what is in it).
 fn bytes_written(pid: u32) -> u64 {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
-    io.lines().find_map(|l| l.strip_prefix("wchar: ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    let own: u64 = io.lines().find_map(|l| l.strip_prefix("wchar: ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
+    let children = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()).collect::<Vec<_>>())
+        .map(bytes_written)
+        .sum::<u64>();
+    own + children
 }
 
 /// A download's file inside its temporary `.part` directory under `dir`.
@@ -487,11 +497,17 @@ fn delete_is_final_and_idempotent(b: &Backend) {
 
 macro_rules! suite {
     ($module:ident, $kind:expr) => {
+        suite!($module, Backend::new($kind), ());
+    };
+    ($module:ident, $kind:expr, process) => {
+        suite!($module, Backend::new($kind).isolated(), ());
+    };
+    ($module:ident, $backend:expr, ()) => {
         mod $module {
             use super::*;
 
             fn backend() -> Backend {
-                Backend::new($kind)
+                $backend
             }
 
             #[test]
@@ -544,3 +560,13 @@ suite!(local_rclone, Kind::LocalRclone);
 suite!(aws_seaweedfs, Kind::AwsSeaweed);
 suite!(aws_moto, Kind::AwsMoto);
 suite!(gcp_emulator, Kind::Gcp);
+
+// The same guarantees with each plugin in a child process
+// (`isolation = "process"`): files go to it as descriptors, streams through
+// a socket pair, cancellation reaches its operation.
+suite!(process_fs, Kind::Fs, process);
+suite!(process_local_seaweedfs, Kind::LocalS3, process);
+suite!(process_local_rclone, Kind::LocalRclone, process);
+suite!(process_aws_seaweedfs, Kind::AwsSeaweed, process);
+suite!(process_aws_moto, Kind::AwsMoto, process);
+suite!(process_gcp_emulator, Kind::Gcp, process);

@@ -294,3 +294,30 @@ fn delete_fails_when_it_cannot_look() {
     ws.run(&["delete", "projects", "a.zip/inside.zip"]).ok();
     assert!(object.exists());
 }
+
+/// `credhost plugins` describes an instance with `isolation = "process"`
+/// from a child as well: a library that crashes as it loads is listed as
+/// refused, saying how its process died. The same listing in-process dies
+/// with it.
+#[test]
+fn plugins_describes_a_process_instance_from_a_child() {
+    use std::os::unix::{fs::PermissionsExt, process::ExitStatusExt};
+    let mut ws = Workspace::new();
+    ws.set_env("CREDHOST_TEST_MARKER_ACTION", "segv");
+    let dir = ws.path("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(artifact(&lib_file("fixture_marker")), dir.join(lib_file("credhost_crash"))).unwrap();
+    let config = |isolation: &str| {
+        format!("platform = \"crash\"\nplugin_dir = \"plugins\"\n\n[plugins.crash]\nisolation = \"{isolation}\"\n")
+    };
+    ws.write_config(&config("process"));
+    let listed = within(ws.cmd(&["plugins", "--json"]), Duration::from_secs(60));
+    assert_eq!(listed.code(), 5, "stdout: {}\nstderr: {}", listed.stdout(), listed.stderr());
+    let rows: serde_json::Value = serde_json::from_str(&listed.stdout()).unwrap();
+    let status = rows[0]["status"].as_str().unwrap();
+    assert!(status.starts_with("refused") && status.contains("died while starting: SIGSEGV"), "{rows}");
+    ws.write_config(&config("in-process"));
+    let listed = within(ws.cmd(&["plugins", "--json"]), Duration::from_secs(60));
+    assert_eq!(listed.0.status.signal(), Some(libc::SIGSEGV), "{}", listed.stdout());
+}

@@ -48,15 +48,21 @@ fn a_plugin_in_a_child_process_answers_as_in_process() {
     // Registry tokens are minted per call; the rest is the same text.
     let strip = |t: &str| t.lines().filter(|l| !l.starts_with("REGISTRY_TOKEN=")).collect::<Vec<_>>().join("\n");
     assert_eq!(strip(&ws.run(&["credentials", "--show-secrets"]).ok()), strip(&creds_in));
-    assert!(ws.run(&["check"]).ok().contains("ok"));
+    let check = ws.run(&["check"]).ok();
+    assert!(check.contains("plugin process") && check.contains("pid "), "{check}");
     let grant =
         ws.run(&["grant", "--project", "projects/app.zip", "--repository", "team/app", "--format", "json"]).ok();
     let grant: serde_json::Value = serde_json::from_str(&grant).unwrap();
     assert_eq!(grant["CREDHOST_GRANT_REGISTRY_SCOPE"], "repository");
-    // What this mode does not pass yet is refused, naming the way out.
-    write_zip(&ws.path("a.zip"), 1000, 1);
-    let err = ws.run(&["upload", "a.zip"]).fails_with(1);
-    assert!(err.contains("isolation = \"in-process\""), "{err}");
+    // Files go to the child as descriptors: the same objects either way.
+    write_zip(&ws.path("a.zip"), 3 * 8 * 1024 * 1024 + 5, 1);
+    let name = unique("isolated");
+    let up: serde_json::Value =
+        serde_json::from_str(&ws.run(&["upload", "a.zip", "--name", &name, "--json"]).ok()).unwrap();
+    let down: serde_json::Value =
+        serde_json::from_str(&ws.run(&["download", "projects", &name, "-o", "b.zip", "--json"]).ok()).unwrap();
+    assert_eq!((&up["size"], &up["checksum"]), (&down["size"], &down["checksum"]));
+    assert_eq!(sha256(&ws.path("a.zip")), sha256(&ws.path("b.zip")));
     let rows: serde_json::Value = serde_json::from_str(&ws.run(&["plugins", "--json"]).ok()).unwrap();
     assert_eq!((rows[0]["status"].as_str(), rows[0]["isolation"].as_str()), (Some("loaded"), Some("process")));
     assert!(ws.run(&["plugins"]).ok().contains("runs in: a process of its own"));
@@ -81,23 +87,123 @@ fn a_plugin_that_kills_its_process_costs_one_call() {
             assert_eq!(err.kind(), credhost::ErrorKind::Unavailable, "{how}: {err}");
             assert!(err.to_string().contains(&format!("the plugin process for crash died: {says}")), "{err}");
             assert!(err.is_retryable(), "{err}");
+            let state = provider.process_state().expect("a process instance");
+            assert_eq!((state.crashes_in_a_row, state.last_exit.as_deref()), (1, Some(says)), "{state:?}");
+            if how == "abort" {
+                // Crashes in a row: said in the error and the state, and the
+                // next start waits.
+                std::fs::remove_file(ws.path("marker")).unwrap();
+                let err = provider.registry_auth(None, None).await.expect_err("the child died again");
+                assert!(err.to_string().contains("(2 times in a row; the next start waits 0.25 s)"), "{err}");
+                let state = provider.process_state().unwrap();
+                assert_eq!(state.crashes_in_a_row, 2, "{state:?}");
+                assert!(state.next_start_waits.is_some(), "{state:?}");
+                assert!(state.describe().contains("2 crash(es) in a row, the last: SIGABRT"), "{}", state.describe());
+            }
             let auth = provider.registry_auth(None, None).await.unwrap().unwrap();
             assert_eq!(auth.secret.expose(), "crash-password");
             let second = provider.process_id().expect("a new child runs");
             assert_ne!(first, second, "{how}");
             assert!(!std::path::Path::new(&format!("/proc/{first}")).exists(), "the dead child is reaped");
+            let state = provider.process_state().unwrap();
+            assert_eq!((state.pid, state.crashes_in_a_row), (Some(second), 0), "{state:?}");
         });
     }
 }
 
-/// In-process, the same fixture ends the process that loaded it: what the
-/// mode protects against.
+/// In-process, the same fixture ends the process that loaded it, in a
+/// token call or in an upload: what the mode protects against.
 #[test]
 fn in_process_the_same_plugin_ends_the_host() {
     use std::os::unix::process::ExitStatusExt;
     let ws = crash_ws("segv", "registry", "in-process", "");
     let out = ws.run(&["token"]).0;
     assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{out:?}");
+    let ws = crash_ws("abort", "upload", "in-process", "");
+    write_zip(&ws.path("big.zip"), 8 << 20, 5);
+    let out = ws.run(&["upload", "big.zip"]).0;
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+}
+
+/// A reader that counts its reads, for a streamed upload.
+struct CountedReader {
+    left: usize,
+    reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl std::io::Read for CountedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = buf.len().min(self.left).min(64 << 10);
+        buf[..n].fill(3);
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+/// abort(), SIGSEGV, exit(0) and a leak (past `process_memory_limit_mib`)
+/// once 4 MiB of an upload are stored, a file's and a library caller's
+/// stream's: the call fails `unavailable` within its time, saying how the
+/// child died; nothing is published; the stream is read no more; the next
+/// upload is stored whole by a new child.
+#[test]
+fn a_plugin_that_dies_mid_upload_costs_that_upload() {
+    let size = 32usize << 20;
+    for (how, says) in [("abort", "SIGABRT"), ("segv", "SIGSEGV"), ("exit", "exit status 0"), ("leak", "SIGABRT")] {
+        for streamed in [false, true] {
+            let ws = crash_ws(how, "upload", "process", "process_memory_limit_mib = 256\n");
+            write_zip(&ws.path("big.zip"), size as u64, 3);
+            let stored_at = ws.path("marker.store/app.zip");
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let host = credhost::Host::from_file(&ws.path("plugins.toml"), None).unwrap();
+                let provider = host.active().await.unwrap();
+                let first = provider.process_id().expect("a child runs");
+                let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let started = Instant::now();
+                let err = if streamed {
+                    let reader = CountedReader { left: size, reads: reads.clone() };
+                    provider.upload_reader("app.zip", reader, None, None).await
+                } else {
+                    let opts = credhost::UploadOptions { name: Some("app.zip".into()), ..Default::default() };
+                    provider.upload_file(&ws.path("big.zip"), &opts).await
+                }
+                .expect_err("the child died");
+                let what = format!("{how}, streamed: {streamed}");
+                assert!(started.elapsed().as_secs() < 20, "{what}: {:?}", started.elapsed());
+                assert_eq!(err.kind(), credhost::ErrorKind::Unavailable, "{what}: {err}");
+                assert!(err.to_string().contains(&format!("the plugin process for crash died: {says}")), "{err}");
+                assert!(!stored_at.exists(), "{what}: a dead child's upload was published");
+                if streamed {
+                    let seen = reads.load(std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    assert_eq!(reads.load(std::sync::atomic::Ordering::Relaxed), seen, "{what}: still read");
+                    assert!(seen * (64 << 10) < size, "{what}: the whole stream was read");
+                }
+                let reader = CountedReader { left: 9 << 20, reads };
+                let stored = provider.upload_reader("app.zip", reader, None, None).await.expect("a new child");
+                assert_eq!(stored.size, 9 << 20);
+                assert_eq!(std::fs::metadata(&stored_at).unwrap().len(), 9 << 20);
+                assert_ne!(provider.process_id(), Some(first), "{what}");
+            });
+        }
+    }
+}
+
+/// An upload that stops moving is cancelled at `transfer_idle_timeout`, in
+/// the child too (its future dropped), and nothing is published.
+#[test]
+fn a_wedged_upload_is_cancelled_in_the_child() {
+    let ws = crash_ws("hang", "upload", "process", "transfer_idle_timeout = 2\n");
+    write_zip(&ws.path("big.zip"), 8 << 20, 3);
+    let started = Instant::now();
+    let err = ws.run(&["upload", "big.zip", "--name", "app.zip"]).fails_with(1);
+    assert!(started.elapsed().as_secs() < 15, "{:?}", started.elapsed());
+    assert!(err.contains("no answer within 2 s"), "{err}");
+    assert!(ws.path("marker.dropped").exists(), "the plugin's upload was not cancelled in the child");
+    assert!(!ws.path("marker.store/app.zip").exists());
+    ws.run(&["upload", "big.zip", "--name", "app.zip"]).ok();
+    assert!(ws.path("marker.store/app.zip").exists());
 }
 
 /// A constructor that never returns: the child is killed at the
@@ -201,4 +307,92 @@ fn a_runner_anyone_may_rewrite_is_refused() {
     assert!(err.contains("world-writable"), "{err}");
     std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert!(ws.run(&["credentials"]).ok().contains("SEEN="));
+}
+
+/// Counts what a transfer reports.
+#[derive(Default)]
+struct Counted {
+    total: std::sync::atomic::AtomicU64,
+    advanced: std::sync::atomic::AtomicU64,
+}
+
+impl credhost::Progress for Counted {
+    fn set_total(&self, total: u64) {
+        self.total.store(total, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn advance(&self, bytes: u64) {
+        self.advanced.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A stream (a library caller's reader) goes to the child through a socket
+/// pair and is stored whole; the child's progress reports reach the
+/// caller's receiver, every byte counted by the time the call returns; a
+/// download is reported the same way.
+#[test]
+fn streams_and_progress_cross_the_process_boundary() {
+    let svc = Services::get();
+    let ws = Workspace::local_token(&svc);
+    ws.set_isolation("process");
+    ws.apply_env();
+    let size = 21 * 1024 * 1024 + 3;
+    let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    let name = unique("streamed");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let live = credhost::LiveHost::watch(&ws.path("plugins.toml"), None, Default::default()).await.unwrap();
+        let provider = live.provider();
+        let pid = provider.process_id().expect("a child runs");
+        assert_eq!(live.status().process.and_then(|p| p.pid), Some(pid));
+        let up = std::sync::Arc::new(Counted::default());
+        let stored = provider
+            .upload_reader(&name, std::io::Cursor::new(data.clone()), None, Some(up.clone()))
+            .await
+            .expect("streamed upload");
+        assert_eq!(stored.size, size as u64);
+        assert_eq!(up.advanced.load(std::sync::atomic::Ordering::Relaxed), size as u64, "progress of the upload");
+        let down = std::sync::Arc::new(Counted::default());
+        let opts = credhost::DownloadOptions { progress: Some(down.clone()), ..Default::default() };
+        let fetched = provider.download_to_path("projects", &name, &ws.path("back.bin"), &opts).await.unwrap();
+        assert_eq!(fetched.checksum, stored.checksum);
+        assert_eq!(down.total.load(std::sync::atomic::Ordering::Relaxed), size as u64);
+        assert_eq!(down.advanced.load(std::sync::atomic::Ordering::Relaxed), size as u64, "progress of the download");
+        provider.wait_idle(std::time::Duration::from_secs(10)).await;
+    });
+    assert!(std::fs::read(ws.path("back.bin")).unwrap() == data, "the stream came back whole");
+}
+
+/// A reader that gives 1 MiB per read, slowly, without end.
+struct Slow;
+
+impl std::io::Read for Slow {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let n = buf.len().min(1 << 20);
+        buf[..n].fill(9);
+        Ok(n)
+    }
+}
+
+/// A streamed upload whose caller stops waiting (its future dropped) is
+/// cancelled in the child: the plugin never takes the stream's early end
+/// for its end, nothing is stored and no multipart upload stays open.
+#[test]
+fn a_dropped_streamed_upload_leaves_nothing() {
+    let b = backend::Backend::new(backend::Kind::LocalS3).isolated();
+    let ws = b.ws();
+    ws.apply_env();
+    let name = unique("dropped");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let host = credhost::Host::from_file(&ws.path("plugins.toml"), None).unwrap();
+        let provider = host.active().await.unwrap();
+        let upload = provider.upload_reader(&name, Slow, None, None);
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(3), upload).await;
+        assert!(stopped.is_err(), "the endless upload ended: {:?}", stopped.map(|r| r.map(|t| t.size)));
+        provider.wait_idle(std::time::Duration::from_secs(20)).await;
+    });
+    if let Some(left) = b.leftovers(&ws, &name) {
+        panic!("a dropped streamed upload left {left}");
+    }
 }

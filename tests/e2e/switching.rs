@@ -255,7 +255,7 @@ fn live_host_swaps_only_checked_configurations() {
         assert!(events.has_changed().unwrap());
         assert_eq!(
             *events.borrow_and_update(),
-            credhost::SwitchStatus { generation: 1, platform: "local".into(), last_error: None }
+            credhost::SwitchStatus { generation: 1, platform: "local".into(), last_error: None, process: None }
         );
         // A handle taken before the switch keeps its provider; new ones get the new one.
         first
@@ -294,7 +294,10 @@ fn live_host_swaps_only_checked_configurations() {
         // Only a comment changed: no new provider, and nothing is wrong any more.
         ws.write_config(&format!("# a comment\n{}", config("b", &open)));
         assert!(!live.reload().await.unwrap());
-        assert_eq!(live.status(), credhost::SwitchStatus { generation: 1, platform: "local".into(), last_error: None });
+        assert_eq!(
+            live.status(),
+            credhost::SwitchStatus { generation: 1, platform: "local".into(), last_error: None, process: None }
+        );
     });
 }
 

@@ -24,6 +24,8 @@ pub struct Backend {
     pub kind: Kind,
     /// Its services.
     pub svc: Services,
+    /// Whether the plugin runs in a child process (`isolation = "process"`).
+    pub process: bool,
 }
 
 /// Checks of the suite, for [`Backend::cannot`].
@@ -42,7 +44,7 @@ impl Backend {
 
     /// The backend on `svc`.
     pub fn on(kind: Kind, svc: Services) -> Self {
-        let b = Self { kind, svc };
+        let b = Self { kind, svc, process: false };
         if kind == Kind::AwsMoto {
             // moto starts empty: create the projects bucket (idempotent).
             b.py(
@@ -51,6 +53,11 @@ impl Backend {
             );
         }
         b
+    }
+
+    /// The same backend with its plugin in a child process.
+    pub fn isolated(self) -> Self {
+        Self { process: true, ..self }
     }
 
     /// Why this backend cannot do `check`, when it cannot.
@@ -114,6 +121,9 @@ impl Backend {
         };
         ws.set_env("REG_USER", &svc.var("CREDHOST_TEST_REGISTRY_USER"));
         ws.set_env("REG_PASS", &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+        if self.process {
+            ws.set_isolation("process");
+        }
         ws
     }
 

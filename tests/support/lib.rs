@@ -200,6 +200,24 @@ impl Workspace {
         std::fs::write(self.path("plugins.toml"), text).expect("write plugins.toml");
     }
 
+    /// Sets `isolation` (`"process"`, `"in-process"`) for the instance of
+    /// the `platform` key (configured by a `[plugins.NAME.settings]` table).
+    pub fn set_isolation(&self, isolation: &str) {
+        let text = std::fs::read_to_string(self.path("plugins.toml")).expect("plugins.toml");
+        let config: toml::Table = text.parse().expect("plugins.toml parses");
+        let name = config["platform"].as_str().expect("platform").to_owned();
+        let setting = format!("isolation = \"{isolation}\"\n");
+        let table = format!("[plugins.{name}]\n");
+        let text = if text.contains(&table) {
+            text.replacen(&table, &format!("{table}{setting}"), 1)
+        } else {
+            let settings = format!("[plugins.{name}.settings]\n");
+            assert!(text.contains(&settings), "no [plugins.{name}.settings] in {text}");
+            text.replacen(&settings, &format!("{table}{setting}\n{settings}"), 1)
+        };
+        self.write_config(&text);
+    }
+
     /// A path inside the directory.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)

@@ -8,8 +8,11 @@
 //! `unavailable`; the next call starts a new child.
 //!
 //! Messages are the interface's own types (their `serde` feature), as JSON
-//! in length-prefixed frames. Bulk bytes are not sent this way: uploads and
-//! downloads are not offered in this mode yet.
+//! in length-prefixed frames. Bulk bytes are not sent this way (see
+//! [`bulk`]): files go to the child as descriptors, streams through a
+//! socket pair of their own; progress comes back as frames.
+
+mod bulk;
 
 use std::{
     collections::HashMap,
@@ -24,24 +27,28 @@ use std::{
     time::{Duration, Instant},
 };
 
-use abi_stable::std_types::{ROption, RResult, RVec};
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{ROption, RResult, RVec},
+};
 use credhost_plugin_api::async_ffi::FutureExt as _;
 use credhost_plugin_api::{
-    CheckReport, CheckRequest, CredentialEntry, CredentialsRequest, DeleteRequest, ErrorKind as PluginKind, FfiFuture,
-    Grant, GrantRequest, PResult, PluginError, PluginInfo, PresignRequest, Presigned, RegistryAuth, RegistryRequest,
-    WorkloadAuthRequest,
+    ByteSource_TO, CheckReport, CheckRequest, CredentialEntry, CredentialsRequest, DeleteRequest, DownloadDest,
+    DownloadRequest, ErrorKind as PluginKind, Extra, FfiFuture, Grant, GrantRequest, PResult, PluginError, PluginInfo,
+    PresignRequest, Presigned, ProgressBox, Progress_TO, RegistryAuth, RegistryRequest, TransferResult, UploadRequest,
+    UploadSource, WorkloadAuthRequest,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::UnixStream,
+    net::{UnixDatagram, UnixStream},
     sync::{mpsc, oneshot},
 };
 
 use crate::{config::Instance, provider::AnyProvider, Error, Result};
 
 /// The protocol's version, checked in the handshake.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// The runner executable's name.
 pub const RUNNER: &str = "credhost-plugin-runner";
@@ -57,6 +64,10 @@ pub const LOG_LEVEL_ENV: &str = "CREDHOST_RUNNER_LOG_LEVEL";
 /// The descriptor the child finds its end of the socket pair at.
 pub const CHILD_FD: i32 = 3;
 
+/// The descriptor the child receives files and streams on (a datagram
+/// socket pair's end).
+pub const CHILD_FDS_FD: i32 = 4;
+
 /// The largest message: far above any answer (they carry no bulk bytes).
 const MAX_FRAME: u32 = 16 << 20;
 
@@ -69,6 +80,10 @@ pub struct Hello {
     pub config: PathBuf,
     /// The instance to serve.
     pub instance: String,
+    /// Only vet and load the file, say what it is and end (for a report):
+    /// no provider is built.
+    #[serde(default)]
+    pub describe: bool,
 }
 
 /// The child's answer to [`Hello`].
@@ -111,6 +126,39 @@ pub enum Call {
     Workload(WorkloadAuthRequest),
     /// `wait_idle`.
     WaitIdle,
+    /// `upload`: its source comes as a descriptor (a file, or a stream's
+    /// socket).
+    Upload(UploadCall),
+    /// `download` to a file, which comes as a descriptor.
+    Download(DownloadCall),
+}
+
+/// An [`UploadRequest`] without its bytes and progress receiver.
+#[derive(Serialize, Deserialize)]
+pub struct UploadCall {
+    /// [`UploadRequest::name`].
+    pub name: String,
+    /// Whether the descriptor is a stream (else a file).
+    pub stream: bool,
+    /// [`UploadRequest::size_hint`].
+    pub size_hint: Option<u64>,
+    /// [`UploadRequest::extra`].
+    pub extra: Extra,
+    /// What the source is called in messages (the file's path).
+    pub shown: String,
+}
+
+/// A [`DownloadRequest`] to a file, without the file and progress receiver.
+#[derive(Serialize, Deserialize)]
+pub struct DownloadCall {
+    /// [`DownloadRequest::bucket`].
+    pub bucket: String,
+    /// [`DownloadRequest::name`].
+    pub name: String,
+    /// [`DownloadRequest::extra`].
+    pub extra: Extra,
+    /// What the destination is called in messages (the file's path).
+    pub shown: String,
 }
 
 /// A frame from the host.
@@ -137,17 +185,37 @@ pub enum Answer {
     Done(PResult<()>),
     /// `grant`.
     Grant(PResult<Grant>),
+    /// `upload`, `download`.
+    Transferred(PResult<TransferResult>),
     /// The plugin's interface predates the method.
     Predates,
 }
 
-/// A frame from the child.
+/// A call's answer.
 #[derive(Serialize, Deserialize)]
 pub struct Response {
     /// The call answered.
     pub id: u64,
     /// Its answer.
     pub answer: Answer,
+}
+
+/// A transfer's progress, as the plugin reported it.
+#[derive(Serialize, Deserialize)]
+pub enum ProgressEvent {
+    /// `Progress::set_total`.
+    Total(u64),
+    /// `Progress::advance` (several gathered).
+    Advance(u64),
+}
+
+/// A frame from the child.
+#[derive(Serialize, Deserialize)]
+pub enum FromChild {
+    /// A call's answer.
+    Answer(Box<Response>),
+    /// Progress of call `.0`; every report comes before the call's answer.
+    Progress(u64, ProgressEvent),
 }
 
 /// Writes one frame: a big-endian length, then the message as JSON.
@@ -174,6 +242,30 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R) ->
     let mut body = zeroize::Zeroizing::new(vec![0u8; len as usize]);
     r.read_exact(&mut body).await?;
     serde_json::from_slice(&body).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// The runner an embedding set with [`set_runner`].
+static RUNNER_SET: Mutex<Option<(PathBuf, Vec<std::ffi::OsString>)>> = Mutex::new(None);
+
+/// Makes `program` with `args` the runner of this process's plugin
+/// processes (unless `CREDHOST_PLUGIN_RUNNER` names one): for an embedding
+/// whose executable is not credhost's, such as the Python package, which
+/// runs [`runner_main`] in its interpreter. `program` is vetted as a plugin
+/// file is before each start.
+pub fn set_runner(program: PathBuf, args: Vec<std::ffi::OsString>) {
+    *RUNNER_SET.lock().unwrap_or_else(|p| p.into_inner()) = Some((program, args));
+}
+
+/// The runner to start, with its arguments: `CREDHOST_PLUGIN_RUNNER`, else
+/// the one [`set_runner`] named, else [`runner_path`].
+fn runner_command() -> Result<(PathBuf, Vec<std::ffi::OsString>)> {
+    if std::env::var_os(RUNNER_ENV).is_some_and(|p| !p.is_empty()) {
+        return runner_path().map(|p| (p, Vec::new()));
+    }
+    if let Some(set) = RUNNER_SET.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        return Ok(set);
+    }
+    runner_path().map(|p| (p, Vec::new()))
 }
 
 /// Where the runner is: `CREDHOST_PLUGIN_RUNNER`, else beside the current
@@ -224,6 +316,10 @@ struct Conn {
     out: mpsc::UnboundedSender<Request>,
     /// Calls waiting for their answer.
     pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Answer>>>>,
+    /// The progress receivers of transfers under way.
+    progress: Arc<Mutex<HashMap<u64, ProgressBox>>>,
+    /// Descriptors to the child.
+    fds: UnixDatagram,
     /// Set once the child is gone: why.
     dead: Arc<Mutex<Option<String>>>,
     /// Set when the host stops the child (idle): its end is no news.
@@ -238,14 +334,19 @@ pub(crate) struct ProcessProvider {
     env: Option<Vec<String>>,
     handshake: Duration,
     runner: PathBuf,
+    runner_args: Vec<std::ffi::OsString>,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     next: AtomicU64,
     /// Crashes in a row, and when the last one was: the next start waits.
     crashes: Mutex<(u32, Option<Instant>)>,
+    /// How the last child that failed a call ended.
+    last_exit: Mutex<Option<String>>,
     /// When the last call ended (or began), and calls in flight: a child
     /// idle for `idle` is stopped.
     used: Mutex<(Instant, usize)>,
     idle: Duration,
+    /// `RLIMIT_DATA` of the child, in bytes.
+    memory: Option<u64>,
 }
 
 impl ProcessProvider {
@@ -256,28 +357,8 @@ impl ProcessProvider {
         config: &Path,
         policy: crate::loader::Policy,
     ) -> Result<(Arc<ProcessProvider>, PluginInfo, &'static str)> {
-        let runner = runner_path().map_err(|e| match e {
-            Error::Unsupported { op, why, .. } => Error::Unsupported { instance: instance.name.clone(), op, why },
-            other => other,
-        })?;
-        // It runs the plugin with the host's environment: vetted as a
-        // plugin file is.
-        crate::loader::vet_executable(&runner, policy)
-            .map_err(|source| Error::Load { plugin: instance.plugin.clone(), source })?;
-        let config = std::path::absolute(config).map_err(|e| Error::io("cannot resolve", config, e))?;
-        let p = Arc::new(ProcessProvider {
-            instance: instance.name.clone(),
-            config,
-            env: instance.env.clone(),
-            handshake: instance.limits.call,
-            runner,
-            conn: tokio::sync::Mutex::new(None),
-            next: AtomicU64::new(1),
-            crashes: Mutex::new((0, None)),
-            used: Mutex::new((Instant::now(), 0)),
-            idle: instance.process_idle_timeout,
-        });
-        let (conn, info, interface) = p.spawn().await?;
+        let p = Arc::new(Self::new(instance, config, policy)?);
+        let (conn, info, interface) = p.spawn(false).await?;
         *p.conn.lock().await = Some(conn);
         // Stops the child once it has been idle long enough; ends with the
         // provider.
@@ -303,6 +384,47 @@ impl ProcessProvider {
         Ok((p, info, interface))
     }
 
+    /// What instance's plugin file is, vetted and loaded in a child that
+    /// builds no provider and ends once it has said (a library whose
+    /// loading crashes ends that child, not the caller).
+    pub(crate) async fn describe(
+        instance: &Instance,
+        config: &Path,
+        policy: crate::loader::Policy,
+    ) -> Result<(PluginInfo, &'static str)> {
+        let p = Self::new(instance, config, policy)?;
+        let (conn, info, interface) = p.spawn(true).await?;
+        conn.stopping.store(true, Ordering::Release);
+        Ok((info, interface))
+    }
+
+    fn new(instance: &Instance, config: &Path, policy: crate::loader::Policy) -> Result<ProcessProvider> {
+        let (runner, runner_args) = runner_command().map_err(|e| match e {
+            Error::Unsupported { op, why, .. } => Error::Unsupported { instance: instance.name.clone(), op, why },
+            other => other,
+        })?;
+        // It runs the plugin with the host's environment: vetted as a
+        // plugin file is.
+        crate::loader::vet_executable(&runner, policy)
+            .map_err(|source| Error::Load { plugin: instance.plugin.clone(), source })?;
+        let config = std::path::absolute(config).map_err(|e| Error::io("cannot resolve", config, e))?;
+        Ok(ProcessProvider {
+            instance: instance.name.clone(),
+            config,
+            env: instance.env.clone(),
+            handshake: instance.limits.call,
+            runner,
+            runner_args,
+            conn: tokio::sync::Mutex::new(None),
+            next: AtomicU64::new(1),
+            crashes: Mutex::new((0, None)),
+            last_exit: Mutex::new(None),
+            used: Mutex::new((Instant::now(), 0)),
+            idle: instance.process_idle_timeout,
+            memory: instance.process_memory_limit,
+        })
+    }
+
     /// The child's pid, while one runs.
     pub(crate) fn pid(&self) -> Option<u32> {
         let conn = self.conn.try_lock().ok()?;
@@ -310,17 +432,51 @@ impl ProcessProvider {
     }
 
     fn died(&self, why: &str) -> PluginError {
-        PluginError::new(PluginKind::UNAVAILABLE, format!("the plugin process for {} died: {why}", self.instance))
-            .retryable(true)
+        let (n, _) = *self.crashes.lock().unwrap_or_else(|p| p.into_inner());
+        let pause = Self::pause_after(n + 1);
+        let again = if pause.is_zero() {
+            String::new()
+        } else {
+            format!(" ({} times in a row; the next start waits {:.2} s)", n + 1, pause.as_secs_f64())
+        };
+        PluginError::new(
+            PluginKind::UNAVAILABLE,
+            format!("the plugin process for {} died: {why}{again}", self.instance),
+        )
+        .retryable(true)
     }
 
-    /// Starts a child and shakes hands with it.
-    async fn spawn(&self) -> Result<(Arc<Conn>, PluginInfo, &'static str)> {
+    /// The pause before a start after `n` crashes in a row.
+    fn pause_after(n: u32) -> Duration {
+        if n <= 1 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(250 << (n - 2).min(6))
+        }
+    }
+
+    /// The child's state: its pid, and its crashes in a row.
+    pub(crate) fn state(&self) -> crate::ProcessState {
+        let (n, last) = *self.crashes.lock().unwrap_or_else(|p| p.into_inner());
+        let waits = last.map(|t| Self::pause_after(n).saturating_sub(t.elapsed())).filter(|d| !d.is_zero());
+        let last_exit = self.last_exit.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        crate::ProcessState { pid: self.pid(), crashes_in_a_row: n, last_exit, next_start_waits: waits }
+    }
+
+    /// Starts a child and shakes hands with it (`describe`: a child that
+    /// only says what the file is).
+    async fn spawn(&self, describe: bool) -> Result<(Arc<Conn>, PluginInfo, &'static str)> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| Error::Internal(format!("cannot make a socket pair: {e}")))?;
         let theirs: OwnedFd = theirs.into();
         let their_fd = theirs.as_raw_fd();
+        let (fds, their_fds) = std::os::unix::net::UnixDatagram::pair()
+            .map_err(|e| Error::Internal(format!("cannot make a socket pair: {e}")))?;
+        let their_fds: OwnedFd = their_fds.into();
+        let their_fds_fd = their_fds.as_raw_fd();
+        let memory = self.memory;
         let mut cmd = tokio::process::Command::new(&self.runner);
+        cmd.args(&self.runner_args);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()).kill_on_drop(true);
         if let Some(patterns) = &self.env {
             cmd.env_clear();
@@ -333,14 +489,32 @@ impl ProcessProvider {
         let level = tracing::level_filters::LevelFilter::current().to_string().to_lowercase();
         cmd.env(LOG_LEVEL_ENV, if level == "off" { "error".to_owned() } else { level });
         // SAFETY: between fork and exec only async-signal-safe calls:
-        // dup2, fcntl and prctl on descriptors and flags of the child.
+        // fcntl, dup2 and prctl on descriptors and flags of the child.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(their_fd, CHILD_FD) < 0 {
+                // Both ends first moved above 3 and 4 (closed at exec), so
+                // neither is overwritten by the other's dup2; dup2 leaves
+                // the copies open across exec.
+                let high = [
+                    libc::fcntl(their_fd, libc::F_DUPFD_CLOEXEC, 10),
+                    libc::fcntl(their_fds_fd, libc::F_DUPFD_CLOEXEC, 10),
+                ];
+                if high.iter().any(|fd| *fd < 0)
+                    || libc::dup2(high[0], CHILD_FD) < 0
+                    || libc::dup2(high[1], CHILD_FDS_FD) < 0
+                {
                     return Err(io::Error::last_os_error());
                 }
-                let flags = libc::fcntl(CHILD_FD, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(CHILD_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                if let Some(bytes) = memory {
+                    let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+                    if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                // A process group of its own: a terminal's Ctrl-C or hang-up
+                // reaches the host, which cancels the child's work and lets
+                // it clean up, instead of killing the child mid-way.
+                if libc::setpgid(0, 0) != 0 {
                     return Err(io::Error::last_os_error());
                 }
                 if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
@@ -352,12 +526,15 @@ impl ProcessProvider {
             });
         }
         let mut child = cmd.spawn().map_err(|e| Error::io("cannot start the plugin runner", &self.runner, e))?;
-        drop(theirs);
+        drop((theirs, their_fds));
         let pid = child.id().unwrap_or(0);
-        ours.set_nonblocking(true).map_err(|e| Error::Internal(format!("socket: {e}")))?;
+        let sockets = ours.set_nonblocking(true).and_then(|()| fds.set_nonblocking(true));
+        sockets.map_err(|e| Error::Internal(format!("socket: {e}")))?;
         let stream = UnixStream::from_std(ours).map_err(|e| Error::Internal(format!("socket: {e}")))?;
+        let fds = UnixDatagram::from_std(fds).map_err(|e| Error::Internal(format!("socket: {e}")))?;
         let (mut rd, mut wr) = stream.into_split();
-        let hello = Hello { protocol: PROTOCOL, config: self.config.clone(), instance: self.instance.clone() };
+        let hello =
+            Hello { protocol: PROTOCOL, config: self.config.clone(), instance: self.instance.clone(), describe };
         let shake = async {
             write_frame(&mut wr, &hello).await?;
             read_frame::<_, Ready>(&mut rd).await
@@ -398,6 +575,7 @@ impl ProcessProvider {
             }
         };
         let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Answer>>>> = Arc::default();
+        let progress: Arc<Mutex<HashMap<u64, ProgressBox>>> = Arc::default();
         let dead: Arc<Mutex<Option<String>>> = Arc::default();
         let (out, mut frames) = mpsc::unbounded_channel::<Request>();
         tokio::spawn(async move {
@@ -408,12 +586,26 @@ impl ProcessProvider {
             }
         });
         let stopping: Arc<std::sync::atomic::AtomicBool> = Arc::default();
-        let (pending2, dead2, stopping2) = (pending.clone(), dead.clone(), stopping.clone());
+        let (pending2, progress2, dead2, stopping2) =
+            (pending.clone(), progress.clone(), dead.clone(), stopping.clone());
         tokio::spawn(async move {
-            while let Ok(Some(r)) = read_frame::<_, Response>(&mut rd).await {
-                let waiter = pending2.lock().unwrap_or_else(|p| p.into_inner()).remove(&r.id);
-                if let Some(w) = waiter {
-                    let _ = w.send(r.answer);
+            while let Ok(Some(frame)) = read_frame::<_, FromChild>(&mut rd).await {
+                match frame {
+                    FromChild::Answer(r) => {
+                        let Response { id, answer } = *r;
+                        let waiter = pending2.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                        if let Some(w) = waiter {
+                            let _ = w.send(answer);
+                        }
+                    }
+                    FromChild::Progress(id, event) => {
+                        if let Some(p) = progress2.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+                            match event {
+                                ProgressEvent::Total(n) => p.set_total(n),
+                                ProgressEvent::Advance(n) => p.advance(n),
+                            }
+                        }
+                    }
                 }
             }
             // The child is gone (or talks nonsense): end it, say why.
@@ -427,9 +619,10 @@ impl ProcessProvider {
             *dead2.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
             // Waiters see their sender dropped.
             pending2.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            progress2.lock().unwrap_or_else(|p| p.into_inner()).clear();
         });
         tracing::debug!(target: "credhost::isolation", pid, instance = %self.instance, "plugin process started");
-        Ok((Arc::new(Conn { out, pending, dead, stopping, pid }), info, interface))
+        Ok((Arc::new(Conn { out, pending, progress, fds, dead, stopping, pid }), info, interface))
     }
 
     fn start_failed(&self, why: String) -> Error {
@@ -451,13 +644,12 @@ impl ProcessProvider {
         }
         let pause = {
             let (n, last) = *self.crashes.lock().unwrap_or_else(|p| p.into_inner());
-            let wanted = if n <= 1 { Duration::ZERO } else { Duration::from_millis(250 << (n - 2).min(6)) };
-            last.map(|t| wanted.saturating_sub(t.elapsed())).unwrap_or_default()
+            last.map(|t| Self::pause_after(n).saturating_sub(t.elapsed())).unwrap_or_default()
         };
         if !pause.is_zero() {
             tokio::time::sleep(pause).await;
         }
-        match self.spawn().await {
+        match self.spawn(false).await {
             Ok((c, _, _)) => {
                 *slot = Some(c.clone());
                 Ok(c)
@@ -468,6 +660,17 @@ impl ProcessProvider {
 
     /// Runs `call` in the child. Dropping the future cancels it there.
     async fn call(self: Arc<Self>, call: Call) -> std::result::Result<Answer, PluginError> {
+        self.call_with(call, Vec::new(), None).await
+    }
+
+    /// Runs `call` in the child, handing it `fds` and passing its progress
+    /// reports to `progress`.
+    async fn call_with(
+        self: Arc<Self>,
+        call: Call,
+        fds: Vec<OwnedFd>,
+        progress: Option<ProgressBox>,
+    ) -> std::result::Result<Answer, PluginError> {
         struct Busy<'a>(&'a Mutex<(Instant, usize)>);
         impl Drop for Busy<'_> {
             fn drop(&mut self) {
@@ -494,13 +697,26 @@ impl ProcessProvider {
         struct Cancel<'a>(&'a Conn, u64, bool);
         impl Drop for Cancel<'_> {
             fn drop(&mut self) {
+                self.0.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
                 if !self.2 {
                     self.0.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
                     let _ = self.0.out.send(Request::Cancel(self.1));
                 }
             }
         }
+        if let Some(p) = progress {
+            conn.progress.lock().unwrap_or_else(|p| p.into_inner()).insert(id, p);
+        }
         let mut guard = Cancel(&conn, id, false);
+        if !fds.is_empty() {
+            if let Err(e) = bulk::send_fds(&conn.fds, id, &fds).await {
+                guard.2 = true;
+                conn.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                return Err(self.died(&format!("its descriptor channel failed: {e}")));
+            }
+            // The child holds its copies now.
+            drop(fds);
+        }
         if conn.out.send(Request::Call(id, Box::new(call))).is_err() {
             guard.2 = true;
             return Err(self.died("its channel closed"));
@@ -514,9 +730,12 @@ impl ProcessProvider {
             }
             Err(_) => {
                 let why = conn.dead.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let why = why.unwrap_or_else(|| "its connection closed".into());
+                let error = self.died(&why);
+                *self.last_exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
                 let mut crashes = self.crashes.lock().unwrap_or_else(|p| p.into_inner());
                 *crashes = (crashes.0 + 1, Some(Instant::now()));
-                Err(self.died(why.as_deref().unwrap_or("its connection closed")))
+                Err(error)
             }
         }
     }
@@ -610,21 +829,92 @@ impl ProcessProvider {
         }
         .into_ffi()
     }
-    /// Transfers carry bulk bytes, which this mode does not pass yet.
-    pub(crate) fn transfer_unsupported<T: 'static>(what: &'static str) -> FfiFuture<PResult<T>> {
+    /// An upload: a file source goes to the child as an open descriptor,
+    /// a stream through a socket pair fed by a blocking thread here.
+    pub(crate) fn upload(self: &Arc<Self>, req: UploadRequest) -> FfiFuture<PResult<TransferResult>> {
+        let p = self.clone();
         async move {
-            RResult::RErr(PluginError::new(
-                PluginKind::UNSUPPORTED,
-                format!(
-                    "{what} are not offered with isolation = \"process\" yet: use isolation = \"in-process\" for this instance"
-                ),
-            ))
+            let UploadRequest { name, source, size_hint, progress, extra } = req;
+            let (fd, stream, shown, _stop) = match source {
+                UploadSource::Path(path) => {
+                    let file = match tokio::fs::File::open(path.as_str()).await {
+                        Ok(f) => f.into_std().await,
+                        Err(e) => return RResult::RErr(io_failure("cannot open", path.as_str(), &e)),
+                    };
+                    (OwnedFd::from(file), false, path.into_string(), bulk::ShutOnDrop(None))
+                }
+                UploadSource::Stream(source) => {
+                    let pair = std::os::unix::net::UnixStream::pair()
+                        .and_then(|(ours, theirs)| Ok((ours.try_clone()?, ours, theirs)));
+                    let (stop, ours, theirs) = match pair {
+                        Ok(p) => p,
+                        Err(e) => return RResult::RErr(io_failure("cannot make a socket pair for", "the stream", &e)),
+                    };
+                    tokio::task::spawn_blocking(move || bulk::pump(source, ours));
+                    (OwnedFd::from(theirs), true, "the upload stream".to_owned(), bulk::ShutOnDrop(Some(stop)))
+                }
+            };
+            let call =
+                UploadCall { name: name.into_string(), stream, size_hint: size_hint.into_option(), extra, shown };
+            transferred(p.call_with(Call::Upload(call), vec![fd], progress.into_option()).await)
+        }
+        .into_ffi()
+    }
+
+    /// A download to a file, which the host creates (empty, private) and
+    /// hands to the child as an open descriptor.
+    pub(crate) fn download(self: &Arc<Self>, req: DownloadRequest) -> FfiFuture<PResult<TransferResult>> {
+        let p = self.clone();
+        async move {
+            let DownloadRequest { bucket, name, dest, progress, extra } = req;
+            let DownloadDest::Path(path) = dest else {
+                return RResult::RErr(PluginError::unsupported(
+                    "downloads into a stream with isolation = \"process\" (downloads to a file are)",
+                ));
+            };
+            let opened = {
+                let mut open = tokio::fs::OpenOptions::new();
+                open.write(true).create(true).truncate(true).mode(0o600);
+                open.open(path.as_str()).await
+            };
+            let file = match opened {
+                Ok(f) => f.into_std().await,
+                Err(e) => return RResult::RErr(io_failure("cannot create", path.as_str(), &e)),
+            };
+            let call = DownloadCall {
+                bucket: bucket.into_string(),
+                name: name.into_string(),
+                extra,
+                shown: path.into_string(),
+            };
+            transferred(p.call_with(Call::Download(call), vec![OwnedFd::from(file)], progress.into_option()).await)
         }
         .into_ffi()
     }
 }
 
+/// A transfer's answer.
+fn transferred(answer: std::result::Result<Answer, PluginError>) -> PResult<TransferResult> {
+    match answer {
+        Ok(Answer::Transferred(r)) => r,
+        Ok(_) => RResult::RErr(mismatched()),
+        Err(e) => RResult::RErr(e),
+    }
+}
+
+fn io_failure(what: &str, path: &str, e: &io::Error) -> PluginError {
+    PluginError::new(PluginKind::IO, format!("{what} {path}: {e}"))
+}
+
 // ---- the child -------------------------------------------------------------
+
+/// What the child made of the host's [`Hello`].
+enum Built {
+    /// The provider, to serve.
+    Provider(PluginInfo, &'static str, AnyProvider),
+    /// Only the file's description.
+    Described(PluginInfo, &'static str),
+}
 
 /// The runner's main: serves one instance on descriptor [`CHILD_FD`] until
 /// the host closes it. Returns the process's exit status.
@@ -651,6 +941,14 @@ async fn serve() -> i32 {
         return 2;
     };
     let (mut rd, mut wr) = stream.into_split();
+    // SAFETY: descriptor 4 was set up by the host for this process alone.
+    let fds = unsafe { <std::os::unix::net::UnixDatagram as std::os::fd::FromRawFd>::from_raw_fd(CHILD_FDS_FD) };
+    let Ok(fds) = fds.set_nonblocking(true).and_then(|()| UnixDatagram::from_std(fds)) else {
+        eprintln!("{RUNNER}: descriptor {CHILD_FDS_FD} is not the host's socket (this program is started by credhost)");
+        return 2;
+    };
+    let received = Arc::new(bulk::Received::default());
+    tokio::spawn(received.clone().serve(fds));
     let hello: Hello = match read_frame(&mut rd).await {
         Ok(Some(h)) => h,
         _ => {
@@ -668,12 +966,22 @@ async fn serve() -> i32 {
         }
         let config = crate::config::Config::load(&hello.config, None)?;
         let host = crate::Host::new(config);
-        host.construct(&hello.instance).await
+        if hello.describe {
+            let (_, loaded) = host.load_plugin(&hello.instance)?;
+            return Ok(Built::Described(loaded.info(), loaded.interface()));
+        }
+        let (info, interface, provider) = host.construct(&hello.instance).await?;
+        Ok(Built::Provider(info, interface, provider))
     };
     let (provider, ready) = match built.await {
-        Ok((info, interface, provider)) => {
+        Ok(Built::Provider(info, interface, provider)) => {
             let ready = Ready::Loaded { protocol: PROTOCOL, info, interface: interface.to_owned() };
             (Arc::new(provider), ready)
+        }
+        Ok(Built::Described(info, interface)) => {
+            let _ = write_frame(&mut wr, &Ready::Loaded { protocol: PROTOCOL, info, interface: interface.to_owned() })
+                .await;
+            return 0;
         }
         Err(e) => {
             let _ = write_frame(&mut wr, &failed(e)).await;
@@ -683,7 +991,7 @@ async fn serve() -> i32 {
     if write_frame(&mut wr, &ready).await.is_err() {
         return 0;
     }
-    let (out, mut answers) = mpsc::unbounded_channel::<Response>();
+    let (out, mut answers) = mpsc::unbounded_channel::<FromChild>();
     tokio::spawn(async move {
         while let Some(r) = answers.recv().await {
             if write_frame(&mut wr, &r).await.is_err() {
@@ -691,28 +999,107 @@ async fn serve() -> i32 {
             }
         }
     });
-    let running: Arc<Mutex<HashMap<u64, tokio::task::AbortHandle>>> = Arc::default();
+    let running: Arc<Mutex<HashMap<u64, tokio::task::JoinHandle<()>>>> = Arc::default();
+    // Cancelled calls whose futures may not have been dropped yet: a
+    // `wait_idle` waits for them first, so the clean-up their drop starts
+    // is what it waits for.
+    let dying: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
     while let Ok(Some(request)) = read_frame::<_, Request>(&mut rd).await {
         match request {
             Request::Cancel(id) => {
                 if let Some(task) = running.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
                     task.abort();
+                    dying.lock().unwrap_or_else(|p| p.into_inner()).push(task);
                 }
             }
             Request::Call(id, call) => {
-                let (provider, out, running2) = (provider.clone(), out.clone(), running.clone());
+                let (provider, out, running2, received, dying) =
+                    (provider.clone(), out.clone(), running.clone(), received.clone(), dying.clone());
+                // Held while the task is registered, so it cannot remove
+                // itself before.
+                let mut tasks = running.lock().unwrap_or_else(|p| p.into_inner());
                 let task = tokio::spawn(async move {
-                    let answer = answer(&provider, *call).await;
+                    if matches!(*call, Call::WaitIdle) {
+                        settle(&dying).await;
+                    }
+                    let answer = answer(&provider, *call, id, &out, &received).await;
                     running2.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                    let _ = out.send(Response { id, answer });
+                    let _ = out.send(FromChild::Answer(Box::new(Response { id, answer })));
                 });
-                running.lock().unwrap_or_else(|p| p.into_inner()).insert(id, task.abort_handle());
+                tasks.insert(id, task);
             }
         }
     }
     // The host is gone or done: let cancelled work finish its clean-up.
-    let _ = tokio::time::timeout(Duration::from_secs(30), provider.wait_idle()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        settle(&dying).await;
+        provider.wait_idle().await
+    })
+    .await;
     0
+}
+
+/// Waits until the cancelled calls' futures are dropped.
+async fn settle(dying: &Mutex<Vec<tokio::task::JoinHandle<()>>>) {
+    let tasks = std::mem::take(&mut *dying.lock().unwrap_or_else(|p| p.into_inner()));
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+fn no_descriptor() -> PluginError {
+    PluginError::new(PluginKind::OTHER, "the host's file or stream for this transfer never reached the plugin process")
+}
+
+/// A descriptor a transfer was handed. Closed at once after a success;
+/// after a failure or cancellation only once the plugin is idle (at most a
+/// minute): a task of its still running must not open another call's file
+/// under the same number.
+struct Handed {
+    fd: Option<OwnedFd>,
+    provider: Arc<AnyProvider>,
+    done: bool,
+}
+
+impl Handed {
+    fn new(fd: OwnedFd, provider: &Arc<AnyProvider>) -> Self {
+        Self { fd: Some(fd), provider: provider.clone(), done: false }
+    }
+
+    fn path(&self) -> String {
+        self.fd.as_ref().map(bulk::fd_path).unwrap_or_default()
+    }
+
+    /// The outcome, with the file named as the host named it (not by its
+    /// descriptor's path in this process).
+    fn outcome(mut self, done: PResult<TransferResult>, shown: &str) -> PResult<TransferResult> {
+        self.done = done.is_ok();
+        named_as(done, &self.path(), shown)
+    }
+}
+
+/// `done`, its error saying `shown` where it said `path`.
+fn named_as(mut done: PResult<TransferResult>, path: &str, shown: &str) -> PResult<TransferResult> {
+    if let RResult::RErr(e) = &mut done {
+        e.message = e.message.replace(path, shown).into();
+    }
+    done
+}
+
+impl Drop for Handed {
+    fn drop(&mut self) {
+        let Some(fd) = self.fd.take() else { return };
+        if self.done {
+            return;
+        }
+        let p = self.provider.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(60), p.wait_idle()).await;
+                drop(fd);
+            });
+        }
+    }
 }
 
 /// Awaits a plugin's future; a panic in it becomes the answer the host
@@ -726,8 +1113,57 @@ async fn guarded<T>(fut: FfiFuture<PResult<T>>) -> PResult<T> {
     }
 }
 
-async fn answer(p: &AnyProvider, call: Call) -> Answer {
+async fn answer(
+    p: &Arc<AnyProvider>,
+    call: Call,
+    id: u64,
+    out: &mpsc::UnboundedSender<FromChild>,
+    received: &bulk::Received,
+) -> Answer {
     match call {
+        Call::Upload(u) => {
+            let Some(fd) = received.take(id).await.and_then(|fds| fds.into_iter().next()) else {
+                return Answer::Transferred(RResult::RErr(no_descriptor()));
+            };
+            let (source, handed) = if u.stream {
+                let source = bulk::StreamSource::new(fd);
+                (UploadSource::Stream(ByteSource_TO::from_value(source, TD_Opaque)), None)
+            } else {
+                let handed = Handed::new(fd, p);
+                (UploadSource::Path(handed.path().into()), Some(handed))
+            };
+            let progress = bulk::RemoteProgress::new(id, out.clone());
+            let req = UploadRequest {
+                name: u.name.into(),
+                source,
+                size_hint: u.size_hint.into(),
+                progress: ROption::RSome(Progress_TO::from_value(bulk::SharedProgress(progress.clone()), TD_Opaque)),
+                extra: u.extra,
+            };
+            let done = guarded(p.upload(req)).await;
+            progress.flush();
+            Answer::Transferred(match handed {
+                Some(h) => h.outcome(done, &u.shown),
+                None => done,
+            })
+        }
+        Call::Download(d) => {
+            let Some(fd) = received.take(id).await.and_then(|fds| fds.into_iter().next()) else {
+                return Answer::Transferred(RResult::RErr(no_descriptor()));
+            };
+            let handed = Handed::new(fd, p);
+            let progress = bulk::RemoteProgress::new(id, out.clone());
+            let req = DownloadRequest {
+                bucket: d.bucket.into(),
+                name: d.name.into(),
+                dest: DownloadDest::Path(handed.path().into()),
+                progress: ROption::RSome(Progress_TO::from_value(bulk::SharedProgress(progress.clone()), TD_Opaque)),
+                extra: d.extra,
+            };
+            let done = guarded(p.download(req)).await;
+            progress.flush();
+            Answer::Transferred(handed.outcome(done, &d.shown))
+        }
         Call::RegistryAuth(r) => Answer::Auth(guarded(p.registry_auth(r)).await),
         Call::Credentials(r) => Answer::Entries(guarded(p.credentials(r)).await),
         Call::Check(r) => Answer::Report(guarded(p.check(r)).await),
@@ -748,5 +1184,32 @@ async fn answer(p: &AnyProvider, call: Call) -> Answer {
             None => Answer::Predates,
         },
         Call::WaitIdle => Answer::Done(guarded(p.wait_idle()).await),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transfer_error_names_the_file_as_the_host_does() {
+        let failed = RResult::RErr(PluginError::new(
+            PluginKind::IO,
+            "cannot create /proc/self/fd/12: permission denied; /proc/self/fd/12 stays",
+        ));
+        let RResult::RErr(e) = named_as(failed, "/proc/self/fd/12", "/srv/app/.x.part/app.zip") else {
+            panic!("an error stays an error")
+        };
+        assert_eq!(
+            e.message.as_str(),
+            "cannot create /srv/app/.x.part/app.zip: permission denied; /srv/app/.x.part/app.zip stays"
+        );
+    }
+
+    #[test]
+    fn only_listed_variables_reach_the_child() {
+        let patterns = vec!["AWS_*".to_owned(), "HOME".to_owned()];
+        assert!(env_allowed(&patterns, "AWS_SECRET_ACCESS_KEY") && env_allowed(&patterns, "HOME"));
+        assert!(!env_allowed(&patterns, "HOMEPATH") && !env_allowed(&patterns, "GOOGLE_APPLICATION_CREDENTIALS"));
     }
 }
