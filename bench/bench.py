@@ -465,6 +465,11 @@ def make_tools(ctx):
              lambda c, src, key: ([ch, "--config", str(c.cfg_local), "upload", str(src), "--name", key], c.env_local),
              lambda c, key, dest: ([ch, "--config", str(c.cfg_local), "download", BUCKET, key, "-o", str(dest), "--force"], c.env_local),
              credhost_missing("local")),
+        Tool("credhost-process", "credhost CLI, local plugin as credhost-local, isolation = \"process\"",
+             lambda c, src, key: ([ch, "--config", str(c.cfg_process), "upload", str(src), "--name", key], c.env_local),
+             lambda c, key, dest: ([ch, "--config", str(c.cfg_process), "download", BUCKET, key, "-o", str(dest), "--force"], c.env_local),
+             credhost_missing("local") or (None if (ctx.release / "credhost-plugin-runner").exists()
+                                           else f"runner not built ({ctx.release / 'credhost-plugin-runner'} missing)")),
         Tool("credhost-aws", "credhost CLI, aws plugin, s3_endpoint_url override",
              lambda c, src, key: ([ch, "--config", str(c.cfg_aws), "upload", str(src), "--name", key], c.env_aws),
              lambda c, key, dest: ([ch, "--config", str(c.cfg_aws), "download", BUCKET, key, "-o", str(dest), "--force"], c.env_aws),
@@ -538,6 +543,11 @@ class Context:
             'access_key_id_env = "BENCH_S3_ACCESS_KEY", secret_access_key_env = "BENCH_S3_SECRET_KEY" }\n'
         )
         self.env_local = dict(base, BENCH_S3_ACCESS_KEY=ACCESS_KEY, BENCH_S3_SECRET_KEY=SECRET_KEY)
+        # The same instance with its plugin in a child process.
+        self.cfg_process = cfg / "local-process" / "plugins.toml"
+        self.cfg_process.parent.mkdir()
+        self.cfg_process.write_text(self.cfg_local.read_text().replace(
+            "[plugins.local.settings]", '[plugins.local]\nisolation = "process"\n\n[plugins.local.settings]'))
 
         aws_settings = (
             f'[plugins.aws.settings]\nregion = "{REGION}"\nregistry = "{AWS_REGISTRY}"\nbucket = "{BUCKET}"\n'

@@ -12,12 +12,16 @@ service-account key. Every one has a registry that needs credentials.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import itertools
 import json
 import os
 import random
+import signal
+import socket
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -362,3 +366,54 @@ def make_backend(services, tmp_path_factory) -> Callable[[str], Backend]:
     yield make
     for b in made:
         b.forget_all()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gunicorn(tmp_path: Path, workers: int, env: Dict[str, str]):
+    """``apps.gunicorn_app`` served by gunicorn (sync workers,
+    ``preload_app``) with ``env``: yields ``(server, base_url, log_path)``
+    once it answers; stopped with SIGTERM after, and it must then exit 0."""
+    port = free_port()
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        f'bind = "127.0.0.1:{port}"\nworkers = {workers}\nworker_class = "sync"\npreload_app = True\n'
+        'timeout = 90\ngraceful_timeout = 10\nloglevel = "warning"\n'
+    )
+    log_path = tmp_path / "gunicorn.log"
+    log = open(log_path, "wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", str(conf), "apps.gunicorn_app:app"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(HERE)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, log_path.read_text()
+            try:
+                status, _ = http("GET", base + "/", timeout=5)
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not start: " + log_path.read_text()
+            time.sleep(0.2)
+        yield server, base, log_path
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+    assert server.returncode == 0, log_path.read_text()

@@ -10,9 +10,6 @@ import json
 import multiprocessing
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import credhost
-from conftest import BACKENDS, HERE, MIB, http, unique, zip_bytes
+from conftest import BACKENDS, MIB, gunicorn, http, unique, zip_bytes
 
 DEADLINE = 120
 
@@ -153,44 +150,13 @@ def test_multiprocessing_fork(kind, make_backend):
             pool.apply_async(_pool_download, (b.bucket, b.name("missing"))).get(timeout=DEADLINE)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_gunicorn_preloaded_sync_workers(kind, make_backend, tmp_path):
     b = make_backend(kind)
-    port = free_port()
-    conf = tmp_path / "gunicorn.conf.py"
-    conf.write_text(
-        f'bind = "127.0.0.1:{port}"\nworkers = 2\nworker_class = "sync"\npreload_app = True\n'
-        "timeout = 90\ngraceful_timeout = 10\nloglevel = \"warning\"\n"
-    )
     preload = b.name("preload")
-    env = {**os.environ, "CREDHOST_CONFIG": str(b.config), "PRELOAD_OBJECT": preload, "PYTHONPATH": str(HERE)}
-    log = open(tmp_path / "gunicorn.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(conf), "apps.gunicorn_app:app"],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, (tmp_path / "gunicorn.log").read_text()
-            try:
-                status, body = http("GET", base + "/", timeout=5)
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "gunicorn did not start: " + (tmp_path / "gunicorn.log").read_text()
-            time.sleep(0.2)
+    env = {**os.environ, "CREDHOST_CONFIG": str(b.config), "PRELOAD_OBJECT": preload}
+    with gunicorn(tmp_path, 2, env) as (_, base, _):
+        status, body = http("GET", base + "/", timeout=5)
         info = json.loads(body)
         assert info["pid"] != info["master"], "a worker forked from the master answers"
 
@@ -214,15 +180,6 @@ def test_gunicorn_preloaded_sync_workers(kind, make_backend, tmp_path):
             path = creds.download_project(b.bucket, name)
             with open(path, "rb") as f:
                 assert f.read() == data, name
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
-    assert server.returncode == 0, (tmp_path / "gunicorn.log").read_text()
 
 
 def _spawned_task(creds, name):

@@ -261,12 +261,17 @@ impl Core {
 
     /// This process's live host, if it was started.
     fn running_live(&self) -> Option<Arc<LiveHost>> {
+        match self.running_backend()? {
+            Backend::Live(live) => Some(live),
+            Backend::Fixed(..) => None,
+        }
+    }
+
+    /// The backend of this process, if one was started (never starts one).
+    fn running_backend(&self) -> Option<Backend> {
         let slot = self.slot();
         let backend = slot.backend.try_lock().ok()?;
-        match &*backend {
-            Some(Backend::Live(live)) => Some(live.clone()),
-            _ => None,
-        }
+        backend.as_ref().map(Backend::share)
     }
 
     /// Like [`Core::run`] for work that needs no provider.
@@ -659,26 +664,49 @@ impl Core {
                     .map_err(|e| errors::from_lib(py, &e))?,
             },
         };
+        let running = self.running_backend().map(|b| b.provider());
         let rows = py.detach(move || host.plugin_report());
+        let rows: Vec<_> = match running {
+            Some(p) => rows.into_iter().map(|r| r.with_process(&p)).collect(),
+            None => rows,
+        };
         to_py(py, &rows)
     }
 
-    /// For a live host: `(generation, platform, last_error)`; for a fixed
-    /// one `(0, platform, None)`.
-    fn status(&self, py: Python<'_>) -> PyResult<(u64, String, Option<String>)> {
+    /// For a live host: `(generation, platform, last_error, process)`; for
+    /// a fixed one `(0, platform, None, process)`. `process` is a dict
+    /// (`pid`, `crashes_in_a_row`, `last_exit`, `next_start_waits`) for an
+    /// instance with `isolation = "process"` once it runs, else `None`.
+    #[allow(clippy::type_complexity)]
+    fn status(&self, py: Python<'_>) -> PyResult<(u64, String, Option<String>, Py<PyAny>)> {
         if self.live.is_none() {
-            return Ok((0, self.host.platform().to_owned(), None));
+            // Nothing is started to report: a provider that runs says how
+            // its process is.
+            let process = match self.running_backend() {
+                Some(Backend::Fixed(p, _)) => p.process_state(),
+                _ => None,
+            };
+            let process = match process {
+                Some(state) => to_py(py, &state)?,
+                None => py.None(),
+            };
+            return Ok((0, self.host.platform().to_owned(), None, process));
         }
         let slot = self.slot();
-        self.run_plain(py, "status", async {
+        let (generation, platform, last_error, process) = self.run_plain(py, "status", async {
             match self.backend(&slot).await? {
                 Backend::Live(live) => {
                     let s = live.status();
-                    Ok((s.generation, s.platform, s.last_error))
+                    Ok((s.generation, s.platform, s.last_error, s.process))
                 }
-                Backend::Fixed(p, _) => Ok((0, p.name().to_owned(), None)),
+                Backend::Fixed(p, _) => Ok((0, p.name().to_owned(), None, p.process_state())),
             }
-        })
+        })?;
+        let process = match process {
+            Some(state) => to_py(py, &state)?,
+            None => py.None(),
+        };
+        Ok((generation, platform, last_error, process))
     }
 
     /// For a live host: reads the file now and applies it; whether a new
@@ -710,10 +738,26 @@ impl Core {
 }
 
 /// The native part of the `credhost` package.
+/// Makes `program args...` the runner of plugin processes
+/// (`isolation = "process"`) started from this interpreter.
+#[pyfunction]
+fn _set_plugin_runner(program: PathBuf, args: Vec<String>) {
+    credhost::isolation::set_runner(program, args.into_iter().map(Into::into).collect());
+}
+
+/// Serves a plugin process for the host that started this interpreter
+/// (see `credhost._runner`); the exit status.
+#[pyfunction]
+fn _plugin_runner_main(py: Python<'_>) -> i32 {
+    py.detach(credhost::isolation::runner_main)
+}
+
 #[pymodule]
 fn _credhost(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add_class::<CancelToken>()?;
+    m.add_function(wrap_pyfunction!(_set_plugin_runner, m)?)?;
+    m.add_function(wrap_pyfunction!(_plugin_runner_main, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

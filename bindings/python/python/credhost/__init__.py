@@ -35,3 +35,30 @@ for _name in __all__:
     if _name != "__version__":
         globals()[_name].__module__ = __name__
 del _name
+
+
+def _use_this_interpreter_as_plugin_runner() -> None:
+    """Plugin processes (``isolation = "process"``) run in this interpreter
+    (isolated mode: no current directory, user site or ``PYTHON*`` variables
+    on its path), serving the host through this package's native module,
+    so the package needs no separate runner program. A runner named by
+    ``CREDHOST_PLUGIN_RUNNER`` still wins."""
+    import os
+    import sys
+
+    if not sys.executable:
+        return
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "from credhost._credhost import _plugin_runner_main; sys.exit(_plugin_runner_main())"
+    )
+    # The interpreter's file itself (a venv's python is a link, and links
+    # are refused when the runner is vetted).
+    _credhost._set_plugin_runner(os.path.realpath(sys.executable), ["-I", "-S", "-c", code, package_parent])
+
+
+from . import _credhost  # noqa: E402
+
+_use_this_interpreter_as_plugin_runner()
+del _use_this_interpreter_as_plugin_runner

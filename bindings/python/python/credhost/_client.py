@@ -19,6 +19,7 @@ from ._types import (
     GrantPart,
     PluginStatus,
     Presigned,
+    ProcessState,
     RegistryAuth,
     Secret,
     SwitchStatus,
@@ -28,6 +29,14 @@ from ._types import (
 __all__ = ["Credentials", "LiveCredentials"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _process_state(row: Optional[Dict[str, Any]]) -> Optional[ProcessState]:
+    if row is None:
+        return None
+    # Only the fields this package knows: a newer library may report more.
+    known = {f.name for f in dataclasses.fields(ProcessState)}
+    return ProcessState(**{k: v for k, v in row.items() if k in known})
 Expires = Union[int, float, datetime.timedelta]
 
 _Token = Optional[_credhost.CancelToken]
@@ -434,7 +443,8 @@ class LiveCredentials(Credentials):
 
     def status(self) -> SwitchStatus:
         """What is being served, and why the latest change was rejected (if it was)."""
-        return SwitchStatus(*self._core.status())
+        generation, platform, last_error, process = self._core.status()
+        return SwitchStatus(generation, platform, last_error, _process_state(process))
 
     def reload(self) -> bool:
         """Reads the file now and applies it if it changed (even contents

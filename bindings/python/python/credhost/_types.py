@@ -17,6 +17,7 @@ __all__ = [
     "CheckReport",
     "PluginStatus",
     "SwitchStatus",
+    "ProcessState",
 ]
 
 REDACTED = "<redacted>"
@@ -181,6 +182,23 @@ class PluginStatus:
     isolation: str = "in-process"
     """Where the instance's plugin runs: ``in-process`` or ``process`` (a
     child process of its own); ``-`` for a file no instance uses."""
+    pid: Optional[int] = None
+    """With ``isolation = "process"``, the pid of the instance's child when
+    this object's provider runs one (listing plugins starts nothing)."""
+
+
+@dataclass(frozen=True)
+class ProcessState:
+    """The plugin process of an instance with ``isolation = "process"``."""
+
+    pid: Optional[int] = None
+    """The running child's pid; ``None`` while none runs (idle, or between a crash and the next call)."""
+    crashes_in_a_row: int = 0
+    """Calls failed by a dying child since the last answered call."""
+    last_exit: Optional[str] = None
+    """How the last child that failed a call ended (``SIGSEGV``, ``exit status 0``)."""
+    next_start_waits: Optional[float] = None
+    """Seconds the next start still waits, after crashes in a row."""
 
 
 @dataclass(frozen=True)
@@ -193,3 +211,5 @@ class SwitchStatus:
     """The active platform (instance)."""
     last_error: Optional[str]
     """Why the file's current contents were rejected; ``None`` when what the file says is served."""
+    process: Optional[ProcessState] = None
+    """With ``isolation = "process"``, the active instance's plugin process, once one was started."""
