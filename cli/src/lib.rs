@@ -65,7 +65,7 @@ pub fn run() -> i32 {
                 // cancelling a resumable session) runs after the error came
                 // back: wait for it, within bounds, before the process ends.
                 if let Some(p) = active.get() {
-                    p.wait_idle(std::time::Duration::from_secs(10)).await;
+                    p.close(std::time::Duration::from_secs(10)).await;
                 }
                 match r {
                     Ok(code) => code,
@@ -79,7 +79,7 @@ pub fn run() -> i32 {
                 // upload) before the process exits.
                 eprintln!("credhost: {}", signal.describe());
                 if let Some(p) = active.get() {
-                    p.wait_idle(std::time::Duration::from_secs(10)).await;
+                    p.close(std::time::Duration::from_secs(10)).await;
                 }
                 exit_now(signal.exit_code())
             }

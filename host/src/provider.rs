@@ -632,6 +632,21 @@ impl ProviderHandle {
         let idle = Guarded(Some(self.inner.provider.wait_idle()));
         matches!(tokio::time::timeout(timeout, idle).await, Ok(Ok(RResult::ROk(()))))
     }
+
+    /// Before the process exits: [`ProviderHandle::wait_idle`], and with
+    /// `isolation = "process"` then stops the plugin's child and waits for
+    /// it to end, all within `timeout`, so that no child outlives the
+    /// process (and its use of resources is counted as this process's
+    /// children's). The handle stays usable: a later call starts a new
+    /// child. Returns whether everything ended in time.
+    pub async fn close(&self, timeout: Duration) -> bool {
+        let started = std::time::Instant::now();
+        let idle = self.wait_idle(timeout).await;
+        match &self.inner.provider {
+            AnyProvider::Process(p) => p.stop(timeout.saturating_sub(started.elapsed())).await && idle,
+            _ => idle,
+        }
+    }
 }
 
 /// `(major, minor)` of an interface version such as `1.1` (`1.10` after `1.9`).

@@ -48,13 +48,21 @@ def runner_env() -> dict:
 
 
 def workers_of(master: int) -> set:
+    """The gunicorn workers of ``master`` (not its own plugin process)."""
     pids = set()
     for task in Path(f"/proc/{master}/task").iterdir():
         try:
             pids.update(int(p) for p in (task / "children").read_text().split())
         except OSError:
             pass
-    return pids
+    workers = set()
+    for pid in pids:
+        try:
+            if b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                workers.add(pid)
+        except OSError:
+            pass
+    return workers
 
 
 def test_a_crashing_plugin_process_costs_only_its_requests(tmp_path, monkeypatch):
@@ -130,3 +138,21 @@ def test_gunicorn_keeps_serving_while_the_plugin_process_crashes(tmp_path):
         assert len(list(store.glob("ok-*.zip"))) == per_client * CLIENTS
         assert not list(store.glob("crash-*")), "a crashed upload was published"
         assert (store / "preload.zip").is_file()
+
+
+def test_a_plugin_process_outlives_the_thread_that_started_it(tmp_path, monkeypatch):
+    """The child started by a call made on a short-lived thread keeps
+    serving after that thread ended (its parent-death signal follows the
+    thread that started it, which must be one of the runtime's)."""
+    monkeypatch.delenv("CREDHOST_PLUGIN_RUNNER", raising=False)
+    creds = credhost.Credentials(config=crash_config(tmp_path))
+    first = threading.Thread(target=creds.get_credentials)
+    first.start()
+    first.join()
+    (row,) = [r for r in creds.plugins() if r.name == "crash"]
+    assert row.pid, row
+    time.sleep(0.5)
+    assert os.path.exists(f"/proc/{row.pid}") and "SIGKILL" not in open(f"/proc/{row.pid}/status").read()
+    creds.get_credentials()
+    (again,) = [r for r in creds.plugins() if r.name == "crash"]
+    assert again.pid == row.pid, (row, again)

@@ -133,13 +133,28 @@ fn send_all(sock: &UnixStream, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// How long a stopped pump waits for the child to let go of the stream.
+const LET_GO: Duration = Duration::from_secs(60);
+
 /// The host's side of a streamed upload: reads `source` (a blocking
 /// reader, on this blocking thread) and sends it in chunks until it ends,
-/// fails, or the child stops reading.
-pub(super) fn pump(mut source: ByteSourceBox, sock: UnixStream) {
+/// fails, or the child stops reading. Once `stop` is set (the call was
+/// dropped) it sends nothing more but keeps its end open until the child
+/// closes its own, after its operation was cancelled: an end seen first
+/// would race the cancellation (the plugin's failure path against its
+/// clean-up).
+pub(super) fn pump(mut source: ByteSourceBox, sock: UnixStream, stop: Arc<std::sync::atomic::AtomicBool>) {
+    let stopped = |sock: &UnixStream| {
+        let _ = sock.set_read_timeout(Some(LET_GO));
+        let _ = (&*sock).read(&mut [0u8; 1]);
+    };
     let mut buf = vec![0u8; CHUNK];
     loop {
+        if stop.load(Ordering::Acquire) {
+            return stopped(&sock);
+        }
         let sent = match source.read(RSliceMut::from_mut_slice(&mut buf)) {
+            _ if stop.load(Ordering::Acquire) => return stopped(&sock),
             RResult::ROk(0) => {
                 let _ = send_all(&sock, &0u32.to_be_bytes());
                 return;
@@ -228,7 +243,9 @@ impl ByteSource for StreamSource {
 }
 
 /// The child's progress receiver for one call: reports go to the host as
-/// frames, advances gathered to one frame per MiB or per 100 ms.
+/// frames, advances gathered to one frame per 100 ms (or 64 MiB): each
+/// frame wakes both processes, which a fast transfer on a small machine
+/// feels at one per MiB.
 pub(super) struct RemoteProgress {
     id: u64,
     out: tokio::sync::mpsc::UnboundedSender<FromChild>,
@@ -237,7 +254,7 @@ pub(super) struct RemoteProgress {
 }
 
 /// Advances gathered before a frame goes out, at most.
-const GATHER: u64 = 1 << 20;
+const GATHER: u64 = 64 << 20;
 
 impl RemoteProgress {
     pub(super) fn new(id: u64, out: tokio::sync::mpsc::UnboundedSender<FromChild>) -> Arc<Self> {
@@ -271,13 +288,44 @@ impl Progress for SharedProgress {
     }
 }
 
-/// Stops a streamed upload's pump when the call ends however it ends: its
-/// socket shut, a pump blocked sending gets an error at once.
-pub(super) struct ShutOnDrop(pub(super) Option<UnixStream>);
+/// Stops a streamed upload's pump when its call is dropped.
+pub(super) struct StopOnDrop(pub(super) Arc<std::sync::atomic::AtomicBool>);
 
-impl Drop for ShutOnDrop {
+impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        if let Some(s) = self.0.take() {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// The child's side: `fut`, the plugin's operation, then its stream
+/// socket shut, in that order however the call ends: dropped, the
+/// operation is cancelled before its reader sees the end, and a pump on
+/// the host blocked sending gets an error.
+pub(super) struct ThenShut<F> {
+    fut: Option<std::pin::Pin<Box<F>>>,
+    sock: Option<UnixStream>,
+}
+
+impl<F> ThenShut<F> {
+    pub(super) fn new(fut: F, sock: Option<UnixStream>) -> Self {
+        Self { fut: Some(Box::pin(fut)), sock }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for ThenShut<F> {
+    type Output = F::Output;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        match self.fut.as_mut() {
+            Some(fut) => fut.as_mut().poll(cx),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<F> Drop for ThenShut<F> {
+    fn drop(&mut self) {
+        drop(self.fut.take());
+        if let Some(s) = self.sock.take() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
     }
@@ -329,7 +377,7 @@ mod tests {
     fn a_failed_source_reaches_the_plugin_as_its_error() {
         let (host, source) = pair();
         let failing = failing_source();
-        std::thread::spawn(move || pump(failing, host));
+        std::thread::spawn(move || pump(failing, host, Arc::default()));
         let (got, error) = drain(source);
         assert_eq!(got, b"xy");
         let error = error.expect("the source's error");

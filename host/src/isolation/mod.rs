@@ -148,7 +148,9 @@ pub struct UploadCall {
     pub shown: String,
 }
 
-/// A [`DownloadRequest`] to a file, without the file and progress receiver.
+/// A [`DownloadRequest`] to a file, without the file and progress
+/// receiver: the descriptor is the file's directory (the host's private
+/// temporary one), in which the plugin creates `file` as in-process.
 #[derive(Serialize, Deserialize)]
 pub struct DownloadCall {
     /// [`DownloadRequest::bucket`].
@@ -157,7 +159,9 @@ pub struct DownloadCall {
     pub name: String,
     /// [`DownloadRequest::extra`].
     pub extra: Extra,
-    /// What the destination is called in messages (the file's path).
+    /// The file's name in the directory.
+    pub file: String,
+    /// What the directory is called in messages (its path).
     pub shown: String,
 }
 
@@ -324,6 +328,8 @@ struct Conn {
     dead: Arc<Mutex<Option<String>>>,
     /// Set when the host stops the child (idle): its end is no news.
     stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Told once the child has ended and was reaped.
+    ended: Arc<tokio::sync::Notify>,
     pid: u32,
 }
 
@@ -423,6 +429,30 @@ impl ProcessProvider {
             idle: instance.process_idle_timeout,
             memory: instance.process_memory_limit,
         })
+    }
+
+    /// Stops the child, if one runs, and waits (at most `within`) until it
+    /// has ended and was reaped; the next call starts a new one.
+    pub(crate) async fn stop(&self, within: Duration) -> bool {
+        let Some(conn) = self.conn.lock().await.take() else { return true };
+        conn.stopping.store(true, Ordering::Release);
+        let ended = conn.ended.clone();
+        let dead = conn.dead.clone();
+        // Its channel closes with the last sender: the child sees the end,
+        // finishes its clean-up and exits.
+        drop(conn);
+        let wait = async {
+            loop {
+                let notified = ended.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if dead.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(within, wait).await.is_ok()
     }
 
     /// The child's pid, while one runs.
@@ -525,7 +555,14 @@ impl ProcessProvider {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| Error::io("cannot start the plugin runner", &self.runner, e))?;
+        // Started from one of the runtime's own threads: the parent-death
+        // signal follows the thread that started the child, and a caller's
+        // thread (one of a Python thread pool, say) may end long before
+        // the host does.
+        let spawned = tokio::spawn(async move { cmd.spawn() })
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(format!("the starting task failed: {e}"))));
+        let mut child = spawned.map_err(|e| Error::io("cannot start the plugin runner", &self.runner, e))?;
         drop((theirs, their_fds));
         let pid = child.id().unwrap_or(0);
         let sockets = ours.set_nonblocking(true).and_then(|()| fds.set_nonblocking(true));
@@ -586,8 +623,9 @@ impl ProcessProvider {
             }
         });
         let stopping: Arc<std::sync::atomic::AtomicBool> = Arc::default();
-        let (pending2, progress2, dead2, stopping2) =
-            (pending.clone(), progress.clone(), dead.clone(), stopping.clone());
+        let ended: Arc<tokio::sync::Notify> = Arc::default();
+        let (pending2, progress2, dead2, stopping2, ended2) =
+            (pending.clone(), progress.clone(), dead.clone(), stopping.clone(), ended.clone());
         tokio::spawn(async move {
             while let Ok(Some(frame)) = read_frame::<_, FromChild>(&mut rd).await {
                 match frame {
@@ -620,9 +658,10 @@ impl ProcessProvider {
             // Waiters see their sender dropped.
             pending2.lock().unwrap_or_else(|p| p.into_inner()).clear();
             progress2.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            ended2.notify_waiters();
         });
         tracing::debug!(target: "credhost::isolation", pid, instance = %self.instance, "plugin process started");
-        Ok((Arc::new(Conn { out, pending, progress, fds, dead, stopping, pid }), info, interface))
+        Ok((Arc::new(Conn { out, pending, progress, fds, dead, stopping, ended, pid }), info, interface))
     }
 
     fn start_failed(&self, why: String) -> Error {
@@ -841,17 +880,17 @@ impl ProcessProvider {
                         Ok(f) => f.into_std().await,
                         Err(e) => return RResult::RErr(io_failure("cannot open", path.as_str(), &e)),
                     };
-                    (OwnedFd::from(file), false, path.into_string(), bulk::ShutOnDrop(None))
+                    (OwnedFd::from(file), false, path.into_string(), None)
                 }
                 UploadSource::Stream(source) => {
-                    let pair = std::os::unix::net::UnixStream::pair()
-                        .and_then(|(ours, theirs)| Ok((ours.try_clone()?, ours, theirs)));
-                    let (stop, ours, theirs) = match pair {
+                    let (ours, theirs) = match std::os::unix::net::UnixStream::pair() {
                         Ok(p) => p,
                         Err(e) => return RResult::RErr(io_failure("cannot make a socket pair for", "the stream", &e)),
                     };
-                    tokio::task::spawn_blocking(move || bulk::pump(source, ours));
-                    (OwnedFd::from(theirs), true, "the upload stream".to_owned(), bulk::ShutOnDrop(Some(stop)))
+                    let stop: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+                    let pumped = stop.clone();
+                    tokio::task::spawn_blocking(move || bulk::pump(source, ours, pumped));
+                    (OwnedFd::from(theirs), true, "the upload stream".to_owned(), Some(bulk::StopOnDrop(stop)))
                 }
             };
             let call =
@@ -861,8 +900,12 @@ impl ProcessProvider {
         .into_ffi()
     }
 
-    /// A download to a file, which the host creates (empty, private) and
-    /// hands to the child as an open descriptor.
+    /// A download to a file: its directory (the host's private temporary
+    /// one) goes to the child as an open descriptor, and the plugin creates
+    /// the file in it as it would in-process. (A file the host created
+    /// first and the plugin opened with `O_TRUNC` would be written back on
+    /// close by ext4's replace-by-truncate safeguard: a second or so per
+    /// GiB spent waiting.)
     pub(crate) fn download(self: &Arc<Self>, req: DownloadRequest) -> FfiFuture<PResult<TransferResult>> {
         let p = self.clone();
         async move {
@@ -872,22 +915,28 @@ impl ProcessProvider {
                     "downloads into a stream with isolation = \"process\" (downloads to a file are)",
                 ));
             };
-            let opened = {
-                let mut open = tokio::fs::OpenOptions::new();
-                open.write(true).create(true).truncate(true).mode(0o600);
-                open.open(path.as_str()).await
+            let path = PathBuf::from(path.as_str());
+            let (Some(dir), Some(file)) = (path.parent(), path.file_name().and_then(|f| f.to_str())) else {
+                return RResult::RErr(io_failure(
+                    "cannot write",
+                    &path.display().to_string(),
+                    &io::Error::other("not a file in a directory"),
+                ));
             };
-            let file = match opened {
-                Ok(f) => f.into_std().await,
-                Err(e) => return RResult::RErr(io_failure("cannot create", path.as_str(), &e)),
+            let opened = match tokio::fs::File::open(dir).await {
+                Ok(d) => d.into_std().await,
+                Err(e) => {
+                    return RResult::RErr(io_failure("cannot open the directory", &dir.display().to_string(), &e))
+                }
             };
             let call = DownloadCall {
                 bucket: bucket.into_string(),
                 name: name.into_string(),
                 extra,
-                shown: path.into_string(),
+                file: file.to_owned(),
+                shown: dir.display().to_string(),
             };
-            transferred(p.call_with(Call::Download(call), vec![OwnedFd::from(file)], progress.into_option()).await)
+            transferred(p.call_with(Call::Download(call), vec![OwnedFd::from(opened)], progress.into_option()).await)
         }
         .into_ffi()
     }
@@ -1125,12 +1174,13 @@ async fn answer(
             let Some(fd) = received.take(id).await.and_then(|fds| fds.into_iter().next()) else {
                 return Answer::Transferred(RResult::RErr(no_descriptor()));
             };
-            let (source, handed) = if u.stream {
+            let (source, handed, stream) = if u.stream {
+                let shut = fd.try_clone().ok().map(std::os::unix::net::UnixStream::from);
                 let source = bulk::StreamSource::new(fd);
-                (UploadSource::Stream(ByteSource_TO::from_value(source, TD_Opaque)), None)
+                (UploadSource::Stream(ByteSource_TO::from_value(source, TD_Opaque)), None, shut)
             } else {
                 let handed = Handed::new(fd, p);
-                (UploadSource::Path(handed.path().into()), Some(handed))
+                (UploadSource::Path(handed.path().into()), Some(handed), None)
             };
             let progress = bulk::RemoteProgress::new(id, out.clone());
             let req = UploadRequest {
@@ -1140,7 +1190,7 @@ async fn answer(
                 progress: ROption::RSome(Progress_TO::from_value(bulk::SharedProgress(progress.clone()), TD_Opaque)),
                 extra: u.extra,
             };
-            let done = guarded(p.upload(req)).await;
+            let done = bulk::ThenShut::new(guarded(p.upload(req)), stream).await;
             progress.flush();
             Answer::Transferred(match handed {
                 Some(h) => h.outcome(done, &u.shown),
@@ -1156,7 +1206,7 @@ async fn answer(
             let req = DownloadRequest {
                 bucket: d.bucket.into(),
                 name: d.name.into(),
-                dest: DownloadDest::Path(handed.path().into()),
+                dest: DownloadDest::Path(format!("{}/{}", handed.path(), d.file).into()),
                 progress: ROption::RSome(Progress_TO::from_value(bulk::SharedProgress(progress.clone()), TD_Opaque)),
                 extra: d.extra,
             };
