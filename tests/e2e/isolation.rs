@@ -68,14 +68,15 @@ fn a_plugin_in_a_child_process_answers_as_in_process() {
     assert!(ws.run(&["plugins"]).ok().contains("runs in: a process of its own"));
 }
 
-/// abort(), SIGSEGV and exit(0) in a registry call: the host (here a
+/// abort(), SIGSEGV, exit(0) and a leak past `process_memory_limit_mib` in
+/// a registry call: the host (here a
 /// library user, one process for all the calls) gets an `unavailable`
 /// error saying how the child died, within the call's time, and the next
 /// call is answered by a new child.
 #[test]
 fn a_plugin_that_kills_its_process_costs_one_call() {
-    for (how, says) in [("abort", "SIGABRT"), ("segv", "SIGSEGV"), ("exit", "exit status 0")] {
-        let ws = crash_ws(how, "registry", "process", "");
+    for (how, says) in [("abort", "SIGABRT"), ("segv", "SIGSEGV"), ("exit", "exit status 0"), ("leak", "SIGABRT")] {
+        let ws = crash_ws(how, "registry", "process", "process_memory_limit_mib = 256\n");
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let host = credhost::Host::from_file(&ws.path("plugins.toml"), None).unwrap();
