@@ -27,7 +27,7 @@ use crate::{
     names,
     registries::Served,
     staging::Staging,
-    token_cache::TokenCache,
+    token_cache::{OnError, TokenCache},
     AuthForm, CheckReport, CredentialEntry, Error, Operation, PluginInfo, PresignMethod, Presigned, RegistryAuth,
     Result, TransferResult,
 };
@@ -388,18 +388,21 @@ impl ProviderHandle {
         let asked =
             host.as_deref().and_then(|h| self.inner.served.read().unwrap_or_else(|p| p.into_inner()).request_for(h));
         let key = format!("{}\u{0}{}\u{0}{form:?}", asked.as_deref().unwrap_or(""), scope.unwrap_or(""));
-        let auth = self
-            .inner
-            .tokens
-            .get_or_fetch(&key, || async {
-                let mut req = RegistryRequest::for_registry(asked.as_deref()).with_auth_form(form.to_api());
-                if let Some(scope) = scope {
-                    req = req.with_scope(scope);
-                }
-                let auth = self.call(Operation::Registry, self.inner.provider.registry_auth(req), None).await?;
-                Ok(auth.into_option().map(|a| RegistryAuth::from_api(&a)))
-            })
-            .await?;
+        let fetch = || async {
+            let mut req = RegistryRequest::for_registry(asked.as_deref()).with_auth_form(form.to_api());
+            if let Some(scope) = scope {
+                req = req.with_scope(scope);
+            }
+            let auth = self.call(Operation::Registry, self.inner.provider.registry_auth(req), None).await?;
+            Ok(auth.into_option().map(|a| RegistryAuth::from_api(&a)))
+        };
+        // A platform that is down, failing or slow: the cached answer until
+        // it expires. Refused credentials: nothing.
+        let on_error = |e: &Error| match e.kind() {
+            crate::ErrorKind::Unavailable | crate::ErrorKind::TimedOut => OnError::ServeStale,
+            _ => OnError::Drop,
+        };
+        let auth = self.inner.tokens.get_or_refresh(&key, fetch, on_error).await?;
         Ok(auth.map(|mut a| {
             if let Some(host) = host {
                 a.server = host;

@@ -1,11 +1,15 @@
 //! Registry credentials cached until shortly before they expire, with one
-//! fetch in flight per key.
+//! fetch in flight per key; and, when a refresh fails with an error worth
+//! retrying (the platform unreachable, failing, slow), the cached answer
+//! served until it really expires, the refresh tried again with a growing
+//! pause. Never after an authentication failure: a revoked identity gets
+//! no stale token.
 
 use std::{
     collections::HashMap,
     future::Future,
     sync::{Arc, Mutex, RwLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use credhost_plugin_api::rules::{reuse_until, unix_now};
@@ -19,8 +23,33 @@ pub const NO_EXPIRY_TTL: Duration = Duration::from_secs(600);
 #[derive(Clone)]
 struct Entry {
     auth: Option<RegistryAuth>,
-    /// Unix seconds after which the entry must not be used.
+    /// Unix seconds after which the entry must be refreshed.
     use_until: i64,
+    /// Unix seconds after which it must not be used at all, even when its
+    /// refresh fails: its expiry (an answer without one: one more
+    /// [`NO_EXPIRY_TTL`] past its refresh point).
+    hard_until: i64,
+    /// Refreshes that failed in a row (the answer served stale meanwhile),
+    /// and when the next may be tried.
+    failed: u32,
+    retry_at: Option<Instant>,
+}
+
+/// What a caller makes of a failed fetch.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OnError {
+    /// Worth retrying (unreachable, failing, timed out): a cached answer
+    /// that has not expired yet is served meanwhile.
+    ServeStale,
+    /// Final (an authentication failure above all): the cached answer is
+    /// dropped, the error returned.
+    Drop,
+}
+
+/// The pause before refresh `n` after `n` failed in a row: 1 s, doubling,
+/// at most a minute.
+fn retry_pause(n: u32) -> Duration {
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 /// The cache. Cheap to share; each key has its own slot: a hit reads it
@@ -57,10 +86,15 @@ impl Drop for Fetching<'_> {
 }
 
 impl Slot {
-    /// The cached answer, when it is still live.
+    /// The cached answer, when it is still live, or past its refresh point
+    /// but served stale until the pause after a failed refresh is over.
     fn live(&self) -> Option<Option<RegistryAuth>> {
         let cached = self.cached.read().unwrap_or_else(|p| p.into_inner());
-        cached.as_ref().filter(|e| unix_now() < e.use_until).map(|e| e.auth.clone())
+        let now = unix_now();
+        cached
+            .as_ref()
+            .filter(|e| now < e.use_until || (now < e.hard_until && e.retry_at.is_some_and(|at| Instant::now() < at)))
+            .map(|e| e.auth.clone())
     }
 }
 
@@ -79,10 +113,31 @@ pub fn use_until(now: i64, expires_at: Option<i64>) -> Option<i64> {
 impl TokenCache {
     /// Returns the cached answer for `key`, or runs `fetch` (once, however many
     /// callers wait) and caches its answer when it may be cached.
+    #[cfg(test)]
     pub async fn get_or_fetch<F, Fut, E>(&self, key: &str, fetch: F) -> Result<Option<RegistryAuth>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<RegistryAuth>, E>>,
+        E: std::fmt::Display,
+    {
+        self.get_or_refresh(key, fetch, |_| OnError::Drop).await
+    }
+
+    /// [`TokenCache::get_or_fetch`], serving the cached answer stale when a
+    /// refresh fails with an error `on_error` calls [`OnError::ServeStale`]
+    /// and the answer has not expired: logged at warn, the refresh tried
+    /// again after a pause (1 s, doubling, at most a minute).
+    pub async fn get_or_refresh<F, Fut, E, O>(
+        &self,
+        key: &str,
+        fetch: F,
+        on_error: O,
+    ) -> Result<Option<RegistryAuth>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<RegistryAuth>, E>>,
+        E: std::fmt::Display,
+        O: FnOnce(&E) -> OnError,
     {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
@@ -110,10 +165,41 @@ impl TokenCache {
         if let Some(auth) = slot.live() {
             return Ok(auth);
         }
-        let auth = fetch().await?;
+        let auth = match fetch().await {
+            Ok(auth) => auth,
+            Err(e) => {
+                let mut cached = slot.cached.write().unwrap_or_else(|p| p.into_inner());
+                let now = unix_now();
+                match (on_error(&e), cached.as_mut()) {
+                    (OnError::ServeStale, Some(entry)) if now < entry.hard_until => {
+                        entry.failed += 1;
+                        let pause = retry_pause(entry.failed);
+                        entry.retry_at = Some(Instant::now() + pause);
+                        tracing::warn!(
+                            target: "credhost::token",
+                            key = %key.replace('\u{0}', " "),
+                            "refreshing registry credentials failed ({} in a row): serving the cached ones, valid for {} s more; trying again in {} s: {e}",
+                            entry.failed,
+                            entry.hard_until - now,
+                            pause.as_secs()
+                        );
+                        return Ok(entry.auth.clone());
+                    }
+                    (OnError::Drop, _) => *cached = None,
+                    _ => {}
+                }
+                return Err(e);
+            }
+        };
         let now = unix_now();
         let expires = auth.as_ref().and_then(|a| a.expires_at).map(unix_seconds);
-        let entry = use_until(now, expires).map(|until| Entry { auth: auth.clone(), use_until: until });
+        let entry = use_until(now, expires).map(|until| Entry {
+            auth: auth.clone(),
+            use_until: until,
+            hard_until: expires.unwrap_or(until + NO_EXPIRY_TTL.as_secs() as i64),
+            failed: 0,
+            retry_at: None,
+        });
         if entry.is_none() {
             tracing::debug!(target: "credhost::token", key, "not caching registry credentials: expired or about to");
         }
@@ -157,7 +243,7 @@ mod tests {
             let a = cache
                 .get_or_fetch("k", || async {
                     calls.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, ()>(auth(Some(unix_now() + 3600)))
+                    Ok::<_, &str>(auth(Some(unix_now() + 3600)))
                 })
                 .await
                 .unwrap();
@@ -170,7 +256,7 @@ mod tests {
             cache
                 .get_or_fetch("old", || async {
                     expired.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, ()>(auth(Some(1_420_070_400))) // 2015, as moto answers
+                    Ok::<_, &str>(auth(Some(1_420_070_400))) // 2015, as moto answers
                 })
                 .await
                 .unwrap();
@@ -190,7 +276,7 @@ mod tests {
                     .get_or_fetch("k", || async {
                         calls.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok::<_, ()>(auth(None))
+                        Ok::<_, &str>(auth(None))
                     })
                     .await
             }));
@@ -256,5 +342,47 @@ mod tests {
             }
             assert_eq!(calls.load(Ordering::SeqCst), 2, "give_up: {give_up}");
         }
+    }
+
+    /// Past its refresh point, a token whose refresh fails with an error
+    /// worth retrying is served (the refresh paused meanwhile) until it
+    /// expires, never after; an authentication failure drops it at once.
+    #[tokio::test]
+    async fn stale_on_error_until_expiry_and_never_after_a_refusal() {
+        let cache = TokenCache::default();
+        let calls = AtomicUsize::new(0);
+        let expires = unix_now() + 4;
+        let fresh = auth(Some(expires));
+        let got = cache.get_or_fetch("k", || async { Ok::<_, &str>(fresh.clone()) }).await.unwrap();
+        assert!(got.is_some());
+        let refresh_at = use_until(unix_now(), Some(expires)).unwrap();
+        while unix_now() < refresh_at {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let down = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<Option<RegistryAuth>, _>("the token server is unreachable")
+        };
+        let stale = |_: &&str| OnError::ServeStale;
+        // Served stale; the next caller within the pause does not try.
+        assert!(cache.get_or_refresh("k", down, stale).await.unwrap().is_some());
+        assert!(cache.get_or_refresh("k", down, stale).await.unwrap().is_some());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // After its expiry: the error.
+        while unix_now() < expires {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(cache.get_or_refresh("k", down, stale).await.is_err());
+
+        // A refusal drops what was cached.
+        let cache = TokenCache::default();
+        cache.get_or_fetch("k", || async { Ok::<_, &str>(auth(Some(unix_now() + 4))) }).await.unwrap();
+        let refresh_at = use_until(unix_now(), Some(unix_now() + 4)).unwrap();
+        while unix_now() < refresh_at {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let refused = || async { Err::<Option<RegistryAuth>, _>("401: the identity was revoked") };
+        assert!(cache.get_or_refresh("k", refused, |_| OnError::Drop).await.is_err());
+        assert!(cache.get_or_refresh("k", down, stale).await.is_err(), "a refused token was served stale");
     }
 }

@@ -55,10 +55,14 @@ pub(super) async fn send_fds(sock: &UnixDatagram, id: u64, fds: &[OwnedFd]) -> i
     .map(drop)
 }
 
+/// How long descriptors wait for their call: those of a call cancelled
+/// before it took them are closed after this.
+const UNCLAIMED: Duration = Duration::from_secs(120);
+
 /// The child's table of descriptors received for calls not yet started.
 #[derive(Default)]
 pub(super) struct Received {
-    fds: Mutex<HashMap<u64, Vec<OwnedFd>>>,
+    fds: Mutex<HashMap<u64, (Instant, Vec<OwnedFd>)>>,
     arrived: Notify,
 }
 
@@ -88,13 +92,21 @@ impl Received {
                 .await;
             match got {
                 Ok((8, body, fds)) => {
-                    self.fds.lock().unwrap_or_else(|p| p.into_inner()).insert(u64::from_be_bytes(body), fds);
+                    let mut table = self.fds.lock().unwrap_or_else(|p| p.into_inner());
+                    table.retain(|_, (at, _)| at.elapsed() < UNCLAIMED);
+                    table.insert(u64::from_be_bytes(body), (Instant::now(), fds));
+                    drop(table);
                     self.arrived.notify_waiters();
                 }
                 Ok((0, ..)) | Err(_) => return,
                 Ok(_) => continue,
             }
         }
+    }
+
+    /// Closes what came for call `id` (cancelled) and was not taken.
+    pub(super) fn forget(&self, id: u64) {
+        self.fds.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
 
     /// The descriptors of call `id` (sent before its frame: a short wait
@@ -105,7 +117,7 @@ impl Received {
                 let arrived = self.arrived.notified();
                 tokio::pin!(arrived);
                 arrived.as_mut().enable();
-                if let Some(fds) = self.fds.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+                if let Some((_, fds)) = self.fds.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
                     return fds;
                 }
                 arrived.await;

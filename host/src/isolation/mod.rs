@@ -1060,6 +1060,7 @@ async fn serve() -> i32 {
                     task.abort();
                     dying.lock().unwrap_or_else(|p| p.into_inner()).push(task);
                 }
+                received.forget(id);
             }
             Request::Call(id, call) => {
                 let (provider, out, running2, received, dying) =
