@@ -176,3 +176,77 @@ fn a_wrong_password_is_asked_once() {
     let s = stats(&svc, &repo);
     assert_eq!((counts(&s), s["denied"].as_u64()), ((1, 0, 0), Some(1)), "{s}");
 }
+
+/// Sets the lifetime of the token server's tokens for `repo`.
+fn lifetime(svc: &Services, repo: &str, secs: u64) {
+    let rule = serde_json::json!({ "scope": format!("repository:{repo}:"), "expires_in": secs }).to_string();
+    let (body, code) = curl(&[
+        "-XPOST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &rule,
+        &format!("{}/_test/lifetime", token_server(svc)),
+    ]);
+    assert_eq!(code, "200", "lifetime {rule}: {body}");
+}
+
+/// Sleeps until `at` (and a little more).
+async fn until(at: std::time::SystemTime) {
+    let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    tokio::time::sleep(left + std::time::Duration::from_millis(300)).await;
+}
+
+/// A library user's cached token, past its refresh point: `fault` armed,
+/// then `then` with the provider, the scope, the token and its expiry.
+fn cached_then_fault<F, Fut>(tag: &str, fault: serde_json::Value, then: F)
+where
+    F: FnOnce(credhost::ProviderHandle, String, credhost::RegistryAuth) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let svc = Services::get();
+    let ws = token_ws(&svc, &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+    ws.apply_env();
+    let repo = repository(tag);
+    // 40 s: refreshed from 30 s on (a quarter of the lifetime before it
+    // ends), which leaves the plugin's retries time to fail before expiry.
+    lifetime(&svc, &repo, 40);
+    let scope = format!("repository:{repo}:pull");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let host = credhost::Host::from_file(&ws.path("plugins.toml"), None).unwrap();
+        let provider = host.active().await.unwrap();
+        let first = provider.registry_auth(None, Some(&scope)).await.unwrap().expect("a token");
+        let expires = first.expires_at.expect("an expiry");
+        until(expires - std::time::Duration::from_secs(10)).await;
+        arm(&svc, &repo, serde_json::json!({ "status": fault["status"], "n": 50 }));
+        then(provider, scope, first).await;
+    });
+}
+
+/// A refresh that meets a failing token server (503 on every attempt) is
+/// answered with the cached token until it expires, and with the error
+/// after; the server saw the refresh tried, and tried again after a pause.
+#[test]
+fn a_failing_refresh_serves_the_cached_token_until_it_expires() {
+    cached_then_fault("stale", serde_json::json!({ "status": 503 }), |provider, scope, first| async move {
+        let stale = provider.registry_auth(None, Some(&scope)).await.expect("the cached token, stale").unwrap();
+        assert_eq!(stale.secret.expose(), first.secret.expose());
+        // Within the pause after the failure: served without asking.
+        let again = provider.registry_auth(None, Some(&scope)).await.expect("still the cached token").unwrap();
+        assert_eq!(again.secret.expose(), first.secret.expose());
+        until(first.expires_at.unwrap()).await;
+        let err = provider.registry_auth(None, Some(&scope)).await.expect_err("expired: no stale token");
+        assert_eq!(err.kind(), credhost::ErrorKind::Unavailable, "{err}");
+    });
+}
+
+/// A refresh refused (401: the identity lost its rights) gets the error at
+/// once, never the cached token.
+#[test]
+fn a_refused_refresh_gets_no_stale_token() {
+    cached_then_fault("refused", serde_json::json!({ "status": 401 }), |provider, scope, _| async move {
+        let err = provider.registry_auth(None, Some(&scope)).await.expect_err("refused: no stale token");
+        assert_eq!(err.kind(), credhost::ErrorKind::Unauthenticated, "{err}");
+    });
+}
