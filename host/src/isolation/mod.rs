@@ -917,11 +917,8 @@ impl ProcessProvider {
             };
             let path = PathBuf::from(path.as_str());
             let (Some(dir), Some(file)) = (path.parent(), path.file_name().and_then(|f| f.to_str())) else {
-                return RResult::RErr(io_failure(
-                    "cannot write",
-                    &path.display().to_string(),
-                    &io::Error::other("not a file in a directory"),
-                ));
+                let why = format!("cannot write {}: not a file in a directory", path.display());
+                return RResult::RErr(PluginError::new(PluginKind::IO, why));
             };
             let opened = match tokio::fs::File::open(dir).await {
                 Ok(d) => d.into_std().await,
