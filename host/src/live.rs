@@ -63,6 +63,7 @@ pub struct SwitchStatus {
 pub struct LiveHost {
     shared: Arc<Shared>,
     watcher: Option<tokio::task::JoinHandle<()>>,
+    refresher: tokio::task::JoinHandle<()>,
 }
 
 struct Shared {
@@ -162,7 +163,8 @@ impl LiveHost {
             attempts: std::sync::Mutex::new(Vec::new()),
         });
         let watcher = watch.then(|| tokio::spawn(poll(shared.clone(), options.interval)));
-        Ok(Self { shared, watcher })
+        let refresher = tokio::spawn(refresh_ahead(shared.clone()));
+        Ok(Self { shared, watcher, refresher })
     }
 
     /// The provider to start an operation with. Keep the handle for the
@@ -210,6 +212,7 @@ impl Drop for LiveHost {
         if let Some(w) = &self.watcher {
             w.abort();
         }
+        self.refresher.abort();
         for attempt in self.shared.attempts.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             attempt.abort();
         }
@@ -385,6 +388,31 @@ async fn poll(shared: Arc<Shared>, interval: Duration) {
                 }
             }
         }
+    }
+}
+
+/// How often [`refresh_ahead`] looks for registry credentials to refresh.
+const REFRESH_TICK: Duration = Duration::from_secs(1);
+
+/// Refreshes the registry credentials that the providers being served have
+/// cached and that near their refresh point, so that no request waits on
+/// the platform for credentials it asked for before (see
+/// [`ProviderHandle::refresh_tokens`]).
+async fn refresh_ahead(shared: Arc<Shared>) {
+    let mut ticks = tokio::time::interval(REFRESH_TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let active = shared.active();
+        let mut providers = vec![active.provider.clone()];
+        if let Some(registries) = active.registries.get() {
+            for p in registries.built().await {
+                if !providers.iter().any(|q| q.same_as(&p)) {
+                    providers.push(p);
+                }
+            }
+        }
+        futures::future::join_all(providers.iter().map(ProviderHandle::refresh_tokens)).await;
     }
 }
 

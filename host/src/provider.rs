@@ -186,6 +186,9 @@ struct Inner {
     interface: &'static str,
     provider: AnyProvider,
     tokens: TokenCache,
+    /// What was asked of the plugin for each key of `tokens`, to refresh
+    /// it ahead of time.
+    token_requests: std::sync::Mutex<std::collections::HashMap<String, TokenRequest>>,
     limits: Limits,
     /// The registries the instance serves, to word registry requests: the
     /// configuration's, replaced when an edit of it keeps the provider.
@@ -193,6 +196,36 @@ struct Inner {
     /// Set when the plugin panicked: from then on every call is refused at
     /// once, until a new provider is built.
     failed: AtomicBool,
+}
+
+/// What a registry-credentials request asked of the plugin.
+#[derive(Clone)]
+struct TokenRequest {
+    /// The registry as asked of the plugin (`None`: the instance's own).
+    registry: Option<String>,
+    scope: Option<String>,
+    form: AuthForm,
+}
+
+impl TokenRequest {
+    /// Its key in the token cache.
+    fn key(&self) -> String {
+        format!(
+            "{}\u{0}{}\u{0}{:?}",
+            self.registry.as_deref().unwrap_or(""),
+            self.scope.as_deref().unwrap_or(""),
+            self.form
+        )
+    }
+}
+
+/// A platform that is down, failing or slow: the cached answer until it
+/// expires. Refused credentials: nothing.
+fn stale_on_error(e: &Error) -> OnError {
+    match e.kind() {
+        crate::ErrorKind::Unavailable | crate::ErrorKind::TimedOut => OnError::ServeStale,
+        _ => OnError::Drop,
+    }
 }
 
 /// The deadline an operation runs under.
@@ -217,6 +250,7 @@ impl ProviderHandle {
             interface,
             provider,
             tokens: TokenCache::default(),
+            token_requests: Default::default(),
             limits,
             served: std::sync::RwLock::new(served),
             failed: AtomicBool::new(false),
@@ -227,6 +261,11 @@ impl ProviderHandle {
     /// The interface minor the plugin speaks (`1.0`, `1.1`).
     pub fn interface(&self) -> &str {
         self.inner.interface
+    }
+
+    /// Whether `other` is a clone of this handle (the same provider and cache).
+    pub(crate) fn same_as(&self, other: &ProviderHandle) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Whether the plugin panicked in this provider, which then refuses
@@ -387,28 +426,51 @@ impl ProviderHandle {
         let host = registry.map(crate::patterns::checked_host).transpose()?;
         let asked =
             host.as_deref().and_then(|h| self.inner.served.read().unwrap_or_else(|p| p.into_inner()).request_for(h));
-        let key = format!("{}\u{0}{}\u{0}{form:?}", asked.as_deref().unwrap_or(""), scope.unwrap_or(""));
-        let fetch = || async {
-            let mut req = RegistryRequest::for_registry(asked.as_deref()).with_auth_form(form.to_api());
-            if let Some(scope) = scope {
-                req = req.with_scope(scope);
-            }
-            let auth = self.call(Operation::Registry, self.inner.provider.registry_auth(req), None).await?;
-            Ok(auth.into_option().map(|a| RegistryAuth::from_api(&a)))
-        };
-        // A platform that is down, failing or slow: the cached answer until
-        // it expires. Refused credentials: nothing.
-        let on_error = |e: &Error| match e.kind() {
-            crate::ErrorKind::Unavailable | crate::ErrorKind::TimedOut => OnError::ServeStale,
-            _ => OnError::Drop,
-        };
-        let auth = self.inner.tokens.get_or_refresh(&key, fetch, on_error).await?;
+        let req = TokenRequest { registry: asked, scope: scope.map(str::to_owned), form };
+        let key = req.key();
+        self.inner
+            .token_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_insert_with(|| req.clone());
+        let auth = self.inner.tokens.get_or_refresh(&key, || self.fetch_token(&req), stale_on_error).await?;
         Ok(auth.map(|mut a| {
             if let Some(host) = host {
                 a.server = host;
             }
             a
         }))
+    }
+
+    /// Asks the plugin for the registry credentials `req` describes.
+    async fn fetch_token(&self, req: &TokenRequest) -> Result<Option<RegistryAuth>> {
+        let mut ask = RegistryRequest::for_registry(req.registry.as_deref()).with_auth_form(req.form.to_api());
+        if let Some(scope) = &req.scope {
+            ask = ask.with_scope(scope);
+        }
+        let auth = self.call(Operation::Registry, self.inner.provider.registry_auth(ask), None).await?;
+        Ok(auth.into_option().map(|a| RegistryAuth::from_api(&a)))
+    }
+
+    /// Refreshes, ahead of their refresh point, the cached registry
+    /// credentials that near it and were asked for in the last half hour,
+    /// so that callers keep finding them cached and never wait on the
+    /// platform for them: [`crate::LiveHost`] calls it every second. A
+    /// refresh that fails leaves the cached credentials in use until they
+    /// expire (dropped at once when the platform refused them), and is tried
+    /// again after a pause.
+    pub async fn refresh_tokens(&self) {
+        if self.is_failed() {
+            return;
+        }
+        let due: Vec<(String, TokenRequest)> = {
+            let requests = self.inner.token_requests.lock().unwrap_or_else(|p| p.into_inner());
+            self.inner.tokens.due().into_iter().filter_map(|k| requests.get(&k).cloned().map(|r| (k, r))).collect()
+        };
+        let refreshes =
+            due.iter().map(|(key, req)| self.inner.tokens.refresh(key, || self.fetch_token(req), stale_on_error));
+        futures::future::join_all(refreshes).await;
     }
 
     /// Uploads a local file. Refuses, before sending anything, names that

@@ -90,6 +90,11 @@ impl Registries {
         self.host.config()
     }
 
+    /// The providers built so far.
+    pub(crate) async fn built(&self) -> Vec<ProviderHandle> {
+        self.providers.lock().await.values().cloned().collect()
+    }
+
     /// The provider of instance `instance`: the one built before (and
     /// shared by every registry it serves), unless its plugin panicked in
     /// it, else a new one.

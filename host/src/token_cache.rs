@@ -4,11 +4,22 @@
 //! served until it really expires, the refresh tried again with a growing
 //! pause. Never after an authentication failure: a revoked identity gets
 //! no stale token.
+//!
+//! A long-running embedder refreshes answers ahead of time
+//! ([`TokenCache::due`], [`TokenCache::refresh`]), so that its callers keep
+//! finding them cached. Once it does, a caller is served an answer it asked
+//! for within the last half hour until that answer expires, even while its
+//! refreshes fail, and never waits on the platform for it. Without that, a
+//! caller that finds an answer past its refresh point while another fetch
+//! of it is under way is served the cached answer rather than waiting.
 
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc, Mutex, RwLock,
+    },
     time::{Duration, Instant},
 };
 
@@ -20,11 +31,20 @@ use crate::{types::unix_seconds, RegistryAuth};
 /// answers) are reused.
 pub const NO_EXPIRY_TTL: Duration = Duration::from_secs(600);
 
+/// Answers not asked for within this long are not refreshed ahead of time.
+pub const REFRESH_AHEAD_IDLE: Duration = Duration::from_secs(1800);
+
+/// The most an answer is refreshed ahead of its refresh point.
+const REFRESH_AHEAD_MAX: i64 = 60;
+
 #[derive(Clone)]
 struct Entry {
     auth: Option<RegistryAuth>,
     /// Unix seconds after which the entry must be refreshed.
     use_until: i64,
+    /// Unix seconds from which it is refreshed ahead of time: a quarter of
+    /// its time to `use_until` before it, at most a minute.
+    ahead_from: i64,
     /// Unix seconds after which it must not be used at all, even when its
     /// refresh fails: its expiry (an answer without one: one more
     /// [`NO_EXPIRY_TTL`] past its refresh point).
@@ -61,11 +81,17 @@ fn retry_pause(n: u32) -> Duration {
 #[derive(Default)]
 pub struct TokenCache {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
+    /// Set once answers are refreshed ahead of time ([`TokenCache::due`]
+    /// was called): from then on a caller is served an answer asked for
+    /// recently until it expires, its refresh left to the refresher.
+    ahead: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
 struct Slot {
     cached: RwLock<Option<Entry>>,
+    /// Unix seconds of the latest time the answer was asked for.
+    asked: AtomicI64,
     fetching: tokio::sync::Mutex<()>,
     /// Woken when a fetch ends, whether it succeeded, failed or was dropped.
     fetched: tokio::sync::Notify,
@@ -87,14 +113,35 @@ impl Drop for Fetching<'_> {
 
 impl Slot {
     /// The cached answer, when it is still live, or past its refresh point
-    /// but served stale until the pause after a failed refresh is over.
-    fn live(&self) -> Option<Option<RegistryAuth>> {
+    /// but served stale until the pause after a failed refresh is over; or,
+    /// when refreshes `ahead` of time look after an answer asked for
+    /// recently, until it expires.
+    fn live(&self, ahead: bool) -> Option<Option<RegistryAuth>> {
         let cached = self.cached.read().unwrap_or_else(|p| p.into_inner());
         let now = unix_now();
+        let recent = now - self.asked.swap(now, Ordering::Relaxed) <= REFRESH_AHEAD_IDLE.as_secs() as i64;
         cached
             .as_ref()
-            .filter(|e| now < e.use_until || (now < e.hard_until && e.retry_at.is_some_and(|at| Instant::now() < at)))
+            .filter(|e| {
+                now < e.use_until
+                    || (now < e.hard_until && ((ahead && recent) || e.retry_at.is_some_and(|at| Instant::now() < at)))
+            })
             .map(|e| e.auth.clone())
+    }
+
+    /// The cached answer while it has not expired, however stale.
+    fn unexpired(&self) -> Option<Option<RegistryAuth>> {
+        let cached = self.cached.read().unwrap_or_else(|p| p.into_inner());
+        cached.as_ref().filter(|e| unix_now() < e.hard_until).map(|e| e.auth.clone())
+    }
+
+    /// Whether the answer is due for a refresh ahead of time.
+    fn due(&self, now: i64) -> bool {
+        let cached = self.cached.read().unwrap_or_else(|p| p.into_inner());
+        let recent = now - self.asked.load(Ordering::Relaxed) <= REFRESH_AHEAD_IDLE.as_secs() as i64;
+        cached.as_ref().is_some_and(|e| {
+            recent && now >= e.ahead_from && now < e.hard_until && e.retry_at.is_none_or(|at| Instant::now() >= at)
+        })
     }
 }
 
@@ -139,15 +186,9 @@ impl TokenCache {
         E: std::fmt::Display,
         O: FnOnce(&E) -> OnError,
     {
-        let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            match slots.get(key) {
-                Some(slot) => slot.clone(),
-                None => slots.entry(key.to_owned()).or_default().clone(),
-            }
-        };
-        let _fetching = loop {
-            if let Some(auth) = slot.live() {
+        let slot = self.slot(key);
+        let fetching = loop {
+            if let Some(auth) = slot.live(self.ahead.load(Ordering::Relaxed)) {
                 return Ok(auth);
             }
             // Registered before the lock is tried, so that the end of a
@@ -157,14 +198,79 @@ impl TokenCache {
             if let Ok(lock) = slot.fetching.try_lock() {
                 break Fetching { lock: Some(lock), done: &slot.fetched };
             }
+            // Another caller (or a refresh ahead of time) is fetching: an
+            // answer that has not expired is served rather than waited for.
+            if let Some(auth) = slot.unexpired() {
+                return Ok(auth);
+            }
             // After a failed fetch the cache is still empty: the woken
             // callers race for the lock and one of them fetches again.
             ended.await;
         };
         // Another caller may have fetched between the check and the lock.
-        if let Some(auth) = slot.live() {
+        if let Some(auth) = slot.live(false) {
             return Ok(auth);
         }
+        Self::fetch_into(&slot, key, fetch, on_error, fetching).await
+    }
+
+    /// Keys whose answers near their refresh point (a quarter of their time
+    /// to it, at most a minute, before it) and were asked for within
+    /// [`REFRESH_AHEAD_IDLE`]; answers whose refresh failed only once the
+    /// pause after the failure is over.
+    pub fn due(&self) -> Vec<String> {
+        self.ahead.store(true, Ordering::Relaxed);
+        let now = unix_now();
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.iter().filter(|(_, slot)| slot.due(now)).map(|(key, _)| key.clone()).collect()
+    }
+
+    /// Refreshes the answer for `key` now, unless a fetch of it is under
+    /// way; a failure is handled as in [`TokenCache::get_or_refresh`] (the
+    /// cached answer kept until it expires, or dropped). Callers meanwhile
+    /// get the cached answer.
+    pub async fn refresh<F, Fut, E, O>(&self, key: &str, fetch: F, on_error: O)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<RegistryAuth>, E>>,
+        E: std::fmt::Display,
+        O: FnOnce(&E) -> OnError,
+    {
+        let slot = self.slot(key);
+        let Ok(lock) = slot.fetching.try_lock() else { return };
+        let fetching = Fetching { lock: Some(lock), done: &slot.fetched };
+        if let Err(e) = Self::fetch_into(&slot, key, fetch, on_error, fetching).await {
+            tracing::warn!(
+                target: "credhost::token",
+                key = %key.replace('\u{0}', " "),
+                "refreshing registry credentials ahead of time failed, and the cached ones were dropped: {e}"
+            );
+        }
+    }
+
+    fn slot(&self, key: &str) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        match slots.get(key) {
+            Some(slot) => slot.clone(),
+            None => slots.entry(key.to_owned()).or_default().clone(),
+        }
+    }
+
+    /// Runs `fetch` holding the slot's fetch lock, and caches its answer,
+    /// or handles its error.
+    async fn fetch_into<F, Fut, E, O>(
+        slot: &Slot,
+        key: &str,
+        fetch: F,
+        on_error: O,
+        _fetching: Fetching<'_>,
+    ) -> Result<Option<RegistryAuth>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<RegistryAuth>, E>>,
+        E: std::fmt::Display,
+        O: FnOnce(&E) -> OnError,
+    {
         let auth = match fetch().await {
             Ok(auth) => auth,
             Err(e) => {
@@ -196,6 +302,7 @@ impl TokenCache {
         let entry = use_until(now, expires).map(|until| Entry {
             auth: auth.clone(),
             use_until: until,
+            ahead_from: until - ((until - now) / 4).min(REFRESH_AHEAD_MAX),
             hard_until: expires.unwrap_or(until + NO_EXPIRY_TTL.as_secs() as i64),
             failed: 0,
             retry_at: None,
@@ -384,5 +491,129 @@ mod tests {
         let refused = || async { Err::<Option<RegistryAuth>, _>("401: the identity was revoked") };
         assert!(cache.get_or_refresh("k", refused, |_| OnError::Drop).await.is_err());
         assert!(cache.get_or_refresh("k", down, stale).await.is_err(), "a refused token was served stale");
+    }
+
+    /// Sleeps until the unix second `at` has begun.
+    async fn until(at: i64) {
+        while unix_now() < at {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn secret(a: &Option<RegistryAuth>) -> String {
+        a.as_ref().unwrap().secret.expose().to_owned()
+    }
+
+    fn token(secret: &str, expires_at: i64) -> Option<RegistryAuth> {
+        let mut a = auth(Some(expires_at));
+        a.as_mut().unwrap().secret = Secret::new(secret);
+        a
+    }
+
+    /// An answer asked for recently becomes due before its refresh point;
+    /// refreshed, callers get the new answer without fetching. One not asked
+    /// for within the idle time is not refreshed.
+    #[tokio::test]
+    async fn answers_are_refreshed_ahead_of_their_refresh_point() {
+        let cache = TokenCache::default();
+        let expires = unix_now() + 9;
+        cache.get_or_fetch("k", || async { Ok::<_, &str>(token("one", expires)) }).await.unwrap();
+        let refresh_at = use_until(unix_now(), Some(expires)).unwrap();
+        assert!(cache.due().is_empty(), "due at once");
+        until(refresh_at - 1).await;
+        assert_eq!(cache.due(), vec!["k".to_owned()]);
+
+        // Not asked for within the idle time: not refreshed.
+        let asked = cache.slot("k").asked.swap(unix_now() - REFRESH_AHEAD_IDLE.as_secs() as i64 - 1, Ordering::Relaxed);
+        assert!(cache.due().is_empty(), "an idle answer is due");
+        cache.slot("k").asked.store(asked, Ordering::Relaxed);
+
+        cache.refresh("k", || async { Ok::<_, &str>(token("two", unix_now() + 3600)) }, |_| OnError::Drop).await;
+        let calls = AtomicUsize::new(0);
+        let got = cache
+            .get_or_fetch("k", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, &str>(token("three", unix_now() + 3600))
+            })
+            .await
+            .unwrap();
+        assert_eq!((secret(&got), calls.load(Ordering::SeqCst)), ("two".to_owned(), 0));
+        assert!(cache.due().is_empty());
+    }
+
+    /// A refresh ahead of time that fails as unavailable keeps the answer
+    /// (not due again within the pause); one refused drops it.
+    #[tokio::test]
+    async fn a_failed_refresh_ahead_keeps_or_drops_the_answer() {
+        for outcome in [OnError::ServeStale, OnError::Drop] {
+            let cache = TokenCache::default();
+            let expires = unix_now() + 9;
+            cache.get_or_fetch("k", || async { Ok::<_, &str>(token("one", expires)) }).await.unwrap();
+            until(use_until(unix_now(), Some(expires)).unwrap() - 1).await;
+            assert_eq!(cache.due().len(), 1);
+            cache.refresh("k", || async { Err::<Option<RegistryAuth>, _>("failed") }, |_| outcome).await;
+            assert!(cache.due().is_empty(), "due again at once after a failure");
+            let got = cache.get_or_fetch("k", || async { Err::<Option<RegistryAuth>, _>("asked") }).await;
+            match outcome {
+                OnError::ServeStale => assert_eq!(secret(&got.unwrap()), "one"),
+                OnError::Drop => assert_eq!(got.unwrap_err(), "asked"),
+            }
+        }
+    }
+
+    /// Past its refresh point, while another fetch of it is under way, a
+    /// caller is served the unexpired answer rather than waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_do_not_wait_for_a_slow_refresh() {
+        let cache = Arc::new(TokenCache::default());
+        let expires = unix_now() + 8;
+        cache.get_or_fetch("k", || async { Ok::<_, &str>(token("one", expires)) }).await.unwrap();
+        until(use_until(unix_now(), Some(expires)).unwrap()).await;
+        let slow = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .refresh(
+                        "k",
+                        || async {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            Ok::<_, &str>(token("two", unix_now() + 3600))
+                        },
+                        |_| OnError::ServeStale,
+                    )
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let got = tokio::time::timeout(
+            Duration::from_secs(1),
+            cache.get_or_fetch("k", || async { Ok::<_, &str>(token("mine", unix_now() + 3600)) }),
+        )
+        .await
+        .expect("a caller waited for the refresh under way");
+        assert_eq!(secret(&got.unwrap()), "one");
+        slow.abort();
+    }
+
+    /// Once answers are refreshed ahead of time, a caller past the refresh
+    /// point of an answer it asked for recently is served it without
+    /// fetching (the refresher's job); one idle for longer fetches.
+    #[tokio::test]
+    async fn with_refreshes_ahead_callers_never_fetch_an_answer_they_use() {
+        let cache = TokenCache::default();
+        let expires = unix_now() + 8;
+        cache.get_or_fetch("k", || async { Ok::<_, &str>(token("one", expires)) }).await.unwrap();
+        cache.due();
+        until(use_until(unix_now(), Some(expires)).unwrap()).await;
+        let calls = AtomicUsize::new(0);
+        let fetch = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, &str>(token("mine", unix_now() + 3600))
+        };
+        assert_eq!(secret(&cache.get_or_fetch("k", fetch).await.unwrap()), "one");
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        cache.slot("k").asked.store(unix_now() - REFRESH_AHEAD_IDLE.as_secs() as i64 - 1, Ordering::Relaxed);
+        assert_eq!(secret(&cache.get_or_fetch("k", fetch).await.unwrap()), "mine");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

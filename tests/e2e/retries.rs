@@ -250,3 +250,163 @@ fn a_refused_refresh_gets_no_stale_token() {
         assert_eq!(err.kind(), credhost::ErrorKind::Unauthenticated, "{err}");
     });
 }
+
+/// `LiveHost` refreshes a token it served before its refresh point, with
+/// nobody asking: the token server sees the second request while no caller
+/// waits, and the next caller gets the new token without a request.
+#[test]
+fn live_host_refreshes_a_served_token_in_the_background() {
+    let svc = Services::get();
+    let ws = token_ws(&svc, &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+    ws.apply_env();
+    let repo = repository("ahead");
+    // 40 s: refresh point at 30 s, refreshed ahead of it from about 23 s.
+    lifetime(&svc, &repo, 40);
+    let scope = format!("repository:{repo}:pull");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (live, first, expires) = live_token(&ws, &scope).await;
+        assert_eq!(counts(&stats(&svc, &repo)), (1, 0, 1));
+        until(expires - std::time::Duration::from_secs(12)).await;
+        assert_eq!(counts(&stats(&svc, &repo)), (2, 0, 2), "not refreshed ahead of time");
+        let second = live.provider().registry_auth(None, Some(&scope)).await.unwrap().expect("a token");
+        assert_ne!(second.secret.expose(), first.secret.expose(), "the refreshed token was not served");
+        assert!(second.expires_at > first.expires_at);
+        assert_eq!(counts(&stats(&svc, &repo)), (2, 0, 2), "the caller asked the token server");
+    });
+}
+
+/// A `LiveHost` over `ws`, a token for `scope` it served, and its expiry.
+async fn live_token(
+    ws: &Workspace,
+    scope: &str,
+) -> (credhost::LiveHost, credhost::RegistryAuth, std::time::SystemTime) {
+    let live = credhost::LiveHost::open(&ws.path("plugins.toml"), None).await.unwrap();
+    let first = live.provider().registry_auth(None, Some(scope)).await.unwrap().expect("a token");
+    let expires = first.expires_at.expect("an expiry");
+    (live, first, expires)
+}
+
+/// A token server and a Distribution registry that trusts it, both of this
+/// test's own, so that the token server can be stopped.
+struct PrivateTokenRegistry {
+    registry: Server,
+    token_server: Option<Server>,
+    address: String,
+}
+
+impl PrivateTokenRegistry {
+    /// Starts both in `ws`, tokens living `lifetime` seconds.
+    fn start(svc: &Services, ws: &Workspace, lifetime: u64) -> Self {
+        let (token_port, registry_port) = (free_port(), free_port());
+        let dir = ws.path("token-server");
+        let token_server = std::process::Command::new(svc.var("CREDHOST_TEST_PYTHON"))
+            .arg(repo_root().join("tests/services/token_server.py"))
+            .args(["--port", &token_port.to_string(), "--dir", dir.to_str().unwrap()])
+            .args(["--service", "private-registry", "--issuer", "private-issuer"])
+            .args(["--user", &svc.var("CREDHOST_TEST_REGISTRY_USER"), "--expires-in", &lifetime.to_string()])
+            .env("CREDHOST_TEST_TOKEN_PASSWORD", svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(ws.path("token-server.log")).unwrap())
+            .spawn()
+            .expect("start token_server.py");
+        let token_server = Server(token_server);
+        wait_for_status(&format!("http://127.0.0.1:{token_port}/healthz"), "200");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: \"{data}\"\nhttp:\n  addr: 127.0.0.1:{registry_port}\nauth:\n  token:\n    realm: http://127.0.0.1:{token_port}/token\n    service: private-registry\n    issuer: private-issuer\n    rootcertbundle: \"{cert}\"\n",
+            data = ws.path("registry-data").display(),
+            cert = dir.join("cert.pem").display(),
+        );
+        std::fs::write(ws.path("registry.yml"), config).unwrap();
+        let registry = std::process::Command::new("docker-registry")
+            .args(["serve", ws.path("registry.yml").to_str().unwrap()])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(ws.path("registry.log")).unwrap())
+            .spawn()
+            .expect("start docker-registry");
+        let registry = Server(registry);
+        let address = format!("127.0.0.1:{registry_port}");
+        wait_for_status(&format!("http://{address}/v2/"), "401");
+        Self { registry, token_server: Some(token_server), address }
+    }
+
+    /// Stops the token server (connections to it are refused from now on).
+    fn stop_token_server(&mut self) {
+        self.token_server.take();
+    }
+}
+
+impl Drop for PrivateTokenRegistry {
+    fn drop(&mut self) {
+        self.token_server.take();
+        let _ = self.registry.0.kill();
+    }
+}
+
+/// Waits (at most 20 s) for `url` to answer `status`.
+fn wait_for_status(url: &str, status: &str) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url])
+            .output()
+            .expect("spawn curl");
+        if String::from_utf8_lossy(&out.stdout) == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} did not answer {status}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The registry's token server stopped while `LiveHost` holds a token:
+/// the refresh ahead of time fails (warned), callers past the refresh point
+/// get the cached token without waiting, and after its expiry the error.
+#[test]
+fn a_stopped_token_server_leaves_the_cached_token_in_use_until_it_expires() {
+    let logs = capture_logs();
+    let svc = Services::get();
+    let mut ws = Workspace::new();
+    let mut registry = PrivateTokenRegistry::start(&svc, &ws, 40);
+    ws.write_config(&format!(
+        "platform = \"local\"\nplugin_dir = \"{}\"\n\n[plugins.local]\nplugin = \"local\"\n[plugins.local.settings]\nregistry = {{ url = \"http://{}\", auth = \"token\", username_env = \"REG_USER\", password_env = \"REG_PASS\" }}\nstorage = {{ kind = \"fs\", root = \"store\", bucket = \"projects\" }}\n",
+        release_dir().display(),
+        registry.address
+    ));
+    ws.set_env("REG_USER", &svc.var("CREDHOST_TEST_REGISTRY_USER"));
+    ws.set_env("REG_PASS", &svc.var("CREDHOST_TEST_REGISTRY_PASSWORD"));
+    ws.apply_env();
+    let repo = repository("stopped");
+    let scope = format!("repository:{repo}:pull");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (live, first, expires) = live_token(&ws, &scope).await;
+        registry.stop_token_server();
+
+        // Past the refresh point (10 s before expiry), the refresh ahead of
+        // time has failed, with nobody asking; a caller gets the cached
+        // token at once.
+        until(expires - std::time::Duration::from_secs(9)).await;
+        let warned = logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("refreshing registry credentials failed") && l.contains(&repo));
+        assert!(warned, "no failed refresh ahead of time was logged");
+        // Callers, every 100 ms until a second before expiry, while the
+        // refreshes keep failing and pausing.
+        while std::time::SystemTime::now() + std::time::Duration::from_secs(1) < expires {
+            let started = Instant::now();
+            let stale = live.provider().registry_auth(None, Some(&scope)).await.expect("the cached token");
+            assert!(started.elapsed() < std::time::Duration::from_millis(100), "waited {:?}", started.elapsed());
+            assert_eq!(stale.unwrap().secret.expose(), first.secret.expose());
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+
+        until(expires).await;
+        let err = live.provider().registry_auth(None, Some(&scope)).await.expect_err("expired: no stale token");
+        assert_eq!(err.kind(), credhost::ErrorKind::Unavailable, "{err}");
+    });
+}

@@ -210,3 +210,35 @@ def test_edits_of_other_instances_keep_the_token_cache(services, tmp_path):
     assert live.get_registry_token() == token
     assert token_requests(services, repository) == 1, "an edit of another instance cost a new token request"
     assert live.status() == credhost.SwitchStatus(0, "a", None), "no new provider"
+
+
+def test_tokens_are_refreshed_in_the_background(services, tmp_path):
+    """A token asked for once is refreshed before its refresh point with
+    nobody asking (the token server counts the request), and the next
+    caller gets the new token without a request of its own."""
+    repository = f"live-ahead-{os.getpid()}-{time.time_ns()}"
+    base = services["CREDHOST_TEST_TOKEN_REALM"].rsplit("/", 1)[0]
+    rule = json.dumps({"scope": f"repository:{repository}:", "expires_in": 40}).encode()
+    status, body = http("POST", f"{base}/_test/lifetime", rule, {"Content-Type": "application/json"})
+    assert status == 200, (status, body)
+    token_auth = (
+        f'{{ url = "http://{services["CREDHOST_TEST_REGISTRY_TOKEN"]}", auth = "token", '
+        'username_env = "REG_USER", password_env = "REG_PASS" }'
+    )
+    config = tmp_path / "plugins.toml"
+    config.write_text(
+        f'platform = "a"\nplugin_dir = "{release_dir()}"\n'
+        f'\n[plugins.a]\nplugin = "local"\n[plugins.a.settings]\nregistry = {token_auth}\n'
+        'storage = { kind = "fs", root = "store-a", bucket = "projects" }\n'
+    )
+    live = credhost.LiveCredentials(config)
+    scope = f"repository:{repository}:pull"
+    first = live.registry_auth(scope=scope)
+    assert first is not None and first.expires_at is not None
+    assert token_requests(services, repository) == 1
+    # Refresh point 30 s after issue; refreshed ahead of it from about 23 s.
+    time.sleep(max(0.0, first.expires_at - 12 - time.time()))
+    assert token_requests(services, repository) == 2, "not refreshed in the background"
+    second = live.registry_auth(scope=scope)
+    assert second.password.reveal() != first.password.reveal()
+    assert token_requests(services, repository) == 2, "the caller waited for a request of its own"
