@@ -26,6 +26,8 @@ pub struct Global {
     pub quiet: bool,
     /// How much to tell (`-v`, repeated).
     pub verbose: u8,
+    /// The caller's label in audit lines.
+    pub audit_label: Option<String>,
 }
 
 /// One command, resolved.
@@ -40,6 +42,8 @@ pub enum Command {
     Delete { bucket: String, name: String },
     /// `credhost check`
     Check,
+    /// `credhost audit hash`
+    AuditHash { value: String },
     /// `credhost token`
     Token { registry: Option<String>, scope: Option<String>, format: TokenFormat },
     /// `credhost upload`
@@ -80,7 +84,13 @@ pub struct DockerConfig {
 
 /// Resolves the parsed command line.
 pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
-    let global = Global { config: cli.config, platform: cli.platform, quiet: cli.quiet, verbose: cli.verbose };
+    let global = Global {
+        config: cli.config,
+        platform: cli.platform,
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+        audit_label: cli.audit_label,
+    };
     let command = match cli.command {
         flags::Command::Plugins { action: Some(flags::PluginsAction::Inspect { file, json }), .. } => {
             Command::Inspect { file, json }
@@ -104,6 +114,7 @@ pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
         },
         flags::Command::Delete { bucket, name } => Command::Delete { bucket, name },
         flags::Command::Check => Command::Check,
+        flags::Command::Audit { action: flags::AuditAction::Hash { value } } => Command::AuditHash { value },
         flags::Command::Token { registry, scope, repository, format } => {
             if registry.as_deref().is_some_and(|r| r.trim().is_empty()) {
                 return Err(Error::Usage("--registry is empty: give a registry host, e.g. 127.0.0.1:5000".into()));

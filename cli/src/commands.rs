@@ -54,8 +54,10 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
         let report = crate::inspect::inspect(file, policy).await?;
         return inspect(&report, file, *json, global.verbose);
     }
+    credhost::audit::set_process_label(global.audit_label.as_deref());
     let host = Host::from_file(&global.config, global.platform.as_deref())?;
     match command {
+        Command::AuditHash { value } => audit_hash(&host, value),
         Command::Plugins { pin: true, .. } => blocking(move || pins(&host)).await,
         Command::Plugins { json, .. } => {
             let json = *json;
@@ -193,7 +195,7 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
         Command::KubeletProvider { require_service_account } => {
             let input = crate::credhelper::read_input(credhost::kubelet::MAX_REQUEST as u64)?;
             let opts = credhost::kubelet::RespondOptions { require_service_account: *require_service_account };
-            kubelet_answer(&Registries::new(host.config().clone()), &input, opts).await
+            kubelet_answer(&Registries::new(host.config().clone()).for_kubelet(), &input, opts).await
         }
         Command::KubeletConfig { name, default_cache_duration, tokens, output, force } => {
             let registries = Registries::new(host.config().clone());
@@ -332,6 +334,28 @@ fn plugins(host: &Host, json: bool) -> Result<i32> {
     let refused_active =
         rows.iter().find(|r| r.name == host.platform()).is_some_and(|r| r.status.starts_with("refused"));
     Ok(if refused_active { exit::PLUGIN } else { exit::OK })
+}
+
+/// `credhost audit hash VALUE`.
+fn audit_hash(host: &Host, value: &str) -> Result<i32> {
+    let Some(settings) = &host.config().audit else {
+        return Err(credhost::Error::Config {
+            location: host.config().path.display().to_string(),
+            message: "there is no [audit] table: no audit log, and no key to hash under".into(),
+        }
+        .into());
+    };
+    let value = if value == "-" {
+        let mut line = zeroize::Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| credhost::Error::io("cannot read", Path::new("standard input"), e))?;
+        zeroize::Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned())
+    } else {
+        zeroize::Zeroizing::new(value.to_owned())
+    };
+    println(&credhost::audit::hash(settings, &value)?)?;
+    Ok(exit::OK)
 }
 
 async fn check(host: &Host, active: &Active) -> Result<i32> {

@@ -48,9 +48,13 @@ pub fn config_path() -> Option<PathBuf> {
     Some(base.join("credhost").join("plugins.toml"))
 }
 
+/// The caller label of the helper's audit lines (the CLI's `--audit-label`).
+const AUDIT_LABEL_ENV: &str = "CREDHOST_AUDIT_LABEL";
+
 /// Runs the helper and returns the process exit code.
 pub fn main() -> i32 {
     crate::logging::init(0, false);
+    credhost::audit::set_process_label(std::env::var(AUDIT_LABEL_ENV).ok().as_deref());
     let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     // A kubelet pointed at this program (as its image credential provider)
     // sends a CredentialProviderRequest, with whatever arguments its
@@ -161,6 +165,7 @@ fn kubelet(input: &[u8]) -> i32 {
     let answer = (|| -> Result<i32> {
         let (registries, runtime) =
             registries_and_runtime("set CREDHOST_CONFIG in the kubelet's provider config (env)")?;
+        let registries = registries.for_kubelet();
         let code = runtime.block_on(crate::commands::kubelet_answer(&registries, input, Default::default()));
         runtime.shutdown_background();
         code

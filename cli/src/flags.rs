@@ -21,6 +21,10 @@ pub struct Cli {
     /// Only errors; no progress bars.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Who is asking and why (e.g. "deploy 1234 by alice"), written in the
+    /// lines of the audit log ([audit] in plugins.toml).
+    #[arg(long, global = true, env = "CREDHOST_AUDIT_LABEL", value_name = "LABEL")]
+    pub audit_label: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -42,6 +46,11 @@ pub enum Command {
     },
     /// Load the active platform and probe its storage and registry.
     Check,
+    /// The issuance audit log ([audit] in plugins.toml).
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Print registry credentials for build jobs.
     Token {
         /// Registry host (host[:port]); the platform's default registry when absent.
@@ -313,4 +322,15 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         other => return Err(format!("unknown unit `{other}` in `{text}`: use s, m, h or d")),
     };
     n.checked_mul(unit).map(std::time::Duration::from_secs).ok_or_else(|| format!("`{text}` is too long"))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditAction {
+    /// Print VALUE as the audit log writes secrets (hmac-sha256:HEX under the
+    /// log's key), to find the line that issued a leaked token.
+    Hash {
+        /// The secret value; `-` reads it from standard input (one line),
+        /// which keeps it out of the shell's history.
+        value: String,
+    },
 }

@@ -39,6 +39,8 @@ pub struct Config {
     /// ownership and permission checks (development only; warned about on
     /// every load).
     pub allow_insecure_permissions: bool,
+    /// `[audit]`: the issuance audit log, when there is one.
+    pub audit: Option<crate::audit::AuditSettings>,
     text: String,
 }
 
@@ -143,6 +145,16 @@ struct RawConfig {
     credential_helper: Option<RawHelper>,
     #[serde(default)]
     allow_insecure_permissions: bool,
+    audit: Option<RawAudit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawAudit {
+    path: String,
+    key_env: String,
+    #[serde(default)]
+    required: bool,
 }
 
 #[derive(Deserialize)]
@@ -324,6 +336,24 @@ impl Config {
                 HelperSettings { cache: h.cache, cache_dir: h.cache_dir.map(|d| base_dir.join(d)) }
             }
         };
+        let audit = match raw.audit {
+            None => None,
+            Some(a) => {
+                let bad =
+                    |key: &str, message: &str| Error::Config { location: at(&["audit", key]), message: message.into() };
+                if a.path.trim().is_empty() {
+                    return Err(bad("path", "audit.path is empty (a file, or \"-\" for stderr)"));
+                }
+                if a.key_env.is_empty() || a.key_env.contains(['=', '\0']) {
+                    return Err(bad("key_env", "audit.key_env must name an environment variable"));
+                }
+                let path = match a.path.as_str() {
+                    "-" => crate::audit::AuditPath::Stderr,
+                    p => crate::audit::AuditPath::File(base_dir.join(p)),
+                };
+                Some(crate::audit::AuditSettings { path, key_env: a.key_env, required: a.required })
+            }
+        };
         let plugin_dir = base_dir.join(raw.plugin_dir.as_deref().unwrap_or("."));
         Ok(Self {
             path: path.to_path_buf(),
@@ -335,6 +365,7 @@ impl Config {
             registries,
             credential_helper,
             allow_insecure_permissions: raw.allow_insecure_permissions,
+            audit,
             text: text.to_owned(),
         })
     }
@@ -652,6 +683,26 @@ region = "us-east-2"
         assert!(e.starts_with("dir/plugins.toml:12:"), "{e}");
         let e = parse(&format!("{GOOD}[credential_helper]\ncache_dir = \"\"\n")).err().unwrap().to_string();
         assert_eq!(e, "dir/plugins.toml:12: credential_helper.cache_dir is empty");
+    }
+
+    #[test]
+    fn audit_table() {
+        use crate::audit::{AuditPath, AuditSettings};
+        assert_eq!(parse(GOOD).unwrap().audit, None);
+        let c = parse(&format!("{GOOD}[audit]\npath = \"audit.log\"\nkey_env = \"K\"\n")).unwrap();
+        let file = AuditPath::File(PathBuf::from("dir/audit.log"));
+        assert_eq!(c.audit, Some(AuditSettings { path: file, key_env: "K".into(), required: false }));
+        let c = parse(&format!("{GOOD}[audit]\npath = \"-\"\nkey_env = \"K\"\nrequired = true\n")).unwrap();
+        assert_eq!(c.audit, Some(AuditSettings { path: AuditPath::Stderr, key_env: "K".into(), required: true }));
+        for (body, want) in [
+            ("path = \"\"\nkey_env = \"K\"", "dir/plugins.toml:12: audit.path is empty"),
+            ("path = \"a\"\nkey_env = \"\"", "dir/plugins.toml:13: audit.key_env must name"),
+            ("path = \"a\"", "dir/plugins.toml:11:"),
+            ("path = \"a\"\nkey_env = \"K\"\ncolour = 1", "dir/plugins.toml:1"),
+        ] {
+            let e = parse(&format!("{GOOD}[audit]\n{body}\n")).err().unwrap().to_string();
+            assert!(e.starts_with(want), "{e}");
+        }
     }
 
     #[test]

@@ -184,6 +184,9 @@ pub enum Error {
     /// The host's own machinery failed (a task could not start or ended early).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A required audit log could not be written: nothing was handed out.
+    #[error("{0}")]
+    Audit(String),
 }
 
 impl Error {
@@ -205,7 +208,7 @@ impl Error {
             },
             Error::Unresolved { kind, .. } => *kind,
             Error::CheckFailed(_) => ErrorKind::CheckFailed,
-            Error::Internal(_) => ErrorKind::Other,
+            Error::Internal(_) | Error::Audit(_) => ErrorKind::Other,
         }
     }
 

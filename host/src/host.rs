@@ -251,7 +251,29 @@ impl Host {
         };
         let info = PluginInfo::from_api(&info, interface);
         let served = Served::new(&self.config, name, Some(&info));
-        Ok(ProviderHandle::new(instance.name, instance.plugin, info, interface, provider, instance.limits, served))
+        let audit = self.audit_for(&instance, &info).await?;
+        Ok(ProviderHandle::new(instance.name, instance.plugin, info, interface, provider, instance.limits, served)
+            .with_audit(audit))
+    }
+
+    /// The audit log of the configuration, with how its lines name the
+    /// plugin of `instance` (its file's sha256 read through a vetted handle).
+    async fn audit_for(
+        &self,
+        instance: &crate::config::Instance,
+        info: &PluginInfo,
+    ) -> Result<Option<crate::provider::Audit>> {
+        let Some(settings) = &self.config.audit else { return Ok(None) };
+        let log = crate::audit::AuditLog::open(settings)?;
+        let sha256 = match &instance.sha256 {
+            Some(pin) => Some(pin.to_ascii_lowercase()),
+            None => {
+                let (path, policy) = (self.file_of(instance), self.policy());
+                tokio::task::spawn_blocking(move || loader::sha256_file(&path, policy).ok()).await.ok().flatten()
+            }
+        };
+        let plugin = serde_json::json!({ "name": info.name, "version": info.version, "sha256": sha256 });
+        Ok(Some(crate::provider::Audit { log, plugin }))
     }
 
     /// Loads instance `name`'s plugin into this process and builds its

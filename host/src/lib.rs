@@ -11,6 +11,7 @@
 //! [`ErrorKind`] saying what the caller should do next.
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod config;
 mod disk_cache;
 mod error;

@@ -444,6 +444,7 @@ fn provider_identity(config: &Config) -> String {
         "sha256": entry.and_then(|e| e.sha256.clone()),
         "limits": entry.map(|e| format!("{:?}", e.limits)),
         "settings": config.settings_json(&config.platform),
+        "audit": config.audit.as_ref().map(|a| format!("{a:?}")),
     })
     .to_string()
 }

@@ -72,6 +72,28 @@ pub struct DownloadOptions {
 #[derive(Clone)]
 pub struct ProviderHandle {
     inner: Arc<Inner>,
+    /// What the audit lines of calls through this handle say of their caller.
+    context: AuditContext,
+}
+
+/// The caller's part of audit lines.
+#[derive(Clone, Default)]
+struct AuditContext {
+    /// The caller's label (`--audit-label`, [`ProviderHandle::with_audit_label`]).
+    label: Option<Arc<str>>,
+    /// The operation registry credentials are logged as (`kubelet` for the
+    /// kubelet provider); `token` when `None`.
+    token_op: Option<&'static str>,
+}
+
+/// The longest caller label kept in an audit line, in characters.
+const MAX_AUDIT_LABEL: usize = 1024;
+
+/// An instance's audit log, and how its lines name the plugin.
+pub(crate) struct Audit {
+    pub(crate) log: Arc<crate::audit::AuditLog>,
+    /// `{name, version, sha256}` of the plugin file.
+    pub(crate) plugin: serde_json::Value,
 }
 
 /// A plugin's provider, by the interface version the plugin speaks.
@@ -196,6 +218,35 @@ struct Inner {
     /// Set when the plugin panicked: from then on every call is refused at
     /// once, until a new provider is built.
     failed: AtomicBool,
+    /// The audit log (`[audit]`), when there is one.
+    audit: Option<Audit>,
+}
+
+/// The audit fields of registry credentials handed out.
+pub(crate) fn auth_issued(auth: Option<&RegistryAuth>, log: &crate::audit::AuditLog) -> serde_json::Value {
+    match auth {
+        None => serde_json::json!({ "credentials": "none needed" }),
+        Some(a) => serde_json::json!({
+            "server": a.server,
+            "username": a.username,
+            "kind": format!("{:?}", a.kind).to_lowercase(),
+            "expires_at": a.expires_at.map(|t| crate::grant::rfc3339(crate::types::unix_seconds(t))),
+            "secrets": { "password": log.hash(a.secret.expose()) },
+        }),
+    }
+}
+
+/// The audit form of entries handed out: secret values as keyed hashes,
+/// the others as they are.
+fn entries_issued(entries: &[CredentialEntry], log: &crate::audit::AuditLog) -> serde_json::Value {
+    entries
+        .iter()
+        .map(|e| {
+            let value = if e.secret { log.hash(e.value.expose()) } else { e.value.expose().to_owned() };
+            (e.key.clone(), serde_json::Value::String(value))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// What a registry-credentials request asked of the plugin.
@@ -254,8 +305,90 @@ impl ProviderHandle {
             limits,
             served: std::sync::RwLock::new(served),
             failed: AtomicBool::new(false),
+            audit: None,
         };
-        Self { inner: Arc::new(inner) }
+        Self { inner: Arc::new(inner), context: AuditContext::default() }
+    }
+
+    /// A new handle with `audit` as its audit log.
+    pub(crate) fn with_audit(mut self, audit: Option<Audit>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.audit = audit;
+        }
+        self
+    }
+
+    /// This provider (sharing its cache), with `label` in the audit lines of
+    /// the calls made through the returned handle: who asked and why, e.g.
+    /// `deploy 1234 by alice`. Kept to one line of at most 1,024 characters.
+    pub fn with_audit_label(&self, label: &str) -> Self {
+        let mut label = crate::one_line(label);
+        if let Some((cut, _)) = label.char_indices().nth(MAX_AUDIT_LABEL) {
+            label.truncate(cut);
+        }
+        let mut handle = self.clone();
+        handle.context.label = Some(label.into());
+        handle
+    }
+
+    /// This provider, its registry credentials logged as issued to the
+    /// kubelet (operation `kubelet` in the audit log).
+    pub fn for_kubelet(&self) -> Self {
+        let mut handle = self.clone();
+        handle.context.token_op = Some("kubelet");
+        handle
+    }
+
+    /// The audit log of this instance, when the configuration keeps one.
+    pub fn audit_log(&self) -> Option<&Arc<crate::audit::AuditLog>> {
+        self.inner.audit.as_ref().map(|a| &a.log)
+    }
+
+    /// Writes the audit line of `op`, which ended in `result`, when the
+    /// configuration keeps an audit log: `fields` says what was asked,
+    /// `issued` what was handed out (secrets only as keyed hashes). A line
+    /// that a `required` log cannot take fails the call: `result` is not
+    /// handed out.
+    async fn audited<T>(
+        &self,
+        op: &str,
+        fields: serde_json::Value,
+        result: Result<T>,
+        issued: impl FnOnce(&T, &crate::audit::AuditLog) -> serde_json::Value,
+    ) -> Result<T> {
+        let Some(audit) = &self.inner.audit else { return result };
+        let mut record =
+            crate::audit::record(op, &self.inner.instance, audit.plugin.clone(), self.context.label.as_deref());
+        let merge = |record: &mut serde_json::Map<String, serde_json::Value>, v: serde_json::Value| {
+            if let serde_json::Value::Object(m) = v {
+                record.extend(m);
+            }
+        };
+        merge(&mut record, fields);
+        match &result {
+            Ok(v) => {
+                record.insert("outcome".into(), "ok".into());
+                merge(&mut record, issued(v, &audit.log));
+            }
+            Err(e) => {
+                record.insert("outcome".into(), "failed".into());
+                record.insert(
+                    "error".into(),
+                    serde_json::json!({ "kind": e.kind().name(), "message": crate::one_line(&e.to_string()) }),
+                );
+            }
+        }
+        match (audit.log.write(serde_json::Value::Object(record)).await, result) {
+            (Ok(()), result) | (Err(_), result @ Err(_)) => result,
+            (Err(e), Ok(_)) => Err(Error::Audit(format!(
+                "{e}; {}",
+                match op {
+                    "upload" => "the object was stored, but its upload is not in the log",
+                    "delete" => "the object was deleted, but its deletion is not in the log",
+                    _ => "nothing was handed out",
+                }
+            ))),
+        }
     }
 
     /// The interface minor the plugin speaks (`1.0`, `1.1`).
@@ -263,7 +396,7 @@ impl ProviderHandle {
         self.inner.interface
     }
 
-    /// Whether `other` is a clone of this handle (the same provider and cache).
+    /// Whether `other` is a handle of the same provider and cache.
     pub(crate) fn same_as(&self, other: &ProviderHandle) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
@@ -434,13 +567,21 @@ impl ProviderHandle {
             .unwrap_or_else(|p| p.into_inner())
             .entry(key.clone())
             .or_insert_with(|| req.clone());
-        let auth = self.inner.tokens.get_or_refresh(&key, || self.fetch_token(&req), stale_on_error).await?;
-        Ok(auth.map(|mut a| {
-            if let Some(host) = host {
-                a.server = host;
-            }
-            a
-        }))
+        let result = self.inner.tokens.get_or_refresh(&key, || self.fetch_token(&req), stale_on_error).await;
+        let fields =
+            serde_json::json!({ "registry": host, "scope": scope, "form": format!("{form:?}").to_lowercase() });
+        let result = result.map(|auth| {
+            auth.map(|mut a| {
+                if let Some(host) = host {
+                    a.server = host;
+                }
+                a
+            })
+        });
+        self.audited(self.context.token_op.unwrap_or("token"), fields, result, |auth, log| {
+            auth_issued(auth.as_ref(), log)
+        })
+        .await
     }
 
     /// Asks the plugin for the registry credentials `req` describes.
@@ -493,14 +634,27 @@ impl ProviderHandle {
         let abs = std::path::absolute(path).map_err(|e| Error::io("cannot resolve", path, e))?;
         let watch = Watch::new(opts.progress.clone());
         let req = UploadRequest {
-            name: name.into(),
+            name: name.as_str().into(),
             source: UploadSource::Path(abs.display().to_string().into()),
             size_hint: ROption::RSome(size),
             progress: watch.progress_box(),
             extra: Extra::new(),
         };
-        let stored = self.call(Operation::Upload, self.inner.provider.upload(req), Some(&watch)).await?;
-        Ok(TransferResult::from_api(&stored))
+        let stored = self.call(Operation::Upload, self.inner.provider.upload(req), Some(&watch)).await;
+        self.audit_upload(&name, stored).await
+    }
+
+    /// Writes the audit line of an upload of `name`.
+    async fn audit_upload(
+        &self,
+        name: &str,
+        stored: Result<credhost_plugin_api::TransferResult>,
+    ) -> Result<TransferResult> {
+        let stored = stored.map(|s| TransferResult::from_api(&s));
+        self.audited("upload", serde_json::json!({ "object": { "name": name } }), stored, |t, _| {
+            serde_json::json!({ "object": { "bucket": t.bucket, "name": t.name, "size": t.size, "checksum": t.checksum, "generation": t.generation } })
+        })
+        .await
     }
 
     /// Uploads a stream of unknown length (a request body, a pipe). `reader`
@@ -524,8 +678,8 @@ impl ProviderHandle {
             progress: watch.progress_box(),
             extra: Extra::new(),
         };
-        let stored = self.call(Operation::Upload, self.inner.provider.upload(req), Some(&watch)).await?;
-        Ok(TransferResult::from_api(&stored))
+        let stored = self.call(Operation::Upload, self.inner.provider.upload(req), Some(&watch)).await;
+        self.audit_upload(name, stored).await
     }
 
     /// Downloads `bucket`/`name` to `dest`. The bytes go to a private
@@ -562,8 +716,15 @@ impl ProviderHandle {
         self.require(Operation::Credentials)?;
         let entries = self
             .call(Operation::Credentials, self.inner.provider.credentials(CredentialsRequest::default()), None)
-            .await?;
-        Ok(entries.iter().map(CredentialEntry::from_api).collect())
+            .await
+            .map(|entries| entries.iter().map(CredentialEntry::from_api).collect::<Vec<_>>());
+        self.audited(
+            "credentials",
+            serde_json::json!({}),
+            entries,
+            |entries, log| serde_json::json!({ "entries": entries_issued(entries, log) }),
+        )
+        .await
     }
 
     /// A time-limited URL (and the headers a client must send with it) to
@@ -597,8 +758,19 @@ impl ProviderHandle {
             extra: Extra::new(),
         };
         let Some(fut) = self.inner.provider.presign(req) else { return Err(self.too_old(Operation::Presign)) };
-        let signed = self.call(Operation::Presign, fut, None).await?;
-        Ok(Presigned::from_api(&signed, method))
+        let signed = self.call(Operation::Presign, fut, None).await.map(|s| Presigned::from_api(&s, method));
+        let fields = serde_json::json!({
+            "method": method.as_str(),
+            "object": { "bucket": (!bucket.is_empty()).then_some(bucket), "name": name },
+            "expires_in": secs,
+        });
+        self.audited("presign", fields, signed, |p, log| {
+            serde_json::json!({
+                "expires_at": crate::grant::rfc3339(crate::types::unix_seconds(p.expires_at)),
+                "secrets": { "url": log.hash(p.url.expose()) },
+            })
+        })
+        .await
     }
 
     /// Deletes `bucket`/`name`. Idempotent: deleting what does not exist
@@ -610,7 +782,9 @@ impl ProviderHandle {
         names::validate_name(name)?;
         let req = DeleteRequest { bucket: bucket.into(), name: name.into(), extra: Extra::new() };
         let Some(fut) = self.inner.provider.delete(req) else { return Err(self.too_old(Operation::Delete)) };
-        self.call(Operation::Delete, fut, None).await
+        let deleted = self.call(Operation::Delete, fut, None).await;
+        let fields = serde_json::json!({ "object": { "bucket": bucket, "name": name } });
+        self.audited("delete", fields, deleted, |_, _| serde_json::json!({})).await
     }
 
     /// A build-job grant: a URL reading `req.bucket`/`req.name`, a
@@ -625,8 +799,25 @@ impl ProviderHandle {
         self.require(Operation::Grant)?;
         req.validate()?;
         let Some(fut) = self.inner.provider.grant(req.to_api()) else { return Err(self.too_old(Operation::Grant)) };
-        let granted = self.call(Operation::Grant, fut, None).await?;
-        crate::Grant::from_api(req, &granted, &self.inner.instance)
+        let granted = match self.call(Operation::Grant, fut, None).await {
+            Ok(granted) => crate::Grant::from_api(req, &granted, &self.inner.instance),
+            Err(e) => Err(e),
+        };
+        let fields = serde_json::json!({
+            "object": { "bucket": req.bucket, "name": req.name },
+            "repository": req.repository,
+            "pull": req.pull,
+            "ttl": req.ttl.as_secs(),
+            "with_keys": req.with_keys,
+        });
+        self.audited("grant", fields, granted, |g, log| {
+            serde_json::json!({
+                "expires_at": crate::grant::rfc3339(crate::types::unix_seconds(g.expires_at)),
+                "registry_scope": g.registry_scope.map(|s| s.as_str()),
+                "entries": entries_issued(&g.entries, log),
+            })
+        })
+        .await
     }
 
     /// Registry credentials of a workload's own identity for `registry` (a
@@ -656,14 +847,22 @@ impl ProviderHandle {
         let Some(fut) = self.inner.provider.workload_registry_auth(req) else {
             return Err(self.too_old(Operation::WorkloadIdentity));
         };
-        let auth = self.call(Operation::WorkloadIdentity, fut, None).await?;
-        Ok(auth.into_option().map(|a| {
-            let mut a = RegistryAuth::from_api(&a);
-            if let Some(host) = &host {
-                a.server = host.clone();
-            }
-            a
-        }))
+        let auth = self.call(Operation::WorkloadIdentity, fut, None).await.map(|auth| {
+            auth.into_option().map(|a| {
+                let mut a = RegistryAuth::from_api(&a);
+                if let Some(host) = &host {
+                    a.server = host.clone();
+                }
+                a
+            })
+        });
+        let fields = serde_json::json!({
+            "registry": host,
+            "namespace": workload.namespace,
+            "service_account": workload.service_account,
+            "workload_identity": true,
+        });
+        self.audited("kubelet", fields, auth, |auth, log| auth_issued(auth.as_ref(), log)).await
     }
 
     fn too_old(&self, op: Operation) -> Error {
@@ -679,6 +878,21 @@ impl ProviderHandle {
         self.require(Operation::Check)?;
         let report = self.call(Operation::Check, self.inner.provider.check(CheckRequest::default()), None).await?;
         let mut report = CheckReport::from_api(&report);
+        if let Some(audit) = &self.inner.audit {
+            let log = audit.log.clone();
+            let probed = tokio::task::spawn_blocking(move || log.probe()).await;
+            let settings = audit.log.settings();
+            let required = if settings.required { "required" } else { "not required" };
+            let (ok, detail) = match (&settings.path, probed) {
+                (crate::audit::AuditPath::Stderr, _) => (true, format!("standard error ({required})")),
+                (path, Ok(Ok(()))) => (true, format!("{path} can be appended to ({required})")),
+                (path, Ok(Err(e))) => {
+                    (!settings.required, format!("{path}: cannot be opened for appending: {e} ({required})"))
+                }
+                (path, Err(e)) => (!settings.required, format!("{path}: not probed: {e}")),
+            };
+            report.items.push(crate::CheckItem { component: "audit log".into(), ok, detail });
+        }
         if let Some(state) = self.process_state() {
             report.items.push(crate::CheckItem {
                 component: "plugin process".into(),

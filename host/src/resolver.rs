@@ -24,6 +24,10 @@ pub struct Registries {
     map: tokio::sync::OnceCell<RegistryMap>,
     cache: std::sync::OnceLock<Option<DiskCache>>,
     providers: tokio::sync::Mutex<BTreeMap<String, ProviderHandle>>,
+    /// The caller's label in audit lines.
+    label: Option<String>,
+    /// Credentials are logged as issued to the kubelet.
+    kubelet: bool,
 }
 
 impl Registries {
@@ -34,7 +38,53 @@ impl Registries {
             map: Default::default(),
             cache: Default::default(),
             providers: Default::default(),
+            label: None,
+            kubelet: false,
         }
+    }
+
+    /// With `label` in the audit lines of what is handed out (see
+    /// [`ProviderHandle::with_audit_label`]).
+    pub fn with_audit_label(mut self, label: &str) -> Self {
+        self.label = Some(label.to_owned());
+        self
+    }
+
+    /// Credentials handed out logged as issued to the kubelet (operation
+    /// `kubelet` in the audit log).
+    pub fn for_kubelet(mut self) -> Self {
+        self.kubelet = true;
+        self
+    }
+
+    /// `provider` as this caller uses it: its audit label and operation.
+    fn as_caller(&self, mut provider: ProviderHandle) -> ProviderHandle {
+        if let Some(label) = &self.label {
+            provider = provider.with_audit_label(label);
+        }
+        if self.kubelet {
+            provider = provider.for_kubelet();
+        }
+        provider
+    }
+
+    /// Writes the audit line of credentials handed out from the disk cache.
+    async fn audit_cached(&self, instance: &str, host: &str, auth: &RegistryAuth) -> Result<()> {
+        let Some(settings) = &self.config().audit else { return Ok(()) };
+        let log = crate::audit::AuditLog::open(settings)?;
+        let plugin = self.config().instances.get(instance).map(|i| i.plugin.clone());
+        let op = if self.kubelet { "kubelet" } else { "token" };
+        let mut record =
+            crate::audit::record(op, instance, serde_json::json!({ "name": plugin }), self.label.as_deref());
+        record.insert("registry".into(), host.into());
+        record.insert("source".into(), "disk cache".into());
+        record.insert("outcome".into(), "ok".into());
+        if let serde_json::Value::Object(m) = crate::provider::auth_issued(Some(auth), &log) {
+            record.extend(m);
+        }
+        log.write(serde_json::Value::Object(record))
+            .await
+            .map_err(|e| Error::Audit(format!("{e}; nothing was handed out")))
     }
 
     /// With `[credential_helper] cache = true`, the disk cache the answers of
@@ -101,11 +151,11 @@ impl Registries {
     pub async fn provider(&self, instance: &str) -> Result<ProviderHandle> {
         let mut providers = self.providers.lock().await;
         if let Some(p) = providers.get(instance).filter(|p| !p.is_failed()) {
-            return Ok(p.clone());
+            return Ok(self.as_caller(p.clone()));
         }
         let p = self.host.provider(instance).await?;
         providers.insert(instance.to_owned(), p.clone());
-        Ok(p)
+        Ok(self.as_caller(p))
     }
 
     /// Registry credentials for `registry` (a host or URL), from the
@@ -156,6 +206,7 @@ impl Registries {
         if let Some((cache, file)) = &cached {
             if let Some(auth) = cache.load(file) {
                 tracing::debug!(target: "credhost::registries", registry = %host, instance, "credentials from the disk cache");
+                self.audit_cached(instance, &host, &auth).await?;
                 return Ok(Some(auth));
             }
         }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the built `credhost` binary and plugin libraries against
 //! the real services started by `tests/services/up.sh`.
 
+mod audit;
 mod aws;
 mod bad_input;
 mod conformance;

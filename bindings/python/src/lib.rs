@@ -152,7 +152,9 @@ struct Core {
     live: Option<WatchOptions>,
     /// Only locked while holding the GIL, for a moment: `os.fork()` also
     /// holds the GIL, so no fork can happen while another thread holds it.
-    slot: Mutex<Option<Arc<ProcessLocal<Slot>>>>,
+    slot: Arc<Mutex<Option<Arc<ProcessLocal<Slot>>>>>,
+    /// The caller's label in audit lines.
+    label: Option<String>,
 }
 
 impl Core {
@@ -247,7 +249,8 @@ impl Core {
             rt.block_on(async {
                 let backend = stoppable(&cancel, self.backend(&slot)).await??;
                 let provider = backend.provider();
-                let stopped = match stoppable(&cancel, reporting(progress, op(backend))).await {
+                let op = credhost::audit::labelled(self.label.as_deref(), op(backend));
+                let stopped = match stoppable(&cancel, reporting(progress, op)).await {
                     Ok(Ok(done)) => return done,
                     Ok(Err(callback_raised)) => callback_raised,
                     Err(stopped) => stopped,
@@ -443,7 +446,20 @@ impl Core {
         } else {
             None
         };
-        Ok(Self { config_path: path, platform, host, live, slot: Mutex::new(None) })
+        Ok(Self { config_path: path, platform, host, live, slot: Arc::new(Mutex::new(None)), label: None })
+    }
+
+    /// This core (sharing its providers, caches and live host) with `label`
+    /// in the audit lines of its calls.
+    fn labelled(&self, label: Option<String>) -> Self {
+        Self {
+            config_path: self.config_path.clone(),
+            platform: self.platform.clone(),
+            host: self.host.clone(),
+            live: self.live.clone(),
+            slot: self.slot.clone(),
+            label,
+        }
     }
 
     /// The configuration file.
@@ -476,22 +492,25 @@ impl Core {
         let cancel = cancel.map(|c| c.0.clone()).unwrap_or_default();
         let outcome = py.detach(|| {
             let rt = runtime::get().map_err(|e| Failure::Runtime(format!("cannot start the host runtime: {e}")))?;
-            rt.block_on(stoppable(&cancel, async {
-                let registries = self.registries(&slot).await?;
-                let (registry, scope) = (registry.as_deref(), scope.as_deref());
-                let auth = if named {
-                    // An instance named at construction answers itself, as
-                    // `credhost --platform NAME token --registry HOST` does.
-                    let platform = registries.config().platform.clone();
-                    registries.provider(&platform).await?.registry_auth(registry, scope).await?
-                } else {
-                    registries.auth(registry, scope, AuthForm::Any).await?
-                };
-                Ok::<_, Failure>(auth.map(|auth| {
-                    let registry_token = auth.registry_token();
-                    PyRegistryAuth { auth, registry_token }
-                }))
-            }))?
+            rt.block_on(stoppable(
+                &cancel,
+                credhost::audit::labelled(self.label.as_deref(), async {
+                    let registries = self.registries(&slot).await?;
+                    let (registry, scope) = (registry.as_deref(), scope.as_deref());
+                    let auth = if named {
+                        // An instance named at construction answers itself, as
+                        // `credhost --platform NAME token --registry HOST` does.
+                        let platform = registries.config().platform.clone();
+                        registries.provider(&platform).await?.registry_auth(registry, scope).await?
+                    } else {
+                        registries.auth(registry, scope, AuthForm::Any).await?
+                    };
+                    Ok::<_, Failure>(auth.map(|auth| {
+                        let registry_token = auth.registry_token();
+                        PyRegistryAuth { auth, registry_token }
+                    }))
+                }),
+            ))?
         });
         let auth = outcome.map_err(|f| f.into_py(py, "registry credentials"))?;
         auth.map(|a| to_py(py, &a)).transpose()
@@ -745,6 +764,12 @@ fn _set_plugin_runner(program: PathBuf, args: Vec<String>) {
     credhost::isolation::set_runner(program, args.into_iter().map(Into::into).collect());
 }
 
+/// Opens every audit log file of this process again before its next line.
+#[pyfunction]
+fn _reopen_audit_log() {
+    credhost::audit::reopen();
+}
+
 /// Serves a plugin process for the host that started this interpreter
 /// (see `credhost._runner`); the exit status.
 #[pyfunction]
@@ -758,6 +783,7 @@ fn _credhost(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CancelToken>()?;
     m.add_function(wrap_pyfunction!(_set_plugin_runner, m)?)?;
     m.add_function(wrap_pyfunction!(_plugin_runner_main, m)?)?;
+    m.add_function(wrap_pyfunction!(_reopen_audit_log, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -26,9 +26,17 @@ from ._types import (
     TransferResult,
 )
 
-__all__ = ["Credentials", "LiveCredentials"]
+__all__ = ["Credentials", "LiveCredentials", "reopen_audit_log"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+def reopen_audit_log() -> None:
+    """Opens every audit log file (``[audit]`` in ``plugins.toml``) of this
+    process again before its next line: call it from a SIGHUP handler after
+    rotating the log by copying. (A log rotated by renaming or removing its
+    file is noticed without it.)"""
+    _credhost._reopen_audit_log()
 
 
 def _process_state(row: Optional[Dict[str, Any]]) -> Optional[ProcessState]:
@@ -279,6 +287,16 @@ class Credentials(_Client):
     def platform(self) -> str:
         """The active instance's name."""
         return self._core.configured_platform
+
+    def with_audit_label(self, label: str) -> "Credentials":
+        """This object, sharing its providers, caches and (for
+        :class:`LiveCredentials`) its watcher, with ``label`` (who asks and
+        why, e.g. ``"deploy 1234 by alice"``) in the audit log's lines
+        (``[audit]`` in ``plugins.toml``) of the calls made through it."""
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin._core = self._core.labelled(str(label))
+        return twin
 
     @property
     def config_path(self) -> str:

@@ -54,6 +54,10 @@ class Credentials:
     def __init__(self, platform: Optional[str] = None, config: Optional[_client.PathLike] = None) -> None:
         self._sync = _client.Credentials(platform, config)
 
+    def with_audit_label(self, label: str) -> "Credentials":
+        """See :meth:`credhost.Credentials.with_audit_label`."""
+        return type(self).from_sync(self._sync.with_audit_label(label))
+
     @classmethod
     def from_sync(cls, sync: _client.Credentials) -> "Credentials":
         """Wraps a synchronous :class:`credhost.Credentials` (or ``LiveCredentials``)."""
