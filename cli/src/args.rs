@@ -37,7 +37,14 @@ pub enum Command {
     /// `credhost plugins inspect`
     Inspect { file: PathBuf, json: bool },
     /// `credhost presign get|put`
-    Presign { method: credhost::PresignMethod, bucket: String, name: String, expires: Duration, json: bool },
+    Presign {
+        method: credhost::PresignMethod,
+        bucket: String,
+        name: String,
+        expires: Duration,
+        if_absent: bool,
+        json: bool,
+    },
     /// `credhost delete`
     Delete { bucket: String, name: String },
     /// `credhost check`
@@ -47,7 +54,7 @@ pub enum Command {
     /// `credhost token`
     Token { registry: Option<String>, scope: Option<String>, format: TokenFormat },
     /// `credhost upload`
-    Upload { file: PathBuf, name: Option<String>, no_verify: bool, json: bool },
+    Upload { file: PathBuf, name: Option<String>, no_verify: bool, if_absent: bool, json: bool },
     /// `credhost download`
     Download { bucket: String, name: String, dest: PathBuf, force: bool, json: bool },
     /// `credhost credentials`
@@ -102,13 +109,15 @@ pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
                 bucket,
                 name,
                 expires: expires.unwrap_or(DEFAULT_EXPIRY),
+                if_absent: false,
                 json,
             },
-            flags::PresignAction::Put { name, expires, json } => Command::Presign {
+            flags::PresignAction::Put { name, expires, if_absent, json } => Command::Presign {
                 method: credhost::PresignMethod::Put,
                 bucket: String::new(),
                 name,
                 expires: expires.unwrap_or(DEFAULT_EXPIRY),
+                if_absent,
                 json,
             },
         },
@@ -122,7 +131,9 @@ pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
             let scope = scope.or_else(|| repository.map(|r| format!("repository:{r}:pull,push")));
             Command::Token { registry, scope, format }
         }
-        flags::Command::Upload { file, name, no_verify, json } => Command::Upload { file, name, no_verify, json },
+        flags::Command::Upload { file, name, no_verify, if_absent, json } => {
+            Command::Upload { file, name, no_verify, if_absent, json }
+        }
         flags::Command::Download { bucket, name, output, force, json } => {
             let dest = match output {
                 // An existing directory receives the object under its own name.

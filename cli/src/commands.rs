@@ -67,13 +67,14 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
         Command::Token { registry, scope, format } => {
             token(&host, global.platform.is_some(), registry.as_deref(), scope.as_deref(), *format).await
         }
-        Command::Upload { file, name, no_verify, json } => {
+        Command::Upload { file, name, no_verify, if_absent, json } => {
             let total = std::fs::metadata(file).ok().map(|m| m.len());
             let provider = active.take(&host).await?;
             let bar = Bar::on_terminal("upload", total, !global.quiet);
             let opts = UploadOptions {
                 name: name.clone(),
                 no_verify: *no_verify,
+                if_absent: *if_absent,
                 progress: bar.clone().map(|b| b as Arc<dyn credhost::Progress>),
             };
             let result = provider.upload_file(file, &opts).await;
@@ -81,6 +82,9 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
                 b.finish();
             }
             let r = result?;
+            if r.create_only.as_deref() == Some("best-effort") && !global.quiet {
+                eprintln!("credhost: note: create-only was best-effort (racy): this store ignores preconditions, so the name was looked for first, then written");
+            }
             if *json {
                 print_json(&r)?;
             } else {
@@ -162,9 +166,9 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
             }
             Ok(exit::OK)
         }
-        Command::Presign { method, bucket, name, expires, json } => {
+        Command::Presign { method, bucket, name, expires, if_absent, json } => {
             let provider = active.take(&host).await?;
-            let signed = provider.presign(*method, bucket, name, *expires).await?;
+            let signed = provider.presign_with(*method, bucket, name, *expires, *if_absent).await?;
             if *json {
                 // The URL is what was asked for.
                 print_json(&Revealed(&signed))?;

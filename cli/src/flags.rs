@@ -78,6 +78,10 @@ pub enum Command {
         /// Upload even if the file is not a ZIP archive.
         #[arg(long)]
         no_verify: bool,
+        /// Store only if no object of this name exists, checked by the store
+        /// atomically (exit 7 when the name is taken: nothing is stored).
+        #[arg(long)]
+        if_absent: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -302,6 +306,10 @@ pub enum PresignAction {
         /// How long the URL works (e.g. 30m, 2h, 7d; default 1h, at most 7d).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         expires: Option<std::time::Duration>,
+        /// The URL can only create the object, never replace it: the store's
+        /// precondition is signed into it, so a replayed URL cannot overwrite.
+        #[arg(long)]
+        if_absent: bool,
         /// Print {"method","url","headers","expires_at"}.
         #[arg(long)]
         json: bool,

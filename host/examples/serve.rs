@@ -10,9 +10,14 @@
 //! ```text
 //! cargo run --release --example serve -- [PLUGINS_TOML] [ADDR]     (default plugins.toml 127.0.0.1:8080)
 //! curl --data-binary @1234.zip http://127.0.0.1:8080/projects/1234.zip
+//! curl --data-binary @1234.zip http://127.0.0.1:8080/projects/1234/deploys/7
 //! curl http://127.0.0.1:8080/token
 //! curl http://127.0.0.1:8080/platform
 //! ```
+//!
+//! A deploy (`POST /projects/PID/deploys/DEPLOY_ID`) is stored as
+//! `PID/DEPLOY_ID.zip`, create-only: deploys are immutable, and two racing
+//! deploys of one id cannot overwrite each other (the second gets 409).
 //!
 //! `SERVE_WATCH_INTERVAL_MS` sets how often the file is read (default 1000).
 
@@ -52,6 +57,7 @@ async fn main() {
     let app = Arc::new(App { live });
     let router = Router::new()
         .route("/projects/{name}", post(upload))
+        .route("/projects/{pid}/deploys/{deploy}", post(deploy))
         .route("/token", get(token))
         .route("/platform", get(platform))
         .with_state(app);
@@ -70,6 +76,21 @@ fn fail(msg: String, code: i32) -> ! {
 
 /// `POST /projects/NAME`: the request body is the archive.
 async fn upload(State(app): State<Arc<App>>, Path(name): Path<String>, body: Body) -> Response {
+    // The whole upload uses the provider active when it started, even if the
+    // platform switches meanwhile.
+    store(app.live.provider(), &name, body, false).await
+}
+
+/// `POST /projects/PID/deploys/DEPLOY_ID`: stored as `PID/DEPLOY_ID.zip`,
+/// create-only (409 when that deploy exists), the deploy named in the
+/// audit log's line.
+async fn deploy(State(app): State<Arc<App>>, Path((pid, deploy)): Path<(String, String)>, body: Body) -> Response {
+    let provider = app.live.provider().with_audit_label(&format!("deploy {deploy} of project {pid}"));
+    store(provider, &format!("{pid}/{deploy}.zip"), body, true).await
+}
+
+/// Streams `body` to storage as `name` through `provider`.
+async fn store(provider: credhost::ProviderHandle, name: &str, body: Body, if_absent: bool) -> Response {
     // Frames go through a small channel to a blocking reader that the plugin
     // pulls from: at most a few frames are in memory at once.
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
@@ -84,10 +105,8 @@ async fn upload(State(app): State<Arc<App>>, Path(name): Path<String>, body: Bod
         }
     });
     let reader = BodyReader { rx, current: Bytes::new() };
-    // The whole upload uses the provider active when it started, even if the
-    // platform switches meanwhile.
-    let provider = app.live.provider();
-    match provider.upload_reader(&name, reader, None, None).await {
+    let opts = credhost::UploadOptions { if_absent, ..Default::default() };
+    match provider.upload_reader_with(name, reader, None, &opts).await {
         Ok(r) => match serde_json::to_value(Stored { platform: provider.name(), result: &r }) {
             Ok(v) => json(StatusCode::CREATED, v),
             Err(e) => json(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({"error": e.to_string()})),

@@ -85,6 +85,10 @@ pub struct Instance {
     /// the child may allocate (`RLIMIT_DATA`); none by default. A plugin
     /// past it fails its allocation, which ends its process, not the host.
     pub process_memory_limit: Option<u64>,
+    /// `create_only = "best-effort"`: on a store that ignores create-only
+    /// preconditions, `--if-absent` looks for the name, then writes (racy)
+    /// instead of failing.
+    pub create_only_best_effort: bool,
     /// `settings`: handed to the plugin as JSON; the host never reads them,
     /// except at the path the plugin itself declares for its registry.
     pub settings: toml::Table,
@@ -181,6 +185,7 @@ struct RawPlugin {
     env: Option<Vec<String>>,
     process_idle_timeout: Option<u64>,
     process_memory_limit_mib: Option<u64>,
+    create_only: Option<String>,
     #[serde(default)]
     settings: toml::Table,
 }
@@ -281,6 +286,19 @@ impl Config {
                     })
                 }
             };
+            let create_only_best_effort = match p.create_only.as_deref() {
+                None | Some("enforced") => false,
+                Some("best-effort") => true,
+                Some(other) => {
+                    return Err(Error::Config {
+                        location: at(&["plugins", &name, "create_only"]),
+                        message: format!(
+                            "plugins.{name}.create_only is `{}`: use \"enforced\" (the default) or \"best-effort\"",
+                            other.escape_debug()
+                        ),
+                    })
+                }
+            };
             let instance = Instance {
                 name: name.clone(),
                 plugin,
@@ -292,6 +310,7 @@ impl Config {
                 env: p.env,
                 process_idle_timeout,
                 process_memory_limit,
+                create_only_best_effort,
                 limits,
                 settings: p.settings,
             };

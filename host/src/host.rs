@@ -253,7 +253,7 @@ impl Host {
         let served = Served::new(&self.config, name, Some(&info));
         let audit = self.audit_for(&instance, &info).await?;
         Ok(ProviderHandle::new(instance.name, instance.plugin, info, interface, provider, instance.limits, served)
-            .with_audit(audit))
+            .with_instance_options(audit, instance.create_only_best_effort))
     }
 
     /// The audit log of the configuration, with how its lines name the

@@ -15,9 +15,9 @@ use abi_stable::{
     std_types::{ROption, RResult, RVec},
 };
 use credhost_plugin_api::{
-    v1_0, v1_1, v1_2, ByteSource_TO, CheckRequest, CredentialsRequest, DeleteRequest, DownloadDest, DownloadRequest,
-    ErrorKind as PluginKind, Extra, FfiFuture, PResult, PluginError, PresignRequest, ProviderBox, RegistryRequest,
-    UploadRequest, UploadSource,
+    v1_0, v1_1, v1_2, ByteSource_TO, CheckRequest, CreateOnly, CredentialsRequest, DeleteRequest, DownloadDest,
+    DownloadRequest, ErrorKind as PluginKind, Extra, FfiFuture, PResult, PluginError, PresignRequest, ProviderBox,
+    RegistryRequest, UploadRequest, UploadSource,
 };
 
 use crate::{
@@ -54,6 +54,12 @@ pub struct UploadOptions {
     pub name: Option<String>,
     /// Upload even if the file is not a ZIP archive.
     pub no_verify: bool,
+    /// Create only: store the object only if no object of its name exists,
+    /// checked by the store atomically; a name taken first fails with
+    /// [`crate::ErrorKind::AlreadyExists`] and stores nothing. Refused on a
+    /// store that ignores the precondition (a canary object tells), unless
+    /// the instance sets `create_only = "best-effort"`.
+    pub if_absent: bool,
     /// Progress reporting.
     pub progress: Option<Arc<dyn Progress>>,
 }
@@ -85,6 +91,11 @@ struct AuditContext {
     /// kubelet provider); `token` when `None`.
     token_op: Option<&'static str>,
 }
+
+/// The object a provider writes, with the create-only precondition, to
+/// learn whether its store enforces it (see
+/// [`ProviderHandle::create_only_enforced`]).
+pub const CREATE_ONLY_CANARY: &str = ".credhost/create-only-canary";
 
 /// The longest caller label kept in an audit line, in characters.
 const MAX_AUDIT_LABEL: usize = 1024;
@@ -220,6 +231,10 @@ struct Inner {
     failed: AtomicBool,
     /// The audit log (`[audit]`), when there is one.
     audit: Option<Audit>,
+    /// Whether the store enforces create-only writes, once the canary told.
+    create_only_enforced: tokio::sync::OnceCell<bool>,
+    /// `create_only = "best-effort"`.
+    create_only_best_effort: bool,
 }
 
 /// The audit fields of registry credentials handed out.
@@ -306,16 +321,76 @@ impl ProviderHandle {
             served: std::sync::RwLock::new(served),
             failed: AtomicBool::new(false),
             audit: None,
+            create_only_enforced: tokio::sync::OnceCell::new(),
+            create_only_best_effort: false,
         };
         Self { inner: Arc::new(inner), context: AuditContext::default() }
     }
 
-    /// A new handle with `audit` as its audit log.
-    pub(crate) fn with_audit(mut self, audit: Option<Audit>) -> Self {
+    /// A new handle with `audit` as its audit log, and best-effort
+    /// create-only writes when `best_effort` (`create_only = "best-effort"`).
+    pub(crate) fn with_instance_options(mut self, audit: Option<Audit>, best_effort: bool) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.audit = audit;
+            inner.create_only_best_effort = best_effort;
         }
         self
+    }
+
+    /// Whether the store refuses a create-only write of a name that exists
+    /// (rather than overwriting it): a canary object,
+    /// [`CREATE_ONLY_CANARY`], is written with the precondition, twice when
+    /// the first write creates it. The canary stays (one byte), so that
+    /// later probes cost one refused request. Found once per provider.
+    pub async fn create_only_enforced(&self) -> Result<bool> {
+        self.require(Operation::Upload)?;
+        if !self.inner.info.create_only {
+            return Err(Error::Unsupported {
+                instance: self.inner.instance.clone(),
+                op: "create-only uploads",
+                why: format!("plugin `{}` does not say that it honours them", self.inner.plugin),
+            });
+        }
+        self.inner
+            .create_only_enforced
+            .get_or_try_init(|| async { Ok(!self.put_canary().await? || !self.put_canary().await?) })
+            .await
+            .copied()
+    }
+
+    /// Writes the canary with the precondition: whether it was created.
+    async fn put_canary(&self) -> Result<bool> {
+        let source = ByteSource_TO::from_value(
+            ReadSource { reader: std::io::Cursor::new(vec![b'\n']), watch: Watch::new(None) },
+            TD_Opaque,
+        );
+        let req = UploadRequest {
+            name: CREATE_ONLY_CANARY.into(),
+            source: UploadSource::Stream(source),
+            size_hint: ROption::RSome(1),
+            progress: ROption::RNone,
+            extra: Extra::new(),
+        }
+        .with_if_absent(CreateOnly::Required);
+        match self.call(Operation::Upload, self.inner.provider.upload(req), None).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How a create-only upload of this instance is asked of its plugin.
+    async fn create_only_mode(&self) -> Result<CreateOnly> {
+        if self.create_only_enforced().await? {
+            return Ok(CreateOnly::Required);
+        }
+        if self.inner.create_only_best_effort {
+            return Ok(CreateOnly::BestEffort);
+        }
+        Err(Error::InvalidInput(format!(
+            "the store of instance `{0}` ignores create-only preconditions (a canary object written twice was overwritten), so a create-only upload cannot be promised; set create_only = \"best-effort\" in [plugins.{0}] to look for the name, then write (racy)",
+            self.inner.instance
+        )))
     }
 
     /// This provider (sharing its cache), with `label` in the audit lines of
@@ -640,8 +715,18 @@ impl ProviderHandle {
             progress: watch.progress_box(),
             extra: Extra::new(),
         };
+        let (req, mode) = self.create_only(req, opts.if_absent).await?;
         let stored = self.call(Operation::Upload, self.inner.provider.upload(req), Some(&watch)).await;
-        self.audit_upload(&name, stored).await
+        self.audit_upload(&name, stored, mode).await
+    }
+
+    /// `req`, asking for a create-only write when `if_absent`, and how.
+    async fn create_only(&self, req: UploadRequest, if_absent: bool) -> Result<(UploadRequest, Option<CreateOnly>)> {
+        if !if_absent {
+            return Ok((req, None));
+        }
+        let mode = self.create_only_mode().await?;
+        Ok((req.with_if_absent(mode), Some(mode)))
     }
 
     /// Writes the audit line of an upload of `name`.
@@ -649,9 +734,16 @@ impl ProviderHandle {
         &self,
         name: &str,
         stored: Result<credhost_plugin_api::TransferResult>,
+        mode: Option<CreateOnly>,
     ) -> Result<TransferResult> {
-        let stored = stored.map(|s| TransferResult::from_api(&s));
-        self.audited("upload", serde_json::json!({ "object": { "name": name } }), stored, |t, _| {
+        let create_only = mode.map(|m| match m {
+            CreateOnly::Required => "enforced",
+            CreateOnly::BestEffort => "best-effort",
+        });
+        let stored = stored
+            .map(|s| TransferResult { create_only: create_only.map(str::to_owned), ..TransferResult::from_api(&s) });
+        let fields = serde_json::json!({ "object": { "name": name }, "create_only": create_only });
+        self.audited("upload", fields, stored, |t, _| {
             serde_json::json!({ "object": { "bucket": t.bucket, "name": t.name, "size": t.size, "checksum": t.checksum, "generation": t.generation } })
         })
         .await
@@ -667,6 +759,20 @@ impl ProviderHandle {
         size_hint: Option<u64>,
         progress: Option<Arc<dyn Progress>>,
     ) -> Result<TransferResult> {
+        let opts = UploadOptions { progress, ..UploadOptions::default() };
+        self.upload_reader_with(name, reader, size_hint, &opts).await
+    }
+
+    /// [`ProviderHandle::upload_reader`] with options: `progress` and
+    /// `if_absent` (`name` and `no_verify` do not apply to streams).
+    pub async fn upload_reader_with<R: Read + Send + 'static>(
+        &self,
+        name: &str,
+        reader: R,
+        size_hint: Option<u64>,
+        opts: &UploadOptions,
+    ) -> Result<TransferResult> {
+        let progress = opts.progress.clone();
         self.require(Operation::Upload)?;
         names::validate_name(name)?;
         let watch = Watch::new(progress);
@@ -678,8 +784,9 @@ impl ProviderHandle {
             progress: watch.progress_box(),
             extra: Extra::new(),
         };
+        let (req, mode) = self.create_only(req, opts.if_absent).await?;
         let stored = self.call(Operation::Upload, self.inner.provider.upload(req), Some(&watch)).await;
-        self.audit_upload(name, stored).await
+        self.audit_upload(name, stored, mode).await
     }
 
     /// Downloads `bucket`/`name` to `dest`. The bytes go to a private
@@ -738,7 +845,25 @@ impl ProviderHandle {
         name: &str,
         expires: Duration,
     ) -> Result<Presigned> {
+        self.presign_with(method, bucket, name, expires, false).await
+    }
+
+    /// [`ProviderHandle::presign`]; with `if_absent` (a PUT only) the URL
+    /// can only create the object: the store's precondition is signed into
+    /// it and listed among the headers a client must send, so a replayed URL
+    /// cannot overwrite. Refused on a store that ignores the precondition.
+    pub async fn presign_with(
+        &self,
+        method: PresignMethod,
+        bucket: &str,
+        name: &str,
+        expires: Duration,
+        if_absent: bool,
+    ) -> Result<Presigned> {
         self.require(Operation::Presign)?;
+        if if_absent && method != PresignMethod::Put {
+            return Err(Error::InvalidInput("only a presigned PUT can be create-only".into()));
+        }
         names::validate_name(name)?;
         if method == PresignMethod::Get {
             names::validate_bucket(bucket)?;
@@ -757,12 +882,26 @@ impl ProviderHandle {
             expires_secs: secs,
             extra: Extra::new(),
         };
+        let req = if if_absent {
+            match self.create_only_mode().await? {
+                CreateOnly::Required => req.with_if_absent(CreateOnly::Required),
+                CreateOnly::BestEffort => {
+                    return Err(Error::InvalidInput(format!(
+                        "the store of instance `{}` ignores create-only preconditions: a presigned URL cannot be made create-only there (create_only = \"best-effort\" cannot look first for a URL used later)",
+                        self.inner.instance
+                    )))
+                }
+            }
+        } else {
+            req
+        };
         let Some(fut) = self.inner.provider.presign(req) else { return Err(self.too_old(Operation::Presign)) };
         let signed = self.call(Operation::Presign, fut, None).await.map(|s| Presigned::from_api(&s, method));
         let fields = serde_json::json!({
             "method": method.as_str(),
             "object": { "bucket": (!bucket.is_empty()).then_some(bucket), "name": name },
             "expires_in": secs,
+            "if_absent": if_absent,
         });
         self.audited("presign", fields, signed, |p, log| {
             serde_json::json!({
@@ -878,6 +1017,15 @@ impl ProviderHandle {
         self.require(Operation::Check)?;
         let report = self.call(Operation::Check, self.inner.provider.check(CheckRequest::default()), None).await?;
         let mut report = CheckReport::from_api(&report);
+        if self.inner.info.create_only && self.offers(Operation::Upload) {
+            let (ok, detail) = match self.create_only_enforced().await {
+                Ok(true) => (true, "enforced (by the store, atomically)".to_owned()),
+                Ok(false) if self.inner.create_only_best_effort => (true, "ignored by this store: --if-absent looks first, then writes (create_only = \"best-effort\": racy)".to_owned()),
+                Ok(false) => (true, "ignored by this store: --if-absent is refused (set create_only = \"best-effort\" to look first, then write)".to_owned()),
+                Err(e) => (false, format!("not known: writing the canary {CREATE_ONLY_CANARY} failed: {}", crate::one_line(&e.to_string()))),
+            };
+            report.items.push(crate::CheckItem { component: "create-only".into(), ok, detail });
+        }
         if let Some(audit) = &self.inner.audit {
             let log = audit.log.clone();
             let probed = tokio::task::spawn_blocking(move || log.probe()).await;

@@ -142,6 +142,11 @@ pub struct TransferResult {
     /// The store's version of the object (a GCS generation), when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generation: Option<String>,
+    /// For a create-only upload, how the name was kept from being taken
+    /// twice: `enforced` (by the store, atomically) or `best-effort` (looked
+    /// for, then written: racy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create_only: Option<String>,
 }
 
 impl TransferResult {
@@ -153,6 +158,7 @@ impl TransferResult {
             checksum: r.checksum.to_string(),
             location: r.location().map(str::to_owned),
             generation: r.generation().map(str::to_owned),
+            create_only: None,
         }
     }
 }
@@ -506,6 +512,9 @@ pub struct PluginInfo {
     /// Dotted paths of settings naming environment variables that hold credentials.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identity_env_settings: Vec<String>,
+    /// Whether it honours create-only uploads (`--if-absent`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_only: bool,
 }
 
 impl PluginInfo {
@@ -522,6 +531,7 @@ impl PluginInfo {
             registry_setting: info.registry_setting().map(str::to_owned),
             identity_env: info.identity_env(),
             identity_env_settings: info.identity_env_settings(),
+            create_only: info.create_only(),
         }
     }
 
@@ -549,6 +559,7 @@ mod tests {
             checksum: "crc32c:00000000".into(),
             location: None,
             generation: None,
+            create_only: None,
         };
         assert_eq!(
             serde_json::to_string(&t).unwrap(),

@@ -26,6 +26,14 @@ pub mod keys {
     pub const KIND: &str = "kind";
     /// [`UploadRequest`](crate::UploadRequest): the object's media type.
     pub const CONTENT_TYPE: &str = "content_type";
+    /// [`UploadRequest`](crate::UploadRequest),
+    /// [`PresignRequest`](crate::PresignRequest): create only, `required`
+    /// or `best-effort` (see [`CreateOnly`](super::CreateOnly)). Sent only to
+    /// plugins that declare [`CREATE_ONLY`].
+    pub const IF_ABSENT: &str = "if_absent";
+    /// [`PluginInfo`](crate::PluginInfo): `1` when the plugin honours
+    /// [`IF_ABSENT`] (since plugin-api 1.3.1).
+    pub const CREATE_ONLY: &str = "create_only";
     /// [`TransferResult`](crate::TransferResult): where the object is, as a
     /// URL (`s3://b/k`, `gs://b/k`) or a path.
     pub const LOCATION: &str = "location";
@@ -76,6 +84,39 @@ pub enum AuthForm {
     /// answer with a bearer token answers with the user name and password it
     /// exchanges for tokens instead.
     Basic,
+}
+
+/// How a create-only write is asked for ([`keys::IF_ABSENT`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreateOnly {
+    /// The store itself must refuse the write when the name exists
+    /// (S3 `If-None-Match: *`, GCS `ifGenerationMatch=0`, a link that does
+    /// not replace): a lost race is
+    /// [`ErrorKind::ALREADY_EXISTS`](crate::ErrorKind::ALREADY_EXISTS),
+    /// nothing of the loser stored.
+    Required,
+    /// The store is known to ignore preconditions: look for the name first,
+    /// then write (racy; the caller accepted that).
+    BestEffort,
+}
+
+impl CreateOnly {
+    /// The value of [`keys::IF_ABSENT`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CreateOnly::Required => "required",
+            CreateOnly::BestEffort => "best-effort",
+        }
+    }
+
+    /// Reads a value of [`keys::IF_ABSENT`]; an unknown value counts as
+    /// [`CreateOnly::Required`] (never as no precondition).
+    pub fn parse(value: &str) -> Self {
+        match value {
+            "best-effort" => CreateOnly::BestEffort,
+            _ => CreateOnly::Required,
+        }
+    }
 }
 
 /// What the secret of a [`RegistryAuth`] is ([`keys::KIND`]).
@@ -158,6 +199,30 @@ impl UploadRequest {
     pub fn content_type(&self) -> Option<&str> {
         get(&self.extra, keys::CONTENT_TYPE)
     }
+
+    /// Whether the object may only be created, not replaced.
+    pub fn if_absent(&self) -> Option<CreateOnly> {
+        get(&self.extra, keys::IF_ABSENT).map(CreateOnly::parse)
+    }
+
+    /// Asks for a create-only write.
+    pub fn with_if_absent(mut self, mode: CreateOnly) -> Self {
+        set(&mut self.extra, keys::IF_ABSENT, mode.as_str());
+        self
+    }
+}
+
+impl crate::PresignRequest {
+    /// Whether the URL may only create the object (a PUT), never replace it.
+    pub fn if_absent(&self) -> Option<CreateOnly> {
+        get(&self.extra, keys::IF_ABSENT).map(CreateOnly::parse)
+    }
+
+    /// Asks for a URL that can only create the object.
+    pub fn with_if_absent(mut self, mode: CreateOnly) -> Self {
+        set(&mut self.extra, keys::IF_ABSENT, mode.as_str());
+        self
+    }
 }
 
 impl TransferResult {
@@ -193,6 +258,11 @@ impl PluginError {
 }
 
 impl PluginInfo {
+    /// Whether the plugin honours create-only writes ([`keys::IF_ABSENT`]).
+    pub fn create_only(&self) -> bool {
+        get(&self.extra, keys::CREATE_ONLY) == Some("1")
+    }
+
     /// One line describing the plugin.
     pub fn description(&self) -> Option<&str> {
         get(&self.extra, keys::DESCRIPTION)

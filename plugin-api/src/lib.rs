@@ -34,7 +34,7 @@ pub use async_ffi;
 pub use async_ffi::FfiFuture;
 
 pub use error::{ErrorKind, PResult, PluginError};
-pub use extra::{keys, AuthForm, AuthKind};
+pub use extra::{keys, AuthForm, AuthKind, CreateOnly};
 pub use provider::{HostServices, HostServicesBox, HostServices_TO, LogLevel, Provider, ProviderBox, Provider_TO};
 pub use root::{Capabilities, PluginInfo, PluginRoot, PluginRoot_Ref, API_VERSION};
 pub use secret::{Secret, REDACTED};

@@ -39,6 +39,9 @@ pub fn info<P: Plugin>(aborts_on_panic: bool) -> PluginInfo {
     if !P::IDENTITY_ENV.is_empty() {
         info = info.with_extra(keys::IDENTITY_ENV, P::IDENTITY_ENV.join(","));
     }
+    if P::CREATE_ONLY {
+        info = info.with_extra(keys::CREATE_ONLY, "1");
+    }
     if !P::IDENTITY_ENV_SETTINGS.is_empty() {
         info = info.with_extra(keys::IDENTITY_ENV_SETTINGS, P::IDENTITY_ENV_SETTINGS.join(","));
     }

@@ -48,7 +48,7 @@ pub use credhost_plugin_api::{
         error_chain, parse_settings, secret_from_env, spawn_cleanup, Context, ProgressHandle as Progress, SinkWriter,
         SourceReader as StreamReader,
     },
-    AuthForm, AuthKind, Capabilities, ErrorKind, PluginError as Error, Secret,
+    AuthForm, AuthKind, Capabilities, CreateOnly, ErrorKind, PluginError as Error, Secret,
 };
 pub use serde;
 pub use serde_json;
@@ -93,6 +93,11 @@ pub trait Plugin: Provider + Sized {
     /// Dotted paths of settings whose values name environment variables
     /// holding credentials (e.g. `"password_env"`).
     const IDENTITY_ENV_SETTINGS: &'static [&'static str] = &[];
+    /// Whether the plugin honours create-only writes: [`Upload::if_absent`]
+    /// and [`PresignRequest::if_absent`] (since 1.3.1). The host asks for
+    /// them only of plugins that say so, and checks with a canary object
+    /// whether the store enforces them.
+    const CREATE_ONLY: bool = false;
 
     /// Builds a provider from the instance's settings (a JSON object; see
     /// [`parse_settings`]). Runs on the plugin runtime: it may await I/O but

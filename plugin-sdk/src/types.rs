@@ -116,6 +116,19 @@ pub struct Upload {
     pub extra: HashMap<String, String>,
 }
 
+impl Upload {
+    /// Whether the object may only be created, never replace one of its
+    /// name (see [`crate::Plugin::CREATE_ONLY`]): with
+    /// [`CreateOnly::Required`](crate::CreateOnly::Required) the store itself
+    /// must refuse the write when the name exists, and a lost race is
+    /// [`ErrorKind::ALREADY_EXISTS`](crate::ErrorKind::ALREADY_EXISTS) with
+    /// nothing of this upload stored.
+    pub fn if_absent(&self) -> Option<crate::CreateOnly> {
+        let v = self.extra.get(credhost_plugin_api::keys::IF_ABSENT)?;
+        (!v.is_empty()).then(|| crate::CreateOnly::parse(v))
+    }
+}
+
 /// Where upload bytes come from.
 pub enum Source {
     /// A local file: read it in parallel, at offsets, if that helps.
@@ -296,6 +309,16 @@ pub struct PresignRequest {
     pub expires: Duration,
     /// Options this kit does not know by name.
     pub extra: HashMap<String, String>,
+}
+
+impl PresignRequest {
+    /// Whether the URL (a PUT) may only create the object: the signed
+    /// request carries the store's precondition (S3 `If-None-Match: *`, GCS
+    /// `x-goog-if-generation-match: 0`) among the headers a client must send.
+    pub fn if_absent(&self) -> Option<crate::CreateOnly> {
+        let v = self.extra.get(credhost_plugin_api::keys::IF_ABSENT)?;
+        (!v.is_empty()).then(|| crate::CreateOnly::parse(v))
+    }
 }
 
 /// A presigned URL. The URL is a credential: whoever holds it can use it

@@ -6,6 +6,7 @@ mod aws;
 mod bad_input;
 mod conformance;
 mod contract;
+mod create_only;
 mod credhelper;
 mod evolution;
 mod fs_store;

@@ -40,4 +40,18 @@ fn example_service_streams_posted_zips_to_storage() {
 
     let (body, code) = curl(&[&format!("http://{addr}/token")]);
     assert_eq!((body.as_str(), code.as_str()), ("null", "200"));
+
+    // A deploy is PID/DEPLOY_ID.zip, create-only: the same deploy again is
+    // a conflict, and the first one's bytes stay.
+    let other = ws.path("other.zip");
+    write_zip(&other, 1 << 20, 78);
+    let deploy = format!("http://{addr}/projects/4242/deploys/7");
+    let (body, code) = curl(&["--data-binary", &format!("@{}", src.display()), &deploy]);
+    assert_eq!(code, "201", "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["name"].as_str(), v["create_only"].as_str()), (Some("4242/7.zip"), Some("enforced")));
+    let (body, code) = curl(&["--data-binary", &format!("@{}", other.display()), &deploy]);
+    assert_eq!(code, "409", "{body}");
+    assert!(body.contains("exists already"), "{body}");
+    assert_eq!(sha256(&ws.path("store/projects/4242/7.zip")), sha256(&src));
 }

@@ -252,6 +252,7 @@ fn infos(config: &Config) -> BTreeMap<String, PluginInfo> {
                 registry_setting: Some(setting.into()),
                 identity_env: Vec::new(),
                 identity_env_settings: Vec::new(),
+                create_only: false,
             };
             (name.clone(), info)
         })

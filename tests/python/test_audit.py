@@ -79,3 +79,19 @@ def test_labels_and_a_missing_key(services, tmp_path, monkeypatch):
         ("token", "deploy 7 by alice"),
         ("credentials", "deploy 7 by alice"),
     ]
+
+
+def test_create_only_uploads(services, tmp_path, monkeypatch):
+    """``overwrite=False`` stores a name once; a second upload of it raises
+    ``AlreadyExists`` and leaves the first one's bytes."""
+    monkeypatch.setenv("CREDHOST_TEST_AUDIT_KEY", KEY)
+    config = write_config(services, tmp_path, required=False)
+    creds = credhost.Credentials(config=config).with_audit_label("deploy 9 by bob")
+    put = creds.upload_project("9/1.zip", b"first", overwrite=False)
+    assert put.create_only == "enforced"
+    with pytest.raises(credhost.AlreadyExists, match="exists already"):
+        creds.upload_project("9/1.zip", b"second", overwrite=False)
+    assert (tmp_path / "store/projects/9/1.zip").read_bytes() == b"first"
+    records = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    uploads = [(r["outcome"], r["create_only"], r["label"]) for r in records if r["operation"] == "upload"]
+    assert uploads == [("ok", "enforced", "deploy 9 by bob"), ("failed", "enforced", "deploy 9 by bob")]

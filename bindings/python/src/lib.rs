@@ -518,7 +518,8 @@ impl Core {
 
     /// Uploads a file (checked to be a ZIP archive unless `verify` is
     /// false); the stored object as a dict.
-    #[pyo3(signature = (path, name, verify=true, cancel=None, progress=None))]
+    #[pyo3(signature = (path, name, verify=true, cancel=None, progress=None, if_absent=false))]
+    #[allow(clippy::too_many_arguments)]
     fn upload_path(
         &self,
         py: Python<'_>,
@@ -527,10 +528,11 @@ impl Core {
         verify: bool,
         cancel: Option<PyRef<'_, CancelToken>>,
         progress: Option<Py<PyAny>>,
+        if_absent: bool,
     ) -> PyResult<Py<PyAny>> {
         let (reporter, progress) = Reporter::new(progress);
         let stored = self.run_reporting(py, "upload", cancel.as_deref(), reporter, |b| async move {
-            let opts = UploadOptions { name: Some(name), no_verify: !verify, progress };
+            let opts = UploadOptions { name: Some(name), no_verify: !verify, if_absent, progress };
             Ok(b.provider().upload_file(&path, &opts).await?)
         })?;
         to_py(py, &stored)
@@ -538,7 +540,8 @@ impl Core {
 
     /// Uploads what `file.read(n)` returns until it returns nothing; the
     /// stored object as a dict.
-    #[pyo3(signature = (file, name, size_hint=None, cancel=None, progress=None))]
+    #[pyo3(signature = (file, name, size_hint=None, cancel=None, progress=None, if_absent=false))]
+    #[allow(clippy::too_many_arguments)]
     fn upload_stream(
         &self,
         py: Python<'_>,
@@ -547,11 +550,13 @@ impl Core {
         size_hint: Option<u64>,
         cancel: Option<PyRef<'_, CancelToken>>,
         progress: Option<Py<PyAny>>,
+        if_absent: bool,
     ) -> PyResult<Py<PyAny>> {
         let (reader, raised, gate) = reader::PyReader::new(file);
         let (reporter, progress) = Reporter::new(progress);
         let done = self.run_reporting(py, "upload", cancel.as_deref(), reporter, |b| async move {
-            Ok(b.provider().upload_reader(&name, reader, size_hint, progress).await?)
+            let opts = UploadOptions { if_absent, progress, ..UploadOptions::default() };
+            Ok(b.provider().upload_reader_with(&name, reader, size_hint, &opts).await?)
         });
         // A stopped upload's reading thread may still be in read(): no
         // thread of ours stays in Python once this call returns.

@@ -31,6 +31,7 @@ impl Plugin for AwsProvider {
     const DESCRIPTION: &'static str = "ECR registry tokens and S3 storage, credentials from aws-config's chain";
     const REGISTRY_SETTING: Option<&'static str> = Some("registry");
     const CAPABILITIES: Capabilities = Capabilities::ALL;
+    const CREATE_ONLY: bool = true;
     // The default credential chain reads these without any setting naming
     // them: keys, profiles, web identity, container and instance metadata,
     // and the files under the home directory.

@@ -58,6 +58,7 @@ async fn run() -> Result<(), BoxError> {
         concurrency: usize::try_from(arg(1, 4)?)?,
         part_size: arg(2, 16)? * MIB,
         single_put_threshold: arg(3, arg(2, 16)?)? * MIB,
+        ..TransferOptions::default()
     };
     let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
     let settings = ClientSettings {

@@ -188,6 +188,16 @@ pub async fn head_bucket(client: &Client, bucket: &str) -> Result<(), TransferEr
     }
 }
 
+/// Whether `bucket`/`key` exists (a HEAD of it: 404 is "no").
+pub async fn object_exists(client: &Client, bucket: &str, key: &str) -> Result<bool, TransferError> {
+    let op = Op::download(bucket, key);
+    match client.head_object().bucket(bucket).key(key).send().await {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
+        Err(e) => Err(op.sdk(e)),
+    }
+}
+
 /// What the HEAD request told about the object.
 struct ObjectInfo {
     size: u64,

@@ -33,6 +33,9 @@ pub enum TransferErrorKind {
     Integrity,
     /// Reading or writing the local file failed.
     Io,
+    /// A create-only upload found an object of its name (see
+    /// [`TransferOptions::if_absent`](crate::TransferOptions::if_absent)).
+    AlreadyExists,
     /// Anything else.
     Other,
 }
@@ -48,6 +51,7 @@ impl TransferErrorKind {
             Self::Unavailable => "service unavailable",
             Self::Integrity => "data integrity check failed",
             Self::Io => "local i/o error",
+            Self::AlreadyExists => "the object exists already",
             Self::Other => "request failed",
         }
     }

@@ -80,12 +80,12 @@ mod timeouts;
 mod upload;
 
 pub use client::{build_client, tune_config, ClientSettings};
-pub use download::{download_to_path, download_to_writer, head_bucket};
+pub use download::{download_to_path, download_to_writer, head_bucket, object_exists};
 pub use error::{TransferError, TransferErrorKind};
 pub use options::{
     check_bucket_name, Progress, TransferOptions, Transferred, MAX_OBJECT_SIZE, MAX_PARTS, MIN_PART_SIZE,
 };
-pub use presign::{delete_object, presign_get, presign_put, PresignedUrl};
+pub use presign::{delete_object, presign_get, presign_put, presign_put_if_absent, PresignedUrl};
 pub use retry::transfer_retries;
 pub use timeouts::transfer_timeouts;
 pub use upload::{upload_path, upload_reader};

@@ -42,11 +42,17 @@ pub struct TransferOptions {
     /// 5 GiB. [`upload_reader`](crate::upload_reader) caps it at `part_size`
     /// because it must buffer the data to learn its size.
     pub single_put_threshold: u64,
+    /// Create only: the object is stored only if no object of its name
+    /// exists, checked by the server (`If-None-Match: *` on `PutObject` and
+    /// on `CompleteMultipartUpload`); a name taken first fails with
+    /// [`AlreadyExists`](crate::TransferErrorKind::AlreadyExists), nothing
+    /// of this upload stored. A server that ignores the header overwrites.
+    pub if_absent: bool,
 }
 
 impl Default for TransferOptions {
     fn default() -> Self {
-        Self { part_size: 16 * MIB, concurrency: 4, single_put_threshold: 16 * MIB }
+        Self { part_size: 16 * MIB, concurrency: 4, single_put_threshold: 16 * MIB, if_absent: false }
     }
 }
 

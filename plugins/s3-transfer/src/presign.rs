@@ -45,10 +45,23 @@ pub async fn presign_put(
     presign(client, Method::Put, bucket, key, expires).await
 }
 
+/// A URL that PUTs an object `bucket`/`key` only if no object of that name
+/// exists: `If-None-Match: *` is signed into it (a client must send it, and
+/// cannot leave it out), so the URL replayed cannot overwrite.
+pub async fn presign_put_if_absent(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    expires: Duration,
+) -> Result<PresignedUrl, TransferError> {
+    presign(client, Method::PutIfAbsent, bucket, key, expires).await
+}
+
 /// Which request a presigned URL makes.
 enum Method {
     Get,
     Put,
+    PutIfAbsent,
 }
 
 /// Signs a `method` request of `bucket`/`key` valid for `expires`.
@@ -64,6 +77,14 @@ async fn presign(
     let req = match method {
         Method::Get => client.get_object().bucket(bucket).key(key).presigned(config).await.map_err(|e| op.sdk(e)),
         Method::Put => client.put_object().bucket(bucket).key(key).presigned(config).await.map_err(|e| op.sdk(e)),
+        Method::PutIfAbsent => client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .if_none_match("*")
+            .presigned(config)
+            .await
+            .map_err(|e| op.sdk(e)),
     }?;
     Ok(PresignedUrl {
         method: req.method().to_owned(),

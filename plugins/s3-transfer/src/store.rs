@@ -3,8 +3,8 @@
 //! S3-backed provider.
 
 use credhost_plugin_sdk::{
-    error_chain, expires_in, DeleteRequest, Dest, Download, Error as PluginError, ErrorKind, Method, PresignRequest,
-    Presigned, Probe, Secret, Source, Stored, Upload,
+    error_chain, expires_in, CreateOnly, DeleteRequest, Dest, Download, Error as PluginError, ErrorKind, Method,
+    PresignRequest, Presigned, Probe, Secret, Source, Stored, Upload,
 };
 
 use crate::{TransferError, TransferErrorKind, TransferOptions};
@@ -35,14 +35,29 @@ impl S3Bucket {
         if let Some(total) = req.size_hint {
             req.progress.set_total(total);
         }
+        let mut opts = self.opts.clone();
+        match req.if_absent() {
+            None => {}
+            Some(CreateOnly::Required) => opts.if_absent = true,
+            // The store ignores the precondition (the host found so, and the
+            // instance accepts the race): look first.
+            Some(CreateOnly::BestEffort)
+                if crate::object_exists(&self.client, &self.bucket, &req.name).await.map_err(plugin_error)? =>
+            {
+                return Err(PluginError::new(
+                    ErrorKind::ALREADY_EXISTS,
+                    format!(
+                        "an object named {} exists already in bucket {} (looked for first: best-effort create-only); nothing was stored",
+                        req.name, self.bucket
+                    ),
+                ));
+            }
+            Some(CreateOnly::BestEffort) => {}
+        }
         let progress = req.progress.as_callback();
         let done = match req.source {
-            Source::Path(p) => {
-                crate::upload_path(&self.client, &self.bucket, &req.name, &p, &self.opts, progress).await
-            }
-            Source::Stream(r) => {
-                crate::upload_reader(&self.client, &self.bucket, &req.name, r, &self.opts, progress).await
-            }
+            Source::Path(p) => crate::upload_path(&self.client, &self.bucket, &req.name, &p, &opts, progress).await,
+            Source::Stream(r) => crate::upload_reader(&self.client, &self.bucket, &req.name, r, &opts, progress).await,
         }
         .map_err(plugin_error)?;
         let location = format!("s3://{}/{}", self.bucket, req.name);
@@ -74,6 +89,9 @@ impl S3Bucket {
     pub async fn presign(&self, req: PresignRequest) -> Result<Presigned, PluginError> {
         let signed = match req.method {
             Method::Get => crate::presign_get(&self.client, &req.bucket, &req.name, req.expires).await,
+            Method::Put if req.if_absent().is_some() => {
+                crate::presign_put_if_absent(&self.client, &self.bucket, &req.name, req.expires).await
+            }
             Method::Put => crate::presign_put(&self.client, &self.bucket, &req.name, req.expires).await,
         }
         .map_err(plugin_error)?;
@@ -151,6 +169,7 @@ pub fn plugin_error(e: TransferError) -> PluginError {
         TransferErrorKind::Unavailable => ErrorKind::UNAVAILABLE,
         TransferErrorKind::Integrity => ErrorKind::INTEGRITY,
         TransferErrorKind::Io => ErrorKind::IO,
+        TransferErrorKind::AlreadyExists => ErrorKind::ALREADY_EXISTS,
         _ => ErrorKind::OTHER,
     };
     // A failure of the host's byte source keeps the host's own error.

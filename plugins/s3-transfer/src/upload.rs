@@ -84,7 +84,7 @@ pub async fn upload_path(
         ));
     }
     let file = Arc::new(file);
-    let target = Target { client, bucket, key, op, path: Some(path) };
+    let target = Target { client, bucket, key, op, path: Some(path), if_absent: opts.if_absent };
 
     if size <= opts.single_put_threshold {
         let crc = measure(&op, path, file.clone(), size, size.max(1)).await?.first().copied().unwrap_or(0);
@@ -183,7 +183,7 @@ pub async fn upload_reader<R: AsyncRead + Unpin + Send>(
 ) -> Result<Transferred, TransferError> {
     let op = Op::upload(bucket, key);
     opts.validate().map_err(|e| op.wrap(e))?;
-    let target = Target { client, bucket, key, op, path: None };
+    let target = Target { client, bucket, key, op, path: None, if_absent: opts.if_absent };
     let part_size = to_usize(opts.part_size);
     let pool = BufferPool::new(part_size, opts.concurrency + 1);
 
@@ -284,6 +284,8 @@ struct Target<'a> {
     key: &'a str,
     op: Op<'a>,
     path: Option<&'a Path>,
+    /// Create only (`If-None-Match: *`).
+    if_absent: bool,
 }
 
 impl Target<'_> {
@@ -309,6 +311,22 @@ impl Target<'_> {
         self.op.sdk(err)
     }
 
+    /// The error of a create-only request the server refused because the
+    /// name is taken (412), as [`TransferErrorKind::AlreadyExists`]; any
+    /// other error as it is.
+    fn taken(&self, e: TransferError) -> TransferError {
+        if !(self.if_absent && e.http_status() == Some(412)) {
+            return e;
+        }
+        self.op.err(
+            TransferErrorKind::AlreadyExists,
+            format_args!(
+                "an object named {} exists already in bucket {} (created first; this upload stored nothing)",
+                self.key, self.bucket
+            ),
+        )
+    }
+
     fn changed(&self) -> TransferError {
         let path = self.path.unwrap_or(Path::new("the source"));
         self.op
@@ -329,9 +347,9 @@ impl Target<'_> {
                     error = %DisplayErrorContext(&e),
                     "server rejected PutObject with a CRC32C header; retrying without it"
                 );
-                self.put_once(body.stream(), size, whole_crc, false).await.map_err(|e| self.sdk(e))
+                self.put_once(body.stream(), size, whole_crc, false).await.map_err(|e| self.taken(self.sdk(e)))
             }
-            Err(e) => Err(self.sdk(e)),
+            Err(e) => Err(self.taken(self.sdk(e))),
         }
     }
 
@@ -350,6 +368,7 @@ impl Target<'_> {
             .metadata(META_CRC32C, crc::to_hex(whole_crc))
             .metadata(META_SIZE, size.to_string())
             .set_checksum_crc32_c(with_checksum.then(|| crc::to_base64(whole_crc)))
+            .set_if_none_match(self.if_absent.then(|| "*".to_owned()))
             .body(body)
             .customize()
             .disable_payload_signing()
@@ -474,6 +493,8 @@ impl Target<'_> {
     ) -> Result<(), TransferError> {
         let budget = Budget::new(CONTROL_BUDGET);
         let mut attempt = 0;
+        // Whether an earlier attempt's answer was lost (it may have completed).
+        let mut answer_lost = false;
         loop {
             attempt += 1;
             let sent = self
@@ -486,6 +507,7 @@ impl Target<'_> {
                 .set_checksum_crc32_c(mode.full_object.then(|| crc::to_base64(whole_crc)))
                 .set_checksum_type(mode.full_object.then_some(ChecksumType::FullObject))
                 .mpu_object_size(to_i64(size))
+                .set_if_none_match(self.if_absent.then(|| "*".to_owned()))
                 .customize()
                 .config_override(single_attempt(transfer_timeouts()))
                 .send()
@@ -503,6 +525,13 @@ impl Target<'_> {
                 Err(e) => e,
             };
             let answered = matches!(err, SdkError::ServiceError(_));
+            let refused = answered && self.if_absent && status_of(&err) == Some(412);
+            if refused && !answer_lost {
+                // The name was taken first: whatever the key holds is not
+                // this upload's, even with the same bytes.
+                return Err(self.taken(self.op.sdk(err)));
+            }
+            answer_lost |= !answered;
             let looks = if answered { 1 } else { LOST_COMPLETE_LOOKS };
             if self.stored_matches(size, whole_crc, looks).await {
                 tracing::info!(
@@ -528,7 +557,7 @@ impl Target<'_> {
                     continue;
                 }
             }
-            return Err(self.op.sdk(err));
+            return Err(self.taken(self.op.sdk(err)));
         }
     }
 
@@ -1022,6 +1051,14 @@ fn to_usize(n: u64) -> usize {
 
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The HTTP status of a service's answer.
+fn status_of<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
+    match err {
+        SdkError::ServiceError(ctx) => Some(ctx.raw().status().as_u16()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

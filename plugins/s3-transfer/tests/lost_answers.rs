@@ -43,7 +43,7 @@ fn key(name: &str) -> String {
 }
 
 fn opts() -> TransferOptions {
-    TransferOptions { part_size: PART, concurrency: 2, single_put_threshold: PART }
+    TransferOptions { part_size: PART, concurrency: 2, single_put_threshold: PART, ..Default::default() }
 }
 
 /// The S3 request a proxied request is.

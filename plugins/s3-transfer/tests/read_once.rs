@@ -43,7 +43,7 @@ async fn a_file_is_read_once_where_the_server_keeps_a_full_object_checksum() {
     init_logging("warn");
     let bucket = var("CREDHOST_TEST_S3_BUCKET");
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = TransferOptions { part_size: PART, concurrency: 3, single_put_threshold: PART };
+    let opts = TransferOptions { part_size: PART, concurrency: 3, single_put_threshold: PART, ..Default::default() };
     let big = dir.path().join("big");
     let big_content = data(PART * 6 + 12_345, 1);
     std::fs::write(&big, &big_content).expect("write");

@@ -51,7 +51,7 @@ fn key(name: &str) -> String {
 }
 
 fn opts() -> TransferOptions {
-    TransferOptions { part_size: PART, concurrency: 3, single_put_threshold: PART }
+    TransferOptions { part_size: PART, concurrency: 3, single_put_threshold: PART, ..Default::default() }
 }
 
 fn counter() -> (Progress, Arc<AtomicU64>) {

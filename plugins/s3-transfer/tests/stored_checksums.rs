@@ -27,7 +27,7 @@ mod common;
 use common::*;
 
 fn opts() -> TransferOptions {
-    TransferOptions { part_size: PART, concurrency: 2, single_put_threshold: PART }
+    TransferOptions { part_size: PART, concurrency: 2, single_put_threshold: PART, ..Default::default() }
 }
 
 fn client(endpoint: &str) -> (Client, String) {

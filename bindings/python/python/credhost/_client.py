@@ -121,6 +121,7 @@ class _Client:
         verify: bool,
         cancel: _Token,
         progress: Optional[ProgressCallback] = None,
+        overwrite: bool = True,
     ) -> TransferResult:
         if not isinstance(project_name, str):
             raise TypeError("project_name must be a str")
@@ -131,11 +132,17 @@ class _Client:
                 raise TypeError("project_obj: a memoryview must be contiguous")
             if view.format != "B" or view.ndim != 1:
                 view = view.cast("B")
-            got = self._core.upload_stream(_BufferReader(view), project_name, view.nbytes, cancel, progress)
+            got = self._core.upload_stream(
+                _BufferReader(view), project_name, view.nbytes, cancel, progress, if_absent=not overwrite
+            )
         elif isinstance(project_obj, (str, os.PathLike)):
-            got = self._core.upload_path(os.fspath(project_obj), project_name, verify, cancel, progress)
+            got = self._core.upload_path(
+                os.fspath(project_obj), project_name, verify, cancel, progress, if_absent=not overwrite
+            )
         elif callable(getattr(project_obj, "read", None)):
-            got = self._core.upload_stream(project_obj, project_name, _size_hint(project_obj), cancel, progress)
+            got = self._core.upload_stream(
+                project_obj, project_name, _size_hint(project_obj), cancel, progress, if_absent=not overwrite
+            )
         else:
             raise TypeError(
                 "project_obj must be bytes-like, a path, or a binary file-like object with read(n), "
@@ -326,8 +333,15 @@ class Credentials(_Client):
         *,
         verify: bool = True,
         progress: Optional[ProgressCallback] = None,
+        overwrite: bool = True,
     ) -> TransferResult:
         """Stores a project archive in the projects bucket as ``project_name``.
+
+        ``overwrite=False`` stores it only if no object of that name exists,
+        checked by the store atomically: a name taken first raises
+        :class:`AlreadyExists` and nothing is stored (a store that ignores
+        the precondition is refused, unless the instance sets
+        ``create_only = "best-effort"``).
 
         ``project_obj`` is ``bytes``/``bytearray``/``memoryview``, a path
         (``str`` or ``os.PathLike``: the file is checked to be a ZIP archive
@@ -345,7 +359,7 @@ class Credentials(_Client):
         stored) and propagates; one raised by that last call propagates too,
         the upload being complete.
         """
-        return self._upload_project(project_name, project_obj, verify, None, progress)
+        return self._upload_project(project_name, project_obj, verify, None, progress, overwrite)
 
     def download_project(
         self,

@@ -46,6 +46,7 @@ class Core:
         verify: bool = True,
         cancel: Optional[CancelToken] = None,
         progress: Optional[_Progress] = None,
+        if_absent: bool = False,
     ) -> _Transfer: ...
     def upload_stream(
         self,
@@ -54,6 +55,7 @@ class Core:
         size_hint: Optional[int] = None,
         cancel: Optional[CancelToken] = None,
         progress: Optional[_Progress] = None,
+        if_absent: bool = False,
     ) -> _Transfer: ...
     def download(
         self,

@@ -62,6 +62,9 @@ class TransferResult:
     """Where the object is (``s3://b/k``, ``gs://b/k`` or a path), when the plugin says."""
     generation: Optional[str] = None
     """The store's version of the object (a GCS generation), when it has one."""
+    create_only: Optional[str] = None
+    """For ``overwrite=False``: ``"enforced"`` (by the store, atomically) or
+    ``"best-effort"`` (looked for, then written: racy)."""
 
 
 @dataclass(frozen=True)

@@ -93,11 +93,12 @@ class Credentials:
         *,
         verify: bool = True,
         progress: Optional[_client.ProgressCallback] = None,
+        overwrite: bool = True,
     ) -> TransferResult:
         """See :meth:`credhost.Credentials.upload_project`. ``progress`` is
         called from the worker thread running the upload, not from the event
         loop: hand results to the loop with ``loop.call_soon_threadsafe``."""
-        upload = functools.partial(self._sync._upload_project, progress=progress)
+        upload = functools.partial(self._sync._upload_project, progress=progress, overwrite=overwrite)
         return await _call(upload, project_name, project_obj, verify)
 
     async def download_project(

@@ -65,6 +65,7 @@ impl FsStore {
             Ok((dir, file_name.to_owned()))
         })
         .await?;
+        let create_only = req.if_absent().is_some();
         // Removed when dropped: on every early return and on cancellation.
         let temp = TempFile::create(dir, &file_name)?;
         if let Some(total) = req.size_hint {
@@ -77,7 +78,8 @@ impl FsStore {
         drop(out);
         let stamp = format!("{} {}", done.checksum(), done.size);
         let location = self.root.join(&self.bucket).join(&req.name);
-        blocking(move || temp.persist(&stamp)).await?;
+        let shown = format!("{}/{}", self.bucket, req.name);
+        blocking(move || temp.persist(&stamp, create_only.then_some(shown.as_str()))).await?;
         Ok(Stored::new(&self.bucket, req.name, done.size, done.checksum()).at(location.display().to_string()))
     }
 
@@ -376,8 +378,11 @@ impl TempFile {
         Err(Error::new(ErrorKind::IO, format!("cannot create a temporary file for {file_name:?}")))
     }
 
-    /// Records `stamp` (checksum and size) and renames the file into place.
-    fn persist(mut self, stamp: &str) -> Result<()> {
+    /// Records `stamp` (checksum and size) and renames the file into place;
+    /// with `create_only` (the object's name, for the message) never over a
+    /// file of that name: a taken name is
+    /// [`ErrorKind::ALREADY_EXISTS`], and the temporary file goes.
+    fn persist(mut self, stamp: &str, create_only: Option<&str>) -> Result<()> {
         // SAFETY: the descriptor is open; `stamp` is valid for its length.
         let set =
             unsafe { libc::fsetxattr(self.file.as_raw_fd(), CRC_ATTR.as_ptr(), stamp.as_ptr().cast(), stamp.len(), 0) };
@@ -385,6 +390,9 @@ impl TempFile {
             tracing::info!("this file system keeps no user attributes: the object is stored without its checksum");
         }
         let fd = self.dir.as_raw_fd();
+        if let Some(shown) = create_only {
+            return self.link_new(shown);
+        }
         // SAFETY: both names are NUL-terminated plain names in the open directory `fd`.
         if unsafe { libc::renameat(fd, self.temp.as_ptr(), fd, self.target.as_ptr()) } != 0 {
             return Err(io(
@@ -394,6 +402,40 @@ impl TempFile {
             ));
         }
         self.persisted = true;
+        Ok(())
+    }
+
+    /// Moves the file into place only if its name is free, atomically:
+    /// `renameat2(RENAME_NOREPLACE)`, or where the file system lacks it, a
+    /// hard link (which never replaces) and the temporary name removed.
+    fn link_new(&mut self, shown: &str) -> Result<()> {
+        let fd = self.dir.as_raw_fd();
+        let taken = || {
+            Error::new(
+                ErrorKind::ALREADY_EXISTS,
+                format!("an object named {shown} exists already (created first); nothing was stored"),
+            )
+        };
+        let failed = |e: std::io::Error| io("cannot store", Path::new(&*self.target.to_string_lossy()), e);
+        // SAFETY: both names are NUL-terminated plain names in the open directory `fd`.
+        let renamed =
+            unsafe { libc::renameat2(fd, self.temp.as_ptr(), fd, self.target.as_ptr(), libc::RENAME_NOREPLACE) };
+        if renamed == 0 {
+            self.persisted = true;
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EEXIST) => return Err(taken()),
+            Some(libc::EINVAL | libc::ENOSYS) => {}
+            _ => return Err(failed(e)),
+        }
+        // SAFETY: as above; no flags: the link is of the name itself.
+        if unsafe { libc::linkat(fd, self.temp.as_ptr(), fd, self.target.as_ptr(), 0) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(if e.raw_os_error() == Some(libc::EEXIST) { taken() } else { failed(e) });
+        }
+        // The object is in place; the temporary name goes (Drop unlinks it).
         Ok(())
     }
 }
