@@ -119,6 +119,8 @@ fn check_reports_enforced_or_ignored() {
         (Kind::AwsMoto, "create-only: enforced"),
         (Kind::AwsSeaweed, "create-only: enforced"),
         (Kind::LocalRclone, "create-only: ignored by this store"),
+        // gcp-storage-emulator ignores `ifGenerationMatch` (GCS enforces it).
+        (Kind::Gcp, "create-only: ignored by this store"),
     ] {
         let ws = Backend::new(kind).ws();
         let out = ws.run(&["check"]).ok();
@@ -132,7 +134,17 @@ fn check_reports_enforced_or_ignored() {
 /// the name is looked for first, and the output says the result is racy.
 #[test]
 fn a_store_that_ignores_preconditions_is_refused_unless_best_effort() {
-    let b = Backend::new(Kind::LocalRclone);
+    ignored_preconditions(Kind::LocalRclone);
+}
+
+/// gcp-storage-emulator, likewise: it ignores `ifGenerationMatch=0`.
+#[test]
+fn gcs_emulator_ignoring_preconditions_is_refused_unless_best_effort() {
+    ignored_preconditions(Kind::Gcp);
+}
+
+fn ignored_preconditions(kind: Kind) {
+    let b = Backend::new(kind);
     let ws = b.ws();
     let name = unique("rclone");
     write_zip(&ws.path("p.zip"), 1000, 1);
@@ -143,10 +155,10 @@ fn a_store_that_ignores_preconditions_is_refused_unless_best_effort() {
     assert!(err.contains("ignores create-only preconditions"), "{err}");
 
     let text = std::fs::read_to_string(ws.path("plugins.toml")).unwrap();
-    let text = text.replace(
-        "[plugins.local.settings]",
-        "[plugins.local]\ncreate_only = \"best-effort\"\n\n[plugins.local.settings]",
-    );
+    let instance = if kind == Kind::Gcp { "gcp" } else { "local" };
+    let table = format!("[plugins.{instance}.settings]");
+    assert!(text.contains(&table), "{text}");
+    let text = text.replace(&table, &format!("[plugins.{instance}]\ncreate_only = \"best-effort\"\n\n{table}"));
     ws.write_config(&text);
     let run = ws.run(&["upload", "p.zip", "--name", &name, "--if-absent", "--json"]);
     let stored: serde_json::Value = serde_json::from_str(&run.ok()).unwrap();

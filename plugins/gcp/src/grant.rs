@@ -79,7 +79,8 @@ impl GcpProvider {
                 ),
             ));
         }
-        let signed = presign::presign(&self.gcs, &self.iam, Method::Get, &req.bucket, &req.name, req.ttl).await?;
+        let signed =
+            presign::presign(&self.gcs, &self.iam, Method::Get, &req.bucket, &req.name, req.ttl, false).await?;
         let mut grant = Grant { expires_at: req.ends_at(), ..Grant::default() };
         grant.parts.push(GrantPart::new(
             "project",

@@ -102,6 +102,7 @@ impl Plugin for GcpProvider {
     const DESCRIPTION: &'static str = "Artifact Registry / GCR tokens and GCS storage";
     const REGISTRY_SETTING: Option<&'static str> = Some("registry");
     const CAPABILITIES: Capabilities = Capabilities::ALL;
+    const CREATE_ONLY: bool = true;
     // Application Default Credentials, gcloud's configuration and the
     // metadata server are found through these, without a setting naming them.
     const IDENTITY_ENV: &'static [&'static str] =
@@ -170,7 +171,8 @@ impl Provider for GcpProvider {
             Method::Get => req.bucket.as_str(),
             Method::Put => self.bucket.as_str(),
         };
-        presign::presign(&self.gcs, &self.iam, req.method, bucket, &req.name, req.expires).await
+        let if_absent = req.method == Method::Put && req.if_absent().is_some();
+        presign::presign(&self.gcs, &self.iam, req.method, bucket, &req.name, req.expires, if_absent).await
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<(), PluginError> {

@@ -56,8 +56,14 @@ pub struct Unsigned {
     pub string_to_sign: String,
 }
 
+/// The header a create-only signed PUT carries (and signs): the object
+/// must not exist.
+pub const IF_ABSENT_HEADER: (&str, &str) = ("x-goog-if-generation-match", "0");
+
 /// The unsigned URL and string to sign for `method` on `bucket`/`name` at
-/// `base` (scheme and host of the storage endpoint), by `email`, at `now`.
+/// `base` (scheme and host of the storage endpoint), by `email`, at `now`;
+/// with `if_absent`, [`IF_ABSENT_HEADER`] is among the signed headers.
+#[allow(clippy::too_many_arguments)]
 pub fn prepare(
     base: &reqwest::Url,
     method: Method,
@@ -66,6 +72,7 @@ pub fn prepare(
     email: &str,
     now: i64,
     expires: Duration,
+    if_absent: bool,
 ) -> Unsigned {
     let host = match base.port() {
         Some(p) => format!("{}:{p}", base.host_str().unwrap_or_default()),
@@ -79,7 +86,7 @@ pub fn prepare(
         ("X-Goog-Credential", format!("{email}/{scope}")),
         ("X-Goog-Date", stamp.clone()),
         ("X-Goog-Expires", expires.as_secs().to_string()),
-        ("X-Goog-SignedHeaders", "host".to_owned()),
+        ("X-Goog-SignedHeaders", if if_absent { "host;x-goog-if-generation-match" } else { "host" }.to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (encode(k, false), encode(&v, false)))
@@ -90,7 +97,12 @@ pub fn prepare(
         Method::Get => "GET",
         Method::Put => "PUT",
     };
-    let canonical = format!("{verb}\n{path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD");
+    let canonical = if if_absent {
+        let (name, value) = IF_ABSENT_HEADER;
+        format!("{verb}\n{path}\n{query}\nhost:{host}\n{name}:{value}\n\nhost;{name}\nUNSIGNED-PAYLOAD")
+    } else {
+        format!("{verb}\n{path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD")
+    };
     let hashed = hex_of(digest(&SHA256, canonical.as_bytes()).as_ref());
     Unsigned {
         url: format!("{}://{host}{path}?{query}", base.scheme()),
@@ -102,7 +114,8 @@ fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A V4 signed URL for `method` on `bucket`/`name`, valid for `expires`.
+/// A V4 signed URL for `method` on `bucket`/`name`, valid for `expires`;
+/// with `if_absent` (a PUT) it can only create the object.
 pub async fn presign(
     gcs: &Gcs,
     iam: &reqwest::Url,
@@ -110,13 +123,14 @@ pub async fn presign(
     bucket: &str,
     name: &str,
     expires: Duration,
+    if_absent: bool,
 ) -> Result<Presigned, PluginError> {
     if expires > MAX_EXPIRY || expires.is_zero() {
         return Err(PluginError::new(ErrorKind::INVALID_INPUT, "a V4 signed URL lasts from 1 second to 7 days"));
     }
     let source = gcs.tokens().source();
     let email = signer_email(gcs, source).await?;
-    let unsigned = prepare(&gcs.base_url(), method, bucket, name, &email, unix_now(), expires);
+    let unsigned = prepare(&gcs.base_url(), method, bucket, name, &email, unix_now(), expires, if_absent);
     let signature = match source {
         Source::File(Credentials::ServiceAccount(key)) => key.sign(unsigned.string_to_sign.as_bytes())?,
         _ => sign_blob(gcs, iam, &email, unsigned.string_to_sign.as_bytes()).await?,
@@ -124,7 +138,11 @@ pub async fn presign(
     Ok(Presigned {
         method,
         url: Secret::new(format!("{}&X-Goog-Signature={}", unsigned.url, hex_of(&signature))),
-        headers: Vec::new(),
+        headers: if if_absent {
+            vec![(IF_ABSENT_HEADER.0.to_owned(), IF_ABSENT_HEADER.1.to_owned())]
+        } else {
+            Vec::new()
+        },
         expires_at: expires_in(expires),
     })
 }
@@ -184,6 +202,7 @@ mod tests {
             "sa@p.iam.gserviceaccount.com",
             1_700_000_000,
             Duration::from_secs(600),
+            false,
         );
         assert_eq!(
             u.url,
@@ -192,5 +211,16 @@ mod tests {
         assert!(u
             .string_to_sign
             .starts_with("GOOG4-RSA-SHA256\n20231114T221320Z\n20231114/auto/storage/goog4_request\n"));
+    }
+
+    #[test]
+    fn a_create_only_put_signs_its_precondition() {
+        let base = reqwest::Url::parse("http://127.0.0.1:9/").unwrap();
+        let at = |if_absent| {
+            prepare(&base, Method::Put, "projects", "1.zip", "sa@p", 1_700_000_000, Duration::from_secs(600), if_absent)
+        };
+        let (plain, guarded) = (at(false), at(true));
+        assert!(guarded.url.ends_with("X-Goog-SignedHeaders=host%3Bx-goog-if-generation-match"), "{}", guarded.url);
+        assert_ne!(plain.string_to_sign, guarded.string_to_sign);
     }
 }

@@ -12,7 +12,9 @@
 use std::{path::Path, sync::Arc};
 
 use bytes::Bytes;
-use credhost_plugin_sdk::{Error as PluginError, ErrorKind, Progress as ProgressHandle, Source, Stored, Upload};
+use credhost_plugin_sdk::{
+    CreateOnly, Error as PluginError, ErrorKind, Progress as ProgressHandle, Source, Stored, Upload,
+};
 use reqwest::{
     header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE},
     StatusCode, Url,
@@ -42,7 +44,26 @@ pub async fn upload(gcs: &Arc<Gcs>, bucket: &str, req: Upload, chunk: usize) -> 
         return Err(PluginError::new(ErrorKind::OTHER, format!("chunk size {chunk} is not a multiple of 256 KiB")));
     }
     let content_type = req.content_type.clone().unwrap_or_else(|| content_type_for(&req.name).to_owned());
-    let target = Target { gcs, bucket, name: &req.name, content_type: &content_type };
+    let if_absent = match req.if_absent() {
+        None => false,
+        Some(CreateOnly::Required) => true,
+        // The store ignores the precondition (the host found so, and the
+        // instance accepts the race): look first.
+        Some(CreateOnly::BestEffort) => match gcs.object(bucket, &req.name).await {
+            Ok(_) => {
+                return Err(PluginError::new(
+                    ErrorKind::ALREADY_EXISTS,
+                    format!(
+                        "an object named gs://{bucket}/{} exists already (looked for first: best-effort create-only); nothing was stored",
+                        req.name
+                    ),
+                ))
+            }
+            Err(e) if e.kind == ErrorKind::NOT_FOUND => false,
+            Err(e) => return Err(e),
+        },
+    };
+    let target = Target { gcs, bucket, name: &req.name, content_type: &content_type, if_absent };
     let (mut reader, known) = match req.source {
         Source::Path(path) => {
             let digests = hash_file(&path).await?;
@@ -193,6 +214,8 @@ struct Target<'a> {
     bucket: &'a str,
     name: &'a str,
     content_type: &'a str,
+    /// Create only: `ifGenerationMatch=0` (the object must not exist).
+    if_absent: bool,
 }
 
 /// What a chunk PUT achieved.
@@ -217,6 +240,13 @@ impl Target<'_> {
         meta
     }
 
+    /// Adds the create-only precondition to an upload URL.
+    fn precondition(&self, url: &mut Url) {
+        if self.if_absent {
+            url.query_pairs_mut().append_pair("ifGenerationMatch", "0");
+        }
+    }
+
     /// One `uploadType=multipart` request: metadata (with checksums, which
     /// the server verifies) and content together.
     async fn single(&self, data: Bytes, digests: &Digests) -> Result<ObjectMeta, PluginError> {
@@ -232,6 +262,7 @@ impl Target<'_> {
         let body = Bytes::from(body);
         let mut url = self.gcs.upload_url(self.bucket);
         url.query_pairs_mut().append_pair("uploadType", "multipart").append_pair("name", self.name);
+        self.precondition(&mut url);
         let what = self.what();
         let content_type = format!("multipart/related; boundary={boundary}");
         let resp = self
@@ -318,6 +349,7 @@ impl Target<'_> {
     async fn initiate(&self, digests: Option<&Digests>) -> Result<Url, PluginError> {
         let mut url = self.gcs.upload_url(self.bucket);
         url.query_pairs_mut().append_pair("uploadType", "resumable").append_pair("name", self.name);
+        self.precondition(&mut url);
         let meta = self.metadata(digests).to_string();
         let what = format!("{}: starting the session", self.what());
         let resp = self
@@ -337,7 +369,7 @@ impl Target<'_> {
         let status = resp.status();
         if !status.is_success() {
             let text = crate::error::read_text(resp, &what).await.unwrap_or_default();
-            return Err(status_error(&what, status, &text));
+            return Err(finish_error(&what, status, &text));
         }
         let location =
             resp.headers().get(LOCATION).and_then(|l| l.to_str().ok()).and_then(|l| Url::parse(l).ok()).ok_or_else(
@@ -491,6 +523,15 @@ fn session_gone(what: &str, status: StatusCode) -> PluginError {
 /// refusal is an integrity failure, anything else as usual.
 fn finish_error(what: &str, status: StatusCode, body: &str) -> PluginError {
     let message = server_message(body).unwrap_or_default();
+    if status == StatusCode::PRECONDITION_FAILED {
+        // Only create-only uploads carry a precondition.
+        return PluginError::new(
+            ErrorKind::ALREADY_EXISTS,
+            format!(
+                "{what}: an object of that name exists already (created first; this upload stored nothing): {message}"
+            ),
+        );
+    }
     let lower = message.to_ascii_lowercase();
     if status == StatusCode::BAD_REQUEST && (lower.contains("crc32c") || lower.contains("md5")) {
         return PluginError::new(ErrorKind::INTEGRITY, format!("{what}: the server refused the content: {message}"));
