@@ -57,7 +57,11 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
     credhost::audit::set_process_label(global.audit_label.as_deref());
     let host = Host::from_file(&global.config, global.platform.as_deref())?;
     match command {
-        Command::AuditHash { value } => audit_hash(&host, value),
+        Command::AuditHash { value } => {
+            // Reading the value from stdin blocks.
+            let value = value.clone();
+            blocking(move || audit_hash(&host, &value)).await
+        }
         Command::Plugins { pin: true, .. } => blocking(move || pins(&host)).await,
         Command::Plugins { json, .. } => {
             let json = *json;

@@ -82,6 +82,9 @@ impl std::fmt::Debug for AuditLog {
 #[derive(Default)]
 struct Sink {
     file: Option<std::fs::File>,
+    /// A line was cut short (the disk filled up mid-line): the next one
+    /// starts on a line of its own.
+    cut: bool,
     /// The `reopen` generation the file was opened in.
     generation: u64,
 }
@@ -125,6 +128,7 @@ impl AuditLog {
     /// new one (its file opened at the first line). Fails when the key is
     /// missing or too short.
     pub fn open(settings: &AuditSettings) -> Result<Arc<AuditLog>> {
+        hide_from_plugins(&settings.key_env);
         let key = read_key(settings)?;
         let mut logs = LOGS.lock().unwrap_or_else(|p| p.into_inner());
         logs.retain(|l| l.strong_count() > 0);
@@ -194,21 +198,27 @@ impl AuditLog {
             return err.flush();
         }
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        let cut = std::mem::take(&mut sink.cut);
         let file = self.ready(&mut sink)?;
-        let written = file.write(line);
-        match written {
-            Ok(n) if n == line.len() => Ok(()),
-            Ok(n) => {
-                // A short write (the disk filled up mid-line): the rest goes
-                // after it, so that the line stays whole if it can be.
-                file.write_all(&line[n..])
-            }
-            Err(e) => {
-                // Opened again for the next line: the file may have been replaced.
-                sink.file = None;
-                Err(e)
-            }
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        if cut {
+            bytes.push(b'\n');
         }
+        bytes.extend_from_slice(line);
+        let written = match file.write(&bytes) {
+            // A short write (the disk filled up mid-line): the rest goes
+            // after it, so that the line stays whole if it can be.
+            Ok(n) if n < bytes.len() => file.write_all(&bytes[n..]).map_err(|e| (e, n > 0)),
+            Ok(_) => Ok(()),
+            Err(e) => Err((e, false)),
+        };
+        written.map_err(|(e, partly)| {
+            // Opened again for the next line (the file may have been
+            // replaced), which starts after whatever was cut short.
+            sink.file = None;
+            sink.cut = partly || cut;
+            e
+        })
     }
 
     /// The open file, opened (again) when needed.
@@ -267,6 +277,23 @@ pub fn request_id() -> String {
         bytes[8..].copy_from_slice(&N.fetch_add(1, Ordering::Relaxed).to_be_bytes());
     }
     hex::encode(bytes)
+}
+
+/// The variables holding audit keys, kept from plugin processes.
+static KEY_VARS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Keeps `var` (an audit key's variable) out of the environment of plugin
+/// processes started from now on.
+pub(crate) fn hide_from_plugins(var: &str) {
+    let mut vars = KEY_VARS.lock().unwrap_or_else(|p| p.into_inner());
+    if !vars.iter().any(|v| v == var) {
+        vars.push(var.to_owned());
+    }
+}
+
+/// The variables [`hide_from_plugins`] named.
+pub(crate) fn hidden_from_plugins() -> Vec<String> {
+    KEY_VARS.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// The label of this process's calls (the CLI's `--audit-label`).

@@ -80,11 +80,15 @@ impl Host {
     /// Loads `path`; `platform` (e.g. a command-line choice) overrides the
     /// file and `CREDHOST_PLATFORM`.
     pub fn from_file(path: &Path, platform: Option<&str>) -> Result<Self> {
-        Ok(Self { config: Config::load(path, platform)? })
+        Ok(Self::new(Config::load(path, platform)?))
     }
 
     /// Wraps an already parsed configuration.
     pub fn new(config: Config) -> Self {
+        if let Some(audit) = &config.audit {
+            // Before any plugin process starts.
+            crate::audit::hide_from_plugins(&audit.key_env);
+        }
         Self { config }
     }
 

@@ -401,18 +401,25 @@ const REFRESH_TICK: Duration = Duration::from_secs(1);
 async fn refresh_ahead(shared: Arc<Shared>) {
     let mut ticks = tokio::time::interval(REFRESH_TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Each round runs on its own, so that a slow plugin call delays nothing
+    // else (a key whose refresh is under way is skipped); aborted with this
+    // task.
+    let mut rounds = tokio::task::JoinSet::new();
     loop {
         ticks.tick().await;
+        while rounds.try_join_next().is_some() {}
         let active = shared.active();
         let mut providers = vec![active.provider.clone()];
         if let Some(registries) = active.registries.get() {
-            for p in registries.built().await {
+            for p in registries.built() {
                 if !providers.iter().any(|q| q.same_as(&p)) {
                     providers.push(p);
                 }
             }
         }
-        futures::future::join_all(providers.iter().map(ProviderHandle::refresh_tokens)).await;
+        for p in providers {
+            rounds.spawn(async move { p.refresh_tokens().await });
+        }
     }
 }
 

@@ -381,8 +381,13 @@ impl ProviderHandle {
 
     /// How a create-only upload of this instance is asked of its plugin.
     async fn create_only_mode(&self) -> Result<CreateOnly> {
-        if self.create_only_enforced().await? {
-            return Ok(CreateOnly::Required);
+        match self.create_only_enforced().await {
+            Ok(true) => return Ok(CreateOnly::Required),
+            Ok(false) => {}
+            // Racy by choice anyway: a canary that cannot be written
+            // changes nothing (the upload says what is wrong, if anything).
+            Err(e) if self.inner.create_only_best_effort && e.kind() != crate::ErrorKind::Unsupported => {}
+            Err(e) => return Err(e),
         }
         if self.inner.create_only_best_effort {
             return Ok(CreateOnly::BestEffort);
@@ -1017,12 +1022,15 @@ impl ProviderHandle {
         self.require(Operation::Check)?;
         let report = self.call(Operation::Check, self.inner.provider.check(CheckRequest::default()), None).await?;
         let mut report = CheckReport::from_api(&report);
-        if self.inner.info.create_only && self.offers(Operation::Upload) {
+        // The canary is written only to a store whose own probes passed.
+        if report.ok() && self.inner.info.create_only && self.offers(Operation::Upload) {
             let (ok, detail) = match self.create_only_enforced().await {
                 Ok(true) => (true, "enforced (by the store, atomically)".to_owned()),
                 Ok(false) if self.inner.create_only_best_effort => (true, "ignored by this store: --if-absent looks first, then writes (create_only = \"best-effort\": racy)".to_owned()),
                 Ok(false) => (true, "ignored by this store: --if-absent is refused (set create_only = \"best-effort\" to look first, then write)".to_owned()),
-                Err(e) => (false, format!("not known: writing the canary {CREATE_ONLY_CANARY} failed: {}", crate::one_line(&e.to_string()))),
+                // Informational: an identity that may not write (a reader,
+                // a presigner) is not a failed store.
+                Err(e) => (true, format!("not known: writing the canary {CREATE_ONLY_CANARY} failed: {}", crate::one_line(&e.to_string()))),
             };
             report.items.push(crate::CheckItem { component: "create-only".into(), ok, detail });
         }

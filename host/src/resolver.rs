@@ -140,9 +140,10 @@ impl Registries {
         self.host.config()
     }
 
-    /// The providers built so far.
-    pub(crate) async fn built(&self) -> Vec<ProviderHandle> {
-        self.providers.lock().await.values().cloned().collect()
+    /// The providers built so far; none while one is being built (the
+    /// caller looks again later rather than wait for a constructor).
+    pub(crate) fn built(&self) -> Vec<ProviderHandle> {
+        self.providers.try_lock().map(|p| p.values().cloned().collect()).unwrap_or_default()
     }
 
     /// The provider of instance `instance`: the one built before (and

@@ -81,11 +81,17 @@ fn retry_pause(n: u32) -> Duration {
 #[derive(Default)]
 pub struct TokenCache {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
-    /// Set once answers are refreshed ahead of time ([`TokenCache::due`]
-    /// was called): from then on a caller is served an answer asked for
-    /// recently until it expires, its refresh left to the refresher.
-    ahead: std::sync::atomic::AtomicBool,
+    /// Unix seconds of the latest [`TokenCache::due`]: while answers are
+    /// refreshed ahead of time (it was called within [`AHEAD_ALIVE`]), a
+    /// caller is served an answer asked for recently until it expires, its
+    /// refresh left to the refresher.
+    ahead: AtomicI64,
 }
+
+/// How recent the latest [`TokenCache::due`] must be for refreshes ahead of
+/// time to count as running: a refresher that stopped (or stalls) leaves
+/// callers to fetch for themselves again.
+const AHEAD_ALIVE: i64 = 5;
 
 #[derive(Default)]
 struct Slot {
@@ -188,7 +194,8 @@ impl TokenCache {
     {
         let slot = self.slot(key);
         let fetching = loop {
-            if let Some(auth) = slot.live(self.ahead.load(Ordering::Relaxed)) {
+            let ahead = unix_now() - self.ahead.load(Ordering::Relaxed) <= AHEAD_ALIVE;
+            if let Some(auth) = slot.live(ahead) {
                 return Ok(auth);
             }
             // Registered before the lock is tried, so that the end of a
@@ -219,8 +226,8 @@ impl TokenCache {
     /// [`REFRESH_AHEAD_IDLE`]; answers whose refresh failed only once the
     /// pause after the failure is over.
     pub fn due(&self) -> Vec<String> {
-        self.ahead.store(true, Ordering::Relaxed);
         let now = unix_now();
+        self.ahead.store(now, Ordering::Relaxed);
         let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.iter().filter(|(_, slot)| slot.due(now)).map(|(key, _)| key.clone()).collect()
     }
@@ -243,7 +250,7 @@ impl TokenCache {
             tracing::warn!(
                 target: "credhost::token",
                 key = %key.replace('\u{0}', " "),
-                "refreshing registry credentials ahead of time failed, and the cached ones were dropped: {e}"
+                "refreshing registry credentials ahead of time failed: {e}"
             );
         }
     }
@@ -603,8 +610,8 @@ mod tests {
         let cache = TokenCache::default();
         let expires = unix_now() + 8;
         cache.get_or_fetch("k", || async { Ok::<_, &str>(token("one", expires)) }).await.unwrap();
-        cache.due();
         until(use_until(unix_now(), Some(expires)).unwrap()).await;
+        cache.due();
         let calls = AtomicUsize::new(0);
         let fetch = || async {
             calls.fetch_add(1, Ordering::SeqCst);

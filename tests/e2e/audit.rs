@@ -286,3 +286,23 @@ fn a_rotated_log_is_opened_again() {
         assert_eq!(lines(&ws.path("audit.log")).len(), 1);
     });
 }
+
+/// The audit key is the host's: a plugin in a process of its own does not
+/// get its variable, even when the instance lets every variable through.
+#[test]
+fn plugin_processes_do_not_get_the_audit_key() {
+    let svc = Services::get();
+    let ws = audited_ws(&svc, "audit.log", true);
+    ws.set_isolation("process");
+    let (rt, provider) = provider(&ws);
+    rt.block_on(async {
+        let scope = format!("repository:{}:pull", unique("hidden").trim_end_matches(".zip"));
+        provider.registry_auth(None, Some(&scope)).await.unwrap();
+    });
+    let pid = provider.process_state().expect("a plugin process").pid.expect("running");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("the child's environment");
+    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    assert!(vars.iter().any(|v| v.starts_with(b"REG_USER=")), "the child's environment was not read");
+    assert!(!vars.iter().any(|v| v.starts_with(b"AUDIT_KEY=")), "the plugin process got the audit key");
+    assert_eq!(std::env::var("AUDIT_KEY").as_deref(), Ok(KEY));
+}

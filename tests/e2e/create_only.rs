@@ -200,3 +200,22 @@ fn a_create_only_presigned_put_cannot_be_replayed() {
     assert_eq!(sha256(&ws.path("got.zip")), sha256(&ws.path("first.zip")));
     ws.run(&["delete", "projects", &name]).ok();
 }
+
+/// With the plugin in a process of its own, create-only uploads and the
+/// canary behave the same.
+#[test]
+fn create_only_in_a_plugin_process() {
+    for kind in [Kind::Fs, Kind::LocalS3] {
+        let ws = Backend::new(kind).isolated().ws();
+        let name = unique("process");
+        write_zip(&ws.path("a.zip"), 1000, 1);
+        write_zip(&ws.path("b.zip"), 1000, 2);
+        ws.run(&["upload", "a.zip", "--name", &name, "--if-absent", "--quiet"]).ok();
+        let err = ws.run(&["upload", "b.zip", "--name", &name, "--if-absent"]).fails_with(EXIT_EXISTS);
+        assert!(err.contains("exists already"), "{kind:?}: {err}");
+        assert!(ws.run(&["check"]).ok().contains("create-only: enforced"), "{kind:?}");
+        ws.run(&["download", "projects", &name, "-o", "got.zip"]).ok();
+        assert_eq!(sha256(&ws.path("got.zip")), sha256(&ws.path("a.zip")), "{kind:?}");
+        ws.run(&["delete", "projects", &name]).ok();
+    }
+}

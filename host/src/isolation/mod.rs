@@ -516,6 +516,11 @@ impl ProcessProvider {
                 }
             }
         }
+        // The audit log's key is the host's: a plugin holding it and the log
+        // could test guesses of the secrets the log hashes.
+        for var in crate::audit::hidden_from_plugins() {
+            cmd.env_remove(var);
+        }
         let level = tracing::level_filters::LevelFilter::current().to_string().to_lowercase();
         cmd.env(LOG_LEVEL_ENV, if level == "off" { "error".to_owned() } else { level });
         // SAFETY: between fork and exec only async-signal-safe calls:

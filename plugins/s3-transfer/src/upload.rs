@@ -338,7 +338,10 @@ impl Target<'_> {
     /// rejects the request as unsupported while the checksum header is set,
     /// retries once without it.
     async fn put(&self, body: Body, size: u64, whole_crc: u32) -> Result<(), TransferError> {
-        match self.put_once(body.stream(), size, whole_crc, true).await {
+        if self.if_absent {
+            return self.put_if_absent(body, size, whole_crc).await;
+        }
+        match self.put_once(body.stream(), size, whole_crc, true, false).await {
             Ok(()) => Ok(()),
             Err(e) if rejects_checksum(&e) => {
                 tracing::warn!(
@@ -347,9 +350,50 @@ impl Target<'_> {
                     error = %DisplayErrorContext(&e),
                     "server rejected PutObject with a CRC32C header; retrying without it"
                 );
-                self.put_once(body.stream(), size, whole_crc, false).await.map_err(|e| self.taken(self.sdk(e)))
+                self.put_once(body.stream(), size, whole_crc, false, false).await.map_err(|e| self.sdk(e))
             }
-            Err(e) => Err(self.taken(self.sdk(e))),
+            Err(e) => Err(self.sdk(e)),
+        }
+    }
+
+    /// A create-only `PutObject`, one attempt at a time (the SDK's own
+    /// retries would hide a lost answer): a 412 that follows an attempt whose
+    /// answer was lost (it may have stored the object) is this upload's own
+    /// object when the key holds its size and CRC32C; any other 412 means the
+    /// name was taken first.
+    async fn put_if_absent(&self, body: Body, size: u64, whole_crc: u32) -> Result<(), TransferError> {
+        let budget = Budget::new(CONTROL_BUDGET);
+        let (mut with_checksum, mut answer_lost, mut attempt) = (true, false, 0);
+        loop {
+            attempt += 1;
+            let err = match self.put_once(body.stream(), size, whole_crc, with_checksum, true).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if with_checksum && rejects_checksum(&err) {
+                with_checksum = false;
+                continue;
+            }
+            if status_of(&err) == Some(412) {
+                if answer_lost && self.stored_matches(size, whole_crc, 1).await {
+                    return Ok(());
+                }
+                return Err(self.taken(self.sdk(err)));
+            }
+            let lost = match &err {
+                SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+                SdkError::DispatchFailure(d) => !d.is_user(),
+                _ => false,
+            };
+            answer_lost |= lost;
+            if attempt < CONTROL_ATTEMPTS && (lost || server_busy(&err) || failed_internally(&err)) {
+                let pause = jittered(CONTROL_BACKOFF, attempt, CONTROL_BUDGET);
+                if budget.allows(pause) {
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            }
+            return Err(self.sdk(err));
         }
     }
 
@@ -359,8 +403,10 @@ impl Target<'_> {
         size: u64,
         whole_crc: u32,
         with_checksum: bool,
+        single: bool,
     ) -> Result<(), SdkError<PutObjectError, HttpResponse>> {
-        self.client
+        let mut op = self
+            .client
             .put_object()
             .bucket(self.bucket)
             .key(self.key)
@@ -371,10 +417,11 @@ impl Target<'_> {
             .set_if_none_match(self.if_absent.then(|| "*".to_owned()))
             .body(body)
             .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map(drop)
+            .disable_payload_signing();
+        if single {
+            op = op.config_override(single_attempt(transfer_timeouts()));
+        }
+        op.send().await.map(drop)
     }
 
     /// Creates a multipart upload, with `meta` (the whole object's CRC32C

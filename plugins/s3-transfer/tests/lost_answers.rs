@@ -54,6 +54,8 @@ enum Call {
     Complete,
     Abort,
     ListUploads,
+    /// A `PutObject` (a PUT that is not a part).
+    Put,
     /// A GET of an object with a `Range` header.
     RangedGet,
     Other,
@@ -160,6 +162,7 @@ fn classify(method: &str, target: &str, ranged: bool) -> Call {
         "POST" if has("uploads") => Call::Create,
         "POST" if has("uploadId") => Call::Complete,
         "PUT" if has("partNumber") && has("uploadId") => Call::UploadPart,
+        "PUT" if !has("partNumber") => Call::Put,
         "DELETE" if has("uploadId") => Call::Abort,
         "GET" if has("uploads") => Call::ListUploads,
         "GET" if ranged => Call::RangedGet,
@@ -312,6 +315,48 @@ async fn complete_whose_answer_is_lost_succeeds_when_the_object_is_stored() {
     // Sent once: neither the SDK nor the upload sent it again.
     assert_eq!(proxy.seen(Call::Complete), 1);
     assert_eq!(proxy.seen(Call::Abort), 0);
+    assert_stored(&direct, &bucket, &k, &content).await;
+    assert!(open_uploads(&direct, &bucket, &k).await.is_empty());
+}
+
+/// A create-only `PutObject` whose answer is lost stored the object: the
+/// retry is refused (412), and the upload is reported stored, not "taken".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_only_put_whose_answer_is_lost_is_reported_stored() {
+    let (direct, bucket) = direct();
+    let proxy = Proxy::start();
+    let content = data(PART / 2 + 5, 7);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("create-only-put-lost/path");
+    proxy.arm(Call::Put, Fault::LoseAnswer);
+    let o = TransferOptions { if_absent: true, ..opts() };
+    let up = upload_path(&proxy.client(), &bucket, &k, &source(&dir, &content), &o, None)
+        .await
+        .expect("the object is this upload's, so the upload succeeds");
+    assert_eq!(up.size, content.len() as u64);
+    assert_eq!(proxy.seen(Call::Put), 2, "sent again once, and refused as the name was taken");
+    assert_stored(&direct, &bucket, &k, &content).await;
+
+    // Another upload of the name is refused as taken.
+    let other = data(PART / 2 + 5, 8);
+    let err = upload_path(&proxy.client(), &bucket, &k, &source(&dir, &other), &o, None).await.unwrap_err();
+    assert_eq!(err.kind(), credhost_s3_transfer::TransferErrorKind::AlreadyExists, "{err}");
+    assert_stored(&direct, &bucket, &k, &content).await;
+}
+
+/// A create-only complete whose answer is lost is reported stored too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_only_complete_whose_answer_is_lost_is_reported_stored() {
+    let (direct, bucket) = direct();
+    let proxy = Proxy::start();
+    let content = data(PART * 2 + 9, 9);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = key("create-only-complete-lost/path");
+    proxy.arm(Call::Complete, Fault::LoseAnswer);
+    let o = TransferOptions { if_absent: true, ..opts() };
+    upload_path(&proxy.client(), &bucket, &k, &source(&dir, &content), &o, None)
+        .await
+        .expect("the object is this upload's, so the upload succeeds");
     assert_stored(&direct, &bucket, &k, &content).await;
     assert!(open_uploads(&direct, &bucket, &k).await.is_empty());
 }

@@ -265,9 +265,15 @@ impl Target<'_> {
         self.precondition(&mut url);
         let what = self.what();
         let content_type = format!("multipart/related; boundary={boundary}");
+        // A create-only request is not repeated once the server may have
+        // received it: a repeat of one that stored the object would be
+        // answered 412, as if the name had been taken first.
+        let repeat = if self.if_absent { Repeat::IfNotReceived } else { Repeat::Idempotent };
         let resp = self
             .gcs
-            .send(&what, |http| http.post(url.clone()).header(CONTENT_TYPE, content_type.as_str()).body(body.clone()))
+            .send_with(&what, repeat, |http| {
+                http.post(url.clone()).header(CONTENT_TYPE, content_type.as_str()).body(body.clone())
+            })
             .await?;
         let status = resp.status();
         let text = crate::error::read_text(resp, &what).await?;
