@@ -686,7 +686,10 @@ impl ProviderHandle {
             return;
         }
         let due: Vec<(String, TokenRequest)> = {
-            let requests = self.inner.token_requests.lock().unwrap_or_else(|p| p.into_inner());
+            let mut requests = self.inner.token_requests.lock().unwrap_or_else(|p| p.into_inner());
+            for key in self.inner.tokens.prune() {
+                requests.remove(&key);
+            }
             self.inner.tokens.due().into_iter().filter_map(|k| requests.get(&k).cloned().map(|r| (k, r))).collect()
         };
         let refreshes =

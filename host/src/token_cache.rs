@@ -232,6 +232,29 @@ impl TokenCache {
         slots.iter().filter(|(_, slot)| slot.due(now)).map(|(key, _)| key.clone()).collect()
     }
 
+    /// Forgets the keys not asked for within [`REFRESH_AHEAD_IDLE`] whose
+    /// answer has expired (or was never cached) and that no fetch holds, so
+    /// that a long-running service asked for ever new scopes keeps a bounded
+    /// cache; returns them.
+    pub fn prune(&self) -> Vec<String> {
+        let now = unix_now();
+        let idle = REFRESH_AHEAD_IDLE.as_secs() as i64;
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let stale: Vec<String> = slots
+            .iter()
+            .filter(|(_, slot)| {
+                let expired =
+                    slot.cached.read().unwrap_or_else(|p| p.into_inner()).as_ref().is_none_or(|e| now >= e.hard_until);
+                expired && now - slot.asked.load(Ordering::Relaxed) > idle && slot.fetching.try_lock().is_ok()
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &stale {
+            slots.remove(key);
+        }
+        stale
+    }
+
     /// Refreshes the answer for `key` now, unless a fetch of it is under
     /// way; a failure is handled as in [`TokenCache::get_or_refresh`] (the
     /// cached answer kept until it expires, or dropped). Callers meanwhile
@@ -622,5 +645,23 @@ mod tests {
         cache.slot("k").asked.store(unix_now() - REFRESH_AHEAD_IDLE.as_secs() as i64 - 1, Ordering::Relaxed);
         assert_eq!(secret(&cache.get_or_fetch("k", fetch).await.unwrap()), "mine");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// Keys idle for longer than the idle time, whose answers expired, are
+    /// forgotten; live or recently asked ones are kept.
+    #[tokio::test]
+    async fn idle_expired_keys_are_pruned() {
+        let cache = TokenCache::default();
+        cache.get_or_fetch("gone", || async { Ok::<_, &str>(token("a", unix_now() + 1)) }).await.unwrap();
+        cache.get_or_fetch("live", || async { Ok::<_, &str>(token("b", unix_now() + 3600)) }).await.unwrap();
+        cache.get_or_fetch("recent", || async { Ok::<_, &str>(token("c", unix_now() + 1)) }).await.unwrap();
+        let long_ago = unix_now() - REFRESH_AHEAD_IDLE.as_secs() as i64 - 1;
+        cache.slot("gone").asked.store(long_ago, Ordering::Relaxed);
+        cache.slot("live").asked.store(long_ago, Ordering::Relaxed);
+        until(unix_now() + 2).await;
+        assert_eq!(cache.prune(), vec!["gone".to_owned()]);
+        let mut left: Vec<String> = cache.slots.lock().unwrap().keys().cloned().collect();
+        left.sort();
+        assert_eq!(left, ["live", "recent"]);
     }
 }
