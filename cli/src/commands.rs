@@ -358,7 +358,11 @@ fn audit_hash(host: &Host, value: &str) -> Result<i32> {
         std::io::stdin()
             .read_line(&mut line)
             .map_err(|e| credhost::Error::io("cannot read", Path::new("standard input"), e))?;
-        zeroize::Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned())
+        let value = zeroize::Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned());
+        if value.is_empty() {
+            return Err(Error::Usage("audit hash -: no value on standard input".into()));
+        }
+        value
     } else {
         zeroize::Zeroizing::new(value.to_owned())
     };

@@ -236,7 +236,7 @@ impl AuditLog {
             sink.file = Some(open_append(path)?);
             sink.generation = generation;
         }
-        Ok(sink.file.as_mut().expect("opened above"))
+        sink.file.as_mut().ok_or_else(|| std::io::Error::other("the log is not open"))
     }
 }
 
