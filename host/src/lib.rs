@@ -48,6 +48,6 @@ pub use provider::{DownloadOptions, Progress, ProviderHandle, UploadOptions, MAX
 pub use resolver::Registries;
 pub use secret::{Revealed, Secret, REDACTED};
 pub use types::{
-    unix_seconds, AuthForm, AuthKind, CheckItem, CheckReport, CredentialEntry, Operation, PluginInfo, PresignMethod,
-    Presigned, ProcessState, RegistryAuth, TransferResult,
+    unix_seconds, AuthForm, AuthKind, CheckItem, CheckReport, CreateOnlySupport, CredentialEntry, Operation,
+    PluginInfo, PresignMethod, Presigned, ProcessState, RegistryAuth, TransferResult,
 };

@@ -28,8 +28,8 @@ use crate::{
     registries::Served,
     staging::Staging,
     token_cache::{OnError, TokenCache},
-    AuthForm, CheckReport, CredentialEntry, Error, Operation, PluginInfo, PresignMethod, Presigned, RegistryAuth,
-    Result, TransferResult,
+    AuthForm, CheckReport, CreateOnlySupport, CredentialEntry, Error, Operation, PluginInfo, PresignMethod, Presigned,
+    RegistryAuth, Result, TransferResult,
 };
 
 /// Receives the progress of a transfer. Called from the plugin's threads:
@@ -231,8 +231,8 @@ struct Inner {
     failed: AtomicBool,
     /// The audit log (`[audit]`), when there is one.
     audit: Option<Audit>,
-    /// Whether the store enforces create-only writes, once the canary told.
-    create_only_enforced: tokio::sync::OnceCell<bool>,
+    /// What the store does with create-only writes, once the canary told.
+    create_only_enforced: tokio::sync::OnceCell<CreateOnlySupport>,
     /// `create_only = "best-effort"`.
     create_only_best_effort: bool,
 }
@@ -337,12 +337,21 @@ impl ProviderHandle {
         self
     }
 
-    /// Whether the store refuses a create-only write of a name that exists
-    /// (rather than overwriting it): a canary object,
-    /// [`CREATE_ONLY_CANARY`], is written with the precondition, twice when
-    /// the first write creates it. The canary stays (one byte), so that
-    /// later probes cost one refused request. Found once per provider.
+    /// Whether the store refuses a create-only upload of a name that exists
+    /// (rather than overwriting it), on every upload path probed: see
+    /// [`create_only_support`](Self::create_only_support).
     pub async fn create_only_enforced(&self) -> Result<bool> {
+        Ok(self.create_only_support().await?.enforced())
+    }
+
+    /// What the store does with create-only writes: a canary object,
+    /// [`CREATE_ONLY_CANARY`], is written with the precondition in a single
+    /// request (twice when the first write creates it), then, from plugins
+    /// that can be asked for it, by the store's multi-part path (an S3
+    /// multipart upload, a GCS resumable session), since some servers check
+    /// the precondition on one path only. The canary stays (one byte), so
+    /// that later probes cost refused requests only. Found once per provider.
+    pub async fn create_only_support(&self) -> Result<CreateOnlySupport> {
         self.require(Operation::Upload)?;
         if !self.inner.info.create_only {
             return Err(Error::Unsupported {
@@ -353,13 +362,26 @@ impl ProviderHandle {
         }
         self.inner
             .create_only_enforced
-            .get_or_try_init(|| async { Ok(!self.put_canary().await? || !self.put_canary().await?) })
+            .get_or_try_init(|| async {
+                if self.put_canary(false).await? && self.put_canary(false).await? {
+                    return Ok(CreateOnlySupport::Ignored);
+                }
+                if !self.inner.info.multi_part {
+                    return Ok(CreateOnlySupport::EnforcedMultiPartUnknown);
+                }
+                Ok(if self.put_canary(true).await? {
+                    CreateOnlySupport::IgnoredOnMultiPart
+                } else {
+                    CreateOnlySupport::Enforced
+                })
+            })
             .await
             .copied()
     }
 
-    /// Writes the canary with the precondition: whether it was created.
-    async fn put_canary(&self) -> Result<bool> {
+    /// Writes the canary with the precondition, by the store's multi-part
+    /// path when `multi_part`: whether it was created (or replaced).
+    async fn put_canary(&self, multi_part: bool) -> Result<bool> {
         let source = ByteSource_TO::from_value(
             ReadSource { reader: std::io::Cursor::new(vec![b'\n']), watch: Watch::new(None) },
             TD_Opaque,
@@ -372,6 +394,7 @@ impl ProviderHandle {
             extra: Extra::new(),
         }
         .with_if_absent(CreateOnly::Required);
+        let req = if multi_part { req.with_multi_part() } else { req };
         match self.call(Operation::Upload, self.inner.provider.upload(req), None).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => Ok(false),
@@ -379,21 +402,29 @@ impl ProviderHandle {
         }
     }
 
-    /// How a create-only upload of this instance is asked of its plugin.
-    async fn create_only_mode(&self) -> Result<CreateOnly> {
-        match self.create_only_enforced().await {
-            Ok(true) => return Ok(CreateOnly::Required),
-            Ok(false) => {}
+    /// How a create-only write of this instance is asked of its plugin: an
+    /// upload, or a single request (a presigned PUT) when `single_request`.
+    async fn create_only_mode(&self, single_request: bool) -> Result<CreateOnly> {
+        let support = match self.create_only_support().await {
+            Ok(s) if s.enforced() => return Ok(CreateOnly::Required),
+            Ok(CreateOnlySupport::IgnoredOnMultiPart) if single_request => return Ok(CreateOnly::Required),
+            Ok(s) => Some(s),
             // Racy by choice anyway: a canary that cannot be written
             // changes nothing (the upload says what is wrong, if anything).
-            Err(e) if self.inner.create_only_best_effort && e.kind() != crate::ErrorKind::Unsupported => {}
+            Err(e) if self.inner.create_only_best_effort && e.kind() != crate::ErrorKind::Unsupported => None,
             Err(e) => return Err(e),
-        }
+        };
         if self.inner.create_only_best_effort {
             return Ok(CreateOnly::BestEffort);
         }
+        let ignored = match support {
+            Some(CreateOnlySupport::IgnoredOnMultiPart) => {
+                "ignores create-only preconditions on multi-part uploads (a canary object written again by a multi-part upload was overwritten, though single-request writes were refused)"
+            }
+            _ => "ignores create-only preconditions (a canary object written twice was overwritten)",
+        };
         Err(Error::InvalidInput(format!(
-            "the store of instance `{0}` ignores create-only preconditions (a canary object written twice was overwritten), so a create-only upload cannot be promised; set create_only = \"best-effort\" in [plugins.{0}] to look for the name, then write (racy)",
+            "the store of instance `{0}` {ignored}, so a create-only upload cannot be promised; set create_only = \"best-effort\" in [plugins.{0}] to look for the name, then write (racy)",
             self.inner.instance
         )))
     }
@@ -733,7 +764,7 @@ impl ProviderHandle {
         if !if_absent {
             return Ok((req, None));
         }
-        let mode = self.create_only_mode().await?;
+        let mode = self.create_only_mode(false).await?;
         Ok((req.with_if_absent(mode), Some(mode)))
     }
 
@@ -891,7 +922,7 @@ impl ProviderHandle {
             extra: Extra::new(),
         };
         let req = if if_absent {
-            match self.create_only_mode().await? {
+            match self.create_only_mode(true).await? {
                 CreateOnly::Required => req.with_if_absent(CreateOnly::Required),
                 CreateOnly::BestEffort => {
                     return Err(Error::InvalidInput(format!(
@@ -1027,10 +1058,16 @@ impl ProviderHandle {
         let mut report = CheckReport::from_api(&report);
         // The canary is written only to a store whose own probes passed.
         if report.ok() && self.inner.info.create_only && self.offers(Operation::Upload) {
-            let (ok, detail) = match self.create_only_enforced().await {
-                Ok(true) => (true, "enforced (by the store, atomically)".to_owned()),
-                Ok(false) if self.inner.create_only_best_effort => (true, "ignored by this store: --if-absent looks first, then writes (create_only = \"best-effort\": racy)".to_owned()),
-                Ok(false) => (true, "ignored by this store: --if-absent is refused (set create_only = \"best-effort\" to look first, then write)".to_owned()),
+            let then = if self.inner.create_only_best_effort {
+                "--if-absent looks first, then writes (create_only = \"best-effort\": racy)"
+            } else {
+                "--if-absent is refused (set create_only = \"best-effort\" to look first, then write)"
+            };
+            let (ok, detail) = match self.create_only_support().await {
+                Ok(CreateOnlySupport::Enforced) => (true, "enforced (by the store)".to_owned()),
+                Ok(CreateOnlySupport::EnforcedMultiPartUnknown) => (true, "enforced (by the store) on single-request uploads; the plugin cannot be asked to probe its multi-part uploads".to_owned()),
+                Ok(CreateOnlySupport::Ignored) => (true, format!("ignored by this store: {then}")),
+                Ok(CreateOnlySupport::IgnoredOnMultiPart) => (true, format!("ignored by this store on multi-part uploads (enforced on single-request ones and presigned PUTs): {then}")),
                 // Informational: an identity that may not write (a reader,
                 // a presigner) is not a failed store.
                 Err(e) => (true, format!("not known: writing the canary {CREATE_ONLY_CANARY} failed: {}", crate::one_line(&e.to_string()))),

@@ -374,6 +374,30 @@ impl Presigned {
     }
 }
 
+/// What a store does with create-only writes, as its canary showed
+/// ([`ProviderHandle::create_only_support`](crate::ProviderHandle::create_only_support)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CreateOnlySupport {
+    /// Refused on every upload path probed.
+    Enforced,
+    /// Refused on single-request uploads; the plugin cannot be asked for its
+    /// multi-part path, so that path is not known.
+    EnforcedMultiPartUnknown,
+    /// Ignored: the canary was overwritten.
+    Ignored,
+    /// Refused on single-request uploads (and so on presigned PUTs), ignored
+    /// on multi-part ones (fake-gcs-server's resumable sessions).
+    IgnoredOnMultiPart,
+}
+
+impl CreateOnlySupport {
+    /// Whether every create-only upload is refused when its name exists.
+    pub fn enforced(self) -> bool {
+        matches!(self, Self::Enforced | Self::EnforcedMultiPartUnknown)
+    }
+}
+
 /// An operation a provider may offer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -515,6 +539,10 @@ pub struct PluginInfo {
     /// Whether it honours create-only uploads (`--if-absent`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub create_only: bool,
+    /// Whether it can be asked to write by its store's multi-part path
+    /// whatever the size (so that both paths' create-only checks are probed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub multi_part: bool,
 }
 
 impl PluginInfo {
@@ -532,6 +560,7 @@ impl PluginInfo {
             identity_env: info.identity_env(),
             identity_env_settings: info.identity_env_settings(),
             create_only: info.create_only(),
+            multi_part: info.multi_part(),
         }
     }
 

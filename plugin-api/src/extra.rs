@@ -34,6 +34,13 @@ pub mod keys {
     /// [`PluginInfo`](crate::PluginInfo): `1` when the plugin honours
     /// [`IF_ABSENT`] (since plugin-api 1.3.1).
     pub const CREATE_ONLY: &str = "create_only";
+    /// [`UploadRequest`](crate::UploadRequest): `1` to write the object by
+    /// the store's multi-part path (an S3 multipart upload, a GCS resumable
+    /// session) whatever its size, so that the host can probe that path's
+    /// create-only check too. [`PluginInfo`](crate::PluginInfo): `1` when
+    /// the plugin honours it; the host asks it only of such plugins (since
+    /// plugin-api 1.3.2).
+    pub const MULTI_PART: &str = "multi_part";
     /// [`TransferResult`](crate::TransferResult): where the object is, as a
     /// URL (`s3://b/k`, `gs://b/k`) or a path.
     pub const LOCATION: &str = "location";
@@ -210,6 +217,18 @@ impl UploadRequest {
         set(&mut self.extra, keys::IF_ABSENT, mode.as_str());
         self
     }
+
+    /// Whether the object is to be written by the store's multi-part path
+    /// whatever its size ([`keys::MULTI_PART`]).
+    pub fn multi_part(&self) -> bool {
+        get(&self.extra, keys::MULTI_PART) == Some("1")
+    }
+
+    /// Asks for the store's multi-part path whatever the size.
+    pub fn with_multi_part(mut self) -> Self {
+        set(&mut self.extra, keys::MULTI_PART, "1");
+        self
+    }
 }
 
 impl crate::PresignRequest {
@@ -261,6 +280,11 @@ impl PluginInfo {
     /// Whether the plugin honours create-only writes ([`keys::IF_ABSENT`]).
     pub fn create_only(&self) -> bool {
         get(&self.extra, keys::CREATE_ONLY) == Some("1")
+    }
+
+    /// Whether the plugin honours [`keys::MULTI_PART`] in upload requests.
+    pub fn multi_part(&self) -> bool {
+        get(&self.extra, keys::MULTI_PART) == Some("1")
     }
 
     /// One line describing the plugin.

@@ -42,6 +42,9 @@ pub fn info<P: Plugin>(aborts_on_panic: bool) -> PluginInfo {
     if P::CREATE_ONLY {
         info = info.with_extra(keys::CREATE_ONLY, "1");
     }
+    if P::MULTI_PART {
+        info = info.with_extra(keys::MULTI_PART, "1");
+    }
     if !P::IDENTITY_ENV_SETTINGS.is_empty() {
         info = info.with_extra(keys::IDENTITY_ENV_SETTINGS, P::IDENTITY_ENV_SETTINGS.join(","));
     }

@@ -98,6 +98,12 @@ pub trait Plugin: Provider + Sized {
     /// them only of plugins that say so, and checks with a canary object
     /// whether the store enforces them.
     const CREATE_ONLY: bool = false;
+    /// Whether the plugin honours [`Upload::multi_part`]: writes an object
+    /// by the store's multi-part path (an S3 multipart upload, a GCS
+    /// resumable session) when asked, whatever its size (since 1.3.2). Set
+    /// it when uploads take two paths by size: the host then probes the
+    /// create-only check of both, since some servers enforce it on one only.
+    const MULTI_PART: bool = false;
 
     /// Builds a provider from the instance's settings (a JSON object; see
     /// [`parse_settings`]). Runs on the plugin runtime: it may await I/O but

@@ -127,6 +127,14 @@ impl Upload {
         let v = self.extra.get(credhost_plugin_api::keys::IF_ABSENT)?;
         (!v.is_empty()).then(|| crate::CreateOnly::parse(v))
     }
+
+    /// Whether the object is to be written by the store's multi-part path
+    /// (an S3 multipart upload, a GCS resumable session) whatever its size:
+    /// the host asks so of plugins that declare
+    /// [`crate::Plugin::MULTI_PART`], to probe that path's create-only check.
+    pub fn multi_part(&self) -> bool {
+        self.extra.get(credhost_plugin_api::keys::MULTI_PART).is_some_and(|v| v == "1")
+    }
 }
 
 /// Where upload bytes come from.

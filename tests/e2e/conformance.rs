@@ -3,7 +3,8 @@
 //! SeaweedFS and on `rclone serve s3` (ranged GETs answered 200, multipart
 //! ETags without the -N suffix), the aws plugin on SeaweedFS and on moto,
 //! and the gcp plugin on
-//! the GCS emulator (behind the token-checking proxy). Every backend has a
+//! gcp-storage-emulator and on fake-gcs-server (each behind the
+//! token-checking proxy). Every backend has a
 //! registry with credentials too, so that every secret a platform handles
 //! is looked for in every output.
 //!
@@ -269,7 +270,7 @@ fn run_logged(ws: &Workspace, logs: &Logs, args: &[&str]) -> Run {
 /// ran, as they are and in docker's `base64(user:token)` form.
 fn secrets_stay_out_of_output_and_logs(b: &Backend) {
     let ws = b.ws();
-    let issued_before = (b.kind == Kind::Gcp).then(|| gcp::tokens_issued(&b.svc));
+    let issued_before = b.kind.is_gcp().then(|| gcp::tokens_issued(&b.svc));
     let secrets = b.secrets(&ws);
     let mut needles: Vec<String> = secrets.iter().flat_map(|s| [s.clone(), base64(s)]).collect();
     // The wrong secret the failure paths below use is a secret too.
@@ -292,7 +293,7 @@ fn secrets_stay_out_of_output_and_logs(b: &Backend) {
     let project = format!("projects/{name}");
     let mut grant =
         vec!["grant", "--project", project.as_str(), "--repository", "conformance", "--allow-unscoped-registry"];
-    if matches!(b.kind, Kind::AwsSeaweed | Kind::AwsMoto | Kind::Gcp) {
+    if matches!(b.kind, Kind::AwsSeaweed | Kind::AwsMoto | Kind::Gcp | Kind::GcpFake) {
         grant.push("--with-keys");
     }
     commands.extend(forms.iter().map(|f| [grant.clone(), vec!["--format", f]].concat()));
@@ -560,6 +561,7 @@ suite!(local_rclone, Kind::LocalRclone);
 suite!(aws_seaweedfs, Kind::AwsSeaweed);
 suite!(aws_moto, Kind::AwsMoto);
 suite!(gcp_emulator, Kind::Gcp);
+suite!(gcp_fake_gcs, Kind::GcpFake);
 
 // The same guarantees with each plugin in a child process
 // (`isolation = "process"`): files go to it as descriptors, streams through
@@ -570,3 +572,4 @@ suite!(process_local_rclone, Kind::LocalRclone, process);
 suite!(process_aws_seaweedfs, Kind::AwsSeaweed, process);
 suite!(process_aws_moto, Kind::AwsMoto, process);
 suite!(process_gcp_emulator, Kind::Gcp, process);
+suite!(process_gcp_fake_gcs, Kind::GcpFake, process);

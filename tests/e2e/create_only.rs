@@ -1,8 +1,10 @@
 //! Create-only uploads (`--if-absent`): the store refuses a name that is
 //! taken, atomically, on every server that enforces preconditions
 //! (SeaweedFS, moto, the filesystem store); a store that ignores them
-//! (rclone's S3 server) is found out by a canary and refused, unless the
-//! instance accepts a racy look-then-write.
+//! (rclone's S3 server, gcp-storage-emulator) is found out by a canary and
+//! refused, unless the instance accepts a racy look-then-write; so is a
+//! store that enforces them on one upload path only (fake-gcs-server, which
+//! ignores them on resumable sessions).
 
 use std::process::Stdio;
 
@@ -120,7 +122,9 @@ fn check_reports_enforced_or_ignored() {
         (Kind::AwsSeaweed, "create-only: enforced"),
         (Kind::LocalRclone, "create-only: ignored by this store"),
         // gcp-storage-emulator ignores `ifGenerationMatch` (GCS enforces it).
-        (Kind::Gcp, "create-only: ignored by this store"),
+        (Kind::Gcp, "create-only: ignored by this store: "),
+        // fake-gcs-server checks it on single-request uploads only.
+        (Kind::GcpFake, "create-only: ignored by this store on multi-part uploads"),
     ] {
         let ws = Backend::new(kind).ws();
         let out = ws.run(&["check"]).ok();
@@ -141,6 +145,45 @@ fn a_store_that_ignores_preconditions_is_refused_unless_best_effort() {
 #[test]
 fn gcs_emulator_ignoring_preconditions_is_refused_unless_best_effort() {
     ignored_preconditions(Kind::Gcp);
+}
+
+/// fake-gcs-server checks `ifGenerationMatch=0` on single-request uploads
+/// (simple and multipart) but not on resumable sessions, which uploads of
+/// 16 MiB and more use: a session started with the precondition completes
+/// over an existing object. The canary, written again by a resumable
+/// session, finds it out: `check` says so, and `--if-absent` is refused
+/// (exit 2) unless best-effort. Presigned PUTs are single requests, so a
+/// create-only one is made, and a replay of it is refused (412).
+#[test]
+fn fake_gcs_ignoring_preconditions_on_resumable_sessions_is_found_out() {
+    let b = Backend::new(Kind::GcpFake);
+    let ws = b.ws();
+    let name = unique("fake-gcs");
+    write_zip(&ws.path("p.zip"), 1000, 1);
+    let err = ws.run(&["upload", "p.zip", "--name", &name, "--if-absent"]).fails_with(EXIT_INPUT);
+    assert!(
+        err.contains("ignores create-only preconditions on multi-part uploads") && err.contains("best-effort"),
+        "{err}"
+    );
+    assert!(!b.object_exists(&ws, &name));
+
+    presigned_put_once(&ws, &name, ("x-goog-if-generation-match", "0"));
+
+    // Best-effort: looked for first, then written.
+    let text = std::fs::read_to_string(ws.path("plugins.toml")).unwrap();
+    ws.write_config(
+        &text.replace(
+            "[plugins.gcp.settings]",
+            "[plugins.gcp]\ncreate_only = \"best-effort\"\n\n[plugins.gcp.settings]",
+        ),
+    );
+    let stored: serde_json::Value =
+        serde_json::from_str(&ws.run(&["upload", "p.zip", "--name", &name, "--if-absent", "--json"]).ok()).unwrap();
+    assert_eq!(stored["create_only"], "best-effort");
+    write_zip(&ws.path("big.zip"), 17 * MIB, 3);
+    let err = ws.run(&["upload", "big.zip", "--name", &name, "--if-absent"]).fails_with(EXIT_EXISTS);
+    assert!(err.contains("looked for first"), "{err}");
+    ws.run(&["delete", "projects", &name]).ok();
 }
 
 fn ignored_preconditions(kind: Kind) {
@@ -175,20 +218,25 @@ fn ignored_preconditions(kind: Kind) {
 #[test]
 fn a_create_only_presigned_put_cannot_be_replayed() {
     let b = Backend::new(Kind::LocalS3);
-    let ws = b.ws();
-    let name = unique("presigned");
+    presigned_put_once(&b.ws(), &unique("presigned"), ("if-none-match", "*"));
+}
+
+/// A create-only presigned PUT of `name`, whose signed precondition is
+/// `header`: refused without the header (403), stored with it (200), and
+/// refused when replayed with other bytes (412), the first bytes staying.
+fn presigned_put_once(ws: &Workspace, name: &str, (header, value): (&str, &str)) {
     let signed: serde_json::Value =
-        serde_json::from_str(&ws.run(&["presign", "put", &name, "--if-absent", "--json"]).ok()).unwrap();
-    assert_eq!(signed["headers"]["if-none-match"], "*", "{signed}");
+        serde_json::from_str(&ws.run(&["presign", "put", name, "--if-absent", "--json"]).ok()).unwrap();
+    assert_eq!(signed["headers"][header], value, "{signed}");
     let url = signed["url"].as_str().unwrap();
     write_zip(&ws.path("first.zip"), 1000, 1);
     write_zip(&ws.path("second.zip"), 1000, 2);
-    let put = |file: &str, header: bool| {
-        let mut args = vec!["-o", "/dev/null", "-X", "PUT", "--data-binary"];
+    let precondition = format!("{header}: {value}");
+    let put = |file: &str, with_header: bool| {
         let data = format!("@{}", ws.path(file).display());
-        args.push(&data);
-        if header {
-            args.extend(["-H", "If-None-Match: *"]);
+        let mut args = vec!["-o", "/dev/null", "-X", "PUT", "--data-binary", data.as_str()];
+        if with_header {
+            args.extend(["-H", precondition.as_str()]);
         }
         args.push(url);
         curl(&args).1
@@ -196,9 +244,9 @@ fn a_create_only_presigned_put_cannot_be_replayed() {
     assert_eq!(put("first.zip", false), "403", "the header is part of the signature");
     assert_eq!(put("first.zip", true), "200");
     assert_eq!(put("second.zip", true), "412", "a replayed URL overwrote");
-    ws.run(&["download", "projects", &name, "-o", "got.zip"]).ok();
+    ws.run(&["download", "projects", name, "-o", "got.zip"]).ok();
     assert_eq!(sha256(&ws.path("got.zip")), sha256(&ws.path("first.zip")));
-    ws.run(&["delete", "projects", &name]).ok();
+    ws.run(&["delete", "projects", name]).ok();
 }
 
 /// With the plugin in a process of its own, create-only uploads and the

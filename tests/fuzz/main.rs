@@ -253,6 +253,7 @@ fn infos(config: &Config) -> BTreeMap<String, PluginInfo> {
                 identity_env: Vec::new(),
                 identity_env_settings: Vec::new(),
                 create_only: false,
+                multi_part: false,
             };
             (name.clone(), info)
         })

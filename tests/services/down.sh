@@ -2,7 +2,7 @@
 # Stop the services started by up.sh, by the PIDs recorded in RUN_DIR/pids:
 # SIGTERM to all, wait up to 15 s (weed can take ~12 s), then SIGKILL.
 # Removes RUN_DIR/pids, RUN_DIR/env and what the tests stored in the two
-# SeaweedFS instances and rclone (gigabytes after a full run; every up.sh
+# SeaweedFS instances, rclone and fake-gcs-server (gigabytes after a full run; every up.sh
 # starts empty anyway);
 # the other services' data and every log stay until the next up.sh.
 #
@@ -60,4 +60,4 @@ while ((${#MARKER[@]})); do
 done
 
 rm -f "$PIDS_FILE" "$RUN_DIR/env"
-rm -rf "${RUN_DIR:?}/weed/data" "${RUN_DIR:?}/weed-sts/data" "${RUN_DIR:?}/rclone/data"
+rm -rf "${RUN_DIR:?}/weed/data" "${RUN_DIR:?}/weed-sts/data" "${RUN_DIR:?}/rclone/data" "${RUN_DIR:?}/fake-gcs/data"

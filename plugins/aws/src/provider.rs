@@ -32,6 +32,7 @@ impl Plugin for AwsProvider {
     const REGISTRY_SETTING: Option<&'static str> = Some("registry");
     const CAPABILITIES: Capabilities = Capabilities::ALL;
     const CREATE_ONLY: bool = true;
+    const MULTI_PART: bool = true;
     // The default credential chain reads these without any setting naming
     // them: keys, profiles, web identity, container and instance metadata,
     // and the files under the home directory.

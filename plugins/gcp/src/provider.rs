@@ -103,6 +103,7 @@ impl Plugin for GcpProvider {
     const REGISTRY_SETTING: Option<&'static str> = Some("registry");
     const CAPABILITIES: Capabilities = Capabilities::ALL;
     const CREATE_ONLY: bool = true;
+    const MULTI_PART: bool = true;
     // Application Default Credentials, gcloud's configuration and the
     // metadata server are found through these, without a setting naming them.
     const IDENTITY_ENV: &'static [&'static str] =

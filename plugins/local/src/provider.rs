@@ -19,6 +19,7 @@ impl Plugin for LocalProvider {
     const DESCRIPTION: &'static str = "a self-hosted registry and a directory or S3-compatible store";
     const CAPABILITIES: Capabilities = Capabilities::V1_2;
     const CREATE_ONLY: bool = true;
+    const MULTI_PART: bool = true;
     const REGISTRY_SETTING: Option<&'static str> = Some("registry.url");
     const IDENTITY_ENV_SETTINGS: &'static [&'static str] = &[
         "registry.username_env",

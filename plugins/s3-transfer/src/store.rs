@@ -36,6 +36,10 @@ impl S3Bucket {
             req.progress.set_total(total);
         }
         let mut opts = self.opts.clone();
+        if req.multi_part() {
+            // A multipart upload whatever the size (the host probing it).
+            opts.single_put_threshold = 0;
+        }
         match req.if_absent() {
             None => {}
             Some(CreateOnly::Required) => opts.if_absent = true,

@@ -64,6 +64,8 @@ pub async fn upload(gcs: &Arc<Gcs>, bucket: &str, req: Upload, chunk: usize) -> 
         },
     };
     let target = Target { gcs, bucket, name: &req.name, content_type: &content_type, if_absent };
+    // A resumable session whatever the size (the host probing it).
+    let resumable = req.multi_part();
     let (mut reader, known) = match req.source {
         Source::Path(path) => {
             let digests = hash_file(&path).await?;
@@ -83,7 +85,7 @@ pub async fn upload(gcs: &Arc<Gcs>, bucket: &str, req: Upload, chunk: usize) -> 
     };
 
     let first = reader.next(chunk).await?;
-    let (meta, digests) = if first.last {
+    let (meta, digests) = if first.last && !resumable {
         let digests = match known {
             Some(d) => d,
             None => reader.digests(),
