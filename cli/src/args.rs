@@ -36,6 +36,17 @@ pub enum Command {
     Plugins { json: bool, pin: bool },
     /// `credhost plugins inspect`
     Inspect { file: PathBuf, json: bool },
+    /// `credhost plugins push`
+    Push { files: Vec<PathBuf>, reference: String, platforms: Vec<String>, json: bool },
+    /// `credhost plugins install`
+    Install {
+        reference: String,
+        instance: Option<String>,
+        dir: Option<PathBuf>,
+        plugin: Option<String>,
+        write_config: bool,
+        json: bool,
+    },
     /// `credhost presign get|put`
     Presign {
         method: credhost::PresignMethod,
@@ -102,6 +113,21 @@ pub fn resolve(cli: flags::Cli) -> Result<(Global, Command)> {
         flags::Command::Plugins { action: Some(flags::PluginsAction::Inspect { file, json }), .. } => {
             Command::Inspect { file, json }
         }
+        flags::Command::Plugins { action: Some(flags::PluginsAction::Push { mut args, platforms, json }), .. } => {
+            let reference = args.pop().unwrap_or_default();
+            if !platforms.is_empty() && platforms.len() != 1 && platforms.len() != args.len() {
+                return Err(Error::Usage(format!(
+                    "{} --platform for {} files: give one for all of them, or one per file",
+                    platforms.len(),
+                    args.len()
+                )));
+            }
+            Command::Push { files: args.into_iter().map(PathBuf::from).collect(), reference, platforms, json }
+        }
+        flags::Command::Plugins {
+            action: Some(flags::PluginsAction::Install { reference, instance, dir, plugin, write_config, json }),
+            ..
+        } => Command::Install { reference, instance, dir, plugin, write_config, json },
         flags::Command::Plugins { json, pin, .. } => Command::Plugins { json, pin },
         flags::Command::Presign { action } => match action {
             flags::PresignAction::Get { bucket, name, expires, json } => Command::Presign {

@@ -54,6 +54,37 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
         let report = crate::inspect::inspect(file, policy).await?;
         return inspect(&report, file, *json, global.verbose);
     }
+    // Pushing and installing work with or without a configuration.
+    match command {
+        Command::Push { files, reference, platforms, json } => {
+            let platform = global.platform.as_deref();
+            return crate::distribution::push(
+                &global.config,
+                platform,
+                files,
+                reference,
+                platforms,
+                *json,
+                global.quiet,
+            )
+            .await;
+        }
+        Command::Install { reference, instance, dir, plugin, write_config, json } => {
+            return crate::distribution::install(
+                &global.config,
+                global.platform.as_deref(),
+                reference,
+                instance.as_deref(),
+                dir.as_deref(),
+                plugin.as_deref(),
+                *write_config,
+                *json,
+                global.quiet,
+            )
+            .await
+        }
+        _ => {}
+    }
     credhost::audit::set_process_label(global.audit_label.as_deref());
     let host = Host::from_file(&global.config, global.platform.as_deref())?;
     match command {
@@ -198,7 +229,9 @@ pub async fn run(global: &Global, command: &Command, active: &Active) -> Result<
             }
             Ok(exit::OK)
         }
-        Command::Inspect { .. } => unreachable!("handled above"),
+        Command::Inspect { .. } | Command::Push { .. } | Command::Install { .. } => {
+            unreachable!("handled above")
+        }
         Command::DockerConfig(args) => docker_config(&host, args, global.quiet).await,
         Command::KubeletProvider { require_service_account } => {
             let input = crate::credhelper::read_input(credhost::kubelet::MAX_REQUEST as u64)?;

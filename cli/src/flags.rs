@@ -282,6 +282,43 @@ pub enum PluginsAction {
         #[arg(long)]
         json: bool,
     },
+    /// Push plugin files as one OCI artifact to REGISTRY/REPOSITORY:TAG
+    /// (each file vetted as `inspect` does; files of several platforms make
+    /// an image index). Prints the digest to pin.
+    Push {
+        /// The plugin files, then the reference: FILE... REGISTRY/REPOSITORY:TAG.
+        #[arg(required = true, num_args = 2.., value_name = "FILE... REFERENCE")]
+        args: Vec<String>,
+        /// The platform of the files (OS/ARCH, default this machine's); a
+        /// file is vetted by loading it, so it must be this machine's.
+        #[arg(long = "platform", value_name = "OS/ARCH")]
+        platforms: Vec<String>,
+        /// Print {"digest", "pinned", "manifests", "files"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch this machine's plugin from REGISTRY/REPOSITORY:TAG or
+    /// @sha256:DIGEST into the plugin directory, checked against every
+    /// digest, vetted, and print the pins for plugins.toml.
+    Install {
+        /// REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:DIGEST.
+        reference: String,
+        /// The instance the pins are for (default: the plugin's name).
+        #[arg(long = "as", value_name = "INSTANCE")]
+        instance: Option<String>,
+        /// Where to write the file (default: the configuration's plugin_dir).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Which plugin, when the artifact holds several for this platform.
+        #[arg(long, value_name = "NAME")]
+        plugin: Option<String>,
+        /// Add the pins to plugins.toml (atomically, keeping comments).
+        #[arg(long)]
+        write_config: bool,
+        /// Print {"instance", "plugin", "version", "oci", "sha256", "file", "digest"}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -6,6 +6,7 @@
 pub mod args;
 pub mod commands;
 pub mod credhelper;
+pub mod distribution;
 pub mod docker_config;
 pub mod error;
 pub mod flags;

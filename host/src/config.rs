@@ -41,6 +41,9 @@ pub struct Config {
     pub allow_insecure_permissions: bool,
     /// `[audit]`: the issuance audit log, when there is one.
     pub audit: Option<crate::audit::AuditSettings>,
+    /// `plugin_download_max_mib`: the largest plugin file `plugins install`
+    /// (and `auto_install`) fetches, in bytes; 512 MiB by default.
+    pub plugin_download_max: u64,
     text: String,
 }
 
@@ -89,6 +92,12 @@ pub struct Instance {
     /// preconditions, `--if-absent` looks for the name, then writes (racy)
     /// instead of failing.
     pub create_only_best_effort: bool,
+    /// `oci`: the artifact the plugin file was installed from,
+    /// `REGISTRY/REPOSITORY@sha256:DIGEST` (`credhost plugins install`).
+    pub oci: Option<String>,
+    /// `auto_install`: fetch the file from `oci` when it is missing (off
+    /// by default).
+    pub auto_install: bool,
     /// `settings`: handed to the plugin as JSON; the host never reads them,
     /// except at the path the plugin itself declares for its registry.
     pub settings: toml::Table,
@@ -150,6 +159,7 @@ struct RawConfig {
     #[serde(default)]
     allow_insecure_permissions: bool,
     audit: Option<RawAudit>,
+    plugin_download_max_mib: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -186,6 +196,9 @@ struct RawPlugin {
     process_idle_timeout: Option<u64>,
     process_memory_limit_mib: Option<u64>,
     create_only: Option<String>,
+    oci: Option<String>,
+    #[serde(default)]
+    auto_install: bool,
     #[serde(default)]
     settings: toml::Table,
 }
@@ -311,6 +324,8 @@ impl Config {
                 process_idle_timeout,
                 process_memory_limit,
                 create_only_best_effort,
+                oci: p.oci,
+                auto_install: p.auto_install,
                 limits,
                 settings: p.settings,
             };
@@ -374,6 +389,16 @@ impl Config {
             }
         };
         let plugin_dir = base_dir.join(raw.plugin_dir.as_deref().unwrap_or("."));
+        let plugin_download_max = match raw.plugin_download_max_mib {
+            None => crate::oci::DEFAULT_MAX_DOWNLOAD_MIB << 20,
+            Some(mib @ 1..=65_536) => mib << 20,
+            Some(_) => {
+                return Err(Error::Config {
+                    location: at(&["plugin_download_max_mib"]),
+                    message: "plugin_download_max_mib must be between 1 and 65536 (MiB)".into(),
+                })
+            }
+        };
         Ok(Self {
             path: path.to_path_buf(),
             base_dir,
@@ -385,6 +410,7 @@ impl Config {
             credential_helper,
             allow_insecure_permissions: raw.allow_insecure_permissions,
             audit,
+            plugin_download_max,
             text: text.to_owned(),
         })
     }
@@ -521,6 +547,26 @@ fn check_instance(instance: &Instance, at: &dyn Fn(&[&str]) -> String) -> Result
             });
         }
     }
+    if let Some(oci) = &instance.oci {
+        let pinned = crate::oci::ArtifactRef::parse(oci).map_err(|e| Error::Config {
+            location: at(&["plugins", name, "oci"]),
+            message: format!("plugins.{name}.oci: {e}"),
+        })?;
+        if pinned.digest().is_none() {
+            return Err(Error::Config {
+                location: at(&["plugins", name, "oci"]),
+                message: format!(
+                    "plugins.{name}.oci names no digest: pin it, REGISTRY/REPOSITORY@sha256:DIGEST (`credhost plugins install` prints it)"
+                ),
+            });
+        }
+    }
+    if instance.auto_install && instance.oci.is_none() {
+        return Err(Error::Config {
+            location: at(&["plugins", name, "auto_install"]),
+            message: format!("plugins.{name}.auto_install needs plugins.{name}.oci (where to fetch the file from)"),
+        });
+    }
     if instance.file.as_deref() == Some("") {
         return Err(Error::Config {
             location: at(&["plugins", name, "file"]),
@@ -589,7 +635,7 @@ fn parse_registries(
     Ok(out)
 }
 
-fn valid_plugin_name(name: &str) -> bool {
+pub(crate) fn valid_plugin_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')

@@ -187,6 +187,15 @@ pub enum Error {
     /// A required audit log could not be written: nothing was handed out.
     #[error("{0}")]
     Audit(String),
+    /// A registry of plugin artifacts failed, refused, or sent what does
+    /// not match its digest (`plugins push` and `install`).
+    #[error("{message}")]
+    Registry {
+        /// What the caller should do next.
+        kind: ErrorKind,
+        /// What failed, naming the reference.
+        message: String,
+    },
 }
 
 impl Error {
@@ -209,6 +218,7 @@ impl Error {
             Error::Unresolved { kind, .. } => *kind,
             Error::CheckFailed(_) => ErrorKind::CheckFailed,
             Error::Internal(_) | Error::Audit(_) => ErrorKind::Other,
+            Error::Registry { kind, .. } => *kind,
         }
     }
 

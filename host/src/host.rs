@@ -245,6 +245,7 @@ impl Host {
     /// "process"`, the plugin is loaded and runs in a child process.
     pub async fn provider(&self, name: &str) -> Result<ProviderHandle> {
         let instance = self.config.instance(name)?.clone();
+        self.auto_install(&instance).await?;
         let (info, interface, provider) = match instance.isolation {
             crate::config::Isolation::InProcess => self.construct(name).await?,
             crate::config::Isolation::Process => {
@@ -258,6 +259,75 @@ impl Host {
         let audit = self.audit_for(&instance, &info).await?;
         Ok(ProviderHandle::new(instance.name, instance.plugin, info, interface, provider, instance.limits, served)
             .with_instance_options(audit, instance.create_only_best_effort))
+    }
+
+    /// Installs the missing plugin file of every instance with `oci` and
+    /// `auto_install` set (see [`Host::provider`], which does it for the
+    /// instance it builds); the instances whose install failed, with why.
+    pub async fn install_missing(&self) -> Vec<(String, Error)> {
+        let mut failed = Vec::new();
+        for instance in self.config.instances.values().filter(|i| i.auto_install) {
+            if let Err(e) = self.auto_install(instance).await {
+                failed.push((instance.name.clone(), e));
+            }
+        }
+        failed
+    }
+
+    /// Fetches the plugin file of an instance with `oci` and `auto_install`
+    /// set when it is missing, as `credhost plugins install` would, with
+    /// the registry credentials of the docker configuration (or none). The
+    /// loader then checks the `sha256` pin as for any file.
+    ///
+    /// Boxed: looking up credentials loads the other instances (none of
+    /// them installing), which comes back through [`Host::provider`].
+    fn auto_install<'a>(&'a self, instance: &'a crate::config::Instance) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let (Some(oci), true) = (&instance.oci, instance.auto_install) else { return Ok(()) };
+            let path = self.file_of(instance);
+            if tokio::fs::symlink_metadata(&path).await.is_ok() {
+                return Ok(());
+            }
+            let reference = crate::oci::ArtifactRef::parse(oci)?;
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| self.config.plugin_dir.clone());
+            let installs_at = dir.join(loader::library_file_name(&loader::default_library(&instance.plugin)));
+            if installs_at != path {
+                return Err(Error::InvalidInput(format!(
+                    "plugins.{}: auto_install writes {}, but the instance loads {} (remove `file`, or install by hand)",
+                    instance.name,
+                    installs_at.display(),
+                    path.display()
+                )));
+            }
+            let opts = crate::oci::InstallOptions {
+                dir,
+                plugin: Some(instance.plugin.clone()),
+                max_bytes: self.config.plugin_download_max,
+                policy: self.policy(),
+                expect_sha256: instance.sha256.clone(),
+            };
+            let auth = crate::oci::registry_credentials(Some(&self.config), reference.registry()).await?;
+            tracing::info!(target: "credhost::oci", instance = %instance.name, %reference, "the plugin file is missing: installing it (auto_install)");
+            let installed = match instance.isolation {
+                crate::config::Isolation::InProcess => crate::oci::install(&reference, &auth, &opts).await?,
+                // Never loaded here: the file is vetted without loading it, and
+                // its process loads it.
+                crate::config::Isolation::Process => {
+                    let fetched = crate::oci::fetch(&reference, &auth, &opts).await?;
+                    let policy = self.policy();
+                    tokio::task::spawn_blocking(move || {
+                        loader::vet(fetched.path(), None, policy)
+                            .map_err(|e| Error::Load { plugin: fetched.name.clone(), source: e })?;
+                        let name = fetched.name.clone();
+                        fetched.place(&name)
+                    })
+                    .await
+                    .map_err(|e| Error::Internal(format!("{e}")))??
+                }
+            };
+            debug_assert_eq!(installed.file, path);
+            Ok(())
+        })
     }
 
     /// The audit log of the configuration, with how its lines name the

@@ -23,6 +23,7 @@ pub mod kubelet;
 mod live;
 pub mod loader;
 pub mod names;
+pub mod oci;
 pub mod patterns;
 mod provider;
 pub mod registries;

@@ -127,6 +127,11 @@ impl Registries {
     pub async fn map(&self) -> Result<&RegistryMap> {
         self.map
             .get_or_try_init(|| async {
+                // Loading a missing file fails below, and says so; why it
+                // could not be installed is said here.
+                for (instance, e) in self.host.install_missing().await {
+                    tracing::warn!(target: "credhost::oci", instance, "auto_install failed: {e}");
+                }
                 let host = self.host.clone();
                 tokio::task::spawn_blocking(move || host.registry_map())
                     .await

@@ -8,6 +8,7 @@ mod conformance;
 mod contract;
 mod create_only;
 mod credhelper;
+mod distribution;
 mod evolution;
 mod fs_store;
 mod gcp;
