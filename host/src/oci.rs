@@ -849,13 +849,21 @@ pub fn write_config(path: &Path, instance: &str, installed: &Installed) -> Resul
             message: format!("`plugins.{instance}` is not a table"),
         });
     };
-    if instance != installed.name {
+    if instance != installed.name || table.contains_key("plugin") {
         table["plugin"] = toml_edit::value(installed.name.clone());
     }
     table["oci"] = toml_edit::value(installed.pinned.clone());
     table["sha256"] = toml_edit::value(installed.sha256.clone());
+    // The result must still be a valid configuration, which loads the
+    // file just installed: when it would look elsewhere (`--dir` outside
+    // its plugin_dir, another `file`), `file` names the installed one.
+    let config = crate::config::Config::parse(path, &doc.to_string(), None, None)?;
+    let loads = crate::Host::new(config).plugin_file(instance)?;
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if canonical(&loads) != canonical(&installed.file) {
+        doc["plugins"][instance]["file"] = toml_edit::value(canonical(&installed.file).display().to_string());
+    }
     let new = doc.to_string();
-    // The result must still be a valid configuration.
     crate::config::Config::parse(path, &new, None, None)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -1024,6 +1032,8 @@ mod tests {
         let config = crate::config::Config::parse(&path, &std::fs::read_to_string(&path).unwrap(), None, None).unwrap();
         assert_eq!(config.instances["other"].plugin, "local");
         assert!(config.instances["other"].oci.is_some());
+        // The installed file is elsewhere than plugin_dir: `file` names it.
+        assert!(config.instances["other"].file.as_deref().is_some_and(|f| f.ends_with("libcredhost_local.so")));
         // Nothing beside it is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }

@@ -242,6 +242,12 @@ fn without_a_serving_instance_the_docker_config_chain_is_used_else_anonymous() {
     assert!(pins(&stdout).0.ends_with(digest.trim()));
     assert!(!stdout.contains(&svc.var("CREDHOST_TEST_REGISTRY_PASSWORD")));
 
+    // Pins written into a new configuration load the file from where it was
+    // put, outside the configuration's plugin directory.
+    ok(ws.run(&["plugins", "install", &reference, "--dir", "elsewhere", "--write-config"]));
+    let listed = ws.run(&["--platform", "local", "plugins", "--json"]).ok();
+    assert!(listed.contains("elsewhere") && listed.contains("\"loaded\""), "{listed}");
+
     // The same file through ~/.docker/config.json.
     ws.unset_env("REGISTRY_AUTH_FILE");
     std::fs::create_dir_all(ws.path(".docker")).unwrap();
@@ -475,4 +481,49 @@ fn push_and_install_refuse_bad_input_with_one_line() {
         assert!(err.contains(needle), "{args:?}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
     }
+}
+
+#[test]
+fn files_of_several_platforms_make_an_index_and_install_picks_this_machines() {
+    let svc = Services::get();
+    let registry = svc.var("CREDHOST_TEST_REGISTRY_OPEN");
+    let name = repo("index");
+    let ws = Workspace::new();
+    let here = credhost::oci::Platform::current();
+    let file = artifact(&lib_file("credhost_local"));
+    let vetted = credhost::oci::vet_for_push(&file, None, Default::default()).unwrap();
+    // A file for another machine cannot be vetted here (that is why the
+    // command line refuses one): this stands in for one, under the
+    // library's own API, to build the index a multi-platform push makes.
+    let other_file = local_plugin_variant(&ws, "other.so", "built elsewhere");
+    let other = credhost::oci::PushFile {
+        path: other_file.clone(),
+        platform: credhost::oci::Platform::parse("linux/riscv64").unwrap(),
+        sha256: sha256(&other_file),
+        ..vetted.clone()
+    };
+    let reference = credhost::oci::ArtifactRef::parse(&format!("{registry}/{name}:v1")).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let pushed = runtime
+        .block_on(credhost::oci::push(&[other, vetted], &reference, &credhost::oci::RegistryCredentials::Anonymous))
+        .unwrap();
+    assert_eq!(pushed.manifests.len(), 2);
+
+    let index = skopeo_raw(&reference.to_string(), &[]);
+    assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!("{}/{}", m["platform"]["os"].as_str().unwrap(), m["platform"]["architecture"].as_str().unwrap())
+        })
+        .collect();
+    assert!(platforms.contains(&here.to_string()) && platforms.contains(&"linux/riscv64".to_owned()), "{platforms:?}");
+
+    let (stdout, stderr) = ok(ws.run(&["plugins", "install", &reference.to_string(), "--dir", "plugins"]));
+    assert!(stderr.contains(&format!("resolved to {}", pushed.digest)), "{stderr}");
+    let (oci, sha) = pins(&stdout);
+    assert_eq!(oci, pushed.pinned);
+    assert_eq!(sha, sha256(&file), "this machine's file, not the other one");
 }
