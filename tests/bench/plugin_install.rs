@@ -11,8 +11,6 @@
 //! cargo test --release -p credhost-e2e --test plugin_install
 //! ```
 
-use std::time::{Duration, Instant};
-
 use credhost_e2e::*;
 
 fn main() {
@@ -49,28 +47,10 @@ fn main() {
             continue;
         }
         let reference = if *by_digest { format!("{registry}/{repo}@{}", pushed.stdout().trim()) } else { tag };
-        let mut times = Vec::with_capacity(runs);
-        for run in 0..runs {
+        failed |= !time_runs(what, 30, runs, |run| {
             let dir = ws.path(&format!("installed-{run}"));
-            let t = Instant::now();
-            let out = ws
-                .cmd(&["plugins", "install", &reference, "--dir", dir.to_str().unwrap()])
-                .output()
-                .expect("spawn credhost");
-            times.push(t.elapsed());
-            if !out.status.success() {
-                eprintln!("{what}: exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr).trim_end());
-                failed = true;
-                break;
-            }
-        }
-        times.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        println!(
-            "  {what:<30} median {:7.1} ms   slowest {:7.1} ms",
-            ms(times[times.len() / 2]),
-            ms(times[times.len() - 1])
-        );
+            ws.cmd(&["plugins", "install", &reference, "--dir", dir.to_str().unwrap()])
+        });
     }
     if failed {
         std::process::exit(1);

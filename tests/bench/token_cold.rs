@@ -10,10 +10,7 @@
 //! cargo test --release -p credhost-e2e --test token_cold
 //! ```
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::process::Command;
 
 use credhost_e2e::{backend::*, gcp::GOOGLE_VARS, *};
 
@@ -43,8 +40,7 @@ fn main() {
 
     let mut failed = false;
     for Case { what, ws, home } in &cases {
-        let mut times = Vec::with_capacity(runs);
-        for _ in 0..runs {
+        failed |= !time_runs(what, 45, runs, |_| {
             let mut cmd: Command = ws.cmd(&["token"]);
             for k in GOOGLE_VARS {
                 cmd.env_remove(k);
@@ -52,22 +48,8 @@ fn main() {
             if let Some(home) = home {
                 cmd.env("HOME", home);
             }
-            let t = Instant::now();
-            let out = cmd.output().expect("spawn credhost");
-            times.push(t.elapsed());
-            if !out.status.success() {
-                eprintln!("{what}: exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr).trim_end());
-                failed = true;
-                break;
-            }
-        }
-        times.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        println!(
-            "  {what:<45} median {:6.1} ms   slowest {:6.1} ms",
-            ms(times[times.len() / 2]),
-            ms(times[times.len() - 1])
-        );
+            cmd
+        });
     }
     if failed {
         std::process::exit(1);

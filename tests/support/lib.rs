@@ -558,3 +558,28 @@ pub fn oidc_token(svc: &Services, args: &[&str]) -> String {
     assert!(out.status.success(), "oidc-token failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("a token is text").trim().to_owned()
 }
+
+/// Runs the command `command(run)` makes `runs` times, each timed from
+/// spawn to exit, and prints `what`'s median and slowest (`width`: the
+/// column `what` is padded to). False, after saying why, when a run fails.
+pub fn time_runs(what: &str, width: usize, runs: usize, mut command: impl FnMut(usize) -> Command) -> bool {
+    let mut times = Vec::with_capacity(runs);
+    for run in 0..runs {
+        let mut cmd = command(run);
+        let t = std::time::Instant::now();
+        let out = cmd.output().expect("spawn the command");
+        times.push(t.elapsed());
+        if !out.status.success() {
+            eprintln!("{what}: exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr).trim_end());
+            return false;
+        }
+    }
+    times.sort();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "  {what:<width$} median {:7.1} ms   slowest {:7.1} ms",
+        ms(times[times.len() / 2]),
+        ms(times[times.len() - 1])
+    );
+    true
+}
