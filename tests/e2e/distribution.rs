@@ -527,3 +527,23 @@ fn files_of_several_platforms_make_an_index_and_install_picks_this_machines() {
     assert_eq!(oci, pushed.pinned);
     assert_eq!(sha, sha256(&file), "this machine's file, not the other one");
 }
+
+#[test]
+fn ecr_credentials_from_the_aws_instance_push_and_install() {
+    // moto answers ECR's GetAuthorizationToken; the htpasswd registry takes
+    // that answer (user AWS, moto's password), mapped to the aws instance
+    // by [registries]: the same path as a pull from ECR.
+    let svc = Services::get();
+    let registry = svc.var("CREDHOST_TEST_REGISTRY_BASIC");
+    let ws = Workspace::aws(&svc, &svc.var("CREDHOST_TEST_S3_ENDPOINT"), "");
+    let text = std::fs::read_to_string(ws.path("plugins.toml")).unwrap();
+    ws.write_config(&format!("{text}\n[registries]\n\"{registry}\" = \"aws\"\n"));
+    let reference = format!("{registry}/{}:v1", repo("ecr"));
+    let file = artifact(&lib_file("credhost_aws"));
+    let (digest, stderr) = ok(ws.run(&["plugins", "push", file.to_str().unwrap(), &reference]));
+    assert!(stderr.contains("as AWS"), "pushed with the ECR token: {stderr}");
+    let (stdout, stderr) = ok(ws.run(&["plugins", "install", &reference, "--dir", "installed"]));
+    assert!(stderr.contains("as AWS"), "{stderr}");
+    assert!(pins(&stdout).0.ends_with(digest.trim()));
+    assert_eq!(sha256(&ws.path("installed").join(lib_file("credhost_aws"))), sha256(&file));
+}
