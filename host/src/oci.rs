@@ -742,6 +742,7 @@ async fn download_layer(
             std::fs::create_dir_all(&dir).map_err(|e| {
                 Error::InvalidInput(format!("cannot create the plugin directory {}: {e}", dir.display()))
             })?;
+            remove_stale_parts(&dir);
             let mut b = tempfile::Builder::new();
             b.prefix(".credhost-install-").suffix(".part");
             #[cfg(unix)]
@@ -811,6 +812,31 @@ async fn download_layer(
     tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| Error::InvalidInput(format!("{e}")))?;
     file.sync_all().await.map_err(|e| Error::InvalidInput(format!("cannot write the plugin file: {e}")))?;
     Ok(part)
+}
+
+/// Removes the temporary files of installs into `dir` that were killed
+/// outright (SIGKILL, power loss: nothing ran to remove them). A running
+/// install writes its file at least once a minute (the read timeout), so
+/// one untouched for an hour is nobody's.
+fn remove_stale_parts(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(".credhost-install-") && name.ends_with(".part")) {
+            continue;
+        }
+        let stale = entry
+            .metadata()
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .and_then(|m| m.modified().ok())
+            .is_some_and(|t| t < hour_ago);
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            tracing::info!(target: "credhost::oci", file = %entry.path().display(), "removed the temporary file of an install that was killed");
+        }
+    }
 }
 
 /// The TOML lines pinning an installed plugin as instance `instance`.
@@ -981,6 +1007,25 @@ mod tests {
             let e = ArtifactRef::parse(bad).unwrap_err().to_string();
             assert!(e.contains("is not a plugin reference") && !e.contains('\n'), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn only_stale_temporary_files_of_installs_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        for name in [".credhost-install-a.part", ".credhost-install-b.part", "libcredhost_x.so", "notes.part"] {
+            let f = std::fs::File::create(dir.path().join(name)).unwrap();
+            if name != ".credhost-install-b.part" {
+                f.set_modified(old).unwrap();
+            }
+        }
+        remove_stale_parts(dir.path());
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".credhost-install-b.part", "libcredhost_x.so", "notes.part"]);
     }
 
     #[test]
