@@ -250,20 +250,48 @@ fn client_for(registry: &str) -> Result<Client> {
 /// A registry error as one line, naming the registry and what was asked.
 fn registry_error(what: &str, reference: &ArtifactRef, e: oci_client::errors::OciDistributionError) -> Error {
     use oci_client::errors::OciDistributionError as E;
-    let message = format!("{what} {reference}: {}", crate::one_line(&e.to_string()));
+    let message = format!("{what} {reference}: {}", transport_text(&e));
     match e {
         E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => registry(ErrorKind::Unauthenticated, message),
         E::ImageManifestNotFoundError(_) => registry(ErrorKind::NotFound, message),
         E::RequestError(_) => registry(ErrorKind::Unavailable, message),
         E::DigestError(_) => registry(
             ErrorKind::PluginRefused,
-            format!("{what} {reference}: the registry sent content that does not match its digest (digest mismatch); nothing was written: {}", crate::one_line(&e.to_string())),
+            format!("{what} {reference}: the registry sent content that does not match its digest (digest mismatch); nothing was written: {}", transport_text(&e)),
         ),
         E::ServerError { code: 401 | 403, .. } => registry(ErrorKind::Unauthenticated, message),
         E::ServerError { code: 404, .. } => registry(ErrorKind::NotFound, message),
         E::ServerError { code, .. } if code >= 500 => registry(ErrorKind::Unavailable, message),
         _ => registry(ErrorKind::Other, message),
     }
+}
+
+/// A registry client's error as one line, with the query of every URL in
+/// it left out: a registry may redirect a blob to a presigned URL (ECR's
+/// S3, GCS) whose query is a credential.
+fn transport_text(e: &dyn std::fmt::Display) -> String {
+    let text = crate::one_line(&e.to_string());
+    let mut out = String::with_capacity(text.len());
+    let mut in_url = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_whitespace() || c == '(' {
+            in_url = false;
+        }
+        if c == ':' && chars.peek() == Some(&'/') {
+            in_url = true;
+        }
+        if in_url && c == '?' {
+            out.push_str("?<redacted>");
+            while chars.peek().is_some_and(|n| !n.is_whitespace() && !matches!(n, ')' | ',')) {
+                chars.next();
+            }
+            in_url = false;
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// An [`Error::Registry`].
@@ -775,7 +803,7 @@ async fn download_layer(
     let mut got = 0u64;
     while let Some(chunk) = stream.stream.next().await {
         let chunk = chunk.map_err(|e| {
-            let why = crate::one_line(&e.to_string());
+            let why = transport_text(&e);
             // The client checks the layer's digest as the stream ends.
             if e.get_ref().is_some_and(|inner| inner.is::<oci_client::errors::DigestError>()) {
                 let digest = &layer.digest;
@@ -1026,6 +1054,16 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, [".credhost-install-b.part", "libcredhost_x.so", "notes.part"]);
+    }
+
+    #[test]
+    fn transport_errors_lose_the_queries_of_their_urls() {
+        let text = transport_text(&"error sending request for url (https://bucket.s3.amazonaws.com/blob?X-Amz-Signature=abc&X-Amz-Credential=AKIA), code: 500 ok?");
+        assert_eq!(
+            text,
+            "error sending request for url (https://bucket.s3.amazonaws.com/blob?<redacted>), code: 500 ok?"
+        );
+        assert!(!transport_text(&"url http://h/v2/x/blobs/uploads/?_state=s3cret next").contains("s3cret"));
     }
 
     #[test]
